@@ -1,0 +1,82 @@
+import Foundation
+import Hummingbird
+import Logging
+import Shared
+
+/// Routes workers use to register, heartbeat and leave. Authenticated with the worker
+/// credential (`role: worker`, `sub` = worker name): a client token cannot register a
+/// worker and one worker cannot report for another.
+struct ControlPlane {
+    let state: HubState
+    let verifier: TokenVerifier
+    let heartbeatInterval: Duration
+    let logger: Logger
+
+    func addRoutes<Context: RequestContext>(to router: Router<Context>) {
+        router.post(RouterPath(ControlPath.register)) { request, context in
+            let report = try await authenticatedReport(request, context: context)
+            state.register(report)
+            logger.info("worker registered", metadata: ["worker": "\(report.name)", "url": "\(report.url)",
+                                                        "models": "\(report.models.map(\.name))"])
+            let answer = RegisterResponse(heartbeatIntervalMs: Int(heartbeatInterval.components.seconds * 1000
+                + heartbeatInterval.components.attoseconds / 1_000_000_000_000_000))
+            return try jsonResponse(answer)
+        }
+        router.post(RouterPath(ControlPath.heartbeat)) { request, context in
+            let report = try await authenticatedReport(request, context: context)
+            switch state.heartbeat(report) {
+            case .accepted, .outOfOrder:
+                return Response(status: .noContent)
+            case .unknownWorker:
+                throw OpenAIError(.notFound, type: "invalid_request_error", code: "unknown_worker",
+                                  message: "This hub does not know worker '\(report.name)'; register first")
+            }
+        }
+        router.post(RouterPath(ControlPath.deregister)) { request, context in
+            let claims = try await authenticate(request)
+            let body = try await request.body.collect(upTo: 64 * 1024)
+            let leaving = try decode(DeregisterRequest.self, body)
+            guard leaving.name == claims.subject else { throw impersonation(leaving.name) }
+            if state.deregister(leaving.name) {
+                logger.info("worker deregistered", metadata: ["worker": "\(leaving.name)"])
+            }
+            return Response(status: .noContent)
+        }
+    }
+
+    private func authenticate(_ request: Request) async throws -> CaravanClaims {
+        do {
+            return try await verifier.verify(bearerToken(request.headers[.authorization]), roles: [.worker])
+        } catch {
+            throw OpenAIError.unauthorized("worker credential rejected: \(error.reason)")
+        }
+    }
+
+    private func authenticatedReport(_ request: Request, context: some RequestContext) async throws -> WorkerReport {
+        let claims = try await authenticate(request)
+        let body = try await request.body.collect(upTo: 1024 * 1024)
+        let report = try decode(WorkerReport.self, body)
+        guard report.name == claims.subject else { throw impersonation(report.name) }
+        return report
+    }
+
+    private func impersonation(_ name: String) -> OpenAIError {
+        OpenAIError(.forbidden, type: "permission_error", code: "worker_name_mismatch",
+                    message: "The worker credential does not belong to worker '\(name)'")
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ body: ByteBuffer) throws -> T {
+        do {
+            return try WireCoding.decoder().decode(type, from: Data(body.readableBytesView))
+        } catch {
+            throw OpenAIError.invalidRequest("Malformed worker report", code: "invalid_report")
+        }
+    }
+}
+
+/// A JSON response with the wire encoding.
+func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    let data = try WireCoding.encoder().encode(value)
+    return Response(status: status, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}

@@ -1,0 +1,92 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Shared
+
+/// Options given on the command line rather than in the cluster file.
+struct HubOptions: Sendable {
+    /// Accept requests without a client token (then listen on loopback only).
+    var noAuth = false
+}
+
+/// Builds and runs the hub: the API server, the control plane and the expiry sweep.
+struct HubApplication {
+    let config: ClusterConfig
+    let options: HubOptions
+    let logger: Logger
+
+    /// Validates what the hub needs before anything listens.
+    static func checkSecrets(_ config: ClusterConfig, options: HubOptions) throws(ConfigError) {
+        guard let worker = config.hub.auth.workerSecret else {
+            throw ConfigError(key: "hub.auth.worker_secret_file",
+                              "required: workers authenticate with it (or set \(ClusterConfig.Environment.workerSecret))")
+        }
+        if options.noAuth { return }
+        guard let client = config.hub.auth.clientSecret else {
+            throw ConfigError(key: "hub.auth.client_secret_file",
+                              "required unless --no-auth (or set \(ClusterConfig.Environment.clientSecret))")
+        }
+        if client == worker {
+            throw ConfigError(key: "hub.auth", "client and worker secrets must differ")
+        }
+    }
+
+    func run() async throws {
+        try Self.checkSecrets(config, options: options)
+        var listen = config.hub.listen
+        if options.noAuth && listen.host != "127.0.0.1" && listen.host != "::1" && listen.host != "localhost" {
+            logger.warning("--no-auth: listening on 127.0.0.1 only", metadata: ["configured": "\(listen)"])
+            listen.host = "127.0.0.1"
+        }
+        let auth = config.hub.auth
+        let clientVerifier: TokenVerifier? = if options.noAuth { nil } else {
+            await TokenVerifier(secret: auth.clientSecret!, issuer: auth.issuer, audience: auth.audience, leeway: auth.leeway)
+        }
+        let workerVerifier = await TokenVerifier(secret: auth.workerSecret!, leeway: auth.leeway)
+        let state = HubState(registry: Registry(expiry: config.hub.expiry, declaredModels: config.declaredModels))
+        let client = UpstreamForwarder.makeClient(connectTimeout: .seconds(2), idleTimeout: .seconds(600), poolSize: 256)
+
+        let router = Router()
+        router.middlewares.add(OpenAIErrorMiddleware())
+        router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
+        router.get("/health/ready") { _, _ in
+            let live = state.liveWorkers().count
+            return try jsonResponse(ReadyStatus(status: live > 0 ? "ready" : "no_live_workers", liveWorkers: live),
+                                    status: live > 0 ? .ok : .serviceUnavailable)
+        }
+        ControlPlane(state: state, verifier: workerVerifier, heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
+            .addRoutes(to: router)
+        let api = router.group().add(middleware: ClientAuthMiddleware(verifier: clientVerifier))
+        OpenAIRoutes(state: state, forwarder: UpstreamForwarder(client: client),
+                     credential: WorkerCredential(signer: workerVerifier), maxBodyBytes: config.hub.maxBodyBytes,
+                     firstByteTimeout: config.hub.firstByteTimeout, logger: logger)
+            .addRoutes(to: api)
+
+        let bound = listen
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-hub"),
+            services: [ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger)],
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? bound.port
+                announce("caravan-hub listening on http://\(bound.host):\(port)")
+            },
+            logger: logger
+        )
+        do {
+            try await app.runService()
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+    }
+}
+
+struct ReadyStatus: Encodable {
+    var status: String
+    var liveWorkers: Int
+}

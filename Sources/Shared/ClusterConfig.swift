@@ -1,0 +1,249 @@
+import Foundation
+import Yams
+
+/// The whole cluster in one YAML file: the hub and every worker.
+///
+/// The hub reads all of it (it learns which models exist, so an unknown model is a 404
+/// while a known model with no live worker is a 503); each worker picks its own entry
+/// with ``ClusterConfig/worker(named:environment:)``. See `cluster.example.yaml`.
+public struct ClusterConfig: Decodable, Sendable {
+    public var hub: HubConfig
+    public var workers: [WorkerConfig]
+
+    enum CodingKeys: String, CodingKey { case hub, workers }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        hub = try c.optional(HubConfig.self, .hub) ?? HubConfig()
+        workers = try c.optional([WorkerConfig].self, .workers) ?? []
+    }
+
+    /// Every model name and alias the configuration declares, mapped to its canonical name.
+    public var declaredModels: [String: String] {
+        var names: [String: String] = [:]
+        for worker in workers {
+            for model in worker.models {
+                names[model.name] = model.name
+                for alias in model.aliases { names[alias] = model.name }
+            }
+        }
+        return names
+    }
+}
+
+/// Settings of the hub process.
+public struct HubConfig: Decodable, Sendable {
+    /// Address the OpenAI-compatible API listens on.
+    public var listen = ListenAddress(host: "0.0.0.0", port: 8080)
+    /// How often workers report; also what expiry is counted in.
+    public var heartbeatInterval: Duration = .seconds(2)
+    /// Missed heartbeats after which a worker is dropped from routing.
+    public var expireAfter = 3
+    /// Largest request body accepted, in bytes (413 beyond it).
+    public var maxBodyBytes = 32 * 1024 * 1024
+    /// Time allowed for the worker's response head (prefill plus llama-server's own slot wait).
+    public var firstByteTimeout: Duration = .seconds(300)
+    public var auth = AuthConfig()
+
+    enum CodingKeys: String, CodingKey {
+        case listen, heartbeatInterval = "heartbeat_interval", expireAfter = "expire_after"
+        case maxBodyMB = "max_body_mb", firstByteTimeout = "first_byte_timeout", auth
+    }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let v = try c.optional(ListenAddress.self, .listen) { listen = v }
+        if let v = try c.optional(ConfigDuration.self, .heartbeatInterval) {
+            guard v.duration > .zero else { throw c.error(.heartbeatInterval, "must be greater than 0") }
+            heartbeatInterval = v.duration
+        }
+        if let v = try c.optional(Int.self, .expireAfter) {
+            guard v >= 1 else { throw c.error(.expireAfter, "must be at least 1 (missed heartbeats)") }
+            expireAfter = v
+        }
+        if let v = try c.optional(Double.self, .maxBodyMB) {
+            guard v > 0 else { throw c.error(.maxBodyMB, "must be greater than 0") }
+            maxBodyBytes = Int(v * 1024 * 1024)
+        }
+        if let v = try c.optional(ConfigDuration.self, .firstByteTimeout) {
+            guard v.duration > .zero else { throw c.error(.firstByteTimeout, "must be greater than 0") }
+            firstByteTimeout = v.duration
+        }
+        auth = try c.optional(AuthConfig.self, .auth) ?? AuthConfig()
+    }
+
+    /// How long after its last heartbeat a worker stops being routed to.
+    public var expiry: Duration { heartbeatInterval * expireAfter }
+}
+
+/// Cluster credentials. Secrets come from files or environment variables, never inline.
+public struct AuthConfig: Decodable, Sendable {
+    /// File holding the HS256 secret that client JWTs are signed with (`CARAVAN_CLIENT_SECRET` overrides).
+    public var clientSecretFile: String?
+    /// File holding the secret shared by hub and workers (`CARAVAN_WORKER_SECRET` overrides).
+    public var workerSecretFile: String?
+    /// Required `iss` claim of client tokens, when set.
+    public var issuer: String?
+    /// Required `aud` claim of client tokens, when set.
+    public var audience: String?
+    /// Clock skew tolerated on `exp` and `nbf`.
+    public var leeway: Duration = .seconds(30)
+
+    /// Resolved secrets (filled by ``ClusterConfig/load(path:environment:)``).
+    public var clientSecret: Secret?
+    public var workerSecret: Secret?
+
+    enum CodingKeys: String, CodingKey {
+        case clientSecretFile = "client_secret_file", workerSecretFile = "worker_secret_file"
+        case issuer, audience, leeway
+    }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        clientSecretFile = try c.optional(String.self, .clientSecretFile)
+        workerSecretFile = try c.optional(String.self, .workerSecretFile)
+        issuer = try c.optional(String.self, .issuer)
+        audience = try c.optional(String.self, .audience)
+        if let v = try c.optional(ConfigDuration.self, .leeway) { leeway = v.duration }
+    }
+}
+
+/// One worker machine: where it reports, where its data plane listens, and its models.
+public struct WorkerConfig: Decodable, Sendable {
+    public var name: String
+    /// Hub base URLs this worker registers with (every one of them).
+    public var hubs: [String]
+    /// Address the worker's data plane listens on (the hub forwards requests here).
+    public var listen: ListenAddress
+    /// URL the hub uses to reach the data plane; derived from `listen` when absent.
+    public var advertise: String?
+    /// Path of the llama-server executable.
+    public var llamaServer: String
+    /// Ports handed to llama-server processes, one per loaded model.
+    public var ports: PortRange
+    /// Start every model at boot instead of on first request.
+    public var preload: Bool
+    /// Longest time a model may take to answer `/health` with 200.
+    public var loadTimeout: Duration
+    /// GPUs reported when `nvidia-smi` is absent (e.g. CPU boxes, other vendors).
+    public var gpus: [GPUConfig]
+    public var models: [ModelConfig]
+
+    enum CodingKeys: String, CodingKey {
+        case name, hubs, listen, advertise, llamaServer = "llama_server", ports, preload
+        case loadTimeout = "load_timeout", gpus, models
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.required(String.self, .name)
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw c.error(.name, "must be non-empty letters, digits, '-', '_' or '.'")
+        }
+        hubs = try c.optional([String].self, .hubs) ?? []
+        for (index, hub) in hubs.enumerated() where !isHTTPURL(hub) {
+            throw ConfigError(key: renderKeyPath(c.codingPath + [CodingKeys.hubs]) + "[\(index)]",
+                              "expected an http:// or https:// URL, got \"\(hub)\"")
+        }
+        listen = try c.optional(ListenAddress.self, .listen) ?? ListenAddress(host: "127.0.0.1", port: 9090)
+        advertise = try c.optional(String.self, .advertise)
+        if let advertise, !isHTTPURL(advertise) {
+            throw c.error(.advertise, "expected an http:// or https:// URL, got \"\(advertise)\"")
+        }
+        llamaServer = try c.optional(String.self, .llamaServer) ?? "llama-server"
+        ports = try c.optional(PortRange.self, .ports) ?? PortRange(20000, 20999)
+        preload = try c.optional(Bool.self, .preload) ?? false
+        loadTimeout = try c.optional(ConfigDuration.self, .loadTimeout)?.duration ?? .seconds(120)
+        gpus = try c.optional([GPUConfig].self, .gpus) ?? []
+        models = try c.required([ModelConfig].self, .models)
+        guard !models.isEmpty else { throw c.error(.models, "a worker needs at least one model") }
+        var seen: Set<String> = []
+        for (index, model) in models.enumerated() {
+            for label in [model.name] + model.aliases {
+                guard seen.insert(label).inserted else {
+                    throw ConfigError(key: renderKeyPath(c.codingPath + [CodingKeys.models]) + "[\(index)]",
+                                      "name or alias \"\(label)\" is used twice on this worker")
+                }
+            }
+        }
+        guard ports.ports.count >= models.count else {
+            throw c.error(.ports, "range has \(ports.ports.count) ports for \(models.count) models")
+        }
+    }
+
+    /// The URL the hub should use for this worker's data plane.
+    public func advertisedURL(boundPort: Int) -> String {
+        if let advertise { return advertise.hasSuffix("/") ? String(advertise.dropLast()) : advertise }
+        let host = (listen.host == "0.0.0.0" || listen.host == "::") ? "127.0.0.1" : listen.host
+        return host.contains(":") ? "http://[\(host)]:\(boundPort)" : "http://\(host):\(boundPort)"
+    }
+}
+
+/// A statically declared GPU, for machines without `nvidia-smi`.
+public struct GPUConfig: Decodable, Sendable, Equatable {
+    public var name: String
+    public var vramMB: Int
+
+    enum CodingKeys: String, CodingKey { case name, vramMB = "vram_mb" }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.optional(String.self, .name) ?? "gpu"
+        vramMB = try c.required(Int.self, .vramMB)
+        guard vramMB >= 0 else { throw c.error(.vramMB, "must not be negative") }
+    }
+}
+
+/// One model a worker can serve.
+public struct ModelConfig: Decodable, Sendable, Equatable {
+    /// The name clients put in `model`.
+    public var name: String
+    /// Path of the GGUF file.
+    public var path: String
+    /// Extra llama-server arguments (e.g. `["-c", "4096", "-ngl", "99"]`).
+    public var args: [String]
+    /// Other names clients may use for this model.
+    public var aliases: [String]
+    /// Extra environment for the llama-server process.
+    public var env: [String: String]
+
+    enum CodingKeys: String, CodingKey { case name, path, args, aliases, env }
+
+    public init(name: String, path: String, args: [String] = [], aliases: [String] = [], env: [String: String] = [:]) {
+        self.name = name
+        self.path = path
+        self.args = args
+        self.aliases = aliases
+        self.env = env
+    }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.required(String.self, .name)
+        guard !name.isEmpty else { throw c.error(.name, "must not be empty") }
+        path = try c.required(String.self, .path)
+        guard !path.isEmpty else { throw c.error(.path, "must not be empty") }
+        args = try c.optional([String].self, .args) ?? []
+        let reserved = ["--host", "--port", "--alias", "--api-key", "-m", "--model"]
+        if let clash = args.first(where: { reserved.contains($0) }) {
+            throw c.error(.args, "\(clash) is set by the worker and must not appear in args")
+        }
+        aliases = try c.optional([String].self, .aliases) ?? []
+        env = try c.optional([String: String].self, .env) ?? [:]
+    }
+}
+
+func isHTTPURL(_ text: String) -> Bool {
+    guard let url = URL(string: text), let scheme = url.scheme, url.host != nil else { return false }
+    return scheme == "http" || scheme == "https"
+}

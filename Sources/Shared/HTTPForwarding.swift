@@ -1,0 +1,34 @@
+import HTTPTypes
+
+/// Header rules for proxying, shared by the hub and the worker.
+public enum HTTPForwarding {
+    /// Hop-by-hop headers (RFC 9110 §7.6.1) plus those the proxy sets itself.
+    static let dropped: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+    ]
+
+    /// Request headers to pass upstream: hop-by-hop ones and the client's credentials removed.
+    public static func requestHeaders(_ fields: HTTPFields) -> [(String, String)] {
+        var out: [(String, String)] = []
+        out.reserveCapacity(fields.count)
+        for field in fields {
+            let name = field.name.canonicalName
+            if dropped.contains(name) || name == "authorization" || name == "cookie" { continue }
+            if name == modelHeaderName.lowercased() { continue }
+            out.append((field.name.rawName, field.value))
+        }
+        return out
+    }
+
+    /// Response headers to pass back to the client: hop-by-hop ones removed.
+    public static func responseHeaders<S: Sequence<(name: String, value: String)>>(_ headers: S) -> HTTPFields {
+        var out = HTTPFields()
+        for (name, value) in headers {
+            let lower = name.lowercased()
+            if dropped.contains(lower) && lower != "content-length" { continue }
+            if let field = HTTPField.Name(name) { out.append(HTTPField(name: field, value: value)) }
+        }
+        return out
+    }
+}

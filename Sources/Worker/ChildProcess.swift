@@ -1,0 +1,197 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A child process in its own process group whose output is read line by line.
+///
+/// Why not Foundation's `Process`: the worker must (1) signal the whole process group,
+/// (2) give the child default signal dispositions (the service lifecycle ignores SIGTERM
+/// in the worker, and ignored signals survive `exec`), and (3) make the child die with
+/// the worker even on SIGKILL. For (3) the child is started through `setpriv --pdeathsig`,
+/// and because Linux ties that signal to the *thread* that forked, the child is spawned,
+/// read and reaped by one dedicated thread that lives exactly as long as the child.
+final class ChildProcess: Sendable {
+    let pid: pid_t
+    private let exit = Mutex<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+
+    private init(pid: pid_t) { self.pid = pid }
+
+    struct LaunchError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Starts `executable` (searched on PATH) and calls `onLine` for every output line
+    /// (stdout and stderr merged) from the process's own thread.
+    static func launch(
+        executable: String,
+        arguments: [String],
+        environment: [String: String] = [:],
+        onLine: @escaping @Sendable (String) -> Void
+    ) async throws -> ChildProcess {
+        try await withCheckedThrowingContinuation { (started: CheckedContinuation<ChildProcess, any Error>) in
+            let thread = Thread {
+                var fds: [Int32] = [0, 0]
+                guard pipe(&fds) == 0 else {
+                    started.resume(throwing: LaunchError(description: "pipe failed: errno \(errno)"))
+                    return
+                }
+                let (readEnd, writeEnd) = (fds[0], fds[1])
+                let spawned = spawn(executable, arguments, environment, output: writeEnd)
+                close(writeEnd)
+                let pid: pid_t
+                switch spawned {
+                case .failure(let error):
+                    close(readEnd)
+                    started.resume(throwing: error)
+                    return
+                case .success(let value):
+                    pid = value
+                }
+                let child = ChildProcess(pid: pid)
+                started.resume(returning: child)
+                readLines(readEnd, onLine)
+                close(readEnd)
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                child.finish(status)
+            }
+            thread.name = "child-\(executable.split(separator: "/").last ?? "")"
+            thread.start()
+        }
+    }
+
+    /// Runs a command to completion and returns its exit status and output (for short probes).
+    static func run(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let lines = Mutex<[String]>([])
+        let child = try await launch(executable: executable, arguments: arguments) { line in
+            lines.withLock { $0.append(line) }
+        }
+        let status = await child.waitForExit()
+        return (status, lines.withLock { $0.joined(separator: "\n") })
+    }
+
+    /// Exit status once the process has been reaped, nil while it runs.
+    var exitStatus: Int32? { exit.withLock { $0.status } }
+
+    var hasExited: Bool { exitStatus != nil }
+
+    /// Waits until the process has exited and been reaped; returns the raw wait status.
+    func waitForExit() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let status: Int32? = exit.withLock { state in
+                if let status = state.status { return status }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let status { continuation.resume(returning: status) }
+        }
+    }
+
+    /// Waits at most `timeout`; true when the process exited in time.
+    func waitForExit(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !hasExited && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return hasExited
+    }
+
+    /// Sends `signal` to the child's whole process group.
+    func signalGroup(_ signal: Int32) {
+        guard !hasExited else { return }
+        kill(-pid, signal)
+    }
+
+    /// SIGTERM to the group, then SIGKILL after `grace` if it is still there.
+    func terminate(grace: Duration) async {
+        signalGroup(SIGTERM)
+        if await waitForExit(timeout: grace) { return }
+        signalGroup(SIGKILL)
+        _ = await waitForExit()
+    }
+
+    /// Human-readable exit ("exit status 1", "killed by signal 9").
+    static func describe(status: Int32) -> String {
+        let signal = status & 0x7f
+        return signal == 0 ? "exit status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
+    }
+
+    private func finish(_ status: Int32) {
+        let waiters = exit.withLock { state in
+            state.status = status
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: status) }
+    }
+}
+
+/// `setpriv` makes the kernel SIGKILL the child when the spawning thread dies.
+private let setprivPath: String? = ["/usr/bin/setpriv", "/bin/setpriv"].first {
+    FileManager.default.isExecutableFile(atPath: $0)
+}
+
+private func spawn(_ executable: String, _ arguments: [String], _ extraEnvironment: [String: String], output: Int32)
+    -> Result<pid_t, ChildProcess.LaunchError>
+{
+    var argv = [executable] + arguments
+    if let setprivPath { argv = [setprivPath, "--pdeathsig", "KILL", "--"] + argv }
+    var environment = ProcessInfo.processInfo.environment
+    for (key, value) in extraEnvironment { environment[key] = value }
+
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, output, 1)
+    posix_spawn_file_actions_adddup2(&actions, output, 2)
+
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var defaults = sigset_t()
+    sigfillset(&defaults)
+    var emptyMask = sigset_t()
+    sigemptyset(&emptyMask)
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setsigmask(&attributes, &emptyMask)
+    posix_spawnattr_setpgroup(&attributes, 0)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+    let cArguments = argv.map { strdup($0) } + [nil]
+    let cEnvironment = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        cArguments.forEach { free($0) }
+        cEnvironment.forEach { free($0) }
+    }
+    var pid: pid_t = 0
+    let result = posix_spawnp(&pid, argv[0], &actions, &attributes, cArguments, cEnvironment)
+    guard result == 0 else {
+        return .failure(.init(description: "cannot start \(executable): \(String(cString: strerror(result)))"))
+    }
+    return .success(pid)
+}
+
+/// Reads `fd` until EOF, calling `onLine` for each complete line (and a final partial one).
+private func readLines(_ fd: Int32, _ onLine: @Sendable (String) -> Void) {
+    var pending: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+    while true {
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { break }
+        pending.append(contentsOf: buffer[0..<count])
+        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+            onLine(String(decoding: pending[..<newline], as: UTF8.self))
+            pending.removeSubrange(...newline)
+        }
+        if pending.count > 64 * 1024 {  // a line without end: flush it rather than grow
+            onLine(String(decoding: pending, as: UTF8.self))
+            pending.removeAll()
+        }
+    }
+    if !pending.isEmpty { onLine(String(decoding: pending, as: UTF8.self)) }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import Hummingbird
+import Logging
+import Shared
+import Synchronization
+
+/// The worker's HTTP front: forwards `/v1/*`, `/completion` and `/infill` to the
+/// llama-server of the requested model, starting it on first use, streaming the answer.
+struct DataPlane: Sendable {
+    let supervisor: EngineSupervisor
+    let forwarder: UpstreamForwarder
+    let inFlight: InFlightCounter
+    let maxBodyBytes: Int
+    let headTimeout: Duration
+    let logger: Logger
+
+    func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
+        for path in ["/v1/**", "/completion", "/completions", "/infill"] {
+            group.post(RouterPath(path)) { request, context in try await forward(request, context: context) }
+        }
+    }
+
+    func forward(_ request: Request, context: some RequestContext) async throws -> Response {
+        let body = try await request.body.collect(upTo: maxBodyBytes)
+        let requested: String
+        if let header = request.headers[modelHeader] {
+            requested = header
+        } else {
+            requested = try RoutingFields.parse(body).model
+        }
+        guard let model = supervisor.canonicalName(requested) else { throw OpenAIError.modelNotFound(requested) }
+        let engine: Engine
+        do {
+            engine = try await supervisor.engine(for: model)
+        } catch {
+            throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
+                              message: "Model '\(model)' could not be started: \(error)")
+        }
+        var headers = HTTPForwarding.requestHeaders(request.headers)
+        headers.append(("Authorization", "Bearer \(engine.apiKey)"))
+        let target = engine.baseURL + request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
+        inFlight.add(1)
+        let finish: @Sendable (UpstreamForwarder.Outcome) -> Void = { [inFlight] _ in inFlight.add(-1) }
+        let send = {
+            try await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
+                                        headTimeout: headTimeout, logger: logger, onFinish: finish)
+        }
+        do {
+            do {
+                return try await send()
+            } catch where !engine.process.hasExited {
+                // llama-server closes connections after streamed responses; a pooled connection it
+                // closed a moment ago fails before any byte was sent, so one retry is safe.
+                logger.debug("retrying engine request", metadata: ["model": "\(model)", "error": "\(error)"])
+                return try await send()
+            }
+        } catch {
+            inFlight.add(-1)
+            throw OpenAIError.upstream("llama-server for '\(model)' failed: \(UpstreamForwarder.describe(error))",
+                                       code: "engine_error")
+        }
+    }
+}
+
+/// Requests being forwarded right now (reported in heartbeats).
+final class InFlightCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func add(_ delta: Int) { count.add(delta, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}

@@ -1,0 +1,95 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Shared
+
+/// `caravan-worker`: runs next to the GPUs, supervises llama-server and reports to the hub.
+@main
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "caravan-worker",
+        abstract: "Caravan worker: supervises llama-server processes and serves them to the hub.",
+        version: caravanVersion
+    )
+
+    @Option(name: .long, help: "Cluster YAML file.")
+    var config: String
+
+    @Option(name: .long, help: "This worker's entry under `workers`.")
+    var name: String
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = ProcessInfo.processInfo.environment["CARAVAN_LOG_LEVEL"] ?? "info"
+
+    func run() async throws {
+        bootstrapLogging(level: Logger.Level(text: logLevel))
+        let cluster: ClusterConfig
+        let worker: WorkerConfig
+        do {
+            cluster = try ClusterConfig.load(path: config)
+            worker = try cluster.worker(named: name)
+            guard cluster.hub.auth.workerSecret != nil else {
+                throw ConfigError(key: "hub.auth.worker_secret_file",
+                                  "required: the worker authenticates to the hub with it (or set \(ClusterConfig.Environment.workerSecret))")
+            }
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        try await WorkerApplication(cluster: cluster, worker: worker,
+                                    logger: Logger(label: "caravan.worker.\(worker.name)")).run()
+    }
+}
+
+/// Wires the worker's services: engine supervisor, data plane server, heartbeats.
+struct WorkerApplication {
+    let cluster: ClusterConfig
+    let worker: WorkerConfig
+    let logger: Logger
+
+    func run() async throws {
+        let secret = cluster.hub.auth.workerSecret!
+        let verifier = await TokenVerifier(secret: secret, leeway: cluster.hub.auth.leeway)
+        let client = UpstreamForwarder.makeClient(connectTimeout: .seconds(2), idleTimeout: .seconds(600), poolSize: 64)
+        let supervisor = EngineSupervisor(config: worker, client: client, logger: logger)
+        let inFlight = InFlightCounter()
+        let advertised = AdvertisedURL()
+
+        let router = Router()
+        router.middlewares.add(OpenAIErrorMiddleware())
+        router.get("/health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"],
+                                                 body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
+        let guarded = router.group().add(middleware: HubAuthMiddleware(verifier: verifier))
+        DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: client), inFlight: inFlight,
+                  maxBodyBytes: cluster.hub.maxBodyBytes, headTimeout: cluster.hub.firstByteTimeout, logger: logger)
+            .addRoutes(to: guarded)
+
+        let heartbeat = HeartbeatService(
+            config: worker, interval: cluster.hub.heartbeatInterval, supervisor: supervisor, inFlight: inFlight,
+            advertised: advertised, credential: verifier, client: client, logger: logger)
+        let listen = worker.listen
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker"),
+            // Shut down in reverse: the server drains, heartbeats deregister, then engines stop.
+            services: [supervisor, heartbeat],
+            onServerRunning: { [worker] channel in
+                let port = channel.localAddress?.port ?? listen.port
+                let url = worker.advertisedURL(boundPort: port)
+                advertised.set(url)
+                announce("caravan-worker \(worker.name) listening on \(url)")
+            },
+            logger: logger
+        )
+        do {
+            try await app.runService()
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+        try await client.shutdown()
+    }
+}
