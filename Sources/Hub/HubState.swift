@@ -21,14 +21,14 @@ final class HubState: Sendable {
         self.now = now
     }
 
-    /// Looks the model up and, when it has candidates, returns them in the order to try.
+    /// Looks the model up and, when it has candidates, returns them rotated by round-robin.
     func route(_ model: String) -> Registry.Resolution {
         let instant = now()
         return guarded.withLock { state in
             switch state.registry.resolve(model, now: instant) {
-            case .candidates(let list):
-                let key = list[0].model
-                return .candidates(state.balancer.rotation(of: list, key: key))
+            case .candidates(let healthy, let lastResort):
+                guard let key = healthy.first?.model else { return .candidates(healthy, lastResort: lastResort) }
+                return .candidates(state.balancer.rotation(of: healthy, key: key), lastResort: lastResort)
             case let other:
                 return other
             }

@@ -39,7 +39,7 @@ struct OpenAIRoutes {
         switch state.route(fields.model) {
         case .unknownModel: throw OpenAIError.modelNotFound(fields.model)
         case .noLiveWorker: throw OpenAIError.noWorker(fields.model)
-        case .candidates(let list): candidates = list
+        case .candidates(let healthy, let lastResort): candidates = healthy + lastResort
         }
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", try await credential.header()))

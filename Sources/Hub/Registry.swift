@@ -27,8 +27,9 @@ struct Registry: Sendable {
         case unknownModel
         /// The model exists but no live worker serves it right now (503).
         case noLiveWorker
-        /// Live workers that serve it, in a stable order (by worker name).
-        case candidates([Candidate])
+        /// Live workers that serve it, in a stable order (by worker name); `lastResort` holds
+        /// those whose model is in the failed state.
+        case candidates([Candidate], lastResort: [Candidate])
     }
 
     enum HeartbeatResult: Equatable {
@@ -87,18 +88,20 @@ struct Registry: Sendable {
         workers.values.filter { isLive($0, now: now) }.sorted { $0.name < $1.name }
     }
 
-    /// Finds the live workers serving `model` (by name or alias); failed models are skipped.
+    /// Finds the live workers serving `model` (by name or alias); workers whose model failed come last.
     func resolve(_ model: String, now: Instant) -> Resolution {
-        var candidates: [Candidate] = []
+        var healthy: [Candidate] = []
+        var failed: [Candidate] = []
         var known = declaredModels[model] != nil
         for worker in liveWorkers(now: now) {
             guard let served = worker.report.models.first(where: { $0.name == model || $0.aliases.contains(model) })
             else { continue }
             known = true
-            if served.state == .failed { continue }
-            candidates.append(Candidate(worker: worker.name, url: worker.report.url, model: served.name))
+            let candidate = Candidate(worker: worker.name, url: worker.report.url, model: served.name)
+            // A failed model is a last resort: asking again lets its worker retry the start.
+            if served.state == .failed { failed.append(candidate) } else { healthy.append(candidate) }
         }
-        if !candidates.isEmpty { return .candidates(candidates) }
+        if !healthy.isEmpty || !failed.isEmpty { return .candidates(healthy, lastResort: failed) }
         return known ? .noLiveWorker : .unknownModel
     }
 

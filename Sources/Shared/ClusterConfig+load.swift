@@ -38,6 +38,13 @@ extension ClusterConfig {
             config = try YAMLDecoder().decode(ClusterConfig.self, from: text)
         } catch let error as ConfigError {
             throw error
+        } catch DecodingError.dataCorrupted(let context) where context.underlyingError != nil {
+            // Yams wraps errors thrown inside decoding, our own ones included.
+            switch context.underlyingError {
+            case let error as ConfigError: throw error
+            case let error as YamlError: throw ConfigError(key: "", "invalid YAML: \(oneLine(String(describing: error)))")
+            default: throw ConfigError(key: "", "invalid config: \(oneLine(String(describing: context.underlyingError!)))")
+            }
         } catch let error as DecodingError {
             throw ConfigError(decoding: error)
         } catch let error as YamlError {
@@ -157,9 +164,13 @@ private func describe(_ type: Any.Type) -> String {
     case is Int.Type: "an integer"
     case is Double.Type: "a number"
     case is Bool.Type: "true or false"
-    case is [Any].Type: "a list"
     default:
-        String(describing: type).hasPrefix("Array") ? "a list" : "a mapping (\(type))"
+        // Yams names its node kinds (Sequence, Mapping, Scalar) rather than Swift types.
+        switch String(describing: type) {
+        case let name where name.hasPrefix("Array") || name.contains("Sequence"): "a list"
+        case let name where name.hasPrefix("Dictionary") || name.contains("Mapping"): "a mapping"
+        default: "a \(type) value"
+        }
     }
 }
 

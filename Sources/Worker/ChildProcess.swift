@@ -31,7 +31,10 @@ final class ChildProcess: Sendable {
         environment: [String: String] = [:],
         onLine: @escaping @Sendable (String) -> Void
     ) async throws -> ChildProcess {
-        try await withCheckedThrowingContinuation { (started: CheckedContinuation<ChildProcess, any Error>) in
+        guard let path = resolveExecutable(executable) else {
+            throw LaunchError(description: "cannot start \(executable): not found or not executable")
+        }
+        return try await withCheckedThrowingContinuation { (started: CheckedContinuation<ChildProcess, any Error>) in
             let thread = Thread {
                 var fds: [Int32] = [0, 0]
                 guard pipe(&fds) == 0 else {
@@ -39,7 +42,7 @@ final class ChildProcess: Sendable {
                     return
                 }
                 let (readEnd, writeEnd) = (fds[0], fds[1])
-                let spawned = spawn(executable, arguments, environment, output: writeEnd)
+                let spawned = spawn(path, arguments, environment, output: writeEnd)
                 close(writeEnd)
                 let pid: pid_t
                 switch spawned {
@@ -127,6 +130,16 @@ final class ChildProcess: Sendable {
         }
         for waiter in waiters { waiter.resume(returning: status) }
     }
+}
+
+/// The absolute path of `executable`, searching PATH when it has no slash.
+func resolveExecutable(_ executable: String) -> String? {
+    if executable.contains("/") {
+        return FileManager.default.isExecutableFile(atPath: executable) ? executable : nil
+    }
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+    return path.split(separator: ":").map { "\($0)/\(executable)" }
+        .first { FileManager.default.isExecutableFile(atPath: $0) }
 }
 
 /// `setpriv` makes the kernel SIGKILL the child when the spawning thread dies.

@@ -24,8 +24,7 @@ enum GPUProbe {
 
     /// `nvidia-smi` when it is on PATH and answers, else the declared GPUs.
     static func probe(declared gpus: [GPUConfig]) async -> [GPUReport] {
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
-        if path.contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/nvidia-smi") }),
+        if resolveExecutable("nvidia-smi") != nil,
             let result = try? await ChildProcess.run("nvidia-smi", arguments), result.status == 0
         {
             let parsed = parse(result.output)

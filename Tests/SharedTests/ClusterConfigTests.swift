@@ -1,0 +1,133 @@
+import Foundation
+import Testing
+
+@testable import Shared
+
+/// A minimal valid worker entry to build invalid variants from.
+private let validWorker = """
+    workers:
+      - name: a
+        hubs: ["http://127.0.0.1:8080"]
+        models:
+          - name: tiny
+            path: /m/tiny.gguf
+    """
+
+@Suite("Cluster configuration")
+struct ClusterConfigTests {
+    @Test("the commented example parses with every key")
+    func exampleParses() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../cluster.example.yaml").standardized.path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let config = try ClusterConfig.parse(text)
+        #expect(config.hub.listen == ListenAddress(host: "0.0.0.0", port: 8080))
+        #expect(config.hub.heartbeatInterval == .seconds(2))
+        #expect(config.hub.expireAfter == 3)
+        #expect(config.hub.expiry == .seconds(6))
+        #expect(config.hub.maxBodyBytes == 32 * 1024 * 1024)
+        #expect(config.hub.auth.clientSecretFile == "client.secret")
+        #expect(config.workers.map(\.name) == ["gpu-a", "gpu-b"])
+        let a = config.workers[0]
+        #expect(a.ports == PortRange(20000, 20099))
+        #expect(a.models[0].aliases == ["tiny-chat"])
+        #expect(a.models[0].args == ["-c", "2048", "--parallel", "4"])
+        #expect(a.gpus.first?.vramMB == 0)
+        #expect(config.declaredModels == ["tiny": "tiny", "tiny-chat": "tiny"])
+    }
+
+    @Test("defaults apply when keys are absent")
+    func defaults() throws {
+        let config = try ClusterConfig.parse(validWorker)
+        #expect(config.hub.heartbeatInterval == .seconds(2))
+        #expect(config.hub.auth.leeway == .seconds(30))
+        #expect(config.workers[0].listen == ListenAddress(host: "127.0.0.1", port: 9090))
+        #expect(config.workers[0].llamaServer == "llama-server")
+        #expect(config.workers[0].loadTimeout == .seconds(120))
+        #expect(config.workers[0].preload == false)
+    }
+
+    @Test("durations", arguments: [
+        ("500ms", Duration.milliseconds(500)), ("2s", .seconds(2)), ("1.5s", .milliseconds(1500)),
+        ("1m", .seconds(60)), ("1h", .seconds(3600)), ("3", .seconds(3)),
+    ])
+    func durations(text: String, expected: Duration) throws {
+        let config = try ClusterConfig.parse("hub:\n  heartbeat_interval: \(text)\n")
+        #expect(config.hub.heartbeatInterval == expected)
+    }
+
+    /// Each class of invalid input, with the key the error must name and a phrase it must contain.
+    static let invalid: [(String, String, String)] = [
+        ("hub:\n  lisen: 1.2.3.4:80\n", "hub.lisen", "unknown key"),
+        ("hub:\n  listen: nowhere\n", "hub.listen", "expected host:port"),
+        ("hub:\n  listen: \"h:70000\"\n", "hub.listen", "expected host:port"),
+        ("hub:\n  heartbeat_interval: soon\n", "hub.heartbeat_interval", "expected a duration"),
+        ("hub:\n  heartbeat_interval: 0s\n", "hub.heartbeat_interval", "greater than 0"),
+        ("hub:\n  expire_after: 0\n", "hub.expire_after", "at least 1"),
+        ("hub:\n  expire_after: many\n", "hub.expire_after", "expected an integer"),
+        ("hub:\n  auth:\n    secret: x\n", "hub.auth.secret", "unknown key"),
+        ("workers:\n  - hubs: []\n    models: []\n", "workers[0].name", "required key is missing"),
+        ("workers:\n  - name: a b\n    models: []\n", "workers[0].name", "letters, digits"),
+        ("workers:\n  - name: a\n", "workers[0].models", "required key is missing"),
+        ("workers:\n  - name: a\n    models: []\n", "workers[0].models", "at least one model"),
+        ("workers:\n  - name: a\n    hubs: [\"ftp://x\"]\n    models: []\n", "workers[0].hubs[0]", "http://"),
+        ("workers:\n  - name: a\n    hubs: \"http://x\"\n    models: []\n", "workers[0].hubs", "expected a list"),
+        ("workers:\n  - name: a\n    ports: 9000-8000\n    models: [{name: m, path: p}]\n", "workers[0].ports", "port range"),
+        ("workers:\n  - name: a\n    ports: 9000-9000\n    models: [{name: m, path: p}, {name: n, path: p}]\n", "workers[0].ports", "2 models"),
+        ("workers:\n  - name: a\n    models: [{name: m}]\n", "workers[0].models[0].path", "required key is missing"),
+        ("workers:\n  - name: a\n    models: [{name: m, path: p, args: [--port, \"1\"]}]\n", "workers[0].models[0].args", "--port is set by the worker"),
+        ("workers:\n  - name: a\n    models: [{name: m, path: p}, {name: n, path: p, aliases: [m]}]\n", "workers[0].models[1]", "used twice"),
+        ("workers:\n  - name: a\n    models: [{name: m, path: p}]\n  - name: a\n    models: [{name: m, path: p}]\n", "workers[1].name", "used twice"),
+        ("workers:\n  - name: a\n    gpus: [{name: g}]\n    models: [{name: m, path: p}]\n", "workers[0].gpus[0].vram_mb", "required key is missing"),
+        ("hub: [1, 2\n", "", "invalid YAML"),
+        ("   \n", "", "empty"),
+    ]
+
+    @Test("invalid configs fail with one line naming the key", arguments: invalid)
+    func invalidConfig(yaml: String, key: String, problem: String) {
+        do {
+            _ = try ClusterConfig.parse(yaml)
+            Issue.record("expected an error for \(key)")
+        } catch {
+            #expect(error.key == key)
+            #expect(error.description.contains(problem), "\(error.description)")
+            #expect(!error.description.contains("\n"))
+        }
+    }
+
+    @Test("secrets and addresses come from the environment; secrets never print")
+    func environmentOverrides() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-config-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let workerSecret = String(repeating: "w", count: 40)
+        try workerSecret.write(to: directory.appendingPathComponent("worker.secret"), atomically: true, encoding: .utf8)
+        let file = directory.appendingPathComponent("cluster.yaml")
+        try ("hub:\n  auth:\n    worker_secret_file: worker.secret\n" + validWorker)
+            .write(to: file, atomically: true, encoding: .utf8)
+        let clientSecret = String(repeating: "c", count: 32)
+        let env = ["CARAVAN_CLIENT_SECRET": clientSecret, "CARAVAN_HUB_LISTEN": "127.0.0.1:0",
+                   "CARAVAN_HUB_URL": "http://h1:1, http://h2:2", "CARAVAN_WORKER_LISTEN": "0.0.0.0:7000",
+                   "CARAVAN_LLAMA_SERVER": "/opt/llama-server"]
+        let config = try ClusterConfig.load(path: file.path, environment: env)
+        #expect(config.hub.listen == ListenAddress(host: "127.0.0.1", port: 0))
+        #expect(config.hub.auth.clientSecret?.value == clientSecret)
+        #expect(config.hub.auth.workerSecret?.value == workerSecret)
+        #expect("\(config.hub.auth.clientSecret!)" == "<redacted>")
+        #expect(!String(describing: config.hub.auth).contains(clientSecret))
+        let worker = try config.worker(named: "a", environment: env)
+        #expect(worker.hubs == ["http://h1:1", "http://h2:2"])
+        #expect(worker.listen == ListenAddress(host: "0.0.0.0", port: 7000))
+        #expect(worker.llamaServer == "/opt/llama-server")
+        #expect(worker.advertisedURL(boundPort: 7000) == "http://127.0.0.1:7000")
+
+        #expect(throws: ConfigError(key: "CARAVAN_CLIENT_SECRET",
+                                    "secret must be at least 32 bytes (try: openssl rand -hex 32)")) {
+            _ = try ClusterConfig.load(path: file.path, environment: ["CARAVAN_CLIENT_SECRET": "short"])
+        }
+        #expect(throws: ConfigError.self) { _ = try config.worker(named: "zz", environment: [:]) }
+        #expect(throws: ConfigError(key: "", "cannot read config file /nonexistent.yaml")) {
+            _ = try ClusterConfig.load(path: "/nonexistent.yaml")
+        }
+    }
+}

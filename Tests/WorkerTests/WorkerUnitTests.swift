@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+
+@testable import Shared
+@testable import Worker
+
+@Suite("GPU probe")
+struct GPUProbeTests {
+    @Test("parses recorded nvidia-smi output, one and several GPUs")
+    func parse() {
+        #expect(GPUProbe.parse("0, NVIDIA H100 80GB HBM3, 81559, 80993\n") ==
+            [GPUReport(index: 0, name: "NVIDIA H100 80GB HBM3", memoryTotalMiB: 81559, memoryFreeMiB: 80993)])
+        let two = GPUProbe.parse("0, NVIDIA GeForce RTX 4090, 24564, 1200\n1, NVIDIA GeForce RTX 3090, 24576, 24000\n")
+        #expect(two.map(\.index) == [0, 1])
+        #expect(two[1].memoryFreeMiB == 24000)
+    }
+
+    @Test("error output yields no GPUs", arguments: [
+        "No devices were found",
+        "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.",
+        "", "0, name, [N/A], [N/A]",
+    ])
+    func errors(output: String) {
+        #expect(GPUProbe.parse(output).isEmpty)
+    }
+}
+
+@Suite("Ports")
+struct PortAllocatorTests {
+    @Test("skips ports already taken or bound by someone else")
+    func skips() throws {
+        var allocator = PortAllocator(range: 40100...40103)
+        #expect(allocator.allocate(excluding: [40100]) == 40101)
+        #expect(allocator.allocate(excluding: [40100, 40101]) == 40102)
+        var full = PortAllocator(range: 40100...40101)
+        #expect(full.allocate(excluding: [40100, 40101]) == nil)
+    }
+}
+
+@Suite("Child processes")
+struct ChildProcessTests {
+    @Test("output lines and exit status are captured")
+    func run() async throws {
+        let result = try await ChildProcess.run("sh", ["-c", "echo one; echo two >&2; exit 3"])
+        #expect(result.output.split(separator: "\n").sorted() == ["one", "two"])
+        #expect(ChildProcess.describe(status: result.status) == "exit status 3")
+    }
+
+    @Test("terminate stops the whole process group, SIGKILL after the grace period")
+    func terminateGroup() async throws {
+        // The shell ignores SIGTERM and has a child: both must be gone afterwards.
+        let pids = PIDs()
+        let child = try await ChildProcess.launch(
+            executable: "sh", arguments: ["-c", "trap '' TERM; sleep 30 & echo $!; wait"]
+        ) { line in pids.add(line) }
+        try await Task.sleep(for: .milliseconds(300))
+        let grandchild = try #require(pids.first)
+        #expect(isRunning(grandchild))
+        await child.terminate(grace: .milliseconds(300))
+        #expect(child.hasExited)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!isRunning(grandchild), "the grandchild in the group must be gone")
+    }
+
+    @Test("a missing executable fails to launch")
+    func missing() async {
+        await #expect(throws: ChildProcess.LaunchError.self) {
+            _ = try await ChildProcess.launch(executable: "/nonexistent/llama-server", arguments: []) { _ in }
+        }
+    }
+}
+
+import Synchronization
+
+final class PIDs: Sendable {
+    private let values = Mutex<[pid_t]>([])
+    func add(_ line: String) { if let pid = pid_t(line) { values.withLock { $0.append(pid) } } }
+    var first: pid_t? { values.withLock { $0.first } }
+}
+
+/// True while `pid` exists and is not a zombie (a killed orphan stays a zombie until init reaps it).
+func isRunning(_ pid: pid_t) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)]
+    return state != "Z" && state != "X"
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs Caravan's whole test suite: installs prerequisites, builds llama-server (cached),
+# generates the tiny model, checks docker-compose.yaml, then `swift test`.
+# Extra arguments go to `swift test` (e.g. scripts/test.sh --filter RegistryTests).
+set -euo pipefail
+source "$(dirname "$0")/lib/prepare.sh"
+cd "$ROOT"
+
+install_prerequisites
+if ! command -v docker-compose >/dev/null 2>&1; then
+  say "installing docker-compose (apt-get) to validate docker-compose.yaml"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+fi
+if ! python3 -c "import openai" >/dev/null 2>&1; then
+  say "installing PyPI package openai (the client used by compatibility tests)"
+  python3 -m pip install -q openai >&2
+fi
+prepare_engine
+prepare_model
+
+say "validating docker-compose.yaml"
+docker-compose -f docker-compose.yaml config -q
+
+export CARAVAN_TEST_LLAMA_SERVER="$LLAMA_SERVER_BIN"
+export CARAVAN_TEST_MODEL="$TINY_MODEL"
+say "building (a first debug build takes 5-10 minutes on 2 cores)"
+start=$(date +%s)
+swift build --build-tests
+say "build took $(( $(date +%s) - start ))s; running tests"
+start=$(date +%s)
+swift test --skip-build "$@"
+say "tests took $(( $(date +%s) - start ))s"
