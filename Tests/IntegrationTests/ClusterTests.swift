@@ -1,0 +1,198 @@
+import Foundation
+import Testing
+
+/// End-to-end tests with real processes: hub + workers + the real llama-server.
+/// Serialized: each test runs its own cluster, and the CI machine has two cores.
+@Suite("Cluster end to end", .serialized)
+struct ClusterTests {
+    @Test("plain and streamed chat completions flow through the hub, spread over both workers")
+    func completions() async throws {
+        let cluster = try await TestCluster.start()
+        do {
+            let models = try await cluster.request("GET", "/v1/models")
+            #expect(models.status == 200)
+            let ids = (models.json?["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
+            #expect(ids == ["tiny"])
+
+            let plain = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 8))
+            #expect(plain.status == 200, "\(plain.body)")
+            #expect(plain.json?["object"] as? String == "chat.completion")
+            let choice = (plain.json?["choices"] as? [[String: Any]])?.first
+            let content = (choice?["message"] as? [String: Any])?["content"] as? String
+            #expect((content ?? "").count > 0, "the model produced text: \(plain.body)")
+            let usage = plain.json?["usage"] as? [String: Any]
+            #expect(usage?["completion_tokens"] as? Int == 8)
+
+            let streamed = try await cluster.request("POST", "/v1/chat/completions",
+                                                     body: chatBody(model: "tiny-chat", maxTokens: 6, stream: true))
+            #expect(streamed.status == 200)
+            #expect(streamed.contentType?.hasPrefix("text/event-stream") == true)
+            let events = streamed.body.components(separatedBy: "\n\n").filter { $0.hasPrefix("data: ") }
+            #expect(events.count >= 6, "several data: events: \(streamed.body)")
+            #expect(events.last == "data: [DONE]")
+            for event in events.dropLast() {
+                let json = try JSONSerialization.jsonObject(with: Data(event.dropFirst(6).utf8)) as? [String: Any]
+                #expect(json?["object"] as? String == "chat.completion.chunk")
+            }
+
+            let completion = try await cluster.request(
+                "POST", "/v1/completions", body: #"{"model":"tiny","prompt":"Once","max_tokens":4}"#)
+            #expect(completion.status == 200, "\(completion.body)")
+            #expect(completion.json?["object"] as? String == "text_completion")
+
+            // Round-robin: after a few more requests both workers have started their own llama-server.
+            for _ in 0..<4 {
+                let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1))
+                #expect(reply.status == 200)
+            }
+            for (name, worker) in cluster.workers {
+                #expect(children(of: worker.pid, matching: "llama-server").count == 1,
+                        "worker \(name) runs exactly one llama-server")
+            }
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+
+    @Test("errors come back in the OpenAI envelope with the right status")
+    func errors() async throws {
+        let cluster = try await TestCluster.start(workers: ["a"])
+        do {
+            let body = chatBody()
+            let cases: [(String, String?, String?, Int, String)] = [
+                ("no token", body, .none, 401, "invalid_api_key"),
+                ("garbage token", body, "not-a-jwt", 401, "invalid_api_key"),
+                ("unknown model", chatBody(model: "nope"), nil, 404, "model_not_found"),
+                ("known model, no live worker", chatBody(model: "ghost-alias"), nil, 503, "no_worker_available"),
+                ("invalid JSON", "{oops", nil, 400, "invalid_json"),
+                ("missing model", #"{"messages":[]}"#, nil, 400, "missing_model"),
+                ("model not a string", #"{"model":7}"#, nil, 400, "invalid_model"),
+            ]
+            for (label, body, tokenOverride, status, code) in cases {
+                let token: String?? = label.contains("token") ? .some(tokenOverride) : .none
+                let reply = try await cluster.request("POST", "/v1/chat/completions", body: body, token: token)
+                #expect(reply.status == status, "\(label): \(reply.body)")
+                #expect(reply.errorCode == code, "\(label): \(reply.body)")
+                #expect(reply.json?["error"] != nil && reply.errorType != nil, "\(label) uses the envelope")
+            }
+            // A token signed with another secret is refused, and a client token cannot register a worker.
+            let forged = try await cluster.request("POST", "/internal/v1/workers/register", body: "{}")
+            #expect(forged.status == 401)
+            let unknownPath = try await cluster.request("GET", "/v1/nothing")
+            #expect(unknownPath.status == 404 && unknownPath.errorCode == "not_found")
+            // Health endpoints stay open.
+            #expect(try await cluster.request("GET", "/health", token: .some(nil)).status == 200)
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+
+    @Test("a killed worker takes its llama-server along, expires, and requests keep succeeding")
+    func killedWorker() async throws {
+        let cluster = try await TestCluster.start()
+        do {
+            for _ in 0..<2 {
+                #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status == 200)
+            }
+            let victim = try #require(cluster.workers["a"])
+            let engines = children(of: victim.pid, matching: "llama-server")
+            #expect(engines.count == 1)
+            victim.kill9()
+            // Requests right after the kill succeed: the hub skips the unreachable worker.
+            for _ in 0..<4 {
+                let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1))
+                #expect(reply.status == 200, "\(reply.body)")
+            }
+            try await cluster.waitForLiveWorkers(1, timeout: .seconds(5))
+            let expired = try await cluster.hub.waitForLine(containing: "worker expired", timeout: .seconds(2))
+            #expect(expired.contains("worker=a"))
+            for _ in 0..<4 {
+                #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status == 200)
+            }
+            // The killed worker's llama-server died with it (no orphan).
+            let deadline = ContinuousClock.now + .seconds(5)
+            while engines.contains(where: isRunning) && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(!engines.contains(where: isRunning), "llama-server \(engines) outlived its worker")
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+
+    @Test("workers re-register after a hub restart; graceful worker stop leaves no llama-server")
+    func hubRestart() async throws {
+        let port = freePort()
+        let cluster = try await TestCluster.start(workers: ["a"], hubPort: port)
+        var newHub: ManagedProcess?
+        do {
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status == 200)
+            await cluster.hub.stop()
+            let hub = try ManagedProcess(name: "hub2", executable: TestCluster.binDirectory.appendingPathComponent("caravan-hub"),
+                                         arguments: ["--config", cluster.configPath])
+            newHub = hub
+            _ = try await hub.waitForLine(containing: "listening on")
+            _ = try await hub.waitForLine(containing: "worker registered", timeout: .seconds(10))
+            let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 2))
+            #expect(reply.status == 200, "\(reply.body)")
+
+            let worker = try #require(cluster.workers["a"])
+            let engines = children(of: worker.pid, matching: "llama-server")
+            #expect(engines.count == 1)
+            await worker.stop()
+            #expect(!worker.isRunning)
+            #expect(!engines.contains(where: isRunning), "graceful stop terminates llama-server")
+            _ = try await hub.waitForLine(containing: "worker deregistered", timeout: .seconds(5))
+        } catch {
+            await newHub?.stop()
+            await cluster.shutdown()
+            throw error
+        }
+        await newHub?.stop()
+        await cluster.shutdown()
+    }
+
+    @Test("the official openai Python SDK works against the hub, plain and streamed")
+    func openAISDK() async throws {
+        let cluster = try await TestCluster.start(workers: ["a"])
+        do {
+            let script = """
+                import json, sys
+                from openai import OpenAI
+                client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2])
+                chat = client.chat.completions.create(model="tiny", max_tokens=5,
+                    messages=[{"role": "user", "content": "hi"}])
+                chunks = [c for c in client.chat.completions.create(model="tiny", max_tokens=5, stream=True,
+                    messages=[{"role": "user", "content": "hi"}])]
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                models = [m.id for m in client.models.list()]
+                try:
+                    client.chat.completions.create(model="nope", messages=[])
+                    missing = "no error"
+                except Exception as e:
+                    missing = type(e).__name__ + ":" + str(getattr(e, "status_code", ""))
+                print(json.dumps({"content": chat.choices[0].message.content, "chunks": len(chunks),
+                                  "streamed": text, "models": models, "missing": missing}))
+                """
+            let python = try ManagedProcess(name: "openai", executable: URL(fileURLWithPath: "/usr/bin/env"),
+                                            arguments: ["python3", "-c", script, cluster.hubURL, cluster.clientToken])
+            let line = try await python.waitForLine(containing: "{\"content\"", timeout: .seconds(60))
+            let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect((result["content"] as? String)?.isEmpty == false)
+            #expect((result["chunks"] as? Int ?? 0) >= 5)
+            #expect((result["streamed"] as? String)?.isEmpty == false)
+            #expect(result["models"] as? [String] == ["tiny"])
+            #expect(result["missing"] as? String == "NotFoundError:404")
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+}
