@@ -93,7 +93,7 @@ def main():
     printable = {3 + b for b in range(0x20, 0x7F)}
     for t in range(n_vocab):
         if t not in printable:
-            head[t, ANCHOR] = -40.0  # logit about -140: never sampled
+            head[t, ANCHOR] = -2000.0  # dominates any logit the random layers produce: never sampled
     w.add_tensor("output.weight", head.astype(np.float16))
 
     w.write_header_to_file()
