@@ -36,6 +36,15 @@ struct ClusterConfigTests {
         #expect(config.declaredModels == ["tiny": "tiny", "tiny-chat": "tiny"])
     }
 
+    @Test("the docker-compose cluster file parses and names the compose services")
+    func composeClusterParses() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../deploy/cluster.compose.yaml").standardized.path
+        let config = try ClusterConfig.parse(try String(contentsOfFile: path, encoding: .utf8))
+        #expect(config.workers.map(\.name) == ["worker-a", "worker-b"])
+        #expect(config.workers.allSatisfy { $0.advertise == "http://\($0.name):9101" && $0.hubs == ["http://hub:8080"] })
+    }
+
     @Test("defaults apply when keys are absent")
     func defaults() throws {
         let config = try ClusterConfig.parse(validWorker)
