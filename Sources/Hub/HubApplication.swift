@@ -46,8 +46,15 @@ struct HubApplication {
             await TokenVerifier(secret: auth.clientSecret!, issuer: auth.issuer, audience: auth.audience, leeway: auth.leeway)
         }
         let workerVerifier = await TokenVerifier(secret: auth.workerSecret!, leeway: auth.leeway)
-        let state = HubState(registry: Registry(expiry: config.hub.expiry, declaredModels: config.declaredModels))
-        let client = UpstreamForwarder.makeClient(connectTimeout: .seconds(2), idleTimeout: .seconds(600), poolSize: 256)
+        let hub = config.hub
+        let breaker = CircuitBreaker.Policy(
+            window: hub.breaker.window, minSamples: hub.breaker.minSamples, failureRate: hub.breaker.failureRate,
+            openFor: hub.breaker.openFor, maxOpenFor: hub.breaker.maxOpenFor, closeAfter: hub.breaker.closeAfter)
+        let state = HubState(
+            registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels, breakerPolicy: breaker),
+            queueCapacity: hub.queue.size, logger: logger)
+        let client = UpstreamForwarder.makeClient(
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 256)
 
         let router = Router()
         router.middlewares.add(OpenAIErrorMiddleware())
@@ -61,9 +68,10 @@ struct HubApplication {
             .addRoutes(to: router)
         let api = router.group().add(middleware: ClientAuthMiddleware(verifier: clientVerifier))
         OpenAIRoutes(state: state, forwarder: UpstreamForwarder(client: client),
-                     credential: WorkerCredential(signer: workerVerifier), maxBodyBytes: config.hub.maxBodyBytes,
-                     firstByteTimeout: config.hub.firstByteTimeout, logger: logger)
+                     credential: WorkerCredential(signer: workerVerifier), config: hub, logger: logger)
             .addRoutes(to: api)
+        let admin = router.group().add(middleware: ClientAuthMiddleware(verifier: clientVerifier, roles: [.admin]))
+        AdminRoutes(state: state).addRoutes(to: admin)
 
         let bound = listen
         let app = Application(

@@ -1,48 +1,154 @@
+import HTTPTypes
+import Logging
 import Shared
 import Synchronization
 
-/// The hub's shared mutable state: the registry and the balancer behind one lock.
+/// The hub's shared mutable state: registry, balancer, breakers and wait queues behind one lock.
 ///
 /// A `Mutex` rather than an actor: every request touches it briefly and never awaits
 /// while holding it. The clock is injected so tests can move time.
 final class HubState: Sendable {
     typealias Now = @Sendable () -> ContinuousClock.Instant
+    typealias Waiter = CheckedContinuation<Registry.Pick, any Error>
 
     private struct Guarded: Sendable {
         var registry: Registry
-        var balancer = RoundRobin()
+        var queues: [String: WaitQueue<Waiter>] = [:]
+        var nextWaiterID: UInt64 = 0
     }
 
     private let guarded: Mutex<Guarded>
     let now: Now
+    let queueCapacity: Int
+    let logger: Logger
 
-    init(registry: Registry, now: @escaping Now = { ContinuousClock.now }) {
+    init(registry: Registry, queueCapacity: Int = 64, logger: Logger = Logger(label: "caravan.hub"),
+         now: @escaping Now = { ContinuousClock.now }) {
         self.guarded = Mutex(Guarded(registry: registry))
+        self.queueCapacity = queueCapacity
+        self.logger = logger
         self.now = now
     }
 
-    /// Looks the model up and, when it has candidates, returns them rotated by round-robin.
-    func route(_ model: String) -> Registry.Resolution {
+    // MARK: Routing
+
+    /// Picks and reserves a worker for `model`, skipping `excluded` slots.
+    func pick(_ model: String, excluding excluded: [Int] = []) -> Registry.Decision {
         let instant = now()
-        return guarded.withLock { state in
-            switch state.registry.resolve(model, now: instant) {
-            case .candidates(let healthy, let lastResort):
-                guard let key = healthy.first?.model else { return .candidates(healthy, lastResort: lastResort) }
-                return .candidates(state.balancer.rotation(of: healthy, key: key), lastResort: lastResort)
-            case let other:
-                return other
+        let (decision, transitions) = guarded.withLock { $0.registry.pick(model, excluding: excluded, now: instant) }
+        for (pick, transition) in transitions { log(transition, pick) }
+        return decision
+    }
+
+    /// Waits in the model's FIFO queue until a worker has capacity, the deadline passes
+    /// (503) or the queue is full (429). Cancelling the calling task leaves the queue at once.
+    func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant) async throws -> Registry.Pick {
+        try await withThrowingTaskGroup(of: Registry.Pick?.self) { group in
+            group.addTask { try await self.enqueue(model, deadline: deadline) }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return nil
             }
+            let first = try await group.next()!
+            group.cancelAll()
+            if let pick = first { return pick }
+            // Deadline: the waiter was cancelled above; if it was dispatched at the same
+            // moment it returns a pick, which is used rather than leaked.
+            if let late = try? await group.next(), let pick = late { return pick }
+            throw OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",
+                              message: "No worker for '\(model)' had capacity within the queue timeout",
+                              headers: [.retryAfter: "1"])
         }
     }
+
+    private func enqueue(_ model: String, deadline: ContinuousClock.Instant) async throws -> Registry.Pick {
+        let id = guarded.withLock { state in
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (waiter: Waiter) in
+                enum Admission { case ready(Registry.Pick), full, cancelled, queued }
+                let instant = now()
+                let admission: Admission = guarded.withLock { state in
+                    if Task.isCancelled { return .cancelled }
+                    // Capacity may have freed since the caller's pick: take it rather than queue.
+                    if state.queues[model]?.isEmpty ?? true,
+                        case .picked(let pick) = state.registry.pick(model, now: instant).decision
+                    {
+                        return .ready(pick)
+                    }
+                    var queue = state.queues[model] ?? WaitQueue(capacity: queueCapacity)
+                    guard queue.enqueue(id: id, deadline: deadline, waiter) else { return .full }
+                    state.queues[model] = queue
+                    return .queued
+                }
+                switch admission {
+                case .ready(let pick): waiter.resume(returning: pick)
+                case .cancelled: waiter.resume(throwing: CancellationError())
+                case .full:
+                    waiter.resume(throwing: OpenAIError(
+                        .tooManyRequests, type: "rate_limit_error", code: "queue_full",
+                        message: "Every worker for '\(model)' is busy and the wait queue is full",
+                        headers: [.retryAfter: "1"]))
+                case .queued: break
+                }
+            }
+        } onCancel: {
+            let entry = guarded.withLock { $0.queues[model]?.remove(id: id) }
+            entry?.waiter.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Hands freed capacity to queued requests, oldest first.
+    private func drainQueues() {
+        let instant = now()
+        let ready: [(Waiter, Registry.Pick)] = guarded.withLock { state in
+            var ready: [(Waiter, Registry.Pick)] = []
+            for model in state.queues.keys {
+                while let first = state.queues[model]?.entries.first {
+                    guard case .picked(let pick) = state.registry.pick(model, now: instant).decision else { break }
+                    _ = state.queues[model]?.popFirst()
+                    ready.append((first.waiter, pick))
+                }
+            }
+            return ready
+        }
+        for (waiter, pick) in ready { waiter.resume(returning: pick) }
+    }
+
+    /// Ends a reservation, feeds the breaker and lets queued requests in.
+    func release(_ pick: Registry.Pick, sample: CircuitBreaker.Sample) {
+        let instant = now()
+        let transition = guarded.withLock { $0.registry.release(pick, sample: sample, now: instant) }
+        if let transition { log(transition, pick) }
+        drainQueues()
+    }
+
+    /// Requests waiting per model (for the admin API).
+    func queueLengths() -> [String: Int] {
+        guarded.withLock { $0.queues.mapValues(\.count).filter { $0.value > 0 } }
+    }
+
+    private func log(_ transition: CircuitBreaker.Transition, _ pick: Registry.Pick) {
+        logger.warning("circuit breaker \(transition.from) -> \(transition.to)", metadata: [
+            "worker": "\(pick.worker)", "model": "\(pick.model)", "reason": "\(transition.reason)",
+        ])
+    }
+
+    // MARK: Membership
 
     func register(_ report: WorkerReport) {
         let instant = now()
         guarded.withLock { $0.registry.register(report, now: instant) }
+        drainQueues()
     }
 
     func heartbeat(_ report: WorkerReport) -> Registry.HeartbeatResult {
         let instant = now()
-        return guarded.withLock { $0.registry.heartbeat(report, now: instant) }
+        let result = guarded.withLock { $0.registry.heartbeat(report, now: instant) }
+        if result == .accepted { drainQueues() }
+        return result
     }
 
     @discardableResult
@@ -64,4 +170,25 @@ final class HubState: Sendable {
         let instant = now()
         return guarded.withLock { $0.registry.servedModels(now: instant) }
     }
+}
+
+/// One reserved attempt on a worker; released exactly once, even if the response is dropped.
+final class Lease: Sendable {
+    let pick: Registry.Pick
+    let startedAt: ContinuousClock.Instant
+    private let state: HubState
+    private let released = Atomic<Bool>(false)
+
+    init(_ pick: Registry.Pick, state: HubState) {
+        self.pick = pick
+        self.state = state
+        self.startedAt = state.now()
+    }
+
+    func release(_ sample: CircuitBreaker.Sample) {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        state.release(pick, sample: sample)
+    }
+
+    deinit { release(.neutral) }
 }

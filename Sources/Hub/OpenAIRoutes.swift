@@ -1,3 +1,4 @@
+import HTTPTypes
 import Foundation
 import Hummingbird
 import Logging
@@ -11,8 +12,7 @@ struct OpenAIRoutes {
     let state: HubState
     let forwarder: UpstreamForwarder
     let credential: WorkerCredential
-    let maxBodyBytes: Int
-    let firstByteTimeout: Duration
+    let config: HubConfig
     let logger: Logger
 
     func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
@@ -30,35 +30,85 @@ struct OpenAIRoutes {
         }
     }
 
-    /// Reads the body, picks a worker for its model and forwards. A worker that cannot be
-    /// reached (before any response byte) is skipped for the next candidate.
+    /// Reads the body, picks a worker for its model and forwards.
+    ///
+    /// Before any byte reaches the client, a transport error, a 5xx or a 429 from a worker
+    /// is retried on another worker (up to `retries` times, with a short jittered pause
+    /// after 429/503). When every worker is at capacity the request waits in the model's
+    /// FIFO queue, holding no response headers, so the outcome can still be 429 or 503.
     func route(_ request: Request, path: String, context: some RequestContext) async throws -> Response {
-        let body = try await request.body.collect(upTo: maxBodyBytes)
+        let body = try await request.body.collect(upTo: config.maxBodyBytes)
         let fields = try RoutingFields.parse(body)
-        let candidates: [Registry.Candidate]
-        switch state.route(fields.model) {
-        case .unknownModel: throw OpenAIError.modelNotFound(fields.model)
-        case .noLiveWorker: throw OpenAIError.noWorker(fields.model)
-        case .candidates(let healthy, let lastResort): candidates = healthy + lastResort
-        }
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", try await credential.header()))
         let target = path + (request.uri.query.map { "?\($0)" } ?? "")
-        var lastError: (any Error)?
-        for candidate in candidates {
-            do {
-                return try await forwarder.forward(
-                    url: candidate.url + target, method: request.method,
-                    headers: headers + [(modelHeaderName, candidate.model)], body: body,
-                    headTimeout: firstByteTimeout, logger: logger)
-            } catch {
-                lastError = error
-                logger.warning("worker unreachable, trying the next one",
-                               metadata: ["worker": "\(candidate.worker)", "error": "\(UpstreamForwarder.describe(error))"])
+        let queueDeadline = ContinuousClock.now + config.queue.timeout
+        var tried: [Int] = []
+        var lastFailure: String?
+        for attempt in 0...config.retries {
+            let pick: Registry.Pick
+            switch state.pick(fields.model, excluding: tried) {
+            case .picked(let chosen):
+                pick = chosen
+            case .saturated:
+                pick = try await request.body.consumeWithCancellationOnInboundClose { _ in
+                    try await state.waitForCapacity(fields.model, deadline: queueDeadline)
+                }
+            case .unknownModel:
+                throw OpenAIError.modelNotFound(fields.model)
+            case .noLiveWorker:
+                throw OpenAIError.noWorker(fields.model)
+            case .exhausted:
+                if let lastFailure { throw Self.allFailed(fields.model, lastFailure) }
+                throw OpenAIError(.serviceUnavailable, type: "server_error", code: "no_healthy_worker",
+                                  message: "Every worker serving '\(fields.model)' is failing (circuit open); try again shortly",
+                                  headers: [.retryAfter: "5"])
+            }
+            let lease = Lease(pick, state: state)
+            let options = UpstreamForwarder.Options(
+                headTimeout: fields.stream ? config.firstByteTimeout : config.requestTimeout,
+                idleTimeout: config.idleTimeout, interceptRetryable: attempt < config.retries)
+            let breaker = config.breaker
+            let result = await forwarder.forward(
+                url: pick.url + target, method: request.method, headers: headers + [(modelHeaderName, pick.model)],
+                body: body, options: options, logger: logger
+            ) { finish in
+                lease.release(Self.sample(finish, policy: breaker))
+            }
+            switch result {
+            case .response(let response):
+                return response
+            case .failed(let status, let reason):
+                lease.release(status == 429 ? .neutral : .failure(reason))
+                tried.append(pick.slot)
+                lastFailure = "worker \(pick.worker): \(reason)"
+                logger.warning("attempt failed before the first byte", metadata: [
+                    "worker": "\(pick.worker)", "model": "\(pick.model)", "attempt": "\(attempt + 1)", "reason": "\(reason)",
+                ])
+                if status == 429 || status == 503 {
+                    try await Task.sleep(for: .milliseconds(Int.random(in: 50...250) * (attempt + 1)))
+                }
             }
         }
-        throw OpenAIError.upstream(
-            "No worker for '\(fields.model)' answered: \(lastError.map(UpstreamForwarder.describe) ?? "unknown error")",
-            code: "worker_unreachable")
+        throw Self.allFailed(fields.model, lastFailure ?? "no attempt made")
+    }
+
+    static func allFailed(_ model: String, _ last: String) -> OpenAIError {
+        OpenAIError.upstream("No worker for '\(model)' answered successfully (last: \(last))", code: "worker_unreachable")
+    }
+
+    /// What a finished response says about the worker: slowness counts as failure, a
+    /// client hanging up says nothing.
+    static func sample(_ finish: UpstreamForwarder.Finish, policy: BreakerConfig) -> CircuitBreaker.Sample {
+        switch finish {
+        case .completed(let timing):
+            if let first = timing.firstByte, first > policy.slowTTFB { return .failure("slow first byte (\(first))") }
+            if timing.maxGap > policy.slowGap { return .failure("slow gap between events (\(timing.maxGap))") }
+            return .success
+        case .upstreamFailed(let reason, _):
+            return .failure(reason)
+        case .clientGone:
+            return .neutral
+        }
     }
 }

@@ -42,13 +42,25 @@ public struct HubConfig: Decodable, Sendable {
     public var expireAfter = 3
     /// Largest request body accepted, in bytes (413 beyond it).
     public var maxBodyBytes = 32 * 1024 * 1024
-    /// Time allowed for the worker's response head (prefill plus llama-server's own slot wait).
+    /// Time allowed for a streamed response's first byte (prefill plus llama-server's own slot wait).
     public var firstByteTimeout: Duration = .seconds(300)
+    /// Time allowed to connect to a worker.
+    public var connectTimeout: Duration = .seconds(2)
+    /// Longest silence between two chunks of a streamed response.
+    public var idleTimeout: Duration = .seconds(60)
+    /// Total time allowed for a non-streamed request.
+    public var requestTimeout: Duration = .seconds(600)
+    /// Extra attempts on other workers after a failure before the first byte.
+    public var retries = 2
+    public var queue = QueueConfig()
+    public var breaker = BreakerConfig()
     public var auth = AuthConfig()
 
     enum CodingKeys: String, CodingKey {
         case listen, heartbeatInterval = "heartbeat_interval", expireAfter = "expire_after"
         case maxBodyMB = "max_body_mb", firstByteTimeout = "first_byte_timeout", auth
+        case connectTimeout = "connect_timeout", idleTimeout = "idle_timeout", requestTimeout = "request_timeout"
+        case retries, queue, breaker
     }
 
     public init() {}
@@ -57,10 +69,7 @@ public struct HubConfig: Decodable, Sendable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         if let v = try c.optional(ListenAddress.self, .listen) { listen = v }
-        if let v = try c.optional(ConfigDuration.self, .heartbeatInterval) {
-            guard v.duration > .zero else { throw c.error(.heartbeatInterval, "must be greater than 0") }
-            heartbeatInterval = v.duration
-        }
+        heartbeatInterval = try c.positiveDuration(.heartbeatInterval) ?? heartbeatInterval
         if let v = try c.optional(Int.self, .expireAfter) {
             guard v >= 1 else { throw c.error(.expireAfter, "must be at least 1 (missed heartbeats)") }
             expireAfter = v
@@ -69,15 +78,93 @@ public struct HubConfig: Decodable, Sendable {
             guard v > 0 else { throw c.error(.maxBodyMB, "must be greater than 0") }
             maxBodyBytes = Int(v * 1024 * 1024)
         }
-        if let v = try c.optional(ConfigDuration.self, .firstByteTimeout) {
-            guard v.duration > .zero else { throw c.error(.firstByteTimeout, "must be greater than 0") }
-            firstByteTimeout = v.duration
+        firstByteTimeout = try c.positiveDuration(.firstByteTimeout) ?? firstByteTimeout
+        connectTimeout = try c.positiveDuration(.connectTimeout) ?? connectTimeout
+        idleTimeout = try c.positiveDuration(.idleTimeout) ?? idleTimeout
+        requestTimeout = try c.positiveDuration(.requestTimeout) ?? requestTimeout
+        if let v = try c.optional(Int.self, .retries) {
+            guard (0...10).contains(v) else { throw c.error(.retries, "must be between 0 and 10") }
+            retries = v
         }
+        queue = try c.optional(QueueConfig.self, .queue) ?? QueueConfig()
+        breaker = try c.optional(BreakerConfig.self, .breaker) ?? BreakerConfig()
         auth = try c.optional(AuthConfig.self, .auth) ?? AuthConfig()
     }
 
     /// How long after its last heartbeat a worker stops being routed to.
     public var expiry: Duration { heartbeatInterval * expireAfter }
+}
+
+/// The per-model wait queue used when every worker is at capacity.
+public struct QueueConfig: Decodable, Sendable, Equatable {
+    /// Requests that may wait per model (429 beyond).
+    public var size = 64
+    /// Longest wait for capacity (503 after).
+    public var timeout: Duration = .seconds(30)
+
+    enum CodingKeys: String, CodingKey { case size, timeout }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        if let v = try c.optional(Int.self, .size) {
+            guard v >= 0 else { throw c.error(.size, "must not be negative (0 disables queueing)") }
+            size = v
+        }
+        timeout = try c.positiveDuration(.timeout) ?? timeout
+    }
+}
+
+/// Circuit-breaker thresholds, per (worker, model).
+public struct BreakerConfig: Decodable, Sendable, Equatable {
+    /// Sliding window the failure rate is computed over.
+    public var window: Duration = .seconds(30)
+    /// Samples needed in the window before the breaker may open.
+    public var minSamples = 5
+    /// Failure fraction (0-1) above which the breaker opens.
+    public var failureRate = 0.5
+    /// A first byte later than this counts as a failure.
+    public var slowTTFB: Duration = .seconds(30)
+    /// A gap between streamed events longer than this counts as a failure.
+    public var slowGap: Duration = .seconds(10)
+    /// First open period; doubles on each consecutive re-open.
+    public var openFor: Duration = .seconds(5)
+    /// Cap of the doubling.
+    public var maxOpenFor: Duration = .seconds(120)
+    /// Consecutive successful probes that close a half-open breaker.
+    public var closeAfter = 2
+
+    enum CodingKeys: String, CodingKey {
+        case window, minSamples = "min_samples", failureRate = "failure_rate", slowTTFB = "slow_ttfb"
+        case slowGap = "slow_gap", openFor = "open_for", maxOpenFor = "max_open_for", closeAfter = "close_after"
+    }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        window = try c.positiveDuration(.window) ?? window
+        if let v = try c.optional(Int.self, .minSamples) {
+            guard v >= 1 else { throw c.error(.minSamples, "must be at least 1") }
+            minSamples = v
+        }
+        if let v = try c.optional(Double.self, .failureRate) {
+            guard (0..<1).contains(v) else { throw c.error(.failureRate, "must be at least 0 and below 1") }
+            failureRate = v
+        }
+        slowTTFB = try c.positiveDuration(.slowTTFB) ?? slowTTFB
+        slowGap = try c.positiveDuration(.slowGap) ?? slowGap
+        openFor = try c.positiveDuration(.openFor) ?? openFor
+        maxOpenFor = try c.positiveDuration(.maxOpenFor) ?? maxOpenFor
+        guard maxOpenFor >= openFor else { throw c.error(.maxOpenFor, "must not be shorter than open_for") }
+        if let v = try c.optional(Int.self, .closeAfter) {
+            guard v >= 1 else { throw c.error(.closeAfter, "must be at least 1") }
+            closeAfter = v
+        }
+    }
 }
 
 /// Cluster credentials. Secrets come from files or environment variables, never inline.
@@ -134,11 +221,13 @@ public struct WorkerConfig: Decodable, Sendable {
     public var loadTimeout: Duration
     /// GPUs reported when `nvidia-smi` is absent (e.g. CPU boxes, other vendors).
     public var gpus: [GPUConfig]
+    /// Static routing weight, multiplied by the worker's free capacity (see README).
+    public var weight: Double
     public var models: [ModelConfig]
 
     enum CodingKeys: String, CodingKey {
         case name, hubs, listen, advertise, llamaServer = "llama_server", ports, preload
-        case loadTimeout = "load_timeout", gpus, models
+        case loadTimeout = "load_timeout", gpus, models, weight
     }
 
     public init(from decoder: any Decoder) throws {
@@ -163,6 +252,8 @@ public struct WorkerConfig: Decodable, Sendable {
         preload = try c.optional(Bool.self, .preload) ?? false
         loadTimeout = try c.optional(ConfigDuration.self, .loadTimeout)?.duration ?? .seconds(120)
         gpus = try c.optional([GPUConfig].self, .gpus) ?? []
+        weight = try c.optional(Double.self, .weight) ?? 1
+        guard weight > 0 else { throw c.error(.weight, "must be greater than 0") }
         models = try c.required([ModelConfig].self, .models)
         guard !models.isEmpty else { throw c.error(.models, "a worker needs at least one model") }
         var seen: Set<String> = []

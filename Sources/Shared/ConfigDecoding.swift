@@ -35,6 +35,13 @@ extension KeyedDecodingContainer {
         return try decode(type, forKey: key)
     }
 
+    /// Decodes an optional duration that must be greater than zero.
+    func positiveDuration(_ key: Key) throws -> Duration? {
+        guard let value = try decodeIfPresent(ConfigDuration.self, forKey: key) else { return nil }
+        guard value.duration > .zero else { throw error(key, "must be greater than 0") }
+        return value.duration
+    }
+
     /// Builds a `ConfigError` located at `key`.
     func error(_ key: Key, _ problem: String) -> ConfigError {
         ConfigError(key: renderKeyPath(codingPath + [key]), problem)

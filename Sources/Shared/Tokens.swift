@@ -52,6 +52,8 @@ public struct CaravanClaims: JWTPayload, Equatable {
 public struct TokenError: Error, Equatable, CustomStringConvertible {
     public let reason: String
     public init(_ reason: String) { self.reason = reason }
+    /// A valid token whose role may not use this endpoint (403 rather than 401).
+    public static let roleRejected = TokenError("token role not accepted here")
     public var description: String { reason }
 }
 
@@ -86,7 +88,7 @@ public struct TokenVerifier: Sendable {
         if let audience, !(claims.aud?.value.contains(audience) ?? false) {
             throw TokenError("token audience not accepted")
         }
-        guard roles.contains(claims.role ?? .client) else { throw TokenError("token role not accepted here") }
+        guard roles.contains(claims.role ?? .client) else { throw TokenError.roleRejected }
         return claims
     }
 

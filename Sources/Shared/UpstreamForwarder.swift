@@ -6,21 +6,57 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
-/// Forwards one buffered request to an upstream and streams the answer back unchanged.
+/// Forwards one buffered request to an upstream and relays the answer unchanged.
 ///
 /// Used on both hops (hub -> worker, worker -> llama-server), so there is one relay:
-/// response bytes are written to the client as they arrive (SSE events are never
-/// buffered), and when an event stream breaks after its head was sent the client gets a
-/// final `data: {"error":...}` event and a clean end instead of a hang.
+/// - nothing throws; a failure *before the client saw a byte* comes back as
+///   ``Result/failed(status:reason:)`` so the caller can retry elsewhere;
+/// - a non-streamed answer is read whole first (llama-server sends it in one piece at
+///   the end anyway), so a failure while reading it is still a clean 502 or a retry;
+/// - an event stream is relayed chunk by chunk as it arrives, never buffered; if it
+///   breaks or stays silent longer than the idle timeout, the client gets a final
+///   `data: {"error":...}` event and a clean end instead of a hang.
 public struct UpstreamForwarder: Sendable {
-    /// How a relayed response ended, reported once per forwarded request.
-    public enum Outcome: Sendable, Equatable {
-        case completed
-        /// The upstream failed after the head was sent.
-        case upstreamFailed
+    /// When the first body byte arrived and the longest silence between two chunks.
+    public struct Timing: Sendable, Equatable {
+        public var firstByte: Duration?
+        public var maxGap: Duration = .zero
+    }
+
+    /// How a relayed response ended, reported exactly once.
+    public enum Finish: Sendable, Equatable {
+        case completed(Timing)
+        /// The upstream failed or went silent after the client had bytes.
+        case upstreamFailed(String, Timing)
         /// The client went away.
-        case clientGone
+        case clientGone(Timing)
+    }
+
+    public enum Result: Sendable {
+        case response(Response)
+        /// No byte reached the client: `status` is the upstream's (nil for transport errors).
+        case failed(status: Int?, reason: String)
+    }
+
+    public struct Options: Sendable {
+        /// Deadline for the response head.
+        public var headTimeout: Duration
+        /// Longest silence between chunks of an event stream.
+        public var idleTimeout: Duration
+        /// Turn 5xx and 429 heads into ``Result/failed(status:reason:)`` instead of passing them on.
+        public var interceptRetryable: Bool
+        /// Largest non-streamed body read into memory.
+        public var maxBufferedBody: Int
+
+        public init(headTimeout: Duration, idleTimeout: Duration, interceptRetryable: Bool = false,
+                    maxBufferedBody: Int = 256 * 1024 * 1024) {
+            self.headTimeout = headTimeout
+            self.idleTimeout = idleTimeout
+            self.interceptRetryable = interceptRetryable
+            self.maxBufferedBody = maxBufferedBody
+        }
     }
 
     public let client: HTTPClient
@@ -28,12 +64,13 @@ public struct UpstreamForwarder: Sendable {
     public init(client: HTTPClient) { self.client = client }
 
     /// An HTTP client tuned for proxying: no redirects, no decompression, a large pool,
-    /// connect failures reported at once (the caller fails over), `idle` bounding the gap
-    /// between streamed chunks.
-    public static func makeClient(connectTimeout: Duration, idleTimeout: Duration, poolSize: Int) -> HTTPClient {
+    /// connect failures reported at once (the caller fails over). `readTimeout` must cover
+    /// the longest wait for a response head; silences inside streams are bounded by
+    /// ``Options/idleTimeout`` instead.
+    public static func makeClient(connectTimeout: Duration, readTimeout: Duration, poolSize: Int) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: .init(connect: .init(connectTimeout), read: .init(idleTimeout)),
+            timeout: .init(connect: .init(connectTimeout), read: .init(readTimeout)),
             decompression: .disabled
         )
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = poolSize
@@ -42,61 +79,98 @@ public struct UpstreamForwarder: Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    /// Sends the request and returns a response that streams the upstream body.
-    ///
-    /// Throws before the head (connect error, timeout, reset) so the caller can retry;
-    /// after the head nothing throws here: failures end the relayed body.
     public func forward(
         url: String,
         method: HTTPRequest.Method,
         headers: [(String, String)],
         body: ByteBuffer,
-        headTimeout: Duration,
+        options: Options,
         logger: Logger,
-        onFinish: @escaping @Sendable (Outcome) -> Void = { _ in }
-    ) async throws -> Response {
+        onFinish: @escaping @Sendable (Finish) -> Void = { _ in }
+    ) async -> Result {
+        let start = ContinuousClock.now
         var request = HTTPClientRequest(url: url)
         request.method = HTTPMethod(rawValue: method.rawValue)
         request.headers = HTTPHeaders(headers)
-        if body.readableBytes > 0 || method == .post || method == .put {
-            request.body = .bytes(body)
+        if body.readableBytes > 0 || method == .post || method == .put { request.body = .bytes(body) }
+        let upstream: HTTPClientResponse
+        do {
+            upstream = try await client.execute(request, timeout: .init(options.headTimeout))
+        } catch {
+            return .failed(status: nil, reason: Self.describe(error))
         }
-        let upstream = try await client.execute(request, timeout: .init(headTimeout))
+        let status = Int(upstream.status.code)
+        if options.interceptRetryable && (status >= 500 || status == 429) {
+            _ = try? await upstream.body.collect(upTo: 1024 * 1024)
+            return .failed(status: status, reason: "HTTP \(status)")
+        }
+        let responseStatus = HTTPResponse.Status(code: status, reasonPhrase: upstream.status.reasonPhrase)
+        let responseHeaders = HTTPForwarding.responseHeaders(upstream.headers.map { ($0.name, $0.value) })
         let isEventStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
-        let upstreamBody = upstream.body
-        let responseBody = ResponseBody { writer in
-            var clientGone = false
+        guard isEventStream else {
+            let bytes: ByteBuffer
             do {
-                for try await chunk in upstreamBody {
+                bytes = try await upstream.body.collect(upTo: options.maxBufferedBody)
+            } catch {
+                return .failed(status: nil, reason: "failed while reading the response: \(Self.describe(error))")
+            }
+            onFinish(.completed(Timing(firstByte: .now - start)))
+            return .response(Response(status: responseStatus, headers: responseHeaders, body: .init(byteBuffer: bytes)))
+        }
+        let upstreamBody = upstream.body
+        let idleTimeout = options.idleTimeout
+        let relay = ResponseBody { writer in
+            let tracker = StreamTracker(start: start)
+            let (chunks, feed) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+            var clientGone = false
+            let finish: Finish = try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
                     do {
-                        try await writer.write(chunk)
+                        for try await chunk in upstreamBody {
+                            tracker.received()
+                            feed.yield(chunk)
+                        }
+                        feed.finish()
                     } catch {
-                        clientGone = true
-                        throw error
+                        feed.finish(throwing: error)
                     }
                 }
-            } catch {
-                if clientGone {
-                    onFinish(.clientGone)
+                group.addTask {
+                    let period = min(idleTimeout / 4, .seconds(1))
+                    while true {
+                        try await Task.sleep(for: period)
+                        if tracker.silence() > idleTimeout {
+                            feed.finish(throwing: IdleTimeout(limit: idleTimeout))
+                            return
+                        }
+                    }
+                }
+                defer { group.cancelAll() }
+                do {
+                    for try await chunk in chunks {
+                        do {
+                            try await writer.write(chunk)
+                        } catch {
+                            clientGone = true
+                            throw error
+                        }
+                    }
+                    return .completed(tracker.timing)
+                } catch where !clientGone {
+                    let reason = Self.describe(error)
+                    logger.warning("upstream stream failed", metadata: ["url": "\(url)", "error": "\(reason)"])
+                    try await writer.write(OpenAIError.upstream("The upstream failed while streaming: \(reason)",
+                                                                 code: "upstream_stream_error").sseEvent)
+                    return .upstreamFailed(reason, tracker.timing)
+                } catch {
+                    onFinish(.clientGone(tracker.timing))
                     throw error
                 }
-                logger.warning("upstream failed mid-response", metadata: ["url": "\(url)", "error": "\(error)"])
-                onFinish(.upstreamFailed)
-                guard isEventStream else { throw error }
-                let event = OpenAIError.upstream("The upstream failed while streaming: \(Self.describe(error))",
-                                                 code: "upstream_stream_error").sseEvent
-                try await writer.write(event)
-                try await writer.finish(nil)
-                return
             }
-            onFinish(.completed)
+            onFinish(finish)
             try await writer.finish(nil)
         }
-        return Response(
-            status: HTTPResponse.Status(code: Int(upstream.status.code), reasonPhrase: upstream.status.reasonPhrase),
-            headers: HTTPForwarding.responseHeaders(upstream.headers.map { ($0.name, $0.value) }),
-            body: responseBody
-        )
+        return .response(Response(status: responseStatus, headers: responseHeaders, body: relay))
     }
 
     /// A short, secret-free description of a transport error for envelopes and logs.
@@ -104,17 +178,54 @@ public struct UpstreamForwarder: Sendable {
         if let error = error as? HTTPClientError {
             switch error {
             case .connectTimeout: return "connect timeout"
-            case .readTimeout: return "idle timeout"
+            case .readTimeout: return "read timeout"
             case .deadlineExceeded: return "timed out waiting for the response head"
             case .remoteConnectionClosed: return "connection closed by upstream"
+            case .cancelled: return "cancelled"
             default: return "\(error)"
             }
         }
+        if let error = error as? IdleTimeout { return "no data for \(error.limit)" }
         if error is NIOConnectionError { return "connection refused" }
-        if let error = error as? IOError { return "I/O error (\(error.errnoCode))" }
+        if let error = error as? IOError {
+            return error.errnoCode == ECONNREFUSED ? "connection refused" : "I/O error (errno \(error.errnoCode))"
+        }
         if let error = error as? ChannelError { return "channel error (\(error))" }
+        if error is NIOTooManyBytesError { return "response too large" }
         return String(describing: type(of: error))
     }
+}
+
+/// Raised when an event stream stays silent longer than the idle timeout.
+struct IdleTimeout: Error {
+    let limit: Duration
+}
+
+/// Arrival times of a relayed stream's chunks.
+final class StreamTracker: Sendable {
+    private let state: Mutex<(last: ContinuousClock.Instant, timing: UpstreamForwarder.Timing)>
+    private let start: ContinuousClock.Instant
+
+    init(start: ContinuousClock.Instant) {
+        self.start = start
+        self.state = Mutex((start, UpstreamForwarder.Timing()))
+    }
+
+    func received() {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            if state.timing.firstByte == nil {
+                state.timing.firstByte = now - start
+            } else {
+                state.timing.maxGap = max(state.timing.maxGap, now - state.last)
+            }
+            state.last = now
+        }
+    }
+
+    func silence() -> Duration { ContinuousClock.now - state.withLock { $0.last } }
+
+    var timing: UpstreamForwarder.Timing { state.withLock { $0.timing } }
 }
 
 extension TimeAmount {

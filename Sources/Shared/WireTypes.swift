@@ -31,9 +31,11 @@ public struct WorkerReport: Codable, Sendable, Equatable {
     public var gpus: [GPUReport]
     /// Requests the worker is forwarding right now.
     public var inFlight: Int
+    /// Static routing weight from the worker's config entry.
+    public var weight: Double
 
     public init(name: String, url: String, version: String, sequence: UInt64,
-                models: [ModelReport], gpus: [GPUReport], inFlight: Int) {
+                models: [ModelReport], gpus: [GPUReport], inFlight: Int, weight: Double = 1) {
         self.name = name
         self.url = url
         self.version = version
@@ -41,6 +43,7 @@ public struct WorkerReport: Codable, Sendable, Equatable {
         self.models = models
         self.gpus = gpus
         self.inFlight = inFlight
+        self.weight = weight
     }
 }
 
@@ -62,9 +65,12 @@ public struct ModelReport: Codable, Sendable, Equatable {
     public var slotsBusy: Int
     /// Why the model failed, when `state` is `failed`.
     public var reason: String?
+    /// VRAM the model is expected to need (GGUF file size), when known.
+    public var vramEstimateMiB: Int?
 
     public init(name: String, aliases: [String] = [], state: ModelState, slotsTotal: Int = 0,
-                slotsBusy: Int = 0, reason: String? = nil) {
+                slotsBusy: Int = 0, reason: String? = nil, vramEstimateMiB: Int? = nil) {
+        self.vramEstimateMiB = vramEstimateMiB
         self.name = name
         self.aliases = aliases
         self.state = state

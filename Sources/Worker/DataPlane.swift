@@ -11,7 +11,7 @@ struct DataPlane: Sendable {
     let forwarder: UpstreamForwarder
     let inFlight: InFlightCounter
     let maxBodyBytes: Int
-    let headTimeout: Duration
+    let options: UpstreamForwarder.Options
     let logger: Logger
 
     func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
@@ -40,24 +40,22 @@ struct DataPlane: Sendable {
         headers.append(("Authorization", "Bearer \(engine.apiKey)"))
         let target = engine.baseURL + request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
         inFlight.add(1)
-        let finish: @Sendable (UpstreamForwarder.Outcome) -> Void = { [inFlight] _ in inFlight.add(-1) }
-        let send = {
-            try await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
-                                        headTimeout: headTimeout, logger: logger, onFinish: finish)
+        let finish: @Sendable (UpstreamForwarder.Finish) -> Void = { [inFlight] _ in inFlight.add(-1) }
+        var result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
+                                             options: options, logger: logger, onFinish: finish)
+        if case .failed(nil, let reason) = result, !engine.process.hasExited {
+            // llama-server closes connections after streamed responses; a pooled connection it
+            // closed a moment ago fails before any byte was sent, so one retry is safe.
+            logger.debug("retrying engine request", metadata: ["model": "\(model)", "error": "\(reason)"])
+            result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
+                                             options: options, logger: logger, onFinish: finish)
         }
-        do {
-            do {
-                return try await send()
-            } catch where !engine.process.hasExited {
-                // llama-server closes connections after streamed responses; a pooled connection it
-                // closed a moment ago fails before any byte was sent, so one retry is safe.
-                logger.debug("retrying engine request", metadata: ["model": "\(model)", "error": "\(error)"])
-                return try await send()
-            }
-        } catch {
+        switch result {
+        case .response(let response):
+            return response
+        case .failed(_, let reason):
             inFlight.add(-1)
-            throw OpenAIError.upstream("llama-server for '\(model)' failed: \(UpstreamForwarder.describe(error))",
-                                       code: "engine_error")
+            throw OpenAIError.upstream("llama-server for '\(model)' failed: \(reason)", code: "engine_error")
         }
     }
 }

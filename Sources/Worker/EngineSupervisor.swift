@@ -40,12 +40,18 @@ actor EngineSupervisor: Service {
     private let logger: Logger
     private var phases: [String: Phase] = [:]
     private var ports: PortAllocator
+    private let vramEstimates: [String: Int]
 
     init(config: WorkerConfig, client: HTTPClient, logger: Logger) {
         self.config = config
         self.client = client
         self.logger = logger
         self.ports = PortAllocator(range: config.ports.ports)
+        // The GGUF file size is the floor of what a model needs in VRAM (weights only).
+        self.vramEstimates = Dictionary(uniqueKeysWithValues: config.models.compactMap { model in
+            let size = (try? FileManager.default.attributesOfItem(atPath: model.path)[.size] as? Int) ?? nil
+            return size.map { (model.name, max(1, $0 / (1024 * 1024))) }
+        })
     }
 
     /// Starts preloaded models, then waits for shutdown and stops every engine.
@@ -159,6 +165,7 @@ actor EngineSupervisor: Service {
         var reports: [ModelReport] = []
         for model in config.models {
             var entry = ModelReport(name: model.name, aliases: model.aliases, state: .notLoaded)
+            entry.vramEstimateMiB = vramEstimates[model.name]
             switch phases[model.name] ?? .stopped {
             case .stopped: break
             case .starting: entry.state = .loading

@@ -83,7 +83,7 @@ final class HeartbeatService: Service, Sendable {
             name: config.name, url: url, version: caravanVersion,
             sequence: sequence.add(1, ordering: .relaxed).newValue,
             models: await supervisor.report(), gpus: await GPUProbe.probe(declared: config.gpus),
-            inFlight: inFlight.value)
+            inFlight: inFlight.value, weight: config.weight)
     }
 
     private func deregister(hub: String) async {

@@ -53,7 +53,9 @@ struct WorkerApplication {
     func run() async throws {
         let secret = cluster.hub.auth.workerSecret!
         let verifier = await TokenVerifier(secret: secret, leeway: cluster.hub.auth.leeway)
-        let client = UpstreamForwarder.makeClient(connectTimeout: .seconds(2), idleTimeout: .seconds(600), poolSize: 64)
+        let hub = cluster.hub
+        let client = UpstreamForwarder.makeClient(
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 64)
         let supervisor = EngineSupervisor(config: worker, client: client, logger: logger)
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
@@ -64,7 +66,9 @@ struct WorkerApplication {
                                                  body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
         let guarded = router.group().add(middleware: HubAuthMiddleware(verifier: verifier))
         DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: client), inFlight: inFlight,
-                  maxBodyBytes: cluster.hub.maxBodyBytes, headTimeout: cluster.hub.firstByteTimeout, logger: logger)
+                  maxBodyBytes: hub.maxBodyBytes,
+                  options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout),
+                  logger: logger)
             .addRoutes(to: guarded)
 
         let heartbeat = HeartbeatService(

@@ -3,10 +3,23 @@ import Testing
 @testable import Hub
 @testable import Shared
 
-private func report(_ name: String, seq: UInt64 = 1, models: [ModelReport] = [ModelReport(name: "m", aliases: ["m-alias"], state: .ready)])
+func report(_ name: String, seq: UInt64 = 1, weight: Double = 1,
+            models: [ModelReport] = [ModelReport(name: "m", aliases: ["m-alias"], state: .ready, slotsTotal: 4)])
     -> WorkerReport
 {
-    WorkerReport(name: name, url: "http://\(name)", version: "t", sequence: seq, models: models, gpus: [], inFlight: 0)
+    WorkerReport(name: name, url: "http://\(name)", version: "t", sequence: seq, models: models, gpus: [],
+                 inFlight: 0, weight: weight)
+}
+
+extension Registry.Decision {
+    var worker: String? {
+        if case .picked(let pick) = self { return pick.worker }
+        return nil
+    }
+    var pick: Registry.Pick? {
+        if case .picked(let pick) = self { return pick }
+        return nil
+    }
 }
 
 @Suite("Registry")
@@ -21,8 +34,9 @@ struct RegistryTests {
         #expect(registry.heartbeat(report("b", seq: 2), now: t0 + .seconds(5)) == .accepted)
         #expect(registry.liveWorkers(now: t0 + .seconds(6)).map(\.name) == ["a", "b"])
         #expect(registry.liveWorkers(now: t0 + .milliseconds(6001)).map(\.name) == ["b"])
+        #expect(registry.pick("m", now: t0 + .milliseconds(6001)).decision.worker == "b")
         #expect(registry.expire(now: t0 + .milliseconds(6001)) == ["a"])
-        #expect(registry.workers.keys.sorted() == ["b"])
+        #expect(registry.liveWorkers(now: t0 + .milliseconds(6001)).map(\.name) == ["b"])
         #expect(registry.expire(now: t0 + .seconds(12)) == ["b"])
     }
 
@@ -32,79 +46,118 @@ struct RegistryTests {
         #expect(registry.heartbeat(report("a"), now: t0) == .unknownWorker)
         registry.register(report("a", seq: 5), now: t0)
         #expect(registry.heartbeat(report("a", seq: 4), now: t0 + .seconds(1)) == .outOfOrder)
-        #expect(registry.workers["a"]?.lastSeen == t0)
+        #expect(registry.worker(named: "a")?.lastSeen == t0)
         #expect(registry.heartbeat(report("a", seq: 6), now: t0 + .seconds(1)) == .accepted)
-        #expect(registry.workers["a"]?.lastSeen == t0 + .seconds(1))
+        #expect(registry.worker(named: "a")?.lastSeen == t0 + .seconds(1))
         let removed = registry.deregister("a")
         let removedAgain = registry.deregister("a")
         #expect(removed)
         #expect(!removedAgain)
     }
 
-    @Test("models resolve by name and alias to live workers only")
+    @Test("models resolve by name and alias; unknown is 404, declared-but-unserved is 503")
     func resolve() {
         var registry = Registry(expiry: .seconds(6), declaredModels: ["cfg": "cfg"])
-        registry.register(report("b"), now: t0)
         registry.register(report("a"), now: t0)
-        let both = [Registry.Candidate(worker: "a", url: "http://a", model: "m"),
-                    Registry.Candidate(worker: "b", url: "http://b", model: "m")]
-        #expect(registry.resolve("m", now: t0) == .candidates(both, lastResort: []))
-        #expect(registry.resolve("m-alias", now: t0) == .candidates(both, lastResort: []))
-        #expect(registry.resolve("nope", now: t0) == .unknownModel)
-        // Declared in config but served by nobody: known, so 503 rather than 404.
-        #expect(registry.resolve("cfg", now: t0) == .noLiveWorker)
-        // Once every worker has expired, the model is still known from earlier reports? No:
-        // only config and live workers count, so an undeclared model becomes unknown.
-        #expect(registry.resolve("m", now: t0 + .seconds(7)) == .unknownModel)
+        #expect(registry.pick("m", now: t0).decision.pick?.model == "m")
+        #expect(registry.pick("m-alias", now: t0).decision.pick?.model == "m")
+        #expect(registry.pick("nope", now: t0).decision == .unknownModel)
+        #expect(registry.pick("cfg", now: t0).decision == .noLiveWorker)
+        #expect(registry.pick("m", now: t0 + .seconds(7)).decision == .noLiveWorker)
         #expect(registry.servedModels(now: t0) == ["m"])
     }
 
-    @Test("a worker whose model failed is tried last")
-    func failedLast() {
+    @Test("loaded models first, then loadable ones, failed ones last")
+    func tiers() {
         var registry = Registry(expiry: .seconds(6))
-        registry.register(report("a", models: [ModelReport(name: "m", state: .failed, reason: "boom")]), now: t0)
-        registry.register(report("b", models: [ModelReport(name: "m", state: .notLoaded)]), now: t0)
-        #expect(registry.resolve("m", now: t0) == .candidates(
-            [Registry.Candidate(worker: "b", url: "http://b", model: "m")],
-            lastResort: [Registry.Candidate(worker: "a", url: "http://a", model: "m")]))
-    }
-}
-
-@Suite("Round-robin")
-struct RoundRobinTests {
-    @Test("each call starts one further along, per key")
-    func rotation() {
-        var balancer = RoundRobin()
-        let picks = (0..<6).map { _ in balancer.rotation(of: ["a", "b", "c"], key: "m").first! }
-        #expect(picks == ["a", "b", "c", "a", "b", "c"])
-        #expect(balancer.rotation(of: ["a", "b", "c"], key: "m") == ["a", "b", "c"])
-        #expect(balancer.rotation(of: ["a", "b", "c"], key: "m") == ["b", "c", "a"])
-        #expect(balancer.rotation(of: ["x", "y"], key: "other") == ["x", "y"])
-        #expect(balancer.rotation(of: [String](), key: "m").isEmpty)
+        registry.register(report("failed", models: [ModelReport(name: "m", state: .failed, reason: "boom")]), now: t0)
+        registry.register(report("cold", models: [ModelReport(name: "m", state: .notLoaded)]), now: t0)
+        registry.register(report("hot", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]), now: t0)
+        #expect(registry.pick("m", now: t0).decision.worker == "hot")
+        // hot is now saturated by this hub's own in-flight request: the loadable worker is next.
+        #expect(registry.pick("m", now: t0).decision.worker == "cold")
+        for _ in 0..<3 { _ = registry.pick("m", now: t0) }  // cold's 4 assumed slots fill up
+        #expect(registry.pick("m", now: t0).decision.worker == "failed")
+        #expect(registry.pick("m", now: t0).decision == .saturated)
     }
 
-    @Test("hub state routes round-robin and follows an injected clock")
-    func hubState() {
-        let clock = ManualNow()
-        let state = HubState(registry: Registry(expiry: .seconds(1)), now: { clock.now })
-        state.register(report("a"))
-        state.register(report("b"))
-        let first = (0..<4).compactMap { _ -> String? in
-            if case .candidates(let list, _) = state.route("m") { return list.first?.worker }
-            return nil
+    @Test("the hub's own in-flight count caps a worker between heartbeats; release frees it")
+    func inFlight() {
+        var registry = Registry(expiry: .seconds(6))
+        registry.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        let first = registry.pick("m", now: t0).decision.pick!
+        let second = registry.pick("m", now: t0).decision.pick!
+        #expect(registry.pick("m", now: t0).decision == .saturated)
+        _ = registry.release(first, sample: .success, now: t0)
+        #expect(registry.pick("m", now: t0).decision.worker == "a")
+        _ = registry.release(second, sample: .success, now: t0)
+        // A heartbeat reporting busy slots (another hub's requests) also counts.
+        registry.register(report("a", seq: 2, models: [ModelReport(name: "m", state: .ready, slotsTotal: 2, slotsBusy: 2)]), now: t0)
+        #expect(registry.pick("m", now: t0).decision == .saturated)
+    }
+
+    @Test("routing weight = static weight x free slots, 0 when saturated", arguments: [
+        (1.0, 4, 0, 0, 4.0), (2.0, 4, 1, 0, 6.0), (1.0, 4, 0, 3, 1.0), (3.0, 4, 4, 0, 0.0), (1.0, 2, 1, 2, 0.0),
+        (0.5, 8, 2, 1, 3.0),
+    ])
+    func weights(weight: Double, total: Int, busy: Int, hubInFlight: Int, expected: Double) {
+        let worker = Registry.Worker(slot: 0, report: report("a", weight: weight), lastSeen: t0, models: [])
+        var entry = Registry.ModelEntry(report: ModelReport(name: "m", state: .ready, slotsTotal: total, slotsBusy: busy),
+                                        breaker: CircuitBreaker(policy: .init()))
+        entry.inFlight = hubInFlight
+        #expect(Registry.weight(entry, of: worker) == expected)
+    }
+
+    @Test("a model that does not fit in the reported free VRAM is not loadable there")
+    func vram() {
+        var registry = Registry(expiry: .seconds(6))
+        var small = report("small", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 8000)])
+        small.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 8192, memoryFreeMiB: 4000)]
+        var big = report("big", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 8000)])
+        big.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 24000, memoryFreeMiB: 20000)]
+        registry.register(small, now: t0)
+        registry.register(big, now: t0)
+        let picks = (0..<4).compactMap { _ in registry.pick("m", now: t0).decision.worker }
+        #expect(picks == ["big", "big", "big", "big"])
+        #expect(registry.pick("m", now: t0).decision == .saturated)
+    }
+
+    @Test("retries skip workers already tried; all tried means exhausted")
+    func exclusions() {
+        var registry = Registry(expiry: .seconds(6))
+        registry.register(report("a"), now: t0)
+        registry.register(report("b"), now: t0)
+        let first = registry.pick("m", now: t0).decision.pick!
+        let second = registry.pick("m", excluding: [first.slot], now: t0).decision.pick!
+        #expect(first.worker != second.worker)
+        #expect(registry.pick("m", excluding: [first.slot, second.slot], now: t0).decision == .exhausted)
+    }
+
+    @Test("an open breaker removes a worker from routing until its half-open probe")
+    func breakerRouting() {
+        let policy = CircuitBreaker.Policy(window: .seconds(10), minSamples: 2, failureRate: 0.5, openFor: .seconds(5),
+                                           maxOpenFor: .seconds(60), closeAfter: 1)
+        var registry = Registry(expiry: .seconds(60), breakerPolicy: policy)
+        registry.register(report("a"), now: t0)
+        registry.register(report("b"), now: t0)
+        for _ in 0..<4 {
+            let pick = registry.pick("m", now: t0).decision.pick!
+            _ = registry.release(pick, sample: pick.worker == "a" ? .failure("500") : .success, now: t0)
         }
-        #expect(first == ["a", "b", "a", "b"])
-        clock.advance(.seconds(2))
-        #expect(state.route("m") == .unknownModel)
-        #expect(state.expire() == ["a", "b"])
+        #expect((0..<6).allSatisfy { _ in
+            let pick = registry.pick("m", now: t0 + .seconds(1)).decision.pick!
+            _ = registry.release(pick, sample: .success, now: t0 + .seconds(1))
+            return pick.worker == "b"
+        })
+        // After open_for, exactly one probe goes to "a"; success closes the breaker.
+        var probes: [Registry.Pick] = []
+        for _ in 0..<6 {
+            let pick = registry.pick("m", now: t0 + .seconds(6)).decision.pick!
+            if pick.worker == "a" { probes.append(pick) } else { _ = registry.release(pick, sample: .success, now: t0) }
+        }
+        #expect(probes.count == 1 && probes[0].isProbe)
+        let transition = registry.release(probes[0], sample: .success, now: t0 + .seconds(6))
+        #expect(transition?.to == "closed")
+        #expect(registry.worker(named: "a")?.models[0].breaker.state == .closed)
     }
-}
-
-import Synchronization
-
-/// A clock tests move by hand.
-final class ManualNow: Sendable {
-    private let instant = Mutex(ContinuousClock.now)
-    var now: ContinuousClock.Instant { instant.withLock { $0 } }
-    func advance(_ by: Duration) { instant.withLock { $0 += by } }
 }

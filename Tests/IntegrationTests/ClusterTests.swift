@@ -40,6 +40,11 @@ struct ClusterTests {
             #expect(completion.status == 200, "\(completion.body)")
             #expect(completion.json?["object"] as? String == "text_completion")
 
+            let embedding = try await cluster.request("POST", "/v1/embeddings", body: #"{"model":"tiny","input":"hello"}"#)
+            #expect(embedding.status == 200, "\(embedding.body)")
+            let vector = ((embedding.json?["data"] as? [[String: Any]])?.first?["embedding"] as? [Double]) ?? []
+            #expect(vector.count == 64, "the tiny model embeds into 64 dimensions")
+
             // Round-robin: after a few more requests both workers have started their own llama-server.
             for _ in 0..<4 {
                 let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1))

@@ -70,7 +70,7 @@ final class TestCluster: Sendable {
                       - name: \(name == "offline" ? "ghost" : "tiny")
                         path: \(model)
                         aliases: [\(name == "offline" ? "ghost-alias" : "tiny-chat")]
-                        args: ["-c", "512", "--parallel", "2", "-t", "1"]
+                        args: ["-c", "512", "--parallel", "2", "-t", "1", "--embeddings", "--pooling", "mean"]
 
                 """
         }

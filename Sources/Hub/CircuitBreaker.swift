@@ -1,0 +1,155 @@
+/// A circuit breaker for one (worker, model) pair.
+///
+/// ```
+///            failure rate > threshold            open_for elapsed (doubles per re-open, capped)
+///   CLOSED ───────────────────────────► OPEN ───────────────────────────► HALF-OPEN
+///     ▲        (window ≥ min_samples)     ▲                                  │ admits ONE probe
+///     │                                   └──────── probe fails ─────────────┤
+///     └──────────── close_after consecutive probe successes ─────────────────┘
+/// ```
+///
+/// Samples live in a time-based sliding window. Only failures of the worker count:
+/// transport errors, 5xx, slow first byte, slow gaps between streamed events. 4xx, 429
+/// and clients hanging up are not samples at all. Pure value type: callers pass `now`.
+struct CircuitBreaker: Sendable {
+    typealias Instant = ContinuousClock.Instant
+
+    /// Thresholds, all from the `hub.breaker` config section.
+    struct Policy: Sendable, Equatable {
+        var window: Duration = .seconds(30)
+        var minSamples = 5
+        var failureRate = 0.5
+        var openFor: Duration = .seconds(5)
+        var maxOpenFor: Duration = .seconds(120)
+        var closeAfter = 2
+    }
+
+    enum State: Sendable, Equatable {
+        case closed
+        case open(until: Instant)
+        /// `probing` is true while the single admitted probe is in flight.
+        case halfOpen(probing: Bool, successes: Int)
+    }
+
+    /// What a finished request says about the worker.
+    enum Sample: Sendable, Equatable {
+        case success
+        case failure(String)
+        /// Says nothing about the worker (4xx, 429, client gone).
+        case neutral
+    }
+
+    /// A change worth logging, with its reason.
+    struct Transition: Sendable, Equatable {
+        var from: String
+        var to: String
+        var reason: String
+    }
+
+    let policy: Policy
+    private(set) var state: State = .closed
+    /// Consecutive openings without a full close in between (drives the doubling).
+    private(set) var openings = 0
+    private var samples: [(at: Instant, failed: Bool)] = []
+
+    init(policy: Policy) { self.policy = policy }
+
+    /// Whether a request may be sent now. In half-open this admits exactly one probe and
+    /// moves `open` to `half-open` once its time is up.
+    mutating func admit(now: Instant) -> (allowed: Bool, transition: Transition?) {
+        switch state {
+        case .closed:
+            return (true, nil)
+        case .open(let until):
+            guard now >= until else { return (false, nil) }
+            state = .halfOpen(probing: true, successes: 0)
+            return (true, Transition(from: "open", to: "half-open", reason: "open period elapsed; sending one probe"))
+        case .halfOpen(let probing, let successes):
+            if probing { return (false, nil) }
+            state = .halfOpen(probing: true, successes: successes)
+            return (true, nil)
+        }
+    }
+
+    /// Whether a request would be admitted now, without changing anything (for routing weights).
+    func wouldAdmit(now: Instant) -> Bool {
+        switch state {
+        case .closed: true
+        case .open(let until): now >= until
+        case .halfOpen(let probing, _): !probing
+        }
+    }
+
+    /// Records the outcome of an admitted request; returns a transition when the state changed.
+    mutating func record(_ sample: Sample, now: Instant) -> Transition? {
+        switch state {
+        case .closed:
+            if sample == .neutral { return nil }
+            samples.append((now, sample != .success))
+            let window = policy.window
+            samples.removeAll { now - $0.at > window }
+            let failures = samples.filter(\.failed).count
+            guard samples.count >= policy.minSamples,
+                Double(failures) / Double(samples.count) > policy.failureRate
+            else { return nil }
+            let reason = "\(failures)/\(samples.count) failed within \(policy.window)"
+                + (sample.reason.map { "; last: \($0)" } ?? "")
+            return open(now: now, from: "closed", reason: reason)
+        case .open:
+            return nil  // a request admitted before opening finished late; nothing to learn
+        case .halfOpen(_, let successes):
+            switch sample {
+            case .neutral:
+                state = .halfOpen(probing: false, successes: successes)
+                return nil
+            case .failure(let reason):
+                return open(now: now, from: "half-open", reason: "probe failed: \(reason)")
+            case .success:
+                if successes + 1 >= policy.closeAfter {
+                    state = .closed
+                    openings = 0
+                    samples = []
+                    return Transition(from: "half-open", to: "closed", reason: "\(successes + 1) probe(s) succeeded")
+                }
+                state = .halfOpen(probing: false, successes: successes + 1)
+                return nil
+            }
+        }
+    }
+
+    /// Releases a half-open probe slot whose request never produced a sample.
+    mutating func abandon() {
+        if case .halfOpen(true, let successes) = state { state = .halfOpen(probing: false, successes: successes) }
+    }
+
+    /// How long the next opening lasts: `open_for` doubled per consecutive opening, capped.
+    var nextOpenPeriod: Duration {
+        var period = policy.openFor
+        for _ in 0..<min(openings, 30) where period < policy.maxOpenFor { period *= 2 }
+        return min(period, policy.maxOpenFor)
+    }
+
+    private mutating func open(now: Instant, from: String, reason: String) -> Transition {
+        let period = nextOpenPeriod
+        openings += 1
+        state = .open(until: now + period)
+        samples = []
+        return Transition(from: from, to: "open", reason: "\(reason); open for \(period)")
+    }
+
+    /// A short name for metrics and the admin API.
+    var stateName: String {
+        switch state {
+        case .closed: "closed"
+        case .open: "open"
+        case .halfOpen: "half-open"
+        }
+    }
+}
+
+extension CircuitBreaker.Sample {
+    var reason: String? {
+        if case .failure(let reason) = self { return reason }
+        return nil
+    }
+}

@@ -1,0 +1,254 @@
+import HTTPTypes
+import Synchronization
+import Testing
+
+@testable import Hub
+@testable import Shared
+
+@Suite("Smooth weighted round-robin")
+struct SmoothWeightedRoundRobinTests {
+    func sequence(_ weights: [Double], count: Int, balancer: inout SmoothWeightedRoundRobin) -> String {
+        let names = ["a", "b", "c", "d"]
+        return (0..<count).map { _ in names[balancer.pick(weights.enumerated().map { ($0.offset, $0.element) })!] }
+            .joined()
+    }
+
+    @Test("the nginx example: 5:1:1 interleaves as a a b a c a a")
+    func nginxExample() {
+        var balancer = SmoothWeightedRoundRobin()
+        #expect(sequence([5, 1, 1], count: 7, balancer: &balancer) == "aabacaa")
+        #expect(sequence([5, 1, 1], count: 7, balancer: &balancer) == "aabacaa")
+    }
+
+    @Test("exact orders for given weights", arguments: [
+        ([1.0, 1.0], "abababab"), ([2.0, 1.0], "abaabaab"), ([1.0, 2.0, 4.0], "cbcacbcc"), ([3.0, 0.0, 1.0], "aacaaaca"),
+    ])
+    func orders(weights: [Double], expected: String) {
+        var balancer = SmoothWeightedRoundRobin()
+        #expect(sequence(weights, count: expected.count, balancer: &balancer) == expected)
+    }
+
+    @Test("1,000 picks over weights 1:2:4 split exactly 143:286:571")
+    func distribution() {
+        var balancer = SmoothWeightedRoundRobin()
+        var counts = [0, 0, 0]
+        for _ in 0..<1000 { counts[balancer.pick([(0, 1.0), (1, 2.0), (2, 4.0)])!] += 1 }
+        #expect(counts == [143, 286, 571])
+    }
+
+    @Test("a weight change mid-sequence takes effect at once without a burst")
+    func weightChange() {
+        var balancer = SmoothWeightedRoundRobin()
+        #expect(sequence([1, 1], count: 4, balancer: &balancer) == "abab")
+        #expect(sequence([3, 1], count: 8, balancer: &balancer) == "aabaaaba")
+        #expect(sequence([0, 1], count: 3, balancer: &balancer) == "bbb")
+    }
+
+    @Test("all weights zero (everyone saturated) picks nobody")
+    func saturated() {
+        var balancer = SmoothWeightedRoundRobin()
+        #expect(balancer.pick([(0, 0.0), (1, 0.0)]) == nil)
+        #expect(balancer.pick([(0, 0.0), (1, 2.0)]) == 1)
+    }
+}
+
+@Suite("Circuit breaker")
+struct CircuitBreakerTests {
+    let t0 = ContinuousClock.now
+    let policy = CircuitBreaker.Policy(window: .seconds(10), minSamples: 4, failureRate: 0.5, openFor: .seconds(5),
+                                       maxOpenFor: .seconds(18), closeAfter: 2)
+
+    func failing(_ breaker: inout CircuitBreaker, count: Int, at time: ContinuousClock.Instant) -> [CircuitBreaker.Transition] {
+        (0..<count).compactMap { _ in
+            _ = breaker.admit(now: time)
+            return breaker.record(.failure("HTTP 500"), now: time)
+        }
+    }
+
+    @Test("opens only with enough samples and a failure rate above the threshold")
+    func opens() {
+        var breaker = CircuitBreaker(policy: policy)
+        #expect(failing(&breaker, count: 3, at: t0).isEmpty)  // 3 < min_samples
+        #expect(breaker.state == .closed)
+        let transitions = failing(&breaker, count: 1, at: t0)
+        #expect(transitions.first?.to == "open")
+        #expect(transitions.first?.reason.contains("4/4 failed") == true)
+        #expect(breaker.state == .open(until: t0 + .seconds(5)))
+        #expect(breaker.admit(now: t0 + .seconds(4)).allowed == false)
+    }
+
+    @Test("a rate at the threshold does not open; old samples leave the window")
+    func rateAndWindow() {
+        var breaker = CircuitBreaker(policy: policy)
+        for sample in [CircuitBreaker.Sample.success, .success, .failure("x"), .failure("x")] {
+            _ = breaker.record(sample, now: t0)
+        }
+        #expect(breaker.state == .closed)  // 2/4 = 0.5 is not above 0.5
+        // Twelve seconds later the earlier samples have left the 10 s window.
+        for _ in 0..<3 { _ = breaker.record(.failure("x"), now: t0 + .seconds(12)) }
+        #expect(breaker.state == .closed)  // only 3 samples in the window
+        _ = breaker.record(.failure("x"), now: t0 + .seconds(12))
+        #expect(breaker.stateName == "open")
+    }
+
+    @Test("4xx, 429 and clients hanging up are never failures")
+    func neutral() {
+        var breaker = CircuitBreaker(policy: policy)
+        for _ in 0..<20 { _ = breaker.record(.neutral, now: t0) }
+        #expect(breaker.state == .closed)
+        #expect(OpenAIRoutes.sample(.clientGone(.init(firstByte: .seconds(100))), policy: BreakerConfig()) == .neutral)
+    }
+
+    @Test("every failure class counts", arguments: [
+        (UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31))), "slow first byte"),
+        (.completed(.init(firstByte: .seconds(1), maxGap: .seconds(11))), "slow gap"),
+        (.upstreamFailed("connection closed by upstream", .init()), "connection closed"),
+    ])
+    func failureClasses(finish: UpstreamForwarder.Finish, reason: String) {
+        let sample = OpenAIRoutes.sample(finish, policy: BreakerConfig())
+        #expect(sample.reason?.contains(reason) == true)
+        #expect(OpenAIRoutes.sample(.completed(.init(firstByte: .seconds(1), maxGap: .seconds(1))), policy: BreakerConfig()) == .success)
+    }
+
+    @Test("half-open admits exactly one probe; close_after successes close it")
+    func halfOpen() {
+        var breaker = CircuitBreaker(policy: policy)
+        _ = failing(&breaker, count: 4, at: t0)
+        let first = breaker.admit(now: t0 + .seconds(5))
+        #expect(first.allowed && first.transition?.to == "half-open")
+        #expect(breaker.admit(now: t0 + .seconds(5)).allowed == false)  // only one probe in flight
+        #expect(breaker.record(.success, now: t0 + .seconds(5)) == nil)  // 1 of 2
+        #expect(breaker.admit(now: t0 + .seconds(5)).allowed)
+        #expect(breaker.record(.success, now: t0 + .seconds(5))?.to == "closed")
+        #expect(breaker.state == .closed)
+        #expect(breaker.nextOpenPeriod == .seconds(5))  // a full close resets the doubling
+    }
+
+    @Test("a failed probe re-opens for twice as long, capped at max_open_for")
+    func exponential() {
+        var breaker = CircuitBreaker(policy: policy)
+        _ = failing(&breaker, count: 4, at: t0)
+        var time = t0
+        var periods: [Duration] = []
+        for _ in 0..<4 {
+            guard case .open(let until) = breaker.state else { Issue.record("not open"); return }
+            periods.append(until - time)
+            time = until
+            #expect(breaker.admit(now: time).allowed)
+            #expect(breaker.record(.failure("still slow"), now: time)?.from == "half-open")
+        }
+        #expect(periods == [.seconds(5), .seconds(10), .seconds(18), .seconds(18)])
+    }
+
+    @Test("a probe that ends without a verdict frees the probe slot")
+    func abandonedProbe() {
+        var breaker = CircuitBreaker(policy: policy)
+        _ = failing(&breaker, count: 4, at: t0)
+        #expect(breaker.admit(now: t0 + .seconds(5)).allowed)
+        breaker.abandon()
+        #expect(breaker.admit(now: t0 + .seconds(5)).allowed)
+    }
+}
+
+@Suite("Wait queue")
+struct WaitQueueTests {
+    let t0 = ContinuousClock.now
+
+    @Test("first in, first out; full is refused")
+    func fifo() {
+        var queue = WaitQueue<String>(capacity: 3)
+        let accepted = [queue.enqueue(id: 1, deadline: t0, "a"), queue.enqueue(id: 2, deadline: t0, "b"),
+                        queue.enqueue(id: 3, deadline: t0, "c"), queue.enqueue(id: 4, deadline: t0, "d")]
+        #expect(accepted == [true, true, true, false])
+        let popped = [queue.popFirst()?.waiter, queue.popFirst()?.waiter, queue.popFirst()?.waiter]
+        #expect(popped == ["a", "b", "c"])
+        let empty = queue.popFirst()
+        #expect(empty == nil)
+    }
+
+    @Test("a leaving client is removed at once; a dispatched one cannot be removed")
+    func cancellation() {
+        var queue = WaitQueue<String>(capacity: 3)
+        _ = queue.enqueue(id: 1, deadline: t0, "a")
+        _ = queue.enqueue(id: 2, deadline: t0, "b")
+        let removed = queue.remove(id: 1)?.waiter
+        let next = queue.popFirst()?.waiter
+        let again = queue.remove(id: 2)
+        #expect(removed == "a")
+        #expect(next == "b")
+        #expect(again == nil)
+    }
+
+    @Test("deadlines expire the overdue entries, oldest first")
+    func deadlines() {
+        var queue = WaitQueue<String>(capacity: 5)
+        _ = queue.enqueue(id: 1, deadline: t0 + .seconds(1), "a")
+        _ = queue.enqueue(id: 2, deadline: t0 + .seconds(3), "b")
+        _ = queue.enqueue(id: 3, deadline: t0 + .seconds(2), "c")
+        let expired = queue.removeExpired(now: t0 + .seconds(2)).map(\.waiter)
+        #expect(expired == ["a", "c"])
+        #expect(queue.entries.map(\.waiter) == ["b"])
+    }
+}
+
+@Suite("Hub state queueing")
+struct HubStateQueueTests {
+    @Test("saturated requests are served in arrival order as capacity frees; overflow is 429; deadline is 503")
+    func queueing() async throws {
+        let state = HubState(registry: Registry(expiry: .seconds(60)), queueCapacity: 2)
+        state.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]))
+        let holder = try #require(state.pick("m").pick)
+        #expect(state.pick("m") == .saturated)
+        let order = ArrivalOrder()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<2 {
+                group.addTask {
+                    let pick = try await state.waitForCapacity("m", deadline: .now + .seconds(10))
+                    order.append(index)
+                    try await Task.sleep(for: .milliseconds(20))
+                    state.release(pick, sample: .success)
+                }
+                try await Task.sleep(for: .milliseconds(50))  // enqueue in a known order
+            }
+            // A third waiter overflows the queue of two.
+            await #expect(throws: OpenAIError.self) {
+                _ = try await state.waitForCapacity("m", deadline: .now + .seconds(10))
+            }
+            #expect(state.queueLengths()["m"] == 2)
+            state.release(holder, sample: .success)
+            try await group.waitForAll()
+        }
+        #expect(order.values == [0, 1])
+        // Everything released: a deadline-bound wait on a saturated model times out with 503.
+        let blocker = try #require(state.pick("m").pick)
+        do {
+            _ = try await state.waitForCapacity("m", deadline: .now + .milliseconds(100))
+            Issue.record("expected a queue timeout")
+        } catch let error as OpenAIError {
+            #expect(error.status.code == 503 && error.code == "queue_timeout")
+        }
+        #expect(state.queueLengths().isEmpty)
+        state.release(blocker, sample: .success)
+    }
+
+    @Test("a cancelled waiter leaves the queue at once")
+    func cancel() async throws {
+        let state = HubState(registry: Registry(expiry: .seconds(60)), queueCapacity: 4)
+        state.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]))
+        let holder = try #require(state.pick("m").pick)
+        let waiter = Task { try await state.waitForCapacity("m", deadline: .now + .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(state.queueLengths()["m"] == 1)
+        waiter.cancel()
+        _ = await waiter.result
+        #expect(state.queueLengths().isEmpty)
+        state.release(holder, sample: .success)
+    }
+}
+
+/// Indices in the order their waits finished.
+final class ArrivalOrder: Sendable {
+    private let storage = Mutex<[Int]>([])
+    func append(_ value: Int) { storage.withLock { $0.append(value) } }
+    var values: [Int] { storage.withLock { $0 } }
+}
