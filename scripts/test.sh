@@ -29,5 +29,14 @@ start=$(date +%s)
 swift build --build-tests
 say "build took $(( $(date +%s) - start ))s; running tests"
 start=$(date +%s)
-swift test --skip-build "$@"
+log="$STATE/test-output.log"
+set +e
+swift test --skip-build "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
 say "tests took $(( $(date +%s) - start ))s"
+# One plain closing line: Swift Testing's counts (XCTest finds no tests here).
+total=$(grep -oE 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+failed=$(grep -cE '^✘ Test "[^"]*" failed' "$log" || true)
+echo "$(( total - failed )) passed, ${failed} failed"
+exit "$status"

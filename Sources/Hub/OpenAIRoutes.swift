@@ -34,8 +34,10 @@ struct OpenAIRoutes {
     ///
     /// Before any byte reaches the client, a transport error, a 5xx or a 429 from a worker
     /// is retried on another worker (up to `retries` times, with a short jittered pause
-    /// after 429/503). When every worker is at capacity the request waits in the model's
-    /// FIFO queue, holding no response headers, so the outcome can still be 429 or 503.
+    /// after 429/503); when no attempt succeeds the client gets the last worker's own error
+    /// answer, or a 502 for transport errors. When every worker is at capacity the request
+    /// waits in the model's FIFO queue, holding no response headers, so the outcome can
+    /// still be 429 or 503.
     func route(_ request: Request, path: String, context: some RequestContext) async throws -> Response {
         let body = try await request.body.collect(upTo: config.maxBodyBytes)
         let fields = try RoutingFields.parse(body)
@@ -45,20 +47,37 @@ struct OpenAIRoutes {
         let queueDeadline = ContinuousClock.now + config.queue.timeout
         var tried: [Int] = []
         var lastFailure: String?
+        var lastReply: UpstreamForwarder.ErrorReply?
+        var closeAfter = false
+        func finish(_ response: Response) -> Response {
+            guard closeAfter else { return response }
+            var response = response
+            response.headers[.connection] = "close"
+            return response
+        }
         for attempt in 0...config.retries {
             let pick: Registry.Pick
             switch state.pick(fields.model, excluding: tried) {
             case .picked(let chosen):
                 pick = chosen
             case .saturated:
-                pick = try await request.body.consumeWithCancellationOnInboundClose { _ in
-                    try await state.waitForCapacity(fields.model, deadline: queueDeadline)
+                // Waiting here must end the moment the client leaves. Hummingbird's inbound-close
+                // watch closes the connection afterwards, so these responses say so.
+                closeAfter = true
+                do {
+                    pick = try await request.body.consumeWithCancellationOnInboundClose { _ in
+                        try await state.waitForCapacity(fields.model, deadline: queueDeadline)
+                    }
+                } catch var error as OpenAIError {
+                    error.headers[.connection] = "close"
+                    throw error
                 }
             case .unknownModel:
                 throw OpenAIError.modelNotFound(fields.model)
             case .noLiveWorker:
                 throw OpenAIError.noWorker(fields.model)
             case .exhausted:
+                if let lastReply { return finish(lastReply.response) }
                 if let lastFailure { throw Self.allFailed(fields.model, lastFailure) }
                 throw OpenAIError(.serviceUnavailable, type: "server_error", code: "no_healthy_worker",
                                   message: "Every worker serving '\(fields.model)' is failing (circuit open); try again shortly",
@@ -77,11 +96,13 @@ struct OpenAIRoutes {
             }
             switch result {
             case .response(let response):
-                return response
-            case .failed(let status, let reason):
+                return finish(response)
+            case .failed(let reply, let reason):
+                let status = reply.map { $0.status.code }
                 lease.release(status == 429 ? .neutral : .failure(reason))
                 tried.append(pick.slot)
                 lastFailure = "worker \(pick.worker): \(reason)"
+                lastReply = reply
                 logger.warning("attempt failed before the first byte", metadata: [
                     "worker": "\(pick.worker)", "model": "\(pick.model)", "attempt": "\(attempt + 1)", "reason": "\(reason)",
                 ])
@@ -90,6 +111,7 @@ struct OpenAIRoutes {
                 }
             }
         }
+        if let lastReply { return finish(lastReply.response) }
         throw Self.allFailed(fields.model, lastFailure ?? "no attempt made")
     }
 

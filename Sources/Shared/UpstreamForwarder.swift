@@ -36,8 +36,20 @@ public struct UpstreamForwarder: Sendable {
 
     public enum Result: Sendable {
         case response(Response)
-        /// No byte reached the client: `status` is the upstream's (nil for transport errors).
-        case failed(status: Int?, reason: String)
+        /// No byte reached the client. `reply` is the upstream's intercepted error answer
+        /// (nil for transport errors), kept so the last one can still be passed on.
+        case failed(reply: ErrorReply?, reason: String)
+    }
+
+    /// An upstream error answer (5xx, 429) held back for a retry.
+    public struct ErrorReply: Sendable {
+        public var status: HTTPResponse.Status
+        public var headers: HTTPFields
+        public var body: ByteBuffer
+
+        public var response: Response {
+            Response(status: status, headers: headers, body: .init(byteBuffer: body))
+        }
     }
 
     public struct Options: Sendable {
@@ -97,24 +109,29 @@ public struct UpstreamForwarder: Sendable {
         do {
             upstream = try await client.execute(request, timeout: .init(options.headTimeout))
         } catch {
-            return .failed(status: nil, reason: Self.describe(error))
+            return .failed(reply: nil, reason: Self.describe(error))
         }
         let status = Int(upstream.status.code)
-        if options.interceptRetryable && (status >= 500 || status == 429) {
-            _ = try? await upstream.body.collect(upTo: 1024 * 1024)
-            return .failed(status: status, reason: "HTTP \(status)")
-        }
         let responseStatus = HTTPResponse.Status(code: status, reasonPhrase: upstream.status.reasonPhrase)
         let responseHeaders = HTTPForwarding.responseHeaders(upstream.headers.map { ($0.name, $0.value) })
+        if options.interceptRetryable && (status >= 500 || status == 429) {
+            guard let body = try? await upstream.body.collect(upTo: 1024 * 1024) else {
+                return .failed(reply: nil, reason: "HTTP \(status), body unreadable")
+            }
+            return .failed(reply: ErrorReply(status: responseStatus, headers: responseHeaders, body: body),
+                           reason: "HTTP \(status)")
+        }
         let isEventStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
         guard isEventStream else {
             let bytes: ByteBuffer
             do {
                 bytes = try await upstream.body.collect(upTo: options.maxBufferedBody)
             } catch {
-                return .failed(status: nil, reason: "failed while reading the response: \(Self.describe(error))")
+                return .failed(reply: nil, reason: "failed while reading the response: \(Self.describe(error))")
             }
-            onFinish(.completed(Timing(firstByte: .now - start)))
+            // No first-byte time: llama-server sends a non-streamed head only after generating
+            // every token, so that time measures the whole generation, not the worker's health.
+            onFinish(.completed(Timing()))
             return .response(Response(status: responseStatus, headers: responseHeaders, body: .init(byteBuffer: bytes)))
         }
         let upstreamBody = upstream.body

@@ -13,6 +13,7 @@ final class TestCluster: Sendable {
     let hubURL: String
     let workers: [String: ManagedProcess]
     let clientToken: String
+    let adminToken: String
     let configPath: String
 
     static let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
@@ -29,7 +30,8 @@ final class TestCluster: Sendable {
     }
 
     private init(directory: URL, hub: ManagedProcess, hubURL: String, workers: [String: ManagedProcess],
-                 clientToken: String, configPath: String) {
+                 clientToken: String, adminToken: String, configPath: String) {
+        self.adminToken = adminToken
         self.directory = directory
         self.hub = hub
         self.hubURL = hubURL
@@ -38,10 +40,28 @@ final class TestCluster: Sendable {
         self.configPath = configPath
     }
 
-    /// Starts a hub and the named workers (each serving `tiny`, alias `tiny-chat`) and
-    /// waits until every worker is live. `offline` workers are declared but never started.
+    /// One worker of a test cluster.
+    struct WorkerSpec: Sendable {
+        var name: String
+        /// Use the fault-injection engine instead of the real llama-server.
+        var fake = false
+        /// `FAKE_*` settings for the fake engine.
+        var env: [String: String] = [:]
+        var weight: Double = 1
+        var preload = false
+    }
+
+    /// Starts a hub and the named workers (each serving `tiny`, alias `tiny-chat`, with the
+    /// real llama-server) and waits until every worker is live.
     static func start(workers names: [String] = ["a", "b"], hubPort: Int = 0) async throws -> TestCluster {
+        try await start(specs: names.map { WorkerSpec(name: $0) }, hubPort: hubPort)
+    }
+
+    /// Starts a hub with `hubSettings` (extra YAML under `hub:`) and the given workers.
+    /// A worker `offline` serving `ghost` is declared but never started.
+    static func start(specs: [WorkerSpec], hubSettings: String = "", hubPort: Int = 0) async throws -> TestCluster {
         let (server, model) = try engine()
+        let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-it-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let clientSecret = randomSecret()
@@ -52,25 +72,37 @@ final class TestCluster: Sendable {
               listen: "127.0.0.1:\(hubPort)"
               heartbeat_interval: 200ms
               expire_after: 3
+            \(hubSettings.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
               auth:
                 client_secret_file: client.secret
                 worker_secret_file: worker.secret
             workers:
 
             """
-        for name in names + ["offline"] {
+        for spec in specs + [WorkerSpec(name: "offline")] {
             let base = Int.random(in: 300...580) * 100
+            let offline = spec.name == "offline"
+            var env = spec.env
+            if spec.fake {
+                env["FAKE_NAME"] = spec.name
+                env["FAKE_CONTROL"] = directory.appendingPathComponent("\(spec.name).json").path
+            }
+            let envYAML = env.isEmpty ? "{}" : "{" + env.map { "\($0.key): \"\($0.value)\"" }.joined(separator: ", ") + "}"
+            let args = spec.fake ? "[]" : #"["-c", "512", "--parallel", "2", "-t", "1", "--embeddings", "--pooling", "mean"]"#
             yaml += """
-                  - name: \(name)
+                  - name: \(spec.name)
                     hubs: ["http://127.0.0.1:1"]
                     listen: "127.0.0.1:0"
-                    llama_server: \(server)
+                    llama_server: \(spec.fake ? fakeEngine : server)
                     ports: "\(base)-\(base + 99)"
+                    weight: \(spec.weight)
+                    preload: \(spec.preload)
                     models:
-                      - name: \(name == "offline" ? "ghost" : "tiny")
+                      - name: \(offline ? "ghost" : "tiny")
                         path: \(model)
-                        aliases: [\(name == "offline" ? "ghost-alias" : "tiny-chat")]
-                        args: ["-c", "512", "--parallel", "2", "-t", "1", "--embeddings", "--pooling", "mean"]
+                        aliases: [\(offline ? "ghost-alias" : "tiny-chat")]
+                        args: \(args)
+                        env: \(envYAML)
 
                 """
         }
@@ -82,15 +114,44 @@ final class TestCluster: Sendable {
         let line = try await hub.waitForLine(containing: "caravan-hub listening on ")
         let hubURL = String(line.split(separator: " ").last!)
         var workers: [String: ManagedProcess] = [:]
-        for name in names {
-            workers[name] = try startWorker(name, configPath: configPath, hubURL: hubURL)
+        for spec in specs {
+            workers[spec.name] = try startWorker(spec.name, configPath: configPath, hubURL: hubURL)
         }
         let verifier = await TokenVerifier(secret: Secret(clientSecret))
         let token = try await verifier.sign(CaravanClaims(sub: "tests", expires: Date().addingTimeInterval(3600)))
+        let admin = try await verifier.sign(CaravanClaims(sub: "ops", expires: Date().addingTimeInterval(3600), role: .admin))
         let cluster = TestCluster(directory: directory, hub: hub, hubURL: hubURL, workers: workers,
-                                  clientToken: token, configPath: configPath)
-        try await cluster.waitForLiveWorkers(names.count)
+                                  clientToken: token, adminToken: admin, configPath: configPath)
+        try await cluster.waitForLiveWorkers(specs.count)
         return cluster
+    }
+
+    /// Changes a fake engine's behaviour while it runs (its `FAKE_CONTROL` file).
+    func control(_ worker: String, _ json: String) throws {
+        try json.write(to: directory.appendingPathComponent("\(worker).json"), atomically: true, encoding: .utf8)
+    }
+
+    /// `GET /admin/workers`, as JSON.
+    func admin() async throws -> [[String: Any]] {
+        let reply = try await request("GET", "/admin/workers", token: .some(adminToken))
+        guard reply.status == 200 else { throw TestFailure("admin: \(reply.status) \(reply.body)") }
+        return reply.json?["workers"] as? [[String: Any]] ?? []
+    }
+
+    /// The `tiny` model entry of `worker` in the admin view.
+    func adminModel(_ worker: String) async throws -> [String: Any]? {
+        try await admin().first { $0["name"] as? String == worker }.flatMap { ($0["models"] as? [[String: Any]])?.first }
+    }
+
+    /// Polls the admin view until `condition` holds for the worker's model entry.
+    func waitForModel(_ worker: String, timeout: Duration = .seconds(10),
+                      _ condition: ([String: Any]) -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let model = try await adminModel(worker), condition(model) { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestFailure("worker \(worker) never reached the expected state: \(String(describing: try await adminModel(worker)))")
     }
 
     static func startWorker(_ name: String, configPath: String, hubURL: String) throws -> ManagedProcess {
@@ -130,6 +191,7 @@ final class TestCluster: Sendable {
         }
         /// `error.code` of an OpenAI envelope.
         var contentType: String? { headers.first(name: "content-type") }
+        var servedBy: String? { headers.first(name: "x-served-by") }
         var errorCode: String? { (json?["error"] as? [String: Any])?["code"] as? String }
         var errorType: String? { (json?["error"] as? [String: Any])?["type"] as? String }
     }
