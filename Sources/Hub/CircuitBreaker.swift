@@ -50,7 +50,10 @@ struct CircuitBreaker: Sendable {
     private(set) var state: State = .closed
     /// Consecutive openings without a full close in between (drives the doubling).
     private(set) var openings = 0
-    private var samples: [(at: Instant, failed: Bool)] = []
+    /// The sliding window as at most `bucketCount` time buckets: constant memory and
+    /// constant work per request, however busy the worker is.
+    private var buckets: [(start: Instant, successes: Int, failures: Int)] = []
+    private static let bucketCount = 10
 
     init(policy: Policy) { self.policy = policy }
 
@@ -85,14 +88,11 @@ struct CircuitBreaker: Sendable {
         switch state {
         case .closed:
             if sample == .neutral { return nil }
-            samples.append((now, sample != .success))
-            let window = policy.window
-            samples.removeAll { now - $0.at > window }
-            let failures = samples.filter(\.failed).count
-            guard samples.count >= policy.minSamples,
-                Double(failures) / Double(samples.count) > policy.failureRate
-            else { return nil }
-            let reason = "\(failures)/\(samples.count) failed within \(policy.window)"
+            add(failed: sample != .success, now: now)
+            let failures = buckets.reduce(0) { $0 + $1.failures }
+            let total = failures + buckets.reduce(0) { $0 + $1.successes }
+            guard total >= policy.minSamples, Double(failures) / Double(total) > policy.failureRate else { return nil }
+            let reason = "\(failures)/\(total) failed within \(policy.window)"
                 + (sample.reason.map { "; last: \($0)" } ?? "")
             return open(now: now, from: "closed", reason: reason)
         case .open:
@@ -108,7 +108,7 @@ struct CircuitBreaker: Sendable {
                 if successes + 1 >= policy.closeAfter {
                     state = .closed
                     openings = 0
-                    samples = []
+                    buckets = []
                     return Transition(from: "half-open", to: "closed", reason: "\(successes + 1) probe(s) succeeded")
                 }
                 state = .halfOpen(probing: false, successes: successes + 1)
@@ -133,8 +133,19 @@ struct CircuitBreaker: Sendable {
         let period = nextOpenPeriod
         openings += 1
         state = .open(until: now + period)
-        samples = []
+        buckets = []
         return Transition(from: from, to: "open", reason: "\(reason); open for \(period)")
+    }
+
+    /// Counts a sample in the current bucket, dropping buckets that left the window.
+    private mutating func add(failed: Bool, now: Instant) {
+        let window = policy.window
+        let width = window / Self.bucketCount
+        buckets.removeAll { now - $0.start >= window }
+        if buckets.isEmpty || now - buckets[buckets.count - 1].start >= width {
+            buckets.append((now, 0, 0))
+        }
+        if failed { buckets[buckets.count - 1].failures += 1 } else { buckets[buckets.count - 1].successes += 1 }
     }
 
     /// A short name for metrics and the admin API.

@@ -226,8 +226,10 @@ struct Registry: Sendable {
         }
         var anyLive = false
         var anyAdmissible = false
+        // Taken out of the dictionary so the score array is uniquely owned (no copy on write).
+        var balancer = balancers.removeValue(forKey: model) ?? SmoothWeightedRoundRobin()
+        defer { balancers[model] = balancer }
         for tier in Tier.allCases {
-            var balancer = balancers[model] ?? SmoothWeightedRoundRobin()
             var round = SmoothWeightedRoundRobin.Round()
             var chosenRoute: Route?
             for route in candidates {
@@ -245,7 +247,6 @@ struct Registry: Sendable {
                 }
             }
             guard let chosen = balancer.finish(round), let route = chosenRoute else { continue }
-            balancers[model] = balancer
             var worker = slots[chosen]!
             var transitions: [(Pick, CircuitBreaker.Transition)] = []
             let admission = worker.models[route.model].breaker.admit(now: now)
