@@ -44,17 +44,16 @@ struct AdminRoutes {
 
     func snapshot() -> Snapshot {
         let now = state.now()
-        let workers = state.liveWorkers().map { worker in
+        let workers = state.liveWorkerStates().map { worker, pairs in
             WorkerView(
                 name: worker.name, url: worker.report.url, version: worker.report.version,
                 heartbeatAgeMs: Int((now - worker.lastSeen) / .milliseconds(1)), weight: worker.report.weight,
                 inFlight: worker.report.inFlight, gpus: worker.report.gpus,
-                models: worker.models.map { entry in
+                models: zip(worker.report.models, pairs).map { model, pair in
                     ModelView(
-                        name: entry.report.name, aliases: entry.report.aliases, state: entry.report.state,
-                        reason: entry.report.reason, slotsTotal: entry.report.slotsTotal, slotsBusy: entry.report.slotsBusy,
-                        hubInFlight: entry.inFlight, dispatched: entry.dispatched,
-                        routingWeight: Registry.weight(entry, of: worker), breaker: entry.breaker.stateName)
+                        name: model.name, aliases: model.aliases, state: model.state, reason: model.reason,
+                        slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, hubInFlight: pair.inFlight,
+                        dispatched: pair.dispatched, routingWeight: Registry.weight(pair), breaker: pair.breaker.stateName)
                 })
         }
         return Snapshot(workers: workers, queued: state.queueLengths())

@@ -161,6 +161,14 @@ final class HubState: Sendable {
         return guarded.withLock { $0.registry.expire(now: instant) }
     }
 
+    /// Live workers with the routing state of each of their models (report order).
+    func liveWorkerStates() -> [(worker: Registry.Worker, pairs: [Registry.Pair])] {
+        let instant = now()
+        return guarded.withLock { state in
+            state.registry.liveWorkers(now: instant).map { ($0, $0.pairs.map { state.registry.pairs[$0] }) }
+        }
+    }
+
     func liveWorkers() -> [Registry.Worker] {
         let instant = now()
         return guarded.withLock { $0.registry.liveWorkers(now: instant) }

@@ -6,15 +6,28 @@ import Shared
 /// drive expiry, breakers and weights deterministically. Times are stamped on receipt;
 /// worker clocks are never read.
 ///
-/// Layout for speed: workers live in a slot array (a slot id is a small integer), and
-/// `routes` maps every model name and alias to the (slot, model index) pairs serving it,
-/// so a routing decision is one dictionary lookup and one pass over plain arrays.
+/// Layout for speed: every (worker, model) pair has a `Pair` of plain values in one flat
+/// array (worker-level facts such as last-seen time and weight are copied in at each
+/// heartbeat), and `routes` maps each model name and alias to pair ids. A routing decision
+/// is one dictionary lookup and one pass over that array that retains nothing; names and
+/// reports are read only for the worker finally chosen.
 struct Registry: Sendable {
     typealias Instant = ContinuousClock.Instant
 
-    /// Per (worker, model) routing state that outlives heartbeats.
-    struct ModelEntry: Sendable {
-        var report: ModelReport
+    /// Routing state of one (worker, model) pair.
+    struct Pair: Sendable {
+        /// Worker slot, or -1 once the pair is free for reuse.
+        var slot: Int
+        /// Index of the model in the worker's report.
+        var model: Int
+        var lastSeen: Instant
+        /// The worker's static weight.
+        var weight: Double
+        var state: ModelState
+        var slotsTotal: Int
+        var slotsBusy: Int
+        /// For a model that is not loaded: whether it fits the worker's reported free VRAM.
+        var fits: Bool
         /// Requests this hub has sent and not yet seen finish.
         var inFlight = 0
         /// Requests this hub has sent in total.
@@ -26,19 +39,15 @@ struct Registry: Sendable {
         let slot: Int
         var report: WorkerReport
         var lastSeen: Instant
-        var models: [ModelEntry]
+        /// Pair ids, in the order of `report.models`.
+        var pairs: [Int]
         var name: String { report.name }
-    }
-
-    struct Route: Sendable, Equatable {
-        let slot: Int
-        let model: Int
     }
 
     /// The worker chosen for one attempt.
     struct Pick: Sendable, Equatable {
+        let pair: Int
         let slot: Int
-        let modelIndex: Int
         let worker: String
         let url: String
         let model: String
@@ -74,8 +83,9 @@ struct Registry: Sendable {
     let declaredModels: [String: String]
     let breakerPolicy: CircuitBreaker.Policy
     private(set) var slots: [Worker?] = []
+    private(set) var pairs: [Pair] = []
     private var slotByName: [String: Int] = [:]
-    private var routes: [String: [Route]] = [:]
+    private var routes: [String: [Int]] = [:]
     private var balancers: [String: SmoothWeightedRoundRobin] = [:]
 
     init(expiry: Duration, declaredModels: [String: String] = [:], breakerPolicy: CircuitBreaker.Policy = .init()) {
@@ -94,12 +104,11 @@ struct Registry: Sendable {
             return
         }
         let slot = slots.firstIndex(where: { $0 == nil }) ?? slots.count
-        let worker = Worker(slot: slot, report: report, lastSeen: now,
-                            models: report.models.map { ModelEntry(report: $0, breaker: CircuitBreaker(policy: breakerPolicy)) })
+        let worker = Worker(slot: slot, report: report, lastSeen: now, pairs: [])
         if slot == slots.count { slots.append(worker) } else { slots[slot] = worker }
         slotByName[report.name] = slot
         for key in balancers.keys { balancers[key]?.reset(slot) }
-        rebuildRoutes()
+        update(slot: slot, with: report, now: now)
     }
 
     /// Refreshes a known worker.
@@ -112,27 +121,50 @@ struct Registry: Sendable {
 
     private mutating func update(slot: Int, with report: WorkerReport, now: Instant) {
         guard var worker = slots[slot] else { return }
-        let sameModels = worker.models.map(\.report.name) == report.models.map(\.name)
-        if sameModels {
-            for index in report.models.indices { worker.models[index].report = report.models[index] }
-        } else {
-            let old = Dictionary(worker.models.map { ($0.report.name, $0) }, uniquingKeysWith: { a, _ in a })
-            worker.models = report.models.map { model in
-                var entry = old[model.name] ?? ModelEntry(report: model, breaker: CircuitBreaker(policy: breakerPolicy))
-                entry.report = model
-                return entry
+        let oldNames = worker.report.models.map(\.name)
+        let oldAliases = worker.report.models.map(\.aliases)
+        let oldIDs = worker.pairs
+        let reuse = Dictionary(zip(oldNames, oldIDs), uniquingKeysWith: { first, _ in first })
+        var ids: [Int] = []
+        let freeVRAM = report.gpus.map(\.memoryFreeMiB).reduce(0, +)
+        for (index, model) in report.models.enumerated() {
+            let fits = model.vramEstimateMiB.map { report.gpus.isEmpty || freeVRAM >= $0 } ?? true
+            if let id = reuse[model.name] {
+                pairs[id].model = index
+                pairs[id].lastSeen = now
+                pairs[id].weight = report.weight
+                pairs[id].state = model.state
+                pairs[id].slotsTotal = model.slotsTotal
+                pairs[id].slotsBusy = model.slotsBusy
+                pairs[id].fits = fits
+                ids.append(id)
+            } else {
+                let pair = Pair(slot: slot, model: index, lastSeen: now, weight: report.weight, state: model.state,
+                                slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fits: fits,
+                                breaker: CircuitBreaker(policy: breakerPolicy))
+                if let free = pairs.firstIndex(where: { $0.slot == -1 }) {
+                    pairs[free] = pair
+                    ids.append(free)
+                } else {
+                    pairs.append(pair)
+                    ids.append(pairs.count - 1)
+                }
             }
         }
+        for id in worker.pairs where !ids.contains(id) { pairs[id].slot = -1 }
+        worker.pairs = ids
         worker.report = report
         worker.lastSeen = now
         slots[slot] = worker
-        if !sameModels || worker.models.map(\.report.aliases) != report.models.map(\.aliases) { rebuildRoutes() }
+        let isNew = oldIDs.isEmpty
+        if isNew || oldNames != report.models.map(\.name) || oldAliases != report.models.map(\.aliases) { rebuildRoutes() }
     }
 
     /// Removes a worker that is leaving on purpose; false when it was not registered.
     @discardableResult
     mutating func deregister(_ name: String) -> Bool {
         guard let slot = slotByName.removeValue(forKey: name) else { return false }
+        for id in slots[slot]?.pairs ?? [] { pairs[id].slot = -1 }
         slots[slot] = nil
         rebuildRoutes()
         return true
@@ -164,15 +196,17 @@ struct Registry: Sendable {
     }
 
     private mutating func rebuildRoutes() {
-        var routes: [String: [Route]] = [:]
+        var routes: [String: [Int]] = [:]
         for worker in slots.compactMap({ $0 }) {
-            for (index, entry) in worker.models.enumerated() {
-                for name in Set([entry.report.name] + entry.report.aliases) {
-                    routes[name, default: []].append(Route(slot: worker.slot, model: index))
+            for (index, model) in worker.report.models.enumerated() {
+                for name in Set([model.name] + model.aliases) {
+                    routes[name, default: []].append(worker.pairs[index])
                 }
             }
         }
-        for key in routes.keys { routes[key]!.sort { slots[$0.slot]!.name < slots[$1.slot]!.name } }
+        for key in routes.keys {
+            routes[key]!.sort { slots[pairs[$0].slot]!.name < slots[pairs[$1].slot]!.name }
+        }
         self.routes = routes
     }
 
@@ -192,25 +226,20 @@ struct Registry: Sendable {
     /// - not loaded or loading: `assumedSlots - hub in-flight`, and only when the worker
     ///   reports no GPUs or at least the model's VRAM estimate free.
     /// - failed: one slot (a single retry at a time).
-    static func capacity(_ entry: ModelEntry, gpus: [GPUReport]) -> (tier: Tier, free: Int) {
-        let report = entry.report
-        switch report.state {
+    static func capacity(_ pair: Pair) -> (tier: Tier, free: Int) {
+        switch pair.state {
         case .ready:
-            let total = report.slotsTotal > 0 ? report.slotsTotal : 1
-            return (.loaded, total - max(report.slotsBusy, entry.inFlight))
+            return (.loaded, (pair.slotsTotal > 0 ? pair.slotsTotal : 1) - max(pair.slotsBusy, pair.inFlight))
         case .notLoaded, .loading:
-            if let need = report.vramEstimateMiB, !gpus.isEmpty, gpus.map(\.memoryFreeMiB).reduce(0, +) < need {
-                return (.loadable, 0)
-            }
-            return (.loadable, assumedSlots - entry.inFlight)
+            return (.loadable, pair.fits ? assumedSlots - pair.inFlight : 0)
         case .failed:
-            return (.failed, 1 - entry.inFlight)
+            return (.failed, 1 - pair.inFlight)
         }
     }
 
     /// Routing weight = the worker's static `weight` x free slots (0 when saturated).
-    static func weight(_ entry: ModelEntry, of worker: Worker) -> Double {
-        worker.report.weight * Double(max(0, capacity(entry, gpus: worker.report.gpus).free))
+    static func weight(_ pair: Pair) -> Double {
+        pair.weight * Double(max(0, capacity(pair).free))
     }
 
     // MARK: Decision
@@ -231,33 +260,30 @@ struct Registry: Sendable {
         defer { balancers[model] = balancer }
         for tier in Tier.allCases {
             var round = SmoothWeightedRoundRobin.Round()
-            var chosenRoute: Route?
-            for route in candidates {
-                guard let worker = slots[route.slot], isLive(worker, now: now) else { continue }
+            var chosen: Int?
+            for id in candidates {
+                let (slot, lastSeen) = (pairs[id].slot, pairs[id].lastSeen)
+                guard slot >= 0, now - lastSeen <= expiry else { continue }
                 anyLive = true
-                if excluded.contains(route.slot) { continue }
-                let entry = worker.models[route.model]
-                guard entry.breaker.wouldAdmit(now: now) else { continue }
-                let (entryTier, free) = Self.capacity(entry, gpus: worker.report.gpus)
-                guard entryTier == tier else { continue }
+                if !excluded.isEmpty && excluded.contains(slot) { continue }
+                guard pairs[id].breaker.wouldAdmit(now: now) else { continue }
+                let (pairTier, free) = Self.capacity(pairs[id])
+                guard pairTier == tier else { continue }
                 anyAdmissible = true
                 if free > 0 {
-                    balancer.offer(route.slot, weight: worker.report.weight * Double(free), to: &round)
-                    if round.best == route.slot { chosenRoute = route }
+                    balancer.offer(slot, weight: pairs[id].weight * Double(free), to: &round)
+                    if round.best == slot { chosen = id }
                 }
             }
-            guard let chosen = balancer.finish(round), let route = chosenRoute else { continue }
-            var worker = slots[chosen]!
-            var transitions: [(Pick, CircuitBreaker.Transition)] = []
-            let admission = worker.models[route.model].breaker.admit(now: now)
-            let isProbe: Bool = if case .halfOpen = worker.models[route.model].breaker.state { true } else { false }
-            worker.models[route.model].inFlight += 1
-            worker.models[route.model].dispatched += 1
-            slots[chosen] = worker
-            let pick = Pick(slot: chosen, modelIndex: route.model, worker: worker.name, url: worker.report.url,
-                            model: worker.models[route.model].report.name, isProbe: isProbe)
-            if let transition = admission.transition { transitions.append((pick, transition)) }
-            return (.picked(pick), transitions)
+            guard balancer.finish(round) != nil, let id = chosen else { continue }
+            let admission = pairs[id].breaker.admit(now: now)
+            let isProbe: Bool = if case .halfOpen = pairs[id].breaker.state { true } else { false }
+            pairs[id].inFlight += 1
+            pairs[id].dispatched += 1
+            let worker = slots[pairs[id].slot]!
+            let pick = Pick(pair: id, slot: worker.slot, worker: worker.name, url: worker.report.url,
+                            model: worker.report.models[pairs[id].model].name, isProbe: isProbe)
+            return (.picked(pick), admission.transition.map { [(pick, $0)] } ?? [])
         }
         if !anyLive { return (.noLiveWorker, []) }
         return (anyAdmissible ? .saturated : .exhausted, [])
@@ -265,18 +291,15 @@ struct Registry: Sendable {
 
     /// Ends a reservation: frees the in-flight slot and feeds the breaker.
     mutating func release(_ pick: Pick, sample: CircuitBreaker.Sample, now: Instant) -> CircuitBreaker.Transition? {
-        guard var worker = slots[pick.slot], worker.name == pick.worker, pick.modelIndex < worker.models.count,
-            worker.models[pick.modelIndex].report.name == pick.model
-        else { return nil }  // the worker left or changed its models meanwhile
-        worker.models[pick.modelIndex].inFlight = max(0, worker.models[pick.modelIndex].inFlight - 1)
-        let transition: CircuitBreaker.Transition?
+        // The worker may have left (or the pair been reused) meanwhile: then there is nothing to update.
+        guard pick.pair < pairs.count, pairs[pick.pair].slot == pick.slot,
+            let worker = slots[pick.slot], worker.name == pick.worker, worker.pairs.contains(pick.pair)
+        else { return nil }
+        pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
         if pick.isProbe, sample == .neutral {
-            worker.models[pick.modelIndex].breaker.abandon()
-            transition = nil
-        } else {
-            transition = worker.models[pick.modelIndex].breaker.record(sample, now: now)
+            pairs[pick.pair].breaker.abandon()
+            return nil
         }
-        slots[pick.slot] = worker
-        return transition
+        return pairs[pick.pair].breaker.record(sample, now: now)
     }
 }

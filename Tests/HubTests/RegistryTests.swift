@@ -101,11 +101,10 @@ struct RegistryTests {
         (0.5, 8, 2, 1, 3.0),
     ])
     func weights(weight: Double, total: Int, busy: Int, hubInFlight: Int, expected: Double) {
-        let worker = Registry.Worker(slot: 0, report: report("a", weight: weight), lastSeen: t0, models: [])
-        var entry = Registry.ModelEntry(report: ModelReport(name: "m", state: .ready, slotsTotal: total, slotsBusy: busy),
-                                        breaker: CircuitBreaker(policy: .init()))
-        entry.inFlight = hubInFlight
-        #expect(Registry.weight(entry, of: worker) == expected)
+        var pair = Registry.Pair(slot: 0, model: 0, lastSeen: t0, weight: weight, state: .ready, slotsTotal: total,
+                                 slotsBusy: busy, fits: true, breaker: CircuitBreaker(policy: .init()))
+        pair.inFlight = hubInFlight
+        #expect(Registry.weight(pair) == expected)
     }
 
     @Test("a model that does not fit in the reported free VRAM is not loadable there")
@@ -158,6 +157,7 @@ struct RegistryTests {
         #expect(probes.count == 1 && probes[0].isProbe)
         let transition = registry.release(probes[0], sample: .success, now: t0 + .seconds(6))
         #expect(transition?.to == "closed")
-        #expect(registry.worker(named: "a")?.models[0].breaker.state == .closed)
+        let pair = registry.worker(named: "a")!.pairs[0]
+        #expect(registry.pairs[pair].breaker.state == .closed)
     }
 }

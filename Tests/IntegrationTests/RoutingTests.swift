@@ -40,20 +40,26 @@ struct RoutingTests {
             try cluster.control("slow", #"{"ttfb_ms": 700}"#)
             let slowedAt = ContinuousClock.now
             var servedBy: [String] = []
-            for _ in 0..<16 {
+            var opened = false
+            while !opened && servedBy.count < 40 {
                 // Streams: their first byte is the first token, which is what slow_ttfb judges.
                 let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
                 #expect(reply.status == 200)  // slow answers still succeed; they only count as failures
                 servedBy.append(reply.servedBy ?? "?")
+                opened = try await cluster.adminModel("slow")?["breaker"] as? String == "open"
             }
-            let lastSlow = servedBy.lastIndex(of: "slow") ?? -1
-            #expect(lastSlow < 8, "traffic left the slow worker: \(servedBy)")
-            #expect(servedBy.suffix(8).allSatisfy { $0 == "fast" }, "\(servedBy)")
-            let slowModel = try await cluster.adminModel("slow")
-            #expect(slowModel?["breaker"] as? String == "open")
+            let leftAfter = ContinuousClock.now - slowedAt
+            #expect(opened, "the slow worker's breaker opened: \(servedBy)")
+            // Capacity weighting already favours the less busy worker; the breaker needs
+            // min_samples (3) failures in its window.
+            #expect(servedBy.filter { $0 == "slow" }.count <= 5, "\(servedBy)")
+            for _ in 0..<8 {
+                let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
+                #expect(reply.servedBy == "fast")
+            }
             #expect(cluster.hub.output.contains { $0.contains("circuit breaker closed -> open") && $0.contains("slow first byte") })
-            print("caravan-measure: slowed worker received \(servedBy.filter { $0 == "slow" }.count) of the next 16 requests; "
-                + "breaker open after \(ContinuousClock.now - slowedAt)")
+            print("caravan-measure: slowed worker got \(servedBy.filter { $0 == "slow" }.count) of \(servedBy.count) requests "
+                + "before its breaker opened, \(leftAfter) after the slowdown")
 
             // The delay goes away: after open_for, one probe succeeds and the breaker closes.
             try cluster.control("slow", #"{"ttfb_ms": 0}"#)
