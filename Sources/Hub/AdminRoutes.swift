@@ -49,11 +49,13 @@ struct AdminRoutes {
                 name: worker.name, url: worker.report.url, version: worker.report.version,
                 heartbeatAgeMs: Int((now - worker.lastSeen) / .milliseconds(1)), weight: worker.report.weight,
                 inFlight: worker.report.inFlight, gpus: worker.report.gpus,
-                models: zip(worker.report.models, pairs).map { model, pair in
+                models: zip(worker.report.models, pairs).map { model, state in
+                    let (pair, breaker) = state
+                    return
                     ModelView(
                         name: model.name, aliases: model.aliases, state: model.state, reason: model.reason,
                         slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, hubInFlight: pair.inFlight,
-                        dispatched: pair.dispatched, routingWeight: Registry.weight(pair), breaker: pair.breaker.stateName)
+                        dispatched: pair.dispatched, routingWeight: Registry.weight(pair), breaker: breaker.stateName)
                 })
         }
         return Snapshot(workers: workers, queued: state.queueLengths())

@@ -161,11 +161,13 @@ final class HubState: Sendable {
         return guarded.withLock { $0.registry.expire(now: instant) }
     }
 
-    /// Live workers with the routing state of each of their models (report order).
-    func liveWorkerStates() -> [(worker: Registry.Worker, pairs: [Registry.Pair])] {
+    /// Live workers with the routing state and breaker of each of their models (report order).
+    func liveWorkerStates() -> [(worker: Registry.Worker, pairs: [(Registry.Pair, CircuitBreaker)])] {
         let instant = now()
         return guarded.withLock { state in
-            state.registry.liveWorkers(now: instant).map { ($0, $0.pairs.map { state.registry.pairs[$0] }) }
+            state.registry.liveWorkers(now: instant).map { worker in
+                (worker, worker.pairs.map { (state.registry.pairs[$0], state.registry.breakers[$0]) })
+            }
         }
     }
 

@@ -14,13 +14,16 @@ import Shared
 struct Registry: Sendable {
     typealias Instant = ContinuousClock.Instant
 
-    /// Routing state of one (worker, model) pair.
+    /// Routing state of one (worker, model) pair. Plain values only (no references, no
+    /// resilient stdlib types such as `ContinuousClock.Instant`): reading one in the pick
+    /// loop is a memory load, not a retain/release or a value-witness call.
     struct Pair: Sendable {
         /// Worker slot, or -1 once the pair is free for reuse.
         var slot: Int
         /// Index of the model in the worker's report.
         var model: Int
-        var lastSeen: Instant
+        /// Last heartbeat, in nanoseconds since the registry's epoch.
+        var lastSeen: Int64
         /// The worker's static weight.
         var weight: Double
         var state: ModelState
@@ -32,7 +35,32 @@ struct Registry: Sendable {
         var inFlight = 0
         /// Requests this hub has sent in total.
         var dispatched = 0
-        var breaker: CircuitBreaker
+        /// The breaker's admission state, mirrored from `breakers[pair id]` after every change.
+        var gate = Gate.closed
+    }
+
+    /// Whether a pair's breaker lets a request through, in plain values.
+    enum Gate: Sendable, Equatable {
+        case closed
+        case openUntil(Int64)
+        case probeAvailable
+        case probing
+
+        init(_ state: CircuitBreaker.State, nanos: (ContinuousClock.Instant) -> Int64) {
+            switch state {
+            case .closed: self = .closed
+            case .open(let until): self = .openUntil(nanos(until))
+            case .halfOpen(let probing, _): self = probing ? .probing : .probeAvailable
+            }
+        }
+
+        func admits(at now: Int64) -> Bool {
+            switch self {
+            case .closed, .probeAvailable: true
+            case .openUntil(let until): now >= until
+            case .probing: false
+            }
+        }
     }
 
     struct Worker: Sendable {
@@ -84,15 +112,30 @@ struct Registry: Sendable {
     let breakerPolicy: CircuitBreaker.Policy
     private(set) var slots: [Worker?] = []
     private(set) var pairs: [Pair] = []
+    /// Circuit breakers, indexed like `pairs`.
+    private(set) var breakers: [CircuitBreaker] = []
+    /// Origin of the nanosecond times in `pairs`.
+    let epoch: Instant
+    private let expiryNanos: Int64
     private var slotByName: [String: Int] = [:]
     private var routes: [String: [Int]] = [:]
     private var balancers: [String: SmoothWeightedRoundRobin] = [:]
 
-    init(expiry: Duration, declaredModels: [String: String] = [:], breakerPolicy: CircuitBreaker.Policy = .init()) {
+    init(expiry: Duration, declaredModels: [String: String] = [:], breakerPolicy: CircuitBreaker.Policy = .init(),
+         epoch: Instant = .now) {
         self.expiry = expiry
+        self.epoch = epoch
+        self.expiryNanos = Self.nanoseconds(expiry)
         self.declaredModels = declaredModels
         self.breakerPolicy = breakerPolicy
     }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    func nanos(_ instant: Instant) -> Int64 { Self.nanoseconds(instant - epoch) }
 
     // MARK: Membership
 
@@ -131,7 +174,7 @@ struct Registry: Sendable {
             let fits = model.vramEstimateMiB.map { report.gpus.isEmpty || freeVRAM >= $0 } ?? true
             if let id = reuse[model.name] {
                 pairs[id].model = index
-                pairs[id].lastSeen = now
+                pairs[id].lastSeen = nanos(now)
                 pairs[id].weight = report.weight
                 pairs[id].state = model.state
                 pairs[id].slotsTotal = model.slotsTotal
@@ -139,14 +182,15 @@ struct Registry: Sendable {
                 pairs[id].fits = fits
                 ids.append(id)
             } else {
-                let pair = Pair(slot: slot, model: index, lastSeen: now, weight: report.weight, state: model.state,
-                                slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fits: fits,
-                                breaker: CircuitBreaker(policy: breakerPolicy))
+                let pair = Pair(slot: slot, model: index, lastSeen: nanos(now), weight: report.weight, state: model.state,
+                                slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fits: fits)
                 if let free = pairs.firstIndex(where: { $0.slot == -1 }) {
                     pairs[free] = pair
+                    breakers[free] = CircuitBreaker(policy: breakerPolicy)
                     ids.append(free)
                 } else {
                     pairs.append(pair)
+                    breakers.append(CircuitBreaker(policy: breakerPolicy))
                     ids.append(pairs.count - 1)
                 }
             }
@@ -253,6 +297,7 @@ struct Registry: Sendable {
         guard let candidates = routes[model] else {
             return (declaredModels[model] != nil ? .noLiveWorker : .unknownModel, [])
         }
+        let now64 = nanos(now)
         var anyLive = false
         var anyAdmissible = false
         // Taken out of the dictionary so the score array is uniquely owned (no copy on write).
@@ -262,22 +307,23 @@ struct Registry: Sendable {
             var round = SmoothWeightedRoundRobin.Round()
             var chosen: Int?
             for id in candidates {
-                let (slot, lastSeen) = (pairs[id].slot, pairs[id].lastSeen)
-                guard slot >= 0, now - lastSeen <= expiry else { continue }
+                let pair = pairs[id]
+                guard pair.slot >= 0, now64 - pair.lastSeen <= expiryNanos else { continue }
                 anyLive = true
-                if !excluded.isEmpty && excluded.contains(slot) { continue }
-                guard pairs[id].breaker.wouldAdmit(now: now) else { continue }
-                let (pairTier, free) = Self.capacity(pairs[id])
+                if !excluded.isEmpty && excluded.contains(pair.slot) { continue }
+                guard pair.gate.admits(at: now64) else { continue }
+                let (pairTier, free) = Self.capacity(pair)
                 guard pairTier == tier else { continue }
                 anyAdmissible = true
                 if free > 0 {
-                    balancer.offer(slot, weight: pairs[id].weight * Double(free), to: &round)
-                    if round.best == slot { chosen = id }
+                    balancer.offer(pair.slot, weight: pair.weight * Double(free), to: &round)
+                    if round.best == pair.slot { chosen = id }
                 }
             }
             guard balancer.finish(round) != nil, let id = chosen else { continue }
-            let admission = pairs[id].breaker.admit(now: now)
-            let isProbe: Bool = if case .halfOpen = pairs[id].breaker.state { true } else { false }
+            let admission = breakers[id].admit(now: now)
+            let isProbe: Bool = if case .halfOpen = breakers[id].state { true } else { false }
+            pairs[id].gate = Gate(breakers[id].state, nanos: nanos)
             pairs[id].inFlight += 1
             pairs[id].dispatched += 1
             let worker = slots[pairs[id].slot]!
@@ -296,10 +342,11 @@ struct Registry: Sendable {
             let worker = slots[pick.slot], worker.name == pick.worker, worker.pairs.contains(pick.pair)
         else { return nil }
         pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
+        defer { pairs[pick.pair].gate = Gate(breakers[pick.pair].state, nanos: nanos) }
         if pick.isProbe, sample == .neutral {
-            pairs[pick.pair].breaker.abandon()
+            breakers[pick.pair].abandon()
             return nil
         }
-        return pairs[pick.pair].breaker.record(sample, now: now)
+        return breakers[pick.pair].record(sample, now: now)
     }
 }

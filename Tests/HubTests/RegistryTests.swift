@@ -101,8 +101,8 @@ struct RegistryTests {
         (0.5, 8, 2, 1, 3.0),
     ])
     func weights(weight: Double, total: Int, busy: Int, hubInFlight: Int, expected: Double) {
-        var pair = Registry.Pair(slot: 0, model: 0, lastSeen: t0, weight: weight, state: .ready, slotsTotal: total,
-                                 slotsBusy: busy, fits: true, breaker: CircuitBreaker(policy: .init()))
+        var pair = Registry.Pair(slot: 0, model: 0, lastSeen: 0, weight: weight, state: .ready, slotsTotal: total,
+                                 slotsBusy: busy, fits: true)
         pair.inFlight = hubInFlight
         #expect(Registry.weight(pair) == expected)
     }
@@ -158,6 +158,7 @@ struct RegistryTests {
         let transition = registry.release(probes[0], sample: .success, now: t0 + .seconds(6))
         #expect(transition?.to == "closed")
         let pair = registry.worker(named: "a")!.pairs[0]
-        #expect(registry.pairs[pair].breaker.state == .closed)
+        #expect(registry.breakers[pair].state == .closed)
+        #expect(registry.pairs[pair].gate == .closed)
     }
 }
