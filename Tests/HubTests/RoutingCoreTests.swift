@@ -208,7 +208,7 @@ struct HubStateQueueTests {
                     try await Task.sleep(for: .milliseconds(20))
                     state.release(pick, sample: .success)
                 }
-                try await Task.sleep(for: .milliseconds(50))  // enqueue in a known order
+                try await waitUntil { state.queueLengths()["m"] == index + 1 }  // enqueue in a known order
             }
             // A third waiter overflows the queue of two.
             await #expect(throws: OpenAIError.self) {
@@ -237,8 +237,7 @@ struct HubStateQueueTests {
         state.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]))
         let holder = try #require(state.pick("m").pick)
         let waiter = Task { try await state.waitForCapacity("m", deadline: .now + .seconds(30)) }
-        try await Task.sleep(for: .milliseconds(50))
-        #expect(state.queueLengths()["m"] == 1)
+        try await waitUntil { state.queueLengths()["m"] == 1 }
         waiter.cancel()
         _ = await waiter.result
         #expect(state.queueLengths().isEmpty)
@@ -251,4 +250,16 @@ final class ArrivalOrder: Sendable {
     private let storage = Mutex<[Int]>([])
     func append(_ value: Int) { storage.withLock { $0.append(value) } }
     var values: [Int] { storage.withLock { $0 } }
+}
+
+/// Polls `condition` (every 5 ms, up to 5 s): tests wait for states, not for fixed times.
+func waitUntil(_ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(5)
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not reached within 5 s")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(5))
+    }
 }

@@ -84,7 +84,8 @@ struct RoutingTests {
         ]) { cluster in
             // Start a stream, find out who serves it, kill that worker while it streams.
             async let streamed = cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
-            try await Task.sleep(for: .milliseconds(600))
+            try await cluster.waitUntil("the stream to start") { try await cluster.hubInFlight() == 1 }
+            try await Task.sleep(for: .milliseconds(400))  // a few tokens (one per 50 ms) reach the client
             let busy = try await cluster.admin().first { (($0["models"] as? [[String: Any]])?.first?["hub_in_flight"] as? Int ?? 0) > 0 }
             let victim = try #require(busy?["name"] as? String)
             cluster.workers[victim]!.kill9()
@@ -145,7 +146,12 @@ struct RoutingTests {
                         if reply.status == 200 { finished.append(index) }
                         return reply.status == 429 ? index : (reply.status == 200 ? nil : -reply.status)
                     }
-                    try await Task.sleep(for: .milliseconds(100))  // arrive in a known order
+                    // Arrive in a known order: the first runs, the next two wait in the queue.
+                    if index == 0 {
+                        try await cluster.waitUntil("the first request to run") { try await cluster.hubInFlight() == 1 }
+                    } else if index < 3 {
+                        try await cluster.waitUntil("request \(index) to queue") { try await cluster.queued() == index }
+                    }
                 }
                 var overflowed: [Int] = []
                 for try await result in group { if let result { overflowed.append(result) } }
@@ -170,7 +176,7 @@ struct RoutingTests {
                                      preload: true)], hub: hub) { cluster in
             try await cluster.waitForModel("one") { $0["state"] as? String == "ready" && $0["slots_total"] as? Int == 1 }
             async let first = cluster.request("POST", "/v1/chat/completions", body: chatBody())
-            try await Task.sleep(for: .milliseconds(100))
+            try await cluster.waitUntil("the first request to run") { try await cluster.hubInFlight() == 1 }
             let second = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
             #expect(second.status == 503)
             #expect(second.errorCode == "queue_timeout")

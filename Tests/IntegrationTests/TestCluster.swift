@@ -138,6 +138,27 @@ final class TestCluster: Sendable {
         return reply.json?["workers"] as? [[String: Any]] ?? []
     }
 
+    /// Requests waiting in the hub's queue for `model`.
+    func queued(_ model: String = "tiny") async throws -> Int {
+        let reply = try await request("GET", "/admin/workers", token: .some(adminToken))
+        return (reply.json?["queued"] as? [String: Int])?[model] ?? 0
+    }
+
+    /// Requests the hub has in flight, over all workers.
+    func hubInFlight() async throws -> Int {
+        try await admin().flatMap { ($0["models"] as? [[String: Any]]) ?? [] }.map { $0["hub_in_flight"] as? Int ?? 0 }
+            .reduce(0, +)
+    }
+
+    /// Polls until `condition` holds (every 20 ms, up to `timeout`).
+    func waitUntil(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while try await !condition() {
+            guard ContinuousClock.now < deadline else { throw TestFailure("timed out waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// The `tiny` model entry of `worker` in the admin view.
     func adminModel(_ worker: String) async throws -> [String: Any]? {
         try await admin().first { $0["name"] as? String == worker }.flatMap { ($0["models"] as? [[String: Any]])?.first }

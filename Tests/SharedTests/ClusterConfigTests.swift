@@ -26,6 +26,10 @@ struct ClusterConfigTests {
         #expect(config.hub.expireAfter == 3)
         #expect(config.hub.expiry == .seconds(6))
         #expect(config.hub.maxBodyBytes == 32 * 1024 * 1024)
+        #expect(config.hub.retries == 2 && config.hub.queue == QueueConfig())
+        #expect(config.hub.breaker == BreakerConfig())  // the example documents the defaults
+        #expect(config.hub.idleTimeout == .seconds(60) && config.hub.connectTimeout == .seconds(2))
+        #expect(config.workers[0].weight == 1)
         #expect(config.hub.auth.clientSecretFile == "client.secret")
         #expect(config.workers.map(\.name) == ["gpu-a", "gpu-b"])
         let a = config.workers[0]
@@ -88,6 +92,12 @@ struct ClusterConfigTests {
         ("workers:\n  - name: a\n    models: [{name: m, path: p}, {name: n, path: p, aliases: [m]}]\n", "workers[0].models[1]", "used twice"),
         ("workers:\n  - name: a\n    models: [{name: m, path: p}]\n  - name: a\n    models: [{name: m, path: p}]\n", "workers[1].name", "used twice"),
         ("workers:\n  - name: a\n    gpus: [{name: g}]\n    models: [{name: m, path: p}]\n", "workers[0].gpus[0].vram_mb", "required key is missing"),
+        ("hub:\n  retries: 11\n", "hub.retries", "between 0 and 10"),
+        ("hub:\n  queue:\n    size: -1\n", "hub.queue.size", "must not be negative"),
+        ("hub:\n  breaker:\n    failure_rate: 1.5\n", "hub.breaker.failure_rate", "below 1"),
+        ("hub:\n  breaker:\n    open_for: 10s\n    max_open_for: 5s\n", "hub.breaker.max_open_for", "shorter than open_for"),
+        ("hub:\n  breaker:\n    slow_ttfb: 0s\n", "hub.breaker.slow_ttfb", "greater than 0"),
+        ("workers:\n  - name: a\n    weight: 0\n    models: [{name: m, path: p}]\n", "workers[0].weight", "greater than 0"),
         ("hub: [1, 2\n", "", "invalid YAML"),
         ("   \n", "", "empty"),
     ]
