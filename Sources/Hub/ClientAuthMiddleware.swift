@@ -2,28 +2,56 @@ import HTTPTypes
 import Hummingbird
 import Shared
 
-/// Requires a valid client JWT (`Authorization: Bearer ...`) with one of `roles` on every
-/// request it guards (`[.client, .admin]` for the API, `[.admin]` for admin endpoints).
+/// Authenticates the caller (JWT or API key) with one of `roles`, records the identity in
+/// the context, and applies the caller's rate and concurrency limits.
 ///
-/// `verifier == nil` means `--no-auth`: the hub then listens on loopback only.
-struct ClientAuthMiddleware<Context: RequestContext>: RouterMiddleware {
-    let verifier: TokenVerifier?
+/// `authenticator == nil` means `--no-auth`: the hub then listens on loopback only.
+struct ClientAuthMiddleware: RouterMiddleware {
+    typealias Context = HubRequestContext
+
+    let authenticator: ClientAuthenticator?
     var roles: Set<TokenRole> = [.client, .admin]
+    /// Nil for endpoints without limits (admin).
+    var limiter: RateLimiter?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
-        if let verifier {
-            do {
-                let token = try bearerToken(request.headers[.authorization])
-                _ = try await verifier.verify(token, roles: roles)
-            } catch where error.reason == TokenError.roleRejected.reason {
-                throw OpenAIError(.forbidden, type: "permission_error", code: "insufficient_role",
-                                  message: "This endpoint needs a token with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
-            } catch {
-                throw OpenAIError.unauthorized(error.reason)
-            }
+        guard let authenticator else { return try await next(request, context) }
+        var context = context
+        let identity: Identity
+        do {
+            identity = try await authenticator.authenticate(request.headers[.authorization], roles: roles)
+        } catch where error == TokenError.roleRejected {
+            throw OpenAIError(.forbidden, type: "permission_error", code: "insufficient_role",
+                              message: "This endpoint needs a credential with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
+        } catch {
+            throw OpenAIError.unauthorized(error.reason)
         }
-        return try await next(request, context)
+        context.identity = identity
+        guard let limiter else { return try await next(request, context) }
+        switch limiter.acquire(identity) {
+        case .failure(let retry):
+            throw OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "rate_limit_exceeded",
+                              message: "Rate limit for this credential: \(retry.reason)",
+                              headers: [.retryAfter: String(retry.seconds)])
+        case .success(nil):
+            return try await next(request, context)
+        case .success(let permit?):
+            var response: Response
+            do {
+                response = try await next(request, context)
+            } catch {
+                permit.release()
+                throw error
+            }
+            // The concurrency slot lasts until the last byte of a stream, not just its head.
+            let body = response.body
+            response.body = ResponseBody { writer in
+                defer { permit.release() }
+                try await body.write(writer)
+            }
+            return response
+        }
     }
 }

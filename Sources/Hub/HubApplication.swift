@@ -42,9 +42,7 @@ struct HubApplication {
             listen.host = "127.0.0.1"
         }
         let auth = config.hub.auth
-        let clientVerifier: TokenVerifier? = if options.noAuth { nil } else {
-            await TokenVerifier(secret: auth.clientSecret!, issuer: auth.issuer, audience: auth.audience, leeway: auth.leeway)
-        }
+        let authenticator: ClientAuthenticator? = options.noAuth ? nil : try await ClientAuthenticator(auth: auth)
         let workerVerifier = await TokenVerifier(secret: auth.workerSecret!, leeway: auth.leeway)
         let hub = config.hub
         let breaker = CircuitBreaker.Policy(
@@ -54,10 +52,14 @@ struct HubApplication {
             registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels, breakerPolicy: breaker),
             queueCapacity: hub.queue.size, logger: logger)
         let client = UpstreamForwarder.makeClient(
-            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 256)
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 256,
+            tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory))
+        let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
+                                                  concurrent: hub.limits.concurrent))
 
-        let router = Router()
+        let router = Router(context: HubRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware())
+        if !hub.corsOrigins.isEmpty { router.middlewares.add(CORSAllowList(origins: Set(hub.corsOrigins))) }
         router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
         router.get("/health/ready") { _, _ in
             let live = state.liveWorkers().count
@@ -66,21 +68,24 @@ struct HubApplication {
         }
         ControlPlane(state: state, verifier: workerVerifier, heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
             .addRoutes(to: router)
-        let api = router.group().add(middleware: ClientAuthMiddleware(verifier: clientVerifier))
+        let api = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, limiter: limiter))
         OpenAIRoutes(state: state, forwarder: UpstreamForwarder(client: client),
                      credential: WorkerCredential(signer: workerVerifier), config: hub, logger: logger)
             .addRoutes(to: api)
-        let admin = router.group().add(middleware: ClientAuthMiddleware(verifier: clientVerifier, roles: [.admin]))
+        let admin = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, roles: [.admin]))
         AdminRoutes(state: state).addRoutes(to: admin)
 
         let bound = listen
+        let scheme = hub.tls == nil ? "http" : "https"
         let app = Application(
             router: router,
+            server: try ServerSettings.server(tls: hub.tls, baseDirectory: auth.baseDirectory,
+                                              idleTimeout: hub.clientIdleTimeout, maxHeaderBytes: hub.maxHeaderKB * 1024),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-hub"),
             services: [ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger)],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? bound.port
-                announce("caravan-hub listening on http://\(bound.host):\(port)")
+                announce("caravan-hub listening on \(scheme)://\(bound.host):\(port)")
             },
             logger: logger
         )

@@ -15,7 +15,7 @@ struct OpenAIRoutes {
     let config: HubConfig
     let logger: Logger
 
-    func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
+    func addRoutes(to group: RouterGroup<HubRequestContext>) {
         group.get("/v1/models") { _, _ in
             let created = Int(Date().timeIntervalSince1970)
             let data = state.servedModels().map { ["id": $0, "object": "model", "created": created, "owned_by": "caravan"] as [String: Any] }
@@ -38,9 +38,13 @@ struct OpenAIRoutes {
     /// answer, or a 502 for transport errors. When every worker is at capacity the request
     /// waits in the model's FIFO queue, holding no response headers, so the outcome can
     /// still be 429 or 503.
-    func route(_ request: Request, path: String, context: some RequestContext) async throws -> Response {
+    func route(_ request: Request, path: String, context: HubRequestContext) async throws -> Response {
         let body = try await request.body.collect(upTo: config.maxBodyBytes)
         let fields = try RoutingFields.parse(body)
+        if let identity = context.identity, !identity.allows(fields.model) {
+            throw OpenAIError(.forbidden, type: "permission_error", code: "model_not_allowed",
+                              message: "This credential may not use the model '\(fields.model)'", param: "model")
+        }
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", try await credential.header()))
         let target = path + (request.uri.query.map { "?\($0)" } ?? "")

@@ -70,6 +70,7 @@ extension ClusterConfig {
         hub.auth.clientSecret = try Self.secret(
             env: env[Environment.clientSecret], file: hub.auth.clientSecretFile,
             key: "hub.auth.client_secret_file", envName: Environment.clientSecret, base: base)
+        hub.auth.baseDirectory = base.path
         hub.auth.workerSecret = try Self.secret(
             env: env[Environment.workerSecret], file: hub.auth.workerSecretFile,
             key: "hub.auth.worker_secret_file", envName: Environment.workerSecret, base: base)

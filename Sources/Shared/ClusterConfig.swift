@@ -55,12 +55,24 @@ public struct HubConfig: Decodable, Sendable {
     public var queue = QueueConfig()
     public var breaker = BreakerConfig()
     public var auth = AuthConfig()
+    public var limits = LimitsConfig()
+    /// Origins allowed to call the API from a browser (none by default).
+    public var corsOrigins: [String] = []
+    /// Close a client connection after this long without a request (slow or idle clients).
+    public var clientIdleTimeout: Duration = .seconds(60)
+    /// Largest request header block, in KiB (431 beyond).
+    public var maxHeaderKB = 32
+    /// Serve HTTPS with this certificate and key.
+    public var tls: TLSConfig?
+    /// CA that signed the workers' certificates, when they serve HTTPS.
+    public var workerCAFile: String?
 
     enum CodingKeys: String, CodingKey {
         case listen, heartbeatInterval = "heartbeat_interval", expireAfter = "expire_after"
         case maxBodyMB = "max_body_mb", firstByteTimeout = "first_byte_timeout", auth
         case connectTimeout = "connect_timeout", idleTimeout = "idle_timeout", requestTimeout = "request_timeout"
-        case retries, queue, breaker
+        case retries, queue, breaker, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
+        case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file"
     }
 
     public init() {}
@@ -88,6 +100,19 @@ public struct HubConfig: Decodable, Sendable {
         }
         queue = try c.optional(QueueConfig.self, .queue) ?? QueueConfig()
         breaker = try c.optional(BreakerConfig.self, .breaker) ?? BreakerConfig()
+        limits = try c.optional(LimitsConfig.self, .limits) ?? LimitsConfig()
+        corsOrigins = try c.optional([String].self, .corsOrigins) ?? []
+        for (index, origin) in corsOrigins.enumerated() where !isHTTPURL(origin) || origin.hasSuffix("/") {
+            throw ConfigError(key: renderKeyPath(c.codingPath + [CodingKeys.corsOrigins]) + "[\(index)]",
+                              "expected an origin like https://app.example.com, got \"\(origin)\"")
+        }
+        clientIdleTimeout = try c.positiveDuration(.clientIdleTimeout) ?? clientIdleTimeout
+        if let v = try c.optional(Int.self, .maxHeaderKB) {
+            guard (1...1024).contains(v) else { throw c.error(.maxHeaderKB, "must be between 1 and 1024") }
+            maxHeaderKB = v
+        }
+        tls = try c.optional(TLSConfig.self, .tls)
+        workerCAFile = try c.optional(String.self, .workerCAFile)
         auth = try c.optional(AuthConfig.self, .auth) ?? AuthConfig()
     }
 
@@ -180,13 +205,27 @@ public struct AuthConfig: Decodable, Sendable {
     /// Clock skew tolerated on `exp` and `nbf`.
     public var leeway: Duration = .seconds(30)
 
+    /// More keys for client tokens (several algorithms, selected by `kid`).
+    public var keys: [KeyConfig] = []
+    /// A JWKS file of client-token keys; re-read when it changes (key rotation).
+    public var jwksFile: String?
+    /// Static API keys for simple setups, stored as SHA-256 hashes.
+    public var apiKeys: [APIKeyConfig] = []
+
     /// Resolved secrets (filled by ``ClusterConfig/load(path:environment:)``).
     public var clientSecret: Secret?
     public var workerSecret: Secret?
+    /// The folder relative key files are read from.
+    public var baseDirectory = "."
 
     enum CodingKeys: String, CodingKey {
         case clientSecretFile = "client_secret_file", workerSecretFile = "worker_secret_file"
-        case issuer, audience, leeway
+        case issuer, audience, leeway, keys, jwksFile = "jwks_file", apiKeys = "api_keys"
+    }
+
+    /// A path from this section, resolved against the config file's folder.
+    public func path(_ file: String) -> String {
+        file.hasPrefix("/") ? file : URL(fileURLWithPath: baseDirectory).appendingPathComponent(file).path
     }
 
     public init() {}
@@ -199,6 +238,115 @@ public struct AuthConfig: Decodable, Sendable {
         issuer = try c.optional(String.self, .issuer)
         audience = try c.optional(String.self, .audience)
         if let v = try c.optional(ConfigDuration.self, .leeway) { leeway = v.duration }
+        keys = try c.optional([KeyConfig].self, .keys) ?? []
+        if keys.count + (clientSecretFile == nil ? 0 : 1) > 1, let index = keys.firstIndex(where: { $0.kid == nil }) {
+            throw ConfigError(key: renderKeyPath(c.codingPath + [CodingKeys.keys]) + "[\(index)].kid",
+                              "required when there is more than one client key")
+        }
+        jwksFile = try c.optional(String.self, .jwksFile)
+        apiKeys = try c.optional([APIKeyConfig].self, .apiKeys) ?? []
+    }
+}
+
+/// One key that client tokens may be signed with. The algorithm is fixed here: a token
+/// naming any other algorithm is rejected, whatever its header says.
+public struct KeyConfig: Decodable, Sendable, Equatable {
+    public static let algorithms = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+
+    public var kid: String?
+    public var alg: String
+    /// HS*: file with the shared secret (at least 32 bytes).
+    public var secretFile: String?
+    /// RS*, PS256, ES*, EdDSA: file with the PEM public key.
+    public var publicKeyFile: String?
+
+    enum CodingKeys: String, CodingKey { case kid, alg, secretFile = "secret_file", publicKeyFile = "public_key_file" }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        kid = try c.optional(String.self, .kid)
+        alg = try c.required(String.self, .alg)
+        guard Self.algorithms.contains(alg) else {
+            throw c.error(.alg, "expected one of \(Self.algorithms.joined(separator: ", ")) (never \"none\")")
+        }
+        secretFile = try c.optional(String.self, .secretFile)
+        publicKeyFile = try c.optional(String.self, .publicKeyFile)
+        if alg.hasPrefix("HS") {
+            guard secretFile != nil else { throw c.error(.secretFile, "required for \(alg)") }
+            guard publicKeyFile == nil else { throw c.error(.publicKeyFile, "not used by \(alg); use secret_file") }
+        } else {
+            guard publicKeyFile != nil else { throw c.error(.publicKeyFile, "required for \(alg)") }
+            guard secretFile == nil else { throw c.error(.secretFile, "not used by \(alg); use public_key_file") }
+        }
+    }
+}
+
+/// A static API key, stored as the hex SHA-256 of the key (never the key itself).
+public struct APIKeyConfig: Decodable, Sendable, Equatable {
+    /// Who the key belongs to (the subject for rate limits and logs).
+    public var name: String
+    public var sha256: String
+    public var role: TokenRole
+    /// Models this key may use; absent means all.
+    public var models: [String]?
+
+    enum CodingKeys: String, CodingKey { case name, sha256, role, models }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.required(String.self, .name)
+        sha256 = try c.required(String.self, .sha256).lowercased()
+        guard sha256.count == 64, sha256.allSatisfy(\.isHexDigit) else {
+            throw c.error(.sha256, "expected 64 hex digits (echo -n KEY | sha256sum)")
+        }
+        let roleName = try c.optional(String.self, .role) ?? "client"
+        guard let role = TokenRole(rawValue: roleName), role == .client || role == .admin else {
+            throw c.error(.role, "expected client or admin")
+        }
+        self.role = role
+        models = try c.optional([String].self, .models)
+    }
+}
+
+/// Per-subject request limits (a token's `sub`, or an API key's name).
+public struct LimitsConfig: Decodable, Sendable, Equatable {
+    /// Sustained requests per second (0: unlimited). A token's `rps` claim overrides it.
+    public var requestsPerSecond: Double = 0
+    /// Requests allowed at once above the sustained rate. A token's `burst` claim overrides it.
+    public var burst: Double = 0
+    /// Requests in progress at once (0: unlimited). A token's `concurrency` claim overrides it.
+    public var concurrent = 0
+
+    enum CodingKeys: String, CodingKey { case requestsPerSecond = "requests_per_second", burst, concurrent }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        requestsPerSecond = try c.optional(Double.self, .requestsPerSecond) ?? 0
+        guard requestsPerSecond >= 0 else { throw c.error(.requestsPerSecond, "must not be negative") }
+        burst = try c.optional(Double.self, .burst) ?? max(1, requestsPerSecond)
+        guard burst >= 0 else { throw c.error(.burst, "must not be negative") }
+        concurrent = try c.optional(Int.self, .concurrent) ?? 0
+        guard concurrent >= 0 else { throw c.error(.concurrent, "must not be negative") }
+    }
+}
+
+/// A certificate and private key (PEM) to serve HTTPS with.
+public struct TLSConfig: Decodable, Sendable, Equatable {
+    public var certFile: String
+    public var keyFile: String
+
+    enum CodingKeys: String, CodingKey { case certFile = "cert_file", keyFile = "key_file" }
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        certFile = try c.required(String.self, .certFile)
+        keyFile = try c.required(String.self, .keyFile)
     }
 }
 
@@ -223,11 +371,15 @@ public struct WorkerConfig: Decodable, Sendable {
     public var gpus: [GPUConfig]
     /// Static routing weight, multiplied by the worker's free capacity (see README).
     public var weight: Double
+    /// Serve the data plane over HTTPS with this certificate and key.
+    public var tls: TLSConfig?
+    /// CA to verify the hub's certificate with (https hub URLs); the system roots otherwise.
+    public var hubCAFile: String?
     public var models: [ModelConfig]
 
     enum CodingKeys: String, CodingKey {
         case name, hubs, listen, advertise, llamaServer = "llama_server", ports, preload
-        case loadTimeout = "load_timeout", gpus, models, weight
+        case loadTimeout = "load_timeout", gpus, models, weight, tls, hubCAFile = "hub_ca_file"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -254,6 +406,8 @@ public struct WorkerConfig: Decodable, Sendable {
         gpus = try c.optional([GPUConfig].self, .gpus) ?? []
         weight = try c.optional(Double.self, .weight) ?? 1
         guard weight > 0 else { throw c.error(.weight, "must be greater than 0") }
+        tls = try c.optional(TLSConfig.self, .tls)
+        hubCAFile = try c.optional(String.self, .hubCAFile)
         models = try c.required([ModelConfig].self, .models)
         guard !models.isEmpty else { throw c.error(.models, "a worker needs at least one model") }
         var seen: Set<String> = []
@@ -274,7 +428,8 @@ public struct WorkerConfig: Decodable, Sendable {
     public func advertisedURL(boundPort: Int) -> String {
         if let advertise { return advertise.hasSuffix("/") ? String(advertise.dropLast()) : advertise }
         let host = (listen.host == "0.0.0.0" || listen.host == "::") ? "127.0.0.1" : listen.host
-        return host.contains(":") ? "http://[\(host)]:\(boundPort)" : "http://\(host):\(boundPort)"
+        let scheme = tls == nil ? "http" : "https"
+        return host.contains(":") ? "\(scheme)://[\(host)]:\(boundPort)" : "\(scheme)://\(host):\(boundPort)"
     }
 }
 

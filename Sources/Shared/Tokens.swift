@@ -24,8 +24,12 @@ public struct CaravanClaims: JWTPayload, Equatable {
     public var iss: IssuerClaim?
     public var aud: AudienceClaim?
     public var role: TokenRole?
-    /// Model names this client may use; absent means all.
+    /// Model names (or `prefix*` patterns) this client may use; absent means all.
     public var models: [String]?
+    /// Per-subject overrides of `hub.limits`.
+    public var rps: Double?
+    public var burst: Double?
+    public var concurrency: Int?
 
     public init(sub: String, expires: Date, issuedAt: Date? = nil, role: TokenRole? = nil,
                 models: [String]? = nil, issuer: String? = nil, audience: String? = nil) {
@@ -57,29 +61,124 @@ public struct TokenError: Error, Equatable, CustomStringConvertible {
     public var description: String { reason }
 }
 
-/// Signs and verifies HS256 tokens for one secret. The algorithm is pinned by the key,
-/// never taken from the token header, so `alg: none` and algorithm confusion fail.
+/// A key tokens may be signed with; its algorithm is fixed here, never read from a token.
+public struct VerificationKey: Sendable {
+    public enum Material: Sendable {
+        case hmac(Secret)
+        /// PEM public key (RS*, PS256, ES*, EdDSA).
+        case publicKeyPEM(String)
+        /// A JWK from a JWKS document (JSON of one key).
+        case jwk(String)
+    }
+
+    public var kid: String?
+    public var alg: String
+    public var material: Material
+
+    public init(kid: String? = nil, alg: String, material: Material) {
+        self.kid = kid
+        self.alg = alg
+        self.material = material
+    }
+}
+
+/// Verifies (and, with an HMAC key, signs) JWTs against a fixed set of keys.
+///
+/// Before any signature check the header is read here, not by the library: `alg: none`
+/// is refused, a `kid` must name a configured key (no fallback to a default key), and the
+/// header's `alg` must equal that key's algorithm, so neither `none` nor algorithm
+/// confusion (an HS256 token "signed" with an RSA public key) can pass.
 public struct TokenVerifier: Sendable {
     let keys: JWTKeyCollection
+    let algorithms: [String: String]
+    let defaultAlgorithm: String?
     let issuer: String?
     let audience: String?
     let leeway: Duration
 
+    /// One HS256 secret (cluster credentials, or the client secret shorthand).
     public init(secret: Secret, issuer: String? = nil, audience: String? = nil, leeway: Duration = .seconds(30)) async {
+        // An HMAC key cannot fail to load.
+        try! await self.init(keys: [VerificationKey(alg: "HS256", material: .hmac(secret))],
+                             issuer: issuer, audience: audience, leeway: leeway)
+    }
+
+    /// Several keys; at most one without `kid` (used by tokens that carry no `kid`).
+    public init(keys list: [VerificationKey], issuer: String? = nil, audience: String? = nil,
+                leeway: Duration = .seconds(30)) async throws {
         keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(from: secret.value), digestAlgorithm: .sha256)
+        var algorithms: [String: String] = [:]
+        var defaultAlgorithm: String?
+        for key in list {
+            let kid = key.kid.map { JWKIdentifier(string: $0) }
+            switch (key.alg, key.material) {
+            case (let alg, .hmac(let secret)) where alg.hasPrefix("HS"):
+                let digest: DigestAlgorithm = alg == "HS512" ? .sha512 : alg == "HS384" ? .sha384 : .sha256
+                await keys.add(hmac: HMACKey(from: secret.value), digestAlgorithm: digest, kid: kid)
+            case (let alg, .publicKeyPEM(let pem)) where alg.hasPrefix("RS") || alg == "PS256":
+                let digest: DigestAlgorithm = alg == "RS512" ? .sha512 : alg == "RS384" ? .sha384 : .sha256
+                let rsa = try Insecure.RSA.PublicKey(pem: pem)
+                if alg == "PS256" {
+                    await keys.add(pss: rsa, digestAlgorithm: digest, kid: kid)
+                } else {
+                    await keys.add(rsa: rsa, digestAlgorithm: digest, kid: kid)
+                }
+            case ("ES256", .publicKeyPEM(let pem)):
+                await keys.add(ecdsa: try ES256PublicKey(pem: pem), kid: kid)
+            case ("ES384", .publicKeyPEM(let pem)):
+                await keys.add(ecdsa: try ES384PublicKey(pem: pem), kid: kid)
+            case ("EdDSA", .publicKeyPEM(let pem)):
+                await keys.add(eddsa: try EdDSA.PublicKey(pem: pem), kid: kid)
+            case (_, .jwk(let json)):
+                try await keys.add(jwk: try JSONDecoder().decode(JWK.self, from: Data(json.utf8)))
+            default:
+                throw TokenError("key \(key.kid ?? "(no kid)"): algorithm \(key.alg) does not fit this key material")
+            }
+            if let id = key.kid {
+                algorithms[id] = key.alg
+            } else {
+                guard defaultAlgorithm == nil else { throw TokenError("only one key may omit kid") }
+                defaultAlgorithm = key.alg
+            }
+        }
+        self.algorithms = algorithms
+        self.defaultAlgorithm = defaultAlgorithm
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
     }
 
-    /// Verifies signature and claims and requires one of `roles` (a missing role reads as `.client`).
+    /// The `alg` and `kid` of a token's header, read without trusting anything else.
+    static func header(of token: String) throws(TokenError) -> (alg: String, kid: String?) {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
+            throw TokenError("malformed token: expected three dot-separated parts")
+        }
+        guard let bytes = base64URLDecode(parts[0]),
+            let header = (try? JSONSerialization.jsonObject(with: bytes)) as? [String: Any]
+        else { throw TokenError("malformed token: header is not base64url JSON") }
+        guard let alg = header["alg"] as? String else { throw TokenError("malformed token: header has no alg") }
+        if alg.lowercased() == "none" { throw TokenError("unsigned tokens (alg none) are not accepted") }
+        return (alg, header["kid"] as? String)
+    }
+
+    /// Verifies header, signature and claims, and requires one of `roles` (a missing role reads as `.client`).
     public func verify(_ token: String, roles: Set<TokenRole>, now: Date = Date()) async throws(TokenError) -> CaravanClaims {
+        let header = try Self.header(of: token)
+        let expected: String?
+        if let kid = header.kid {
+            guard let alg = algorithms[kid] else { throw TokenError("unknown key id (kid)") }
+            expected = alg
+        } else {
+            guard let alg = defaultAlgorithm else { throw TokenError("token has no kid and no default key exists") }
+            expected = alg
+        }
+        guard header.alg == expected else { throw TokenError("algorithm \(header.alg) is not accepted for this key") }
         let claims: CaravanClaims
         do {
             claims = try await keys.verify(token, as: CaravanClaims.self)
         } catch {
-            throw TokenError("invalid token: signature or format rejected")
+            throw TokenError("invalid token: signature or claims rejected")
         }
         let slack = Double(leeway.components.seconds)
         if claims.exp.value.addingTimeInterval(slack) < now { throw TokenError("token expired") }
@@ -92,10 +191,17 @@ public struct TokenVerifier: Sendable {
         return claims
     }
 
-    /// Signs `claims` with this verifier's key.
+    /// Signs `claims` with the default key (an HMAC secret).
     public func sign(_ claims: CaravanClaims) async throws -> String {
         try await keys.sign(claims)
     }
+}
+
+/// Decodes unpadded base64url.
+func base64URLDecode(_ text: some StringProtocol) -> Data? {
+    var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+    while base64.count % 4 != 0 { base64 += "=" }
+    return Data(base64Encoded: base64)
 }
 
 /// Extracts the token from an `Authorization: Bearer <token>` header value.

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Forwards one buffered request to an upstream and relays the answer unchanged.
@@ -79,8 +80,10 @@ public struct UpstreamForwarder: Sendable {
     /// connect failures reported at once (the caller fails over). `readTimeout` must cover
     /// the longest wait for a response head; silences inside streams are bounded by
     /// ``Options/idleTimeout`` instead.
-    public static func makeClient(connectTimeout: Duration, readTimeout: Duration, poolSize: Int) -> HTTPClient {
+    public static func makeClient(connectTimeout: Duration, readTimeout: Duration, poolSize: Int,
+                                  tls: TLSConfiguration? = nil) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
+            tlsConfiguration: tls,
             redirectConfiguration: .disallow,
             timeout: .init(connect: .init(connectTimeout), read: .init(readTimeout)),
             decompression: .disabled

@@ -54,8 +54,11 @@ struct WorkerApplication {
         let secret = cluster.hub.auth.workerSecret!
         let verifier = await TokenVerifier(secret: secret, leeway: cluster.hub.auth.leeway)
         let hub = cluster.hub
+        let base = cluster.hub.auth.baseDirectory
+        // One client for llama-server (loopback) and the hubs: it trusts hub_ca_file for https hubs.
         let client = UpstreamForwarder.makeClient(
-            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 64)
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 64,
+            tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base))
         let supervisor = EngineSupervisor(config: worker, client: client, logger: logger)
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
@@ -77,6 +80,8 @@ struct WorkerApplication {
         let listen = worker.listen
         let app = Application(
             router: router,
+            server: try ServerSettings.server(tls: worker.tls, baseDirectory: base, idleTimeout: hub.clientIdleTimeout,
+                                              maxHeaderBytes: hub.maxHeaderKB * 1024),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker"),
             // Shut down in reverse: the server drains, heartbeats deregister, then engines stop.
             services: [supervisor, heartbeat],

@@ -45,15 +45,19 @@ struct ClusterTests {
             let vector = ((embedding.json?["data"] as? [[String: Any]])?.first?["embedding"] as? [Double]) ?? []
             #expect(vector.count == 64, "the tiny model embeds into 64 dimensions")
 
-            // Round-robin: after a few more requests both workers have started their own llama-server.
-            for _ in 0..<4 {
-                let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1))
-                #expect(reply.status == 200)
+            // Concurrent requests: every worker starts at most one llama-server, whatever the
+            // interleaving (the hub prefers a worker whose model is already loaded).
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status
+                    }
+                }
+                for try await status in group { #expect(status == 200) }
             }
-            for (name, worker) in cluster.workers {
-                #expect(children(of: worker.pid, matching: "llama-server").count == 1,
-                        "worker \(name) runs exactly one llama-server")
-            }
+            let engines = cluster.workers.mapValues { children(of: $0.pid, matching: "llama-server").count }
+            #expect(engines.values.allSatisfy { $0 <= 1 }, "\(engines)")
+            #expect(engines.values.reduce(0, +) >= 1)
         } catch {
             await cluster.shutdown()
             throw error
@@ -103,7 +107,10 @@ struct ClusterTests {
             for _ in 0..<2 {
                 #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status == 200)
             }
-            let victim = try #require(cluster.workers["a"])
+            // The victim is a worker that runs a llama-server (the one that served).
+            let (victimName, victim) = try #require(cluster.workers.first {
+                !children(of: $0.value.pid, matching: "llama-server").isEmpty
+            })
             let engines = children(of: victim.pid, matching: "llama-server")
             #expect(engines.count == 1)
             victim.kill9()
@@ -114,7 +121,7 @@ struct ClusterTests {
             }
             try await cluster.waitForLiveWorkers(1, timeout: .seconds(5))
             let expired = try await cluster.hub.waitForLine(containing: "worker expired", timeout: .seconds(2))
-            #expect(expired.contains("worker=a"))
+            #expect(expired.contains("worker=\(victimName)"))
             for _ in 0..<4 {
                 #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status == 200)
             }

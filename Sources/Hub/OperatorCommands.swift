@@ -1,0 +1,89 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Shared
+
+/// A random secret as hex (32 random bytes = 64 characters).
+func randomHexSecret(bytes count: Int = 32) -> String {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<count).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+}
+
+/// Writes `text` to `path` readable by the owner only.
+func writePrivate(_ text: String, to path: String) throws {
+    guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+    else { throw ValidationError("cannot write \(path)") }
+}
+
+/// `caravan-hub init`: a starter cluster file with freshly generated secrets.
+struct InitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init", abstract: "Write a starter cluster.yaml with fresh random secrets.")
+
+    @Option(name: .long, help: "Folder to write cluster.yaml, client.secret and worker.secret into.")
+    var dir: String = "."
+
+    @Flag(name: .long, help: "Overwrite existing files.")
+    var force = false
+
+    func run() throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let files = ["cluster.yaml", "client.secret", "worker.secret"].map { (dir as NSString).appendingPathComponent($0) }
+        if !force, let existing = files.first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            throw ValidationError("\(existing) exists (use --force to overwrite)")
+        }
+        try writePrivate(randomHexSecret() + "\n", to: files[1])
+        try writePrivate(randomHexSecret() + "\n", to: files[2])
+        try writePrivate(Self.template, to: files[0])
+        print("wrote \(files.joined(separator: ", "))")
+        print("next: edit the workers section, then: caravan-hub --config \(files[0])")
+    }
+
+    static let template = """
+        # Caravan cluster (written by caravan-hub init). Every key: cluster.example.yaml.
+        hub:
+          listen: "0.0.0.0:8080"
+          heartbeat_interval: 2s
+          expire_after: 3
+          auth:
+            # Random secrets, readable by their owner only. Keep them out of version control.
+            client_secret_file: client.secret
+            worker_secret_file: worker.secret
+          limits:
+            requests_per_second: 20
+            burst: 40
+            concurrent: 16
+        workers:
+          - name: gpu-a
+            hubs: ["http://127.0.0.1:8080"]
+            listen: "127.0.0.1:9101"
+            llama_server: llama-server
+            ports: "20000-20099"
+            models:
+              - name: my-model
+                path: /models/my-model.gguf
+                args: ["-c", "4096", "-ngl", "99"]
+
+        """
+}
+
+/// `caravan-hub api-key`: a new static API key, shown once, and its config entry.
+struct APIKeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "api-key", abstract: "Generate a static API key and the hub.auth.api_keys entry that accepts it.")
+
+    @Option(name: .long, help: "Who the key is for.")
+    var name: String
+
+    @Option(name: .long, help: "client or admin.")
+    var role: String = "client"
+
+    func run() throws {
+        guard role == "client" || role == "admin" else { throw ValidationError("--role: expected client or admin") }
+        let key = "cvn_" + randomHexSecret(bytes: 24)
+        let digest = SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        print("key (shown once; give it to \(name)): \(key)")
+        print("add to hub.auth.api_keys:")
+        print("  - {name: \(name), role: \(role), sha256: \(digest)}")
+    }
+}
