@@ -31,7 +31,9 @@ say "build took $(( $(date +%s) - start ))s; running tests"
 start=$(date +%s)
 log="$STATE/test-output.log"
 set +e
-swift test --skip-build "$@" 2>&1 | tee "$log"
+# Serial: each integration test runs its own cluster of processes, and clusters must not
+# compete for ports or the two CPU cores.
+swift test --skip-build --no-parallel "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 say "tests took $(( $(date +%s) - start ))s"

@@ -77,6 +77,10 @@ extension OpenAIError {
     /// Maps any error thrown inside a handler to an envelope (framework errors included).
     public static func from(_ error: any Error) -> OpenAIError {
         if let error = error as? OpenAIError { return error }
+        if error is NIOTooManyBytesError {
+            return OpenAIError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
+                               message: "Request body is larger than the configured limit")
+        }
         if let error = error as? HTTPError {
             let code: String
             let type: String
@@ -107,7 +111,7 @@ public struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            if !(error is OpenAIError) && !(error is HTTPError) {
+            if !(error is OpenAIError) && !(error is HTTPError) && !(error is NIOTooManyBytesError) {
                 context.logger.error("unhandled error", metadata: ["error": "\(error)"])
             }
             return try OpenAIError.from(error).response(from: request, context: context)

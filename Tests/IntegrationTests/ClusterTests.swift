@@ -140,14 +140,16 @@ struct ClusterTests {
 
     @Test("workers re-register after a hub restart; graceful worker stop leaves no llama-server")
     func hubRestart() async throws {
-        let port = freePort()
-        let cluster = try await TestCluster.start(workers: ["a"], hubPort: port)
+        let cluster = try await TestCluster.start(workers: ["a"])
         var newHub: ManagedProcess?
         do {
             #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status == 200)
+            // The new hub takes over the exact port the old one held (workers keep that URL).
+            let port = try #require(URL(string: cluster.hubURL)?.port)
             await cluster.hub.stop()
             let hub = try ManagedProcess(name: "hub2", executable: TestCluster.binDirectory.appendingPathComponent("caravan-hub"),
-                                         arguments: ["--config", cluster.configPath])
+                                         arguments: ["--config", cluster.configPath],
+                                         environment: ["CARAVAN_HUB_LISTEN": "127.0.0.1:\(port)"])
             newHub = hub
             _ = try await hub.waitForLine(containing: "listening on")
             _ = try await hub.waitForLine(containing: "worker registered", timeout: .seconds(10))

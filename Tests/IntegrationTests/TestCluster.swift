@@ -29,9 +29,13 @@ final class TestCluster: Sendable {
         return (server, model)
     }
 
+    /// The client and worker secrets (to mint tokens, and to check they never leak).
+    let secrets: (client: String, worker: String)
+
     private init(directory: URL, hub: ManagedProcess, hubURL: String, workers: [String: ManagedProcess],
-                 clientToken: String, adminToken: String, configPath: String) {
+                 clientToken: String, adminToken: String, configPath: String, secrets: (client: String, worker: String)) {
         self.adminToken = adminToken
+        self.secrets = secrets
         self.directory = directory
         self.hub = hub
         self.hubURL = hubURL
@@ -59,7 +63,8 @@ final class TestCluster: Sendable {
 
     /// Starts a hub with `hubSettings` (extra YAML under `hub:`) and the given workers.
     /// A worker `offline` serving `ghost` is declared but never started.
-    static func start(specs: [WorkerSpec], hubSettings: String = "", hubPort: Int = 0) async throws -> TestCluster {
+    static func start(specs: [WorkerSpec], hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
+                      prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
         let (server, model) = try engine()
         let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-it-\(UUID().uuidString.prefix(8))")
@@ -76,6 +81,7 @@ final class TestCluster: Sendable {
               auth:
                 client_secret_file: client.secret
                 worker_secret_file: worker.secret
+            \(authSettings.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
             workers:
 
             """
@@ -108,6 +114,7 @@ final class TestCluster: Sendable {
         }
         let configPath = directory.appendingPathComponent("cluster.yaml").path
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        try prepare(directory)
 
         let hub = try ManagedProcess(name: "hub", executable: binDirectory.appendingPathComponent("caravan-hub"),
                                      arguments: ["--config", configPath])
@@ -117,11 +124,13 @@ final class TestCluster: Sendable {
         for spec in specs {
             workers[spec.name] = try startWorker(spec.name, configPath: configPath, hubURL: hubURL)
         }
+        let workerSecret = try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8)
         let verifier = await TokenVerifier(secret: Secret(clientSecret))
         let token = try await verifier.sign(CaravanClaims(sub: "tests", expires: Date().addingTimeInterval(3600)))
         let admin = try await verifier.sign(CaravanClaims(sub: "ops", expires: Date().addingTimeInterval(3600), role: .admin))
         let cluster = TestCluster(directory: directory, hub: hub, hubURL: hubURL, workers: workers,
-                                  clientToken: token, adminToken: admin, configPath: configPath)
+                                  clientToken: token, adminToken: admin, configPath: configPath,
+                                  secrets: (clientSecret, workerSecret))
         try await cluster.waitForLiveWorkers(specs.count)
         return cluster
     }
@@ -218,9 +227,12 @@ final class TestCluster: Sendable {
     }
 
     /// Sends a request to the hub and reads the whole answer.
-    func request(_ method: String, _ path: String, body: String? = nil, token: String?? = .none) async throws -> Reply {
+    func request(_ method: String, _ path: String, body: String? = nil, token: String?? = .none,
+                 headers extra: [(String, String)] = [], rawBody: [UInt8]? = nil) async throws -> Reply {
         var request = HTTPClientRequest(url: hubURL + path)
         request.method = HTTPMethod(rawValue: method)
+        for (name, value) in extra { request.headers.add(name: name, value: value) }
+        if let rawBody { request.body = .bytes(ByteBuffer(bytes: rawBody)) }
         let bearer: String? = switch token { case .none: clientToken; case .some(let value): value }
         if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
         if let body {
