@@ -283,3 +283,77 @@ func slowClientIsDropped(hubURL: String, within: Duration) throws -> Bool {
     let received = recv(fd, &buffer, buffer.count, 0)
     return received >= 0  // 0 = closed by the server (or an error answer); -1 = still open at the timeout
 }
+
+@Suite("Security: TLS and the worker's data plane", .serialized)
+struct TransportSecurityTests {
+    /// A test CA and a certificate for 127.0.0.1 signed by it.
+    static func certificates(_ directory: URL) throws {
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+        try SecurityTests.openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=caravan-test-ca",
+                                   "-keyout", path("ca.key"), "-out", path("ca.crt")])
+        try SecurityTests.openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                                   "-keyout", path("server.key"), "-out", path("server.csr")])
+        try "subjectAltName=IP:127.0.0.1\n".write(toFile: path("san.ext"), atomically: true, encoding: .utf8)
+        try SecurityTests.openssl(["x509", "-req", "-in", path("server.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"),
+                                   "-CAcreateserial", "-days", "2", "-extfile", path("san.ext"), "-out", path("server.crt")])
+    }
+
+    @Test("hub and worker serve HTTPS; the worker verifies the hub against a CA; clients get answers over TLS")
+    func tls() async throws {
+        let cluster = try await TestCluster.start(
+            specs: [.init(name: "a", fake: true, extra: """
+                tls: {cert_file: server.crt, key_file: server.key}
+                hub_ca_file: ca.crt
+                """)],
+            hubSettings: """
+                tls: {cert_file: server.crt, key_file: server.key}
+                worker_ca_file: ca.crt
+                """,
+            trusting: "ca.crt", prepare: Self.certificates)
+        do {
+            #expect(cluster.hubURL.hasPrefix("https://"))
+            let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
+            #expect(reply.status == 200, "\(reply.body)")
+            let worker = try #require(try await cluster.admin().first)
+            #expect((worker["url"] as? String)?.hasPrefix("https://") == true, "the data plane is HTTPS too")
+            // A client that does not trust the CA cannot talk to the hub.
+            var request = HTTPClientRequest(url: cluster.hubURL + "/health")
+            request.method = .GET
+            var configuration = HTTPClient.Configuration()
+            configuration.connectionPool.retryConnectionEstablishment = false
+            let untrusting = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            await #expect(throws: (any Error).self) { _ = try await untrusting.execute(request, timeout: .seconds(5)) }
+            try await untrusting.shutdown()
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+
+    @Test("the worker's data plane accepts only the hub's credential")
+    func dataPlane() async throws {
+        let cluster = try await TestCluster.start(specs: [.init(name: "a", fake: true)])
+        do {
+            let url = try #require(try await cluster.admin().first?["url"] as? String)
+            for (label, authorization) in [("no credential", nil), ("a client token", "Bearer \(cluster.clientToken)"),
+                                           ("an admin token", "Bearer \(cluster.adminToken)")] as [(String, String?)] {
+                var request = HTTPClientRequest(url: url + "/v1/chat/completions")
+                request.method = .POST
+                if let authorization { request.headers.add(name: "Authorization", value: authorization) }
+                request.body = .bytes(ByteBuffer(string: chatBody()))
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+                let body = try await response.body.collect(upTo: 1 << 20)
+                print("caravan-security: worker data plane called directly with \(label) | \(response.status.code) | - | -")
+                #expect(response.status.code == 401, "\(label): \(String(buffer: body))")
+            }
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
+        await cluster.shutdown()
+    }
+}
+
+import AsyncHTTPClient
+import NIOCore

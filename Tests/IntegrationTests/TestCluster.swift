@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Shared
 
 /// A real cluster for one test: a hub and workers as separate processes, each worker
@@ -32,8 +33,13 @@ final class TestCluster: Sendable {
     /// The client and worker secrets (to mint tokens, and to check they never leak).
     let secrets: (client: String, worker: String)
 
+    /// The client tests talk to the hub with (trusts the test CA in TLS tests).
+    let client: HTTPClient
+
     private init(directory: URL, hub: ManagedProcess, hubURL: String, workers: [String: ManagedProcess],
-                 clientToken: String, adminToken: String, configPath: String, secrets: (client: String, worker: String)) {
+                 clientToken: String, adminToken: String, configPath: String, secrets: (client: String, worker: String),
+                 client: HTTPClient) {
+        self.client = client
         self.adminToken = adminToken
         self.secrets = secrets
         self.directory = directory
@@ -53,6 +59,8 @@ final class TestCluster: Sendable {
         var env: [String: String] = [:]
         var weight: Double = 1
         var preload = false
+        /// Extra YAML lines for this worker's entry.
+        var extra = ""
     }
 
     /// Starts a hub and the named workers (each serving `tiny`, alias `tiny-chat`, with the
@@ -64,6 +72,7 @@ final class TestCluster: Sendable {
     /// Starts a hub with `hubSettings` (extra YAML under `hub:`) and the given workers.
     /// A worker `offline` serving `ghost` is declared but never started.
     static func start(specs: [WorkerSpec], hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
+                      trusting caFile: String? = nil,
                       prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
         let (server, model) = try engine()
         let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
@@ -103,6 +112,7 @@ final class TestCluster: Sendable {
                     ports: "\(base)-\(base + 99)"
                     weight: \(spec.weight)
                     preload: \(spec.preload)
+                \(spec.extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
                     models:
                       - name: \(offline ? "ghost" : "tiny")
                         path: \(model)
@@ -128,9 +138,17 @@ final class TestCluster: Sendable {
         let verifier = await TokenVerifier(secret: Secret(clientSecret))
         let token = try await verifier.sign(CaravanClaims(sub: "tests", expires: Date().addingTimeInterval(3600)))
         let admin = try await verifier.sign(CaravanClaims(sub: "ops", expires: Date().addingTimeInterval(3600), role: .admin))
+        let client: HTTPClient
+        if let caFile {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(directory.appendingPathComponent(caFile).path)
+            client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        } else {
+            client = HTTPClient.shared
+        }
         let cluster = TestCluster(directory: directory, hub: hub, hubURL: hubURL, workers: workers,
                                   clientToken: token, adminToken: admin, configPath: configPath,
-                                  secrets: (clientSecret, workerSecret))
+                                  secrets: (clientSecret, workerSecret), client: client)
         try await cluster.waitForLiveWorkers(specs.count)
         return cluster
     }
@@ -192,6 +210,8 @@ final class TestCluster: Sendable {
 
     /// Stops every process (workers first, so they deregister) and removes the folder.
     func shutdown() async {
+        // The test's own connections go first, so no server waits for them to go idle.
+        if client !== HTTPClient.shared { try? await client.shutdown() }
         for worker in workers.values { await worker.stop() }
         await hub.stop()
         try? FileManager.default.removeItem(at: directory)
@@ -239,7 +259,7 @@ final class TestCluster: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: body))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let response = try await client.execute(request, timeout: .seconds(60))
         let bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
         return Reply(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
     }

@@ -30,6 +30,7 @@ struct ClusterConfigTests {
         #expect(config.hub.breaker == BreakerConfig())  // the example documents the defaults
         #expect(config.hub.idleTimeout == .seconds(60) && config.hub.connectTimeout == .seconds(2))
         #expect(config.workers[0].weight == 1)
+        #expect(config.hub.limits == LimitsConfig() && config.hub.corsOrigins.isEmpty && config.hub.maxHeaderKB == 32)
         #expect(config.hub.auth.clientSecretFile == "client.secret")
         #expect(config.workers.map(\.name) == ["gpu-a", "gpu-b"])
         let a = config.workers[0]
@@ -98,6 +99,12 @@ struct ClusterConfigTests {
         ("hub:\n  breaker:\n    open_for: 10s\n    max_open_for: 5s\n", "hub.breaker.max_open_for", "shorter than open_for"),
         ("hub:\n  breaker:\n    slow_ttfb: 0s\n", "hub.breaker.slow_ttfb", "greater than 0"),
         ("workers:\n  - name: a\n    weight: 0\n    models: [{name: m, path: p}]\n", "workers[0].weight", "greater than 0"),
+        ("hub:\n  auth:\n    keys: [{kid: k, alg: none, secret_file: s}]\n", "hub.auth.keys[0].alg", "never \"none\""),
+        ("hub:\n  auth:\n    keys: [{kid: k, alg: RS256, secret_file: s}]\n", "hub.auth.keys[0].public_key_file", "required for RS256"),
+        ("hub:\n  auth:\n    client_secret_file: c\n    keys: [{alg: HS512, secret_file: s}]\n", "hub.auth.keys[0].kid", "more than one"),
+        ("hub:\n  auth:\n    api_keys: [{name: ci, sha256: abc}]\n", "hub.auth.api_keys[0].sha256", "64 hex digits"),
+        ("hub:\n  cors_origins: [\"*\"]\n", "hub.cors_origins[0]", "expected an origin"),
+        ("hub:\n  tls: {cert_file: c}\n", "hub.tls.key_file", "required key is missing"),
         ("hub: [1, 2\n", "", "invalid YAML"),
         ("   \n", "", "empty"),
     ]
