@@ -1,12 +1,17 @@
 import Hummingbird
+import NIOCore
+import Shared
 
 /// Request context of the hub: Hummingbird's core plus the authenticated caller.
 struct HubRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     /// Set by ``ClientAuthMiddleware``; nil under `--no-auth`.
     var identity: Identity?
+    /// Completes when the client closes its side of the connection.
+    let clientDeparture: EventLoopFuture<Void>?
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.clientDeparture = ClientDepartureHandler.departure(of: source.channel)
     }
 }

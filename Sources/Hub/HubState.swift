@@ -1,5 +1,6 @@
 import HTTPTypes
 import Logging
+import NIOCore
 import Shared
 import Synchronization
 
@@ -41,20 +42,37 @@ final class HubState: Sendable {
     }
 
     /// Waits in the model's FIFO queue until a worker has capacity, the deadline passes
-    /// (503) or the queue is full (429). Cancelling the calling task leaves the queue at once.
-    func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant) async throws -> Registry.Pick {
-        try await withThrowingTaskGroup(of: Registry.Pick?.self) { group in
-            group.addTask { try await self.enqueue(model, deadline: deadline) }
+    /// (503), the queue is full (429) or the client leaves (`clientDeparture`; the wait
+    /// is cancelled). Cancelling the calling task also leaves the queue at once.
+    func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant,
+                         clientDeparture: EventLoopFuture<Void>? = nil) async throws -> Registry.Pick {
+        enum Outcome: Sendable { case picked(Registry.Pick), deadline, clientGone }
+        return try await withThrowingTaskGroup(of: Outcome.self) { group in
+            group.addTask { .picked(try await self.enqueue(model, deadline: deadline)) }
             group.addTask {
                 try? await Task.sleep(until: deadline, clock: .continuous)
-                return nil
+                return .deadline
+            }
+            if let clientDeparture {
+                group.addTask {
+                    await clientDeparture.cancellableWait()
+                    return .clientGone
+                }
             }
             let first = try await group.next()!
             group.cancelAll()
-            if let pick = first { return pick }
-            // Deadline: the waiter was cancelled above; if it was dispatched at the same
-            // moment it returns a pick, which is used rather than leaked.
-            if let late = try? await group.next(), let pick = late { return pick }
+            if case .picked(let pick) = first { return pick }
+            // The waiter was cancelled above; if it was dispatched at the same moment it
+            // still returns a pick, which must be used (deadline) or given back (client gone).
+            var late: Registry.Pick?
+            while let next = try? await group.next() {
+                if case .picked(let pick) = next { late = pick }
+            }
+            if case .clientGone = first {
+                if let late { release(late, sample: .neutral) }
+                throw CancellationError()
+            }
+            if let late { return late }
             throw OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",
                               message: "No worker for '\(model)' had capacity within the queue timeout",
                               headers: [.retryAfter: "1"])

@@ -52,36 +52,22 @@ struct OpenAIRoutes {
         var tried: [Int] = []
         var lastFailure: String?
         var lastReply: UpstreamForwarder.ErrorReply?
-        var closeAfter = false
-        func finish(_ response: Response) -> Response {
-            guard closeAfter else { return response }
-            var response = response
-            response.headers[.connection] = "close"
-            return response
-        }
+
         for attempt in 0...config.retries {
             let pick: Registry.Pick
             switch state.pick(fields.model, excluding: tried) {
             case .picked(let chosen):
                 pick = chosen
             case .saturated:
-                // Waiting here must end the moment the client leaves. Hummingbird's inbound-close
-                // watch closes the connection afterwards, so these responses say so.
-                closeAfter = true
-                do {
-                    pick = try await request.body.consumeWithCancellationOnInboundClose { _ in
-                        try await state.waitForCapacity(fields.model, deadline: queueDeadline)
-                    }
-                } catch var error as OpenAIError {
-                    error.headers[.connection] = "close"
-                    throw error
-                }
+                // Waiting ends the moment the client leaves (its place goes to the next in line).
+                pick = try await state.waitForCapacity(fields.model, deadline: queueDeadline,
+                                                       clientDeparture: context.clientDeparture)
             case .unknownModel:
                 throw OpenAIError.modelNotFound(fields.model)
             case .noLiveWorker:
                 throw OpenAIError.noWorker(fields.model)
             case .exhausted:
-                if let lastReply { return finish(lastReply.response) }
+                if let lastReply { return lastReply.response }
                 if let lastFailure { throw Self.allFailed(fields.model, lastFailure) }
                 throw OpenAIError(.serviceUnavailable, type: "server_error", code: "no_healthy_worker",
                                   message: "Every worker serving '\(fields.model)' is failing (circuit open); try again shortly",
@@ -100,7 +86,7 @@ struct OpenAIRoutes {
             }
             switch result {
             case .response(let response):
-                return finish(response)
+                return response
             case .failed(let reply, let reason):
                 let status = reply.map { $0.status.code }
                 lease.release(status == 429 ? .neutral : .failure(reason))
@@ -115,7 +101,7 @@ struct OpenAIRoutes {
                 }
             }
         }
-        if let lastReply { return finish(lastReply.response) }
+        if let lastReply { return lastReply.response }
         throw Self.allFailed(fields.model, lastFailure ?? "no attempt made")
     }
 

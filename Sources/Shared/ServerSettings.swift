@@ -15,6 +15,7 @@ public enum ServerSettings {
         throws(ConfigError) -> HTTPServerBuilder
     {
         let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [ClientDepartureHandler()],
             idleTimeout: .init(idleTimeout),
             httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderBytes, maxHeaderListSize: maxHeaderBytes,
                                             maxHeaderFieldCount: 200)))

@@ -165,6 +165,32 @@ struct RoutingTests {
         }
     }
 
+    @Test("a client that disconnects while queued leaves the queue at once, and the hub keeps serving")
+    func queuedClientLeaves() async throws {
+        let hub = """
+            queue:
+              size: 4
+              timeout: 30s
+            """
+        try await withCluster([.init(name: "one", fake: true, env: ["FAKE_SLOTS": "1", "FAKE_TTFB_MS": "1500"],
+                                     preload: true)], hub: hub) { cluster in
+            try await cluster.waitForModel("one") { $0["state"] as? String == "ready" && $0["slots_total"] as? Int == 1 }
+            async let first = cluster.request("POST", "/v1/chat/completions", body: chatBody())
+            try await cluster.waitUntil("the first request to run") { try await cluster.hubInFlight() == 1 }
+            // A raw client sends a whole request, gets queued, then hangs up.
+            let fd = try rawRequest(hubURL: cluster.hubURL, token: cluster.clientToken, body: chatBody())
+            try await cluster.waitUntil("the raw request to queue") { try await cluster.queued() == 1 }
+            close(fd)
+            try await cluster.waitUntil("the departed client to leave the queue", timeout: .seconds(3)) {
+                try await cluster.queued() == 0
+            }
+            #expect(try await first.status == 200)
+            // Its place was not leaked: the next request is served.
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200)
+            #expect(try await cluster.hubInFlight() == 0)
+        }
+    }
+
     @Test("a request that waits past the queue timeout gets 503 with Retry-After")
     func queueTimeout() async throws {
         let hub = """
@@ -234,3 +260,21 @@ final class ArrivalLog: Sendable {
 
 import NIOHTTP1
 import Synchronization
+
+/// Sends one complete HTTP request on a new connection and returns the socket, unread.
+func rawRequest(hubURL: String, token: String, body: String) throws -> Int32 {
+    guard let url = URL(string: hubURL), let port = url.port else { throw TestFailure("bad URL \(hubURL)") }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw TestFailure("connect failed") }
+    let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
+        + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    _ = request.withCString { send(fd, $0, strlen($0), 0) }
+    return fd
+}
