@@ -110,6 +110,10 @@ public struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     {
         do {
             return try await next(request, context)
+        } catch is CancellationError {
+            // The client went away (e.g. while queued); nobody reads this answer.
+            context.logger.debug("request cancelled: client gone")
+            return Response(status: .init(code: 499, reasonPhrase: "Client Closed Request"))
         } catch {
             if !(error is OpenAIError) && !(error is HTTPError) && !(error is NIOTooManyBytesError) {
                 context.logger.error("unhandled error", metadata: ["error": "\(error)"])
