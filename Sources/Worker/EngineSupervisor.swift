@@ -121,7 +121,15 @@ actor EngineSupervisor: Service {
             if let status = process.exitStatus {
                 throw fail(name, "llama-server exited during load (\(ChildProcess.describe(status: status))): \(tail.last(5))")
             }
-            if await healthStatus(engine) == 200 { break }
+            if await healthStatus(engine) == 200 {
+                // Prove the answer came from our process: only it knows this API key. Another
+                // process that grabbed the port first would answer 401 here.
+                guard await ownsPort(engine) else {
+                    await process.terminate(grace: .seconds(2))
+                    throw fail(name, "port \(port) answered /health but not with this engine's API key (taken by another process)")
+                }
+                break
+            }
             if ContinuousClock.now > deadline {
                 await process.terminate(grace: .seconds(5))
                 throw fail(name, "not ready within \(config.loadTimeout)")
@@ -147,6 +155,15 @@ actor EngineSupervisor: Service {
         guard let response = try? await client.execute(request, timeout: .seconds(2)) else { return nil }
         _ = try? await response.body.collect(upTo: 64 * 1024)
         return Int(response.status.code)
+    }
+
+    /// Whether the process answering on the engine's port knows the engine's API key.
+    private func ownsPort(_ engine: Engine) async -> Bool {
+        var request = HTTPClientRequest(url: engine.baseURL + "/slots")
+        request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
+        guard let response = try? await client.execute(request, timeout: .seconds(2)) else { return false }
+        _ = try? await response.body.collect(upTo: 4 * 1024 * 1024)
+        return response.status == .ok && !engine.process.hasExited
     }
 
     /// Slots of a ready engine from llama-server's `/slots` (total, busy).

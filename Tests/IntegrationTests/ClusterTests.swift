@@ -7,8 +7,7 @@ import Testing
 struct ClusterTests {
     @Test("plain and streamed chat completions flow through the hub, spread over both workers")
     func completions() async throws {
-        let cluster = try await TestCluster.start()
-        do {
+        try await TestCluster.start().using { cluster in
             let models = try await cluster.request("GET", "/v1/models")
             #expect(models.status == 200)
             let ids = (models.json?["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
@@ -58,17 +57,12 @@ struct ClusterTests {
             let engines = cluster.workers.mapValues { children(of: $0.pid, matching: "llama-server").count }
             #expect(engines.values.allSatisfy { $0 <= 1 }, "\(engines)")
             #expect(engines.values.reduce(0, +) >= 1)
-        } catch {
-            await cluster.shutdown()
-            throw error
         }
-        await cluster.shutdown()
     }
 
     @Test("errors come back in the OpenAI envelope with the right status")
     func errors() async throws {
-        let cluster = try await TestCluster.start(workers: ["a"])
-        do {
+        try await TestCluster.start(workers: ["a"]).using { cluster in
             let body = chatBody()
             let cases: [(String, String?, String?, Int, String)] = [
                 ("no token", body, .none, 401, "invalid_api_key"),
@@ -93,17 +87,12 @@ struct ClusterTests {
             #expect(unknownPath.status == 404 && unknownPath.errorCode == "not_found")
             // Health endpoints stay open.
             #expect(try await cluster.request("GET", "/health", token: .some(nil)).status == 200)
-        } catch {
-            await cluster.shutdown()
-            throw error
         }
-        await cluster.shutdown()
     }
 
     @Test("a killed worker takes its llama-server along, expires, and requests keep succeeding")
     func killedWorker() async throws {
-        let cluster = try await TestCluster.start()
-        do {
+        try await TestCluster.start().using { cluster in
             for _ in 0..<2 {
                 #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1)).status == 200)
             }
@@ -131,11 +120,7 @@ struct ClusterTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(!engines.contains(where: isRunning), "llama-server \(engines) outlived its worker")
-        } catch {
-            await cluster.shutdown()
-            throw error
         }
-        await cluster.shutdown()
     }
 
     @Test("workers re-register after a hub restart; graceful worker stop leaves no llama-server")
@@ -174,8 +159,7 @@ struct ClusterTests {
 
     @Test("the official openai Python SDK works against the hub, plain and streamed")
     func openAISDK() async throws {
-        let cluster = try await TestCluster.start(workers: ["a"])
-        do {
+        try await TestCluster.start(workers: ["a"]).using { cluster in
             let script = """
                 import json, sys
                 from openai import OpenAI
@@ -203,10 +187,6 @@ struct ClusterTests {
             #expect((result["streamed"] as? String)?.isEmpty == false)
             #expect(result["models"] as? [String] == ["tiny"])
             #expect(result["missing"] as? String == "NotFoundError:404")
-        } catch {
-            await cluster.shutdown()
-            throw error
         }
-        await cluster.shutdown()
     }
 }

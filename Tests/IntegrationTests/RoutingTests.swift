@@ -21,14 +21,7 @@ struct RoutingTests {
 
     func withCluster(_ specs: [TestCluster.WorkerSpec], hub: String = fastBreaker,
                      _ body: (TestCluster) async throws -> Void) async throws {
-        let cluster = try await TestCluster.start(specs: specs, hubSettings: hub)
-        do {
-            try await body(cluster)
-        } catch {
-            await cluster.shutdown()
-            throw error
-        }
-        await cluster.shutdown()
+        try await TestCluster.start(specs: specs, hubSettings: hub).using(body)
     }
 
     @Test("a slow worker's breaker opens, traffic moves to the other, and it recovers through half-open")

@@ -303,7 +303,7 @@ struct TransportSecurityTests {
 
     @Test("hub and worker serve HTTPS; the worker verifies the hub against a CA; clients get answers over TLS")
     func tls() async throws {
-        let cluster = try await TestCluster.start(
+        try await TestCluster.start(
             specs: [.init(name: "a", fake: true, extra: """
                 tls: {cert_file: server.crt, key_file: server.key}
                 hub_ca_file: ca.crt
@@ -312,8 +312,7 @@ struct TransportSecurityTests {
                 tls: {cert_file: server.crt, key_file: server.key}
                 worker_ca_file: ca.crt
                 """,
-            trusting: "ca.crt", prepare: Self.certificates)
-        do {
+            trusting: "ca.crt", prepare: Self.certificates).using { cluster in
             #expect(cluster.hubURL.hasPrefix("https://"))
             let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
             #expect(reply.status == 200, "\(reply.body)")
@@ -327,17 +326,12 @@ struct TransportSecurityTests {
             let untrusting = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             await #expect(throws: (any Error).self) { _ = try await untrusting.execute(request, timeout: .seconds(5)) }
             try await untrusting.shutdown()
-        } catch {
-            await cluster.shutdown()
-            throw error
         }
-        await cluster.shutdown()
     }
 
     @Test("the worker's data plane accepts only the hub's credential")
     func dataPlane() async throws {
-        let cluster = try await TestCluster.start(specs: [.init(name: "a", fake: true)])
-        do {
+        try await TestCluster.start(specs: [.init(name: "a", fake: true)]).using { cluster in
             let url = try #require(try await cluster.admin().first?["url"] as? String)
             for (label, authorization) in [("no credential", nil), ("a client token", "Bearer \(cluster.clientToken)"),
                                            ("an admin token", "Bearer \(cluster.adminToken)")] as [(String, String?)] {
@@ -350,11 +344,7 @@ struct TransportSecurityTests {
                 print("caravan-security: worker data plane called directly with \(label) | \(response.status.code) | - | -")
                 #expect(response.status.code == 401, "\(label): \(String(buffer: body))")
             }
-        } catch {
-            await cluster.shutdown()
-            throw error
         }
-        await cluster.shutdown()
     }
 }
 

@@ -94,8 +94,11 @@ final class TestCluster: Sendable {
             workers:
 
             """
-        for spec in specs + [WorkerSpec(name: "offline")] {
-            let base = Int.random(in: 300...580) * 100
+        // Disjoint engine port ranges per worker: two workers sharing a range could both pick
+        // the same still-unbound port.
+        let firstBase = Int.random(in: 300...560) * 100
+        for (index, spec) in (specs + [WorkerSpec(name: "offline")]).enumerated() {
+            let base = firstBase + index * 100
             let offline = spec.name == "offline"
             var env = spec.env
             if spec.fake {
@@ -206,6 +209,17 @@ final class TestCluster: Sendable {
         try ManagedProcess(name: "worker-\(name)", executable: binDirectory.appendingPathComponent("caravan-worker"),
                            arguments: ["--config", configPath, "--name", name],
                            environment: ["CARAVAN_HUB_URL": hubURL])
+    }
+
+    /// Runs `body` against this cluster and always shuts it down, pass or fail.
+    func using(_ body: (TestCluster) async throws -> Void) async throws {
+        do {
+            try await body(self)
+        } catch {
+            await shutdown()
+            throw error
+        }
+        await shutdown()
     }
 
     /// Stops every process (workers first, so they deregister) and removes the folder.
