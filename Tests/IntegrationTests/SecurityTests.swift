@@ -35,6 +35,19 @@ struct SecurityTests {
         guard process.terminationStatus == 0 else { throw TestFailure("openssl \(arguments) failed") }
     }
 
+    /// An ES256 (P-256) or EdDSA (Ed25519) key pair made by openssl.
+    static func keyPair(_ directory: URL, _ name: String, algorithm: String) throws -> (privatePEM: String, publicPath: String) {
+        let privatePath = directory.appendingPathComponent("\(name).key").path
+        let publicPath = directory.appendingPathComponent("\(name).pub").path
+        if algorithm == "ES256" {
+            try openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", privatePath])
+        } else {
+            try openssl(["genpkey", "-algorithm", "ed25519", "-out", privatePath])
+        }
+        try openssl(["pkey", "-in", privatePath, "-pubout", "-out", publicPath])
+        return (try String(contentsOfFile: privatePath, encoding: .utf8), publicPath)
+    }
+
     static func rsaKeyPair(_ directory: URL, _ name: String) throws -> (privatePEM: String, publicPath: String) {
         let privatePath = directory.appendingPathComponent("\(name).key").path
         let publicPath = directory.appendingPathComponent("\(name).pub").path
@@ -86,6 +99,8 @@ struct SecurityTests {
         var rsa: (privatePEM: String, publicPath: String) = ("", "")
         var rotated: (privatePEM: String, publicPath: String) = ("", "")
         var jwksKey: (privatePEM: String, publicPath: String) = ("", "")
+        var ec: (privatePEM: String, publicPath: String) = ("", "")
+        var ed: (privatePEM: String, publicPath: String) = ("", "")
         let apiKey = "cvn_test_" + String(repeating: "k", count: 24)
         let apiDigest = SHA256.hash(data: Data(apiKey.utf8)).map { String(format: "%02x", $0) }.joined()
         let cluster = try await TestCluster.start(
@@ -100,12 +115,16 @@ struct SecurityTests {
                 audience: caravan
                 keys:
                   - {kid: rsa, alg: RS256, public_key_file: rsa.pub}
+                  - {kid: ec, alg: ES256, public_key_file: ec.pub}
+                  - {kid: ed, alg: EdDSA, public_key_file: ed.pub}
                 jwks_file: jwks.json
                 api_keys:
                   - {name: ci, sha256: \(apiDigest)}
                 """,
             prepare: { directory in
                 rsa = try Self.rsaKeyPair(directory, "rsa")
+                ec = try Self.keyPair(directory, "ec", algorithm: "ES256")
+                ed = try Self.keyPair(directory, "ed", algorithm: "EdDSA")
                 jwksKey = try Self.rsaKeyPair(directory, "jwks1")
                 rotated = try Self.rsaKeyPair(directory, "jwks2")
                 try Self.jwks(kid: "j1", publicPath: jwksKey.publicPath)
@@ -127,6 +146,12 @@ struct SecurityTests {
             let rsaToken = try await Self.sign(claims(), with: {
                 await $0.add(rsa: try Insecure.RSA.PrivateKey(pem: rsa.privatePEM), digestAlgorithm: .sha256, kid: "rsa")
             }, kid: "rsa")
+            let ecToken = try await Self.sign(claims(), with: {
+                await $0.add(ecdsa: try ES256PrivateKey(pem: ec.privatePEM), kid: "ec")
+            }, kid: "ec")
+            let edToken = try await Self.sign(claims(), with: {
+                await $0.add(eddsa: try EdDSA.PrivateKey(pem: ed.privatePEM), kid: "ed")
+            }, kid: "ed")
             let jwksToken = try await Self.sign(claims(), with: {
                 await $0.add(rsa: try Insecure.RSA.PrivateKey(pem: jwksKey.privatePEM), digestAlgorithm: .sha256, kid: "j1")
             }, kid: "j1")
@@ -150,6 +175,8 @@ struct SecurityTests {
             let rows: [Row] = [
                 Row(name: "valid HS256 token", token: .some(valid), status: 200),
                 Row(name: "valid RS256 token (PEM key, kid rsa)", token: .some(rsaToken), status: 200),
+                Row(name: "valid ES256 token (PEM key, kid ec)", token: .some(ecToken), status: 200),
+                Row(name: "valid EdDSA token (PEM key, kid ed)", token: .some(edToken), status: 200),
                 Row(name: "valid RS256 token from the JWKS file (kid j1)", token: .some(jwksToken), status: 200),
                 Row(name: "valid API key", token: .some(apiKey), status: 200),
                 Row(name: "missing Authorization header", token: .some(nil), status: 401, type: "authentication_error", code: "invalid_api_key"),
