@@ -106,3 +106,22 @@ func children(of parent: Int32, matching text: String) -> [Int32] {
         return String(decoding: cmdline, as: UTF8.self).contains(text)
     }
 }
+
+/// A plain TCP connection to the host and port of `url` on 127.0.0.1, for tests that must
+/// misbehave below HTTP (half-sent requests, hanging up while queued). The caller closes it.
+func rawConnection(to url: String) throws -> Int32 {
+    guard let parsed = URL(string: url), let port = parsed.port else { throw TestFailure("bad URL \(url)") }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw TestFailure("connect to \(url) failed")
+    }
+    return fd
+}

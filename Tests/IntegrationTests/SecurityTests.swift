@@ -294,17 +294,8 @@ struct SecurityTests {
 /// Opens a TCP connection, sends half a request head, and reports whether the server
 /// closes the connection within `within`.
 func slowClientIsDropped(hubURL: String, within: Duration) throws -> Bool {
-    guard let url = URL(string: hubURL), let port = url.port else { throw TestFailure("bad URL \(hubURL)") }
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let fd = try rawConnection(to: hubURL)
     defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { throw TestFailure("connect failed") }
     let partial = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: app"
     _ = partial.withCString { send(fd, $0, strlen($0), 0) }
     var timeout = timeval(tv_sec: Int(within.components.seconds), tv_usec: 0)

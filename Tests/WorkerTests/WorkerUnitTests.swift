@@ -29,11 +29,25 @@ struct GPUProbeTests {
 struct PortAllocatorTests {
     @Test("skips ports already taken or bound by someone else")
     func skips() throws {
-        var allocator = PortAllocator(range: 40100...40103)
-        #expect(allocator.allocate(excluding: [40100]) == 40101)
-        #expect(allocator.allocate(excluding: [40100, 40101]) == 40102)
-        var full = PortAllocator(range: 40100...40101)
-        #expect(full.allocate(excluding: [40100, 40101]) == nil)
+        // Hold a port of our own (no assumption about which ports are free on this machine).
+        let (fd, held) = try bindEphemeralPort()
+        defer { close(fd) }
+        #expect(!PortAllocator.isFree(held))
+        let range = held...min(held + 20, 65535)
+        var allocator = PortAllocator(range: range)
+        let firstPick = allocator.allocate(excluding: [])
+        let first = try #require(firstPick)
+        #expect(first != held && range.contains(first) && PortAllocator.isFree(first))
+        var again = PortAllocator(range: range)
+        let secondPick = again.allocate(excluding: [first])
+        let second = try #require(secondPick)
+        #expect(second != first && second != held)
+        var only = PortAllocator(range: held...held)
+        let onlyPick = only.allocate(excluding: [])
+        #expect(onlyPick == nil, "the only port is bound by someone else")
+        var excluded = PortAllocator(range: first...first)
+        let excludedPick = excluded.allocate(excluding: [first])
+        #expect(excludedPick == nil, "the only port is taken by an engine")
     }
 }
 
@@ -85,4 +99,17 @@ func isRunning(_ pid: pid_t) -> Bool {
     else { return false }
     let state = stat[stat.index(close, offsetBy: 2)]
     return state != "Z" && state != "X"
+}
+
+/// Binds 127.0.0.1:0 and returns the socket and the port the system chose.
+func bindEphemeralPort() throws -> (Int32, Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    guard bound == 0 else { throw ChildProcess.LaunchError(description: "bind failed") }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
 }
