@@ -53,9 +53,15 @@ struct CircuitBreaker: Sendable {
     /// The sliding window as at most `bucketCount` time buckets: constant memory and
     /// constant work per request, however busy the worker is.
     private var buckets: [(start: Instant, successes: Int, failures: Int)] = []
+    /// When the newest bucket stops taking samples.
+    private var bucketEnds: Instant?
+    private let bucketWidth: Duration
     private static let bucketCount = 10
 
-    init(policy: Policy) { self.policy = policy }
+    init(policy: Policy) {
+        self.policy = policy
+        bucketWidth = policy.window / Self.bucketCount
+    }
 
     /// Whether a request may be sent now. In half-open this admits exactly one probe and
     /// moves `open` to `half-open` once its time is up.
@@ -87,8 +93,15 @@ struct CircuitBreaker: Sendable {
     mutating func record(_ sample: Sample, now: Instant) -> Transition? {
         switch state {
         case .closed:
-            if sample == .neutral { return nil }
-            add(failed: sample != .success, now: now)
+            switch sample {
+            case .neutral: return nil
+            case .success:
+                add(failed: false, now: now)
+                return nil  // a success never opens the breaker: skip the window arithmetic
+            case .failure: add(failed: true, now: now)
+            }
+            let window = policy.window
+            buckets.removeAll { now - $0.start >= window }
             let failures = buckets.reduce(0) { $0 + $1.failures }
             let total = failures + buckets.reduce(0) { $0 + $1.successes }
             guard total >= policy.minSamples, Double(failures) / Double(total) > policy.failureRate else { return nil }
@@ -109,6 +122,7 @@ struct CircuitBreaker: Sendable {
                     state = .closed
                     openings = 0
                     buckets = []
+                    bucketEnds = nil
                     return Transition(from: "half-open", to: "closed", reason: "\(successes + 1) probe(s) succeeded")
                 }
                 state = .halfOpen(probing: false, successes: successes + 1)
@@ -134,16 +148,20 @@ struct CircuitBreaker: Sendable {
         openings += 1
         state = .open(until: now + period)
         buckets = []
+        bucketEnds = nil
         return Transition(from: from, to: "open", reason: "\(reason); open for \(period)")
     }
 
-    /// Counts a sample in the current bucket, dropping buckets that left the window.
+    /// Counts a sample in the current bucket; a new bucket drops those that left the window.
+    /// The common case (the current bucket still open) is one comparison.
     private mutating func add(failed: Bool, now: Instant) {
-        let window = policy.window
-        let width = window / Self.bucketCount
-        buckets.removeAll { now - $0.start >= window }
-        if buckets.isEmpty || now - buckets[buckets.count - 1].start >= width {
+        if let ends = bucketEnds, now < ends, !buckets.isEmpty {
+            // fall through to the count below
+        } else {
+            let window = policy.window
+            buckets.removeAll { now - $0.start >= window }
             buckets.append((now, 0, 0))
+            bucketEnds = now + bucketWidth
         }
         if failed { buckets[buckets.count - 1].failures += 1 } else { buckets[buckets.count - 1].successes += 1 }
     }

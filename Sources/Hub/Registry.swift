@@ -8,9 +8,11 @@ import Shared
 ///
 /// Layout for speed: every (worker, model) pair has a `Pair` of plain values in one flat
 /// array (worker-level facts such as last-seen time and weight are copied in at each
-/// heartbeat), and `routes` maps each model name and alias to pair ids. A routing decision
-/// is one dictionary lookup and one pass over that array that retains nothing; names and
-/// reports are read only for the worker finally chosen.
+/// heartbeat). `routes` maps each model name and alias to a `Route`: its pair ids, a dense
+/// array of 32-byte `Candidate`s holding exactly what the pick loop reads (rewritten by
+/// `refresh(_:)` whenever a pair changes), and its balancer. A routing decision is one
+/// dictionary lookup and one sequential pass over that array that retains nothing; names
+/// are read only for the pair finally chosen.
 struct Registry: Sendable {
     typealias Instant = ContinuousClock.Instant
 
@@ -22,6 +24,9 @@ struct Registry: Sendable {
         var slot: Int
         /// Index of the model in the worker's report.
         var model: Int
+        /// Distinguishes successive uses of one pair id, so a late release cannot touch a
+        /// pair that was freed and reused meanwhile.
+        var incarnation: Int
         /// Last heartbeat, in nanoseconds since the registry's epoch.
         var lastSeen: Int64
         /// The worker's static weight.
@@ -39,6 +44,81 @@ struct Registry: Sendable {
         var gate = Gate.closed
     }
 
+    /// What the pick loop reads for one pair, derived from the pair by `refresh(_:)`.
+    struct Candidate: Sendable {
+        /// Last heartbeat + expiry, in registry nanoseconds: not a candidate after this.
+        var expiresAt: Int64 = .min
+        /// Breaker: not a candidate before this (`.min` closed, `.max` while a probe is out).
+        var admitsFrom: Int64 = .max
+        /// Routing weight in thousandths (worker weight x free slots x 1000); 0 when saturated.
+        var milliWeight: Int64 = 0
+        /// `Tier.rawValue`, or -1 for a free pair id.
+        var tier = -1
+        var slot = -1
+    }
+
+    /// The pairs serving one model name (or alias), ordered by worker name, and the
+    /// balancer whose peers are positions in `ids`.
+    ///
+    /// For speed the route keeps, per tier, each position's weight *if eligible* as of
+    /// `asOf` (expiry and breaker times already applied), and `changesAt`, the earliest time
+    /// any of those answers changes (a heartbeat expires, an open breaker's time is up).
+    /// Until then a pick feeds those weights straight to the balancer; at `changesAt` the
+    /// route is re-evaluated once. `set(_:to:)` keeps both exact as pairs change.
+    struct Route: Sendable {
+        var ids: [Int] = []
+        var candidates: [Candidate] = []
+        /// Tier-major: `eligible[tier * count + position]`.
+        var eligible: [Int64] = []
+        var asOf: Int64 = .min
+        var changesAt: Int64 = .min
+        /// Weights with excluded workers removed; kept to avoid an allocation per retry.
+        var scratch: [Int64] = []
+        var balancer = SmoothWeightedRoundRobin()
+
+        init() {}
+
+        init(ids: [Int]) {
+            self.ids = ids
+            candidates = Array(repeating: Candidate(), count: ids.count)
+            eligible = Array(repeating: 0, count: ids.count * Tier.allCases.count)
+            scratch = Array(repeating: 0, count: ids.count)
+            balancer = SmoothWeightedRoundRobin(peers: ids.count)
+        }
+
+        mutating func set(_ position: Int, to candidate: Candidate) {
+            candidates[position] = candidate
+            store(position, at: asOf)
+            changesAt = min(changesAt, Self.nextChange(candidate, after: asOf))
+        }
+
+        /// Re-evaluates every position as of `now`.
+        mutating func reevaluate(at now: Int64) {
+            asOf = now
+            changesAt = .max
+            for position in candidates.indices {
+                store(position, at: now)
+                changesAt = min(changesAt, Self.nextChange(candidates[position], after: now))
+            }
+        }
+
+        private mutating func store(_ position: Int, at now: Int64) {
+            let candidate = candidates[position]
+            let live = now <= candidate.expiresAt && now >= candidate.admitsFrom
+            for tier in 0..<Tier.allCases.count {
+                eligible[tier * ids.count + position] = live && candidate.tier == tier ? candidate.milliWeight : 0
+            }
+        }
+
+        /// The first time after `now` at which the candidate's eligibility flips.
+        private static func nextChange(_ candidate: Candidate, after now: Int64) -> Int64 {
+            var next = Int64.max
+            if now <= candidate.expiresAt { next = candidate.expiresAt + 1 }
+            if now < candidate.admitsFrom && candidate.admitsFrom != .max { next = min(next, candidate.admitsFrom) }
+            return next
+        }
+    }
+
     /// Whether a pair's breaker lets a request through, in plain values.
     enum Gate: Sendable, Equatable {
         case closed
@@ -46,10 +126,10 @@ struct Registry: Sendable {
         case probeAvailable
         case probing
 
-        init(_ state: CircuitBreaker.State, nanos: (ContinuousClock.Instant) -> Int64) {
+        init(_ state: CircuitBreaker.State, epoch: ContinuousClock.Instant) {
             switch state {
             case .closed: self = .closed
-            case .open(let until): self = .openUntil(nanos(until))
+            case .open(let until): self = .openUntil(Registry.nanoseconds(until - epoch))
             case .halfOpen(let probing, _): self = probing ? .probing : .probeAvailable
             }
         }
@@ -75,6 +155,7 @@ struct Registry: Sendable {
     /// The worker chosen for one attempt.
     struct Pick: Sendable, Equatable {
         let pair: Int
+        let incarnation: Int
         let slot: Int
         let worker: String
         let url: String
@@ -114,12 +195,17 @@ struct Registry: Sendable {
     private(set) var pairs: [Pair] = []
     /// Circuit breakers, indexed like `pairs`.
     private(set) var breakers: [CircuitBreaker] = []
+    /// Where each pair appears in `routes` (its name and aliases), indexed like `pairs`.
+    private var memberships: [[(route: Int, position: Int)]] = []
+    /// What a `Pick` names, indexed like `pairs` (so a pick copies three strings, not a worker).
+    private var labels: [(worker: String, url: String, model: String)] = []
     /// Origin of the nanosecond times in `pairs`.
     let epoch: Instant
     private let expiryNanos: Int64
     private var slotByName: [String: Int] = [:]
-    private var routes: [String: [Int]] = [:]
-    private var balancers: [String: SmoothWeightedRoundRobin] = [:]
+    private var routeIndex: [String: Int] = [:]
+    private var incarnations = 0
+    private var routes: [Route] = []
 
     init(expiry: Duration, declaredModels: [String: String] = [:], breakerPolicy: CircuitBreaker.Policy = .init(),
          epoch: Instant = .now) {
@@ -150,7 +236,6 @@ struct Registry: Sendable {
         let worker = Worker(slot: slot, report: report, lastSeen: now, pairs: [])
         if slot == slots.count { slots.append(worker) } else { slots[slot] = worker }
         slotByName[report.name] = slot
-        for key in balancers.keys { balancers[key]?.reset(slot) }
         update(slot: slot, with: report, now: now)
     }
 
@@ -180,22 +265,31 @@ struct Registry: Sendable {
                 pairs[id].slotsTotal = model.slotsTotal
                 pairs[id].slotsBusy = model.slotsBusy
                 pairs[id].fits = fits
+                labels[id] = (report.name, report.url, model.name)
+                refresh(id)
                 ids.append(id)
             } else {
-                let pair = Pair(slot: slot, model: index, lastSeen: nanos(now), weight: report.weight, state: model.state,
+                incarnations += 1
+                let pair = Pair(slot: slot, model: index, incarnation: incarnations, lastSeen: nanos(now), weight: report.weight, state: model.state,
                                 slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fits: fits)
+                let id: Int
                 if let free = pairs.firstIndex(where: { $0.slot == -1 }) {
+                    id = free
                     pairs[free] = pair
                     breakers[free] = CircuitBreaker(policy: breakerPolicy)
-                    ids.append(free)
+                    labels[free] = (report.name, report.url, model.name)
                 } else {
+                    id = pairs.count
                     pairs.append(pair)
                     breakers.append(CircuitBreaker(policy: breakerPolicy))
-                    ids.append(pairs.count - 1)
+                    memberships.append([])
+                    labels.append((report.name, report.url, model.name))
                 }
+                refresh(id)
+                ids.append(id)
             }
         }
-        for id in worker.pairs where !ids.contains(id) { pairs[id].slot = -1 }
+        for id in worker.pairs where !ids.contains(id) { free(id) }
         worker.pairs = ids
         worker.report = report
         worker.lastSeen = now
@@ -208,7 +302,7 @@ struct Registry: Sendable {
     @discardableResult
     mutating func deregister(_ name: String) -> Bool {
         guard let slot = slotByName.removeValue(forKey: name) else { return false }
-        for id in slots[slot]?.pairs ?? [] { pairs[id].slot = -1 }
+        for id in slots[slot]?.pairs ?? [] { free(id) }
         slots[slot] = nil
         rebuildRoutes()
         return true
@@ -239,19 +333,53 @@ struct Registry: Sendable {
         Array(Set(liveWorkers(now: now).flatMap { $0.report.models.map(\.name) })).sorted()
     }
 
+    private mutating func free(_ id: Int) {
+        pairs[id].slot = -1
+        refresh(id)
+    }
+
+    /// Recomputes the pick loop's view of a pair; called after every change to `pairs[id]`
+    /// or `breakers[id]`.
+    private mutating func refresh(_ id: Int) {
+        let pair = pairs[id]
+        guard !memberships[id].isEmpty else { return }
+        guard pair.slot >= 0 else {
+            for (route, position) in memberships[id] { routes[route].set(position, to: Candidate()) }
+            return
+        }
+        let (tier, free) = Self.capacity(pair)
+        let admitsFrom: Int64 = switch pair.gate {
+        case .closed, .probeAvailable: .min
+        case .openUntil(let until): until
+        case .probing: .max
+        }
+        let candidate = Candidate(expiresAt: pair.lastSeen + expiryNanos, admitsFrom: admitsFrom,
+                                  milliWeight: Self.milliWeight(pair.weight) * Int64(max(0, free)),
+                                  tier: tier.rawValue, slot: pair.slot)
+        for (route, position) in memberships[id] { routes[route].set(position, to: candidate) }
+    }
+
+    /// Rebuilds the name -> pairs map after membership changes. Balancer scores start
+    /// again from zero, as nginx's do after a reload.
     private mutating func rebuildRoutes() {
-        var routes: [String: [Int]] = [:]
+        var members: [String: [Int]] = [:]
         for worker in slots.compactMap({ $0 }) {
             for (index, model) in worker.report.models.enumerated() {
                 for name in Set([model.name] + model.aliases) {
-                    routes[name, default: []].append(worker.pairs[index])
+                    members[name, default: []].append(worker.pairs[index])
                 }
             }
         }
-        for key in routes.keys {
-            routes[key]!.sort { slots[pairs[$0].slot]!.name < slots[pairs[$1].slot]!.name }
+        routeIndex = [:]
+        routes = []
+        memberships = Array(repeating: [], count: pairs.count)
+        for (name, ids) in members {
+            let sorted = ids.sorted { slots[pairs[$0].slot]!.name < slots[pairs[$1].slot]!.name }
+            for (position, id) in sorted.enumerated() { memberships[id].append((routes.count, position)) }
+            routeIndex[name] = routes.count
+            routes.append(Route(ids: sorted))
         }
-        self.routes = routes
+        for id in pairs.indices { refresh(id) }
     }
 
     // MARK: Capacity and weight
@@ -281,6 +409,13 @@ struct Registry: Sendable {
         }
     }
 
+    /// A worker's static weight in thousandths, clamped to 0...1,000,000 (a report is
+    /// input from the network: NaN or infinity must not trap).
+    static func milliWeight(_ weight: Double) -> Int64 {
+        guard weight.isFinite, weight > 0 else { return 0 }
+        return Int64((min(weight, 1_000_000) * 1000).rounded())
+    }
+
     /// Routing weight = the worker's static `weight` x free slots (0 when saturated).
     static func weight(_ pair: Pair) -> Double {
         pair.weight * Double(max(0, capacity(pair).free))
@@ -294,55 +429,71 @@ struct Registry: Sendable {
     mutating func pick(_ model: String, excluding excluded: [Int] = [], now: Instant)
         -> (decision: Decision, transitions: [(Pick, CircuitBreaker.Transition)])
     {
-        guard let candidates = routes[model] else {
+        guard let route = routeIndex[model] else {
             return (declaredModels[model] != nil ? .noLiveWorker : .unknownModel, [])
         }
         let now64 = nanos(now)
-        var anyLive = false
-        var anyAdmissible = false
-        // Taken out of the dictionary so the score array is uniquely owned (no copy on write).
-        var balancer = balancers.removeValue(forKey: model) ?? SmoothWeightedRoundRobin()
-        defer { balancers[model] = balancer }
-        for tier in Tier.allCases {
-            var round = SmoothWeightedRoundRobin.Round()
-            var chosen: Int?
-            for id in candidates {
-                let pair = pairs[id]
-                guard pair.slot >= 0, now64 - pair.lastSeen <= expiryNanos else { continue }
-                anyLive = true
-                if !excluded.isEmpty && excluded.contains(pair.slot) { continue }
-                guard pair.gate.admits(at: now64) else { continue }
-                let (pairTier, free) = Self.capacity(pair)
-                guard pairTier == tier else { continue }
-                anyAdmissible = true
-                if free > 0 {
-                    balancer.offer(pair.slot, weight: pair.weight * Double(free), to: &round)
-                    if round.best == pair.slot { chosen = id }
+        let chosen = Self.choose(in: &routes[route], now: now64, excluding: excluded)
+        guard let id = chosen else { return (whyNoPick(routes[route].ids, excluding: excluded, now: now64), []) }
+        let admission = breakers[id].admit(now: now)
+        let isProbe: Bool = if case .halfOpen = breakers[id].state { true } else { false }
+        pairs[id].gate = Gate(breakers[id].state, epoch: epoch)
+        pairs[id].inFlight += 1
+        pairs[id].dispatched += 1
+        refresh(id)
+        let label = labels[id]
+        let pick = Pick(pair: id, incarnation: pairs[id].incarnation, slot: pairs[id].slot, worker: label.worker,
+                        url: label.url, model: label.model, isProbe: isProbe)
+        return (.picked(pick), admission.transition.map { [(pick, $0)] } ?? [])
+    }
+
+    /// The smooth weighted round-robin over one route's candidates, tier by tier; the
+    /// route is borrowed in place (`inout`), so nothing is copied or retained.
+    private static func choose(in route: inout Route, now: Int64, excluding excluded: [Int]) -> Int? {
+        if now >= route.changesAt || now < route.asOf { route.reevaluate(at: now) }
+        let count = route.ids.count
+        for tier in 0..<Tier.allCases.count {
+            let position: Int?
+            if excluded.isEmpty {
+                position = route.eligible.withUnsafeBufferPointer {
+                    route.balancer.pick(weights: UnsafeBufferPointer(rebasing: $0[(tier * count)..<((tier + 1) * count)]))
                 }
+            } else {
+                for i in 0..<count {
+                    route.scratch[i] = excluded.contains(route.candidates[i].slot) ? 0 : route.eligible[tier * count + i]
+                }
+                position = route.scratch.withUnsafeBufferPointer { route.balancer.pick(weights: $0) }
             }
-            guard balancer.finish(round) != nil, let id = chosen else { continue }
-            let admission = breakers[id].admit(now: now)
-            let isProbe: Bool = if case .halfOpen = breakers[id].state { true } else { false }
-            pairs[id].gate = Gate(breakers[id].state, nanos: nanos)
-            pairs[id].inFlight += 1
-            pairs[id].dispatched += 1
-            let worker = slots[pairs[id].slot]!
-            let pick = Pick(pair: id, slot: worker.slot, worker: worker.name, url: worker.report.url,
-                            model: worker.report.models[pairs[id].model].name, isProbe: isProbe)
-            return (.picked(pick), admission.transition.map { [(pick, $0)] } ?? [])
+            if let position { return route.ids[position] }
         }
-        if !anyLive { return (.noLiveWorker, []) }
-        return (anyAdmissible ? .saturated : .exhausted, [])
+        return nil
+    }
+
+    /// Why no pair could be picked: nobody live, everybody busy (queue), or everybody
+    /// excluded or behind an open breaker.
+    private func whyNoPick(_ ids: [Int], excluding excluded: [Int], now: Int64) -> Decision {
+        var anyLive = false
+        for id in ids {
+            let pair = pairs[id]
+            guard pair.slot >= 0, now - pair.lastSeen <= expiryNanos else { continue }
+            anyLive = true
+            if excluded.contains(pair.slot) || !pair.gate.admits(at: now) { continue }
+            return .saturated
+        }
+        return anyLive ? .exhausted : .noLiveWorker
     }
 
     /// Ends a reservation: frees the in-flight slot and feeds the breaker.
     mutating func release(_ pick: Pick, sample: CircuitBreaker.Sample, now: Instant) -> CircuitBreaker.Transition? {
         // The worker may have left (or the pair been reused) meanwhile: then there is nothing to update.
         guard pick.pair < pairs.count, pairs[pick.pair].slot == pick.slot,
-            let worker = slots[pick.slot], worker.name == pick.worker, worker.pairs.contains(pick.pair)
+            pairs[pick.pair].incarnation == pick.incarnation
         else { return nil }
         pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
-        defer { pairs[pick.pair].gate = Gate(breakers[pick.pair].state, nanos: nanos) }
+        defer {
+            pairs[pick.pair].gate = Gate(breakers[pick.pair].state, epoch: epoch)
+            refresh(pick.pair)
+        }
         if pick.isProbe, sample == .neutral {
             breakers[pick.pair].abandon()
             return nil

@@ -405,7 +405,7 @@ public struct WorkerConfig: Decodable, Sendable {
         loadTimeout = try c.optional(ConfigDuration.self, .loadTimeout)?.duration ?? .seconds(120)
         gpus = try c.optional([GPUConfig].self, .gpus) ?? []
         weight = try c.optional(Double.self, .weight) ?? 1
-        guard weight > 0 else { throw c.error(.weight, "must be greater than 0") }
+        guard weight > 0, weight <= 1_000_000 else { throw c.error(.weight, "must be greater than 0 and at most 1000000") }
         tls = try c.optional(TLSConfig.self, .tls)
         hubCAFile = try c.optional(String.self, .hubCAFile)
         models = try c.required([ModelConfig].self, .models)

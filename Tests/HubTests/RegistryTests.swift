@@ -40,6 +40,34 @@ struct RegistryTests {
         #expect(registry.expire(now: t0 + .seconds(12)) == ["b"])
     }
 
+    @Test("eligibility cached between picks follows the clock: expiry drops a worker, a heartbeat brings it back")
+    func cachedEligibility() {
+        var registry = Registry(expiry: .seconds(6))
+        registry.register(report("a"), now: t0)
+        registry.register(report("b"), now: t0)
+        let early = (0..<4).map { _ in registry.pick("m", now: t0 + .seconds(1)).decision.worker! }
+        #expect(Set(early) == ["a", "b"])
+        #expect(registry.heartbeat(report("b", seq: 2), now: t0 + .seconds(5)) == .accepted)
+        #expect(registry.pick("m", now: t0 + .seconds(6)).decision.worker != nil)
+        #expect(registry.pick("m", now: t0 + .milliseconds(6001)).decision.worker == "b")
+        #expect(registry.heartbeat(report("a", seq: 2), now: t0 + .seconds(7)) == .accepted)
+        let later = (0..<2).map { _ in registry.pick("m", now: t0 + .seconds(7)).decision.worker! }
+        #expect(later.contains("a"))
+    }
+
+    @Test("a late release for a pair that was freed and reused changes nothing")
+    func lateRelease() {
+        var registry = Registry(expiry: .seconds(6))
+        registry.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]), now: t0)
+        let stale = registry.pick("m", now: t0).decision.pick!
+        registry.deregister("a")
+        registry.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]), now: t0)
+        let fresh = registry.pick("m", now: t0).decision.pick!
+        #expect(fresh.pair == stale.pair && fresh.incarnation != stale.incarnation)
+        #expect(registry.release(stale, sample: .failure("late"), now: t0) == nil)
+        #expect(registry.pick("m", now: t0).decision == .saturated)  // the fresh pick still holds the only slot
+    }
+
     @Test("heartbeats: unknown workers must register, old sequence numbers are ignored")
     func heartbeats() {
         var registry = Registry(expiry: .seconds(6))
@@ -101,7 +129,7 @@ struct RegistryTests {
         (0.5, 8, 2, 1, 3.0),
     ])
     func weights(weight: Double, total: Int, busy: Int, hubInFlight: Int, expected: Double) {
-        var pair = Registry.Pair(slot: 0, model: 0, lastSeen: 0, weight: weight, state: .ready, slotsTotal: total,
+        var pair = Registry.Pair(slot: 0, model: 0, incarnation: 1, lastSeen: 0, weight: weight, state: .ready, slotsTotal: total,
                                  slotsBusy: busy, fits: true)
         pair.inFlight = hubInFlight
         #expect(Registry.weight(pair) == expected)
