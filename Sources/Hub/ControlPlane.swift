@@ -73,10 +73,3 @@ struct ControlPlane {
         }
     }
 }
-
-/// A JSON response with the wire encoding.
-func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-    let data = try WireCoding.encoder().encode(value)
-    return Response(status: status, headers: [.contentType: "application/json"],
-                    body: .init(byteBuffer: ByteBuffer(bytes: data)))
-}

@@ -69,11 +69,12 @@ struct HubApplication {
         ControlPlane(state: state, verifier: workerVerifier, heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
             .addRoutes(to: router)
         let api = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, limiter: limiter))
-        OpenAIRoutes(state: state, forwarder: UpstreamForwarder(client: client),
-                     credential: WorkerCredential(signer: workerVerifier), config: hub, logger: logger)
+        let forwarder = UpstreamForwarder(client: client)
+        let credential = WorkerCredential(signer: workerVerifier)
+        OpenAIRoutes(state: state, forwarder: forwarder, credential: credential, config: hub, logger: logger)
             .addRoutes(to: api)
         let admin = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, roles: [.admin]))
-        AdminRoutes(state: state).addRoutes(to: admin)
+        AdminRoutes(state: state, forwarder: forwarder, credential: credential, logger: logger).addRoutes(to: admin)
 
         let bound = listen
         let scheme = hub.tls == nil ? "http" : "https"

@@ -328,9 +328,9 @@ struct Registry: Sendable {
         slotByName[name].flatMap { slots[$0] }
     }
 
-    /// Canonical names of the models live workers serve, sorted and de-duplicated.
+    /// Canonical names of the models live workers serve and list (not `unlisted` ones), sorted and de-duplicated.
     func servedModels(now: Instant) -> [String] {
-        Array(Set(liveWorkers(now: now).flatMap { $0.report.models.map(\.name) })).sorted()
+        Array(Set(liveWorkers(now: now).flatMap { $0.report.models.filter { $0.unlisted != true }.map(\.name) })).sorted()
     }
 
     private mutating func free(_ id: Int) {
@@ -402,7 +402,7 @@ struct Registry: Sendable {
         switch pair.state {
         case .ready:
             return (.loaded, (pair.slotsTotal > 0 ? pair.slotsTotal : 1) - max(pair.slotsBusy, pair.inFlight))
-        case .notLoaded, .loading:
+        case .notLoaded, .loading, .stopping:
             return (.loadable, pair.fits ? assumedSlots - pair.inFlight : 0)
         case .failed:
             return (.failed, 1 - pair.inFlight)

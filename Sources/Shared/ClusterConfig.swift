@@ -375,11 +375,37 @@ public struct WorkerConfig: Decodable, Sendable {
     public var tls: TLSConfig?
     /// CA to verify the hub's certificate with (https hub URLs); the system roots otherwise.
     public var hubCAFile: String?
+    /// Models declared one by one; they override discovered models of the same name.
     public var models: [ModelConfig]
+    /// Folders searched recursively for `*.gguf` files, each one a model (see docs/worker.md).
+    public var modelsDirs: [String]
+    /// Most models loaded at once (nil: no limit); the least recently used idle one makes room.
+    public var maxLoaded: Int?
+    /// VRAM the loaded models may use together, in MiB (nil: the GPUs' total when known).
+    public var vramBudgetMiB: Int?
+    /// Unload a model after this long without requests (nil: never); a model's `ttl` overrides it.
+    public var ttl: Duration?
+    /// How long a stopping llama-server gets between SIGTERM and SIGKILL.
+    public var stopGrace: Duration
+    /// First wait before restarting a crashed engine; doubles per crash in the window, capped at 60 s.
+    public var restartBackoff: Duration
+    /// This many engine crashes within `crash_window` is a crash loop: no more automatic restarts.
+    public var crashLimit: Int
+    public var crashWindow: Duration
+    /// Engine output lines kept per model for `GET /logs`.
+    public var logLines: Int
+    /// Level at which engine output goes to the worker's own log (prefixed with the model name).
+    public var engineLogLevel: String
+    /// Where the worker records its engines' PIDs, to clean up after a crash of its own.
+    public var stateDir: String?
 
     enum CodingKeys: String, CodingKey {
         case name, hubs, listen, advertise, llamaServer = "llama_server", ports, preload
         case loadTimeout = "load_timeout", gpus, models, weight, tls, hubCAFile = "hub_ca_file"
+        case modelsDir = "models_dir", maxLoaded = "max_loaded", vramBudgetMiB = "vram_budget_mb", ttl
+        case stopGrace = "stop_grace", restartBackoff = "restart_backoff", crashLimit = "crash_limit"
+        case crashWindow = "crash_window", logLines = "log_lines", engineLogLevel = "engine_log_level"
+        case stateDir = "state_dir"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -408,8 +434,33 @@ public struct WorkerConfig: Decodable, Sendable {
         guard weight > 0, weight <= 1_000_000 else { throw c.error(.weight, "must be greater than 0 and at most 1000000") }
         tls = try c.optional(TLSConfig.self, .tls)
         hubCAFile = try c.optional(String.self, .hubCAFile)
-        models = try c.required([ModelConfig].self, .models)
-        guard !models.isEmpty else { throw c.error(.models, "a worker needs at least one model") }
+        models = try c.optional([ModelConfig].self, .models) ?? []
+        if let single = try? c.decodeIfPresent(String.self, forKey: .modelsDir) {
+            modelsDirs = [single]
+        } else {
+            modelsDirs = try c.optional([String].self, .modelsDir) ?? []
+        }
+        guard !models.isEmpty || !modelsDirs.isEmpty else {
+            throw c.error(.models, "a worker needs at least one model (or a models_dir)")
+        }
+        maxLoaded = try c.optional(Int.self, .maxLoaded)
+        if let maxLoaded, maxLoaded < 1 { throw c.error(.maxLoaded, "must be at least 1") }
+        vramBudgetMiB = try c.optional(Int.self, .vramBudgetMiB)
+        if let vramBudgetMiB, vramBudgetMiB < 1 { throw c.error(.vramBudgetMiB, "must be at least 1") }
+        ttl = try c.positiveDuration(.ttl)
+        stopGrace = try c.positiveDuration(.stopGrace) ?? .seconds(10)
+        restartBackoff = try c.positiveDuration(.restartBackoff) ?? .seconds(1)
+        crashLimit = try c.optional(Int.self, .crashLimit) ?? 3
+        guard crashLimit >= 1 else { throw c.error(.crashLimit, "must be at least 1") }
+        crashWindow = try c.positiveDuration(.crashWindow) ?? .seconds(300)
+        logLines = try c.optional(Int.self, .logLines) ?? 1000
+        guard logLines >= 1 else { throw c.error(.logLines, "must be at least 1") }
+        engineLogLevel = try c.optional(String.self, .engineLogLevel) ?? "info"
+        let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        guard levels.contains(engineLogLevel) else {
+            throw c.error(.engineLogLevel, "expected one of \(levels.joined(separator: ", "))")
+        }
+        stateDir = try c.optional(String.self, .stateDir)
         var seen: Set<String> = []
         for (index, model) in models.enumerated() {
             for label in [model.name] + model.aliases {
@@ -453,23 +504,45 @@ public struct GPUConfig: Decodable, Sendable, Equatable {
 public struct ModelConfig: Decodable, Sendable, Equatable {
     /// The name clients put in `model`.
     public var name: String
-    /// Path of the GGUF file.
+    /// Path of the GGUF file (the first part of a split model).
     public var path: String
-    /// Extra llama-server arguments (e.g. `["-c", "4096", "-ngl", "99"]`).
+    /// Extra llama-server arguments (e.g. `["-ngl", "99"]`).
     public var args: [String]
     /// Other names clients may use for this model.
     public var aliases: [String]
     /// Extra environment for the llama-server process.
     public var env: [String: String]
+    /// Unload after this long without requests (nil: the worker's `ttl`).
+    public var ttl: Duration?
+    /// Keep loaded: started with the worker, never evicted or unloaded, restarted after a crash.
+    public var pin: Bool
+    /// Served, but not listed in `/v1/models`.
+    public var unlisted: Bool
+    /// Request slots (llama-server `--parallel`).
+    public var parallel: Int?
+    /// Context size in tokens (llama-server `-c`).
+    public var ctx: Int?
+    /// VRAM the model needs, in MiB; estimated from the GGUF size when absent (docs/worker.md).
+    public var vramMiB: Int?
 
-    enum CodingKeys: String, CodingKey { case name, path, args, aliases, env }
+    enum CodingKeys: String, CodingKey {
+        case name, path, args, aliases, env, ttl, pin, unlisted, parallel, ctx, vramMiB = "vram_mb"
+    }
 
-    public init(name: String, path: String, args: [String] = [], aliases: [String] = [], env: [String: String] = [:]) {
+    public init(name: String, path: String, args: [String] = [], aliases: [String] = [], env: [String: String] = [:],
+                ttl: Duration? = nil, pin: Bool = false, unlisted: Bool = false, parallel: Int? = nil, ctx: Int? = nil,
+                vramMiB: Int? = nil) {
         self.name = name
         self.path = path
         self.args = args
         self.aliases = aliases
         self.env = env
+        self.ttl = ttl
+        self.pin = pin
+        self.unlisted = unlisted
+        self.parallel = parallel
+        self.ctx = ctx
+        self.vramMiB = vramMiB
     }
 
     public init(from decoder: any Decoder) throws {
@@ -486,6 +559,30 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         }
         aliases = try c.optional([String].self, .aliases) ?? []
         env = try c.optional([String: String].self, .env) ?? [:]
+        ttl = try c.positiveDuration(.ttl)
+        pin = try c.optional(Bool.self, .pin) ?? false
+        unlisted = try c.optional(Bool.self, .unlisted) ?? false
+        parallel = try c.optional(Int.self, .parallel)
+        if let parallel {
+            guard parallel >= 1 else { throw c.error(.parallel, "must be at least 1") }
+            if let clash = args.first(where: { ["--parallel", "-np"].contains($0) }) {
+                throw c.error(.args, "\(clash) conflicts with parallel: set one of them")
+            }
+        }
+        ctx = try c.optional(Int.self, .ctx)
+        if let ctx {
+            guard ctx >= 1 else { throw c.error(.ctx, "must be at least 1") }
+            if let clash = args.first(where: { ["-c", "--ctx-size"].contains($0) }) {
+                throw c.error(.args, "\(clash) conflicts with ctx: set one of them")
+            }
+        }
+        vramMiB = try c.optional(Int.self, .vramMiB)
+        if let vramMiB, vramMiB < 0 { throw c.error(.vramMiB, "must not be negative") }
+    }
+
+    /// The llama-server arguments after the worker's own (`-m`, `--host`, `--port`, `--alias`).
+    public var engineArguments: [String] {
+        (ctx.map { ["-c", String($0)] } ?? []) + (parallel.map { ["--parallel", String($0)] } ?? []) + args
     }
 }
 

@@ -122,3 +122,10 @@ public struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 }
+
+/// A JSON response with the wire encoding (snake_case keys).
+public func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    let data = try WireCoding.encoder().encode(value)
+    return Response(status: status, headers: [.contentType: "application/json"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}

@@ -52,6 +52,8 @@ public enum ModelState: String, Codable, Sendable, Equatable {
     case notLoaded = "not-loaded"
     case loading
     case ready
+    /// Being stopped (ttl, eviction, reload); it can be started again afterwards.
+    case stopping
     case failed
 }
 
@@ -63,10 +65,18 @@ public struct ModelReport: Codable, Sendable, Equatable {
     /// Slots of the running llama-server (0 when not loaded).
     public var slotsTotal: Int
     public var slotsBusy: Int
-    /// Why the model failed, when `state` is `failed`.
+    /// Why the model failed, or why it last stopped on its own (a crash).
     public var reason: String?
-    /// VRAM the model is expected to need (GGUF file size), when known.
+    /// VRAM the model is expected to need (configured, or GGUF size + 20 %), when known.
     public var vramEstimateMiB: Int?
+    /// Seconds since the model last served a request (or became ready).
+    public var idleSeconds: Double?
+    /// Kept loaded: never evicted or unloaded.
+    public var pinned: Bool?
+    /// Served but not listed in `/v1/models`.
+    public var unlisted: Bool?
+    /// Engine exits within the worker's crash window.
+    public var recentCrashes: Int?
 
     public init(name: String, aliases: [String] = [], state: ModelState, slotsTotal: Int = 0,
                 slotsBusy: Int = 0, reason: String? = nil, vramEstimateMiB: Int? = nil) {

@@ -29,7 +29,8 @@ final class ChildProcess: Sendable {
         executable: String,
         arguments: [String],
         environment: [String: String] = [:],
-        onLine: @escaping @Sendable (String) -> Void
+        onLine: @escaping @Sendable (String) -> Void,
+        onExit: @escaping @Sendable (pid_t, Int32) -> Void = { _, _ in }
     ) async throws -> ChildProcess {
         guard let path = resolveExecutable(executable) else {
             throw LaunchError(description: "cannot start \(executable): not found or not executable")
@@ -60,6 +61,7 @@ final class ChildProcess: Sendable {
                 var status: Int32 = 0
                 while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
                 child.finish(status)
+                onExit(pid, status)
             }
             thread.name = "child-\(executable.split(separator: "/").last ?? "")"
             thread.start()
@@ -108,12 +110,15 @@ final class ChildProcess: Sendable {
         kill(-pid, signal)
     }
 
-    /// SIGTERM to the group, then SIGKILL after `grace` if it is still there.
-    func terminate(grace: Duration) async {
+    /// SIGTERM to the group, then SIGKILL after `grace` if it is still there; false when
+    /// it took the SIGKILL.
+    @discardableResult
+    func terminate(grace: Duration) async -> Bool {
         signalGroup(SIGTERM)
-        if await waitForExit(timeout: grace) { return }
+        if await waitForExit(timeout: grace) { return true }
         signalGroup(SIGKILL)
         _ = await waitForExit()
+        return false
     }
 
     /// Human-readable exit ("exit status 1", "killed by signal 9").

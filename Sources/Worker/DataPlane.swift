@@ -31,7 +31,7 @@ struct DataPlane: Sendable {
         guard let model = supervisor.canonicalName(requested) else { throw OpenAIError.modelNotFound(requested) }
         let engine: Engine
         do {
-            engine = try await supervisor.engine(for: model)
+            engine = try await supervisor.acquire(model)
         } catch {
             throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
                               message: "Model '\(model)' could not be started: \(error)")
@@ -39,8 +39,12 @@ struct DataPlane: Sendable {
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", "Bearer \(engine.apiKey)"))
         let target = engine.baseURL + request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
+        // The lease keeps the model from being evicted or unloaded until the last byte.
         inFlight.add(1)
-        let finish: @Sendable (UpstreamForwarder.Finish) -> Void = { [inFlight] _ in inFlight.add(-1) }
+        let finish: @Sendable (UpstreamForwarder.Finish) -> Void = { [inFlight, supervisor] _ in
+            inFlight.add(-1)
+            supervisor.release(model)
+        }
         var result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
                                              options: options, logger: logger, onFinish: finish)
         if case .failed(nil, let reason) = result, !engine.process.hasExited {
@@ -55,6 +59,7 @@ struct DataPlane: Sendable {
             return response
         case .failed(_, let reason):
             inFlight.add(-1)
+            supervisor.release(model)
             throw OpenAIError.upstream("llama-server for '\(model)' failed: \(reason)", code: "engine_error")
         }
     }

@@ -16,136 +16,606 @@ struct Engine: Sendable {
     var baseURL: String { "http://127.0.0.1:\(port)" }
 }
 
-/// Why a model could not be started.
+/// Why a model could not be served.
 struct EngineError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// Owns every llama-server of this worker: starts one per model on first use, waits for
-/// `/health`, and stops them all (SIGTERM, then SIGKILL) when the worker shuts down.
+/// Owns every llama-server of this worker and the lifecycle of each model:
 ///
-/// One actor owns all model states, so two requests for a model that is starting join the
-/// same start and never launch a second copy. An engine that exits on its own is noticed
-/// on the next use or report and started again on demand.
+/// ```
+/// stopped ──request──► starting ──/health 200──► ready ──ttl / evicted / reload──► stopping ──► stopped
+///    ▲                    │ exit, timeout              │ exit (crash)
+///    └── backoff ◄────────┴────────────────────────────┘      N crashes in the window ──► failed (crash loop)
+/// ```
+///
+/// One actor owns all model states, so concurrent requests for a model that is starting
+/// join the same start and never launch a second copy. Requests hold a lease on their
+/// model (`acquire` / `release`): a model with leases is never evicted or unloaded.
+/// Engine exits arrive as events the moment the process is reaped, and every state change
+/// triggers an immediate heartbeat (`onChange`).
 actor EngineSupervisor: Service {
     private enum Phase {
         case stopped
         case starting(Task<Engine, any Error>)
         case ready(Engine)
+        case stopping(Task<Void, Never>)
         case failed(String)
     }
 
-    private let config: WorkerConfig
+    private struct Runtime {
+        var spec: ModelSpec
+        var phase = Phase.stopped
+        /// The launched process (from launch until it is reaped), for the PID record.
+        var process: ChildProcess?
+        /// Past `makeRoom`: counts against `max_loaded` and the VRAM budget while starting.
+        var admitted = false
+        var crashes: [ContinuousClock.Instant] = []
+        var crashLooped = false
+        /// Why it last stopped on its own or failed.
+        var reason: String?
+        /// No automatic start before this (crash backoff).
+        var retryAt: ContinuousClock.Instant?
+        /// Its command line changed or it was removed: stop once idle.
+        var retiring = false
+        let log: EngineLog
+    }
+
+    /// Leases and last use per model, outside the actor so a finishing response can release
+    /// synchronously from any thread.
+    private struct Usage {
+        var leases = 0
+        var lastUsed = ContinuousClock.now
+    }
+
+    private enum Event: Sendable {
+        case exited(model: String, pid: Int32, status: Int32)
+        /// Start (or keep) a model without a request: preload, pin, restart of a pinned model.
+        case ensure(String)
+        /// Drain a retiring model, stop it, and drop it when it was removed.
+        case retire(String)
+    }
+
+    private var config: WorkerConfig
     private let client: HTTPClient
     private let logger: Logger
-    private var phases: [String: Phase] = [:]
+    private let onChange: @Sendable () -> Void
+    private let loadConfig: @Sendable () throws -> WorkerConfig
+    private var models: [String: Runtime] = [:]
+    /// Model names in report order.
+    private var order: [String] = []
     private var ports: PortAllocator
-    private let vramEstimates: [String: Int]
+    private var budgetMiB: Int?
+    private let record: EngineRecord
+    private let events: AsyncStream<Event>
+    private let eventSink: AsyncStream<Event>.Continuation
+    /// Requested name or alias -> canonical model name; read without entering the actor.
+    private nonisolated let labels = Mutex<[String: String]>([:])
+    private nonisolated let usage = Mutex<[String: Usage]>([:])
 
-    init(config: WorkerConfig, client: HTTPClient, logger: Logger) {
+    /// - Parameter loadConfig: re-reads this worker's entry from the cluster file (reload).
+    /// - Parameter onChange: called after every state change (sends a heartbeat now).
+    init(config: WorkerConfig, client: HTTPClient, logger: Logger,
+         loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
+         onChange: @escaping @Sendable () -> Void = {}) {
         self.config = config
         self.client = client
         self.logger = logger
+        self.loadConfig = loadConfig
+        self.onChange = onChange
         self.ports = PortAllocator(range: config.ports.ports)
-        // The GGUF file size is the floor of what a model needs in VRAM (weights only).
-        self.vramEstimates = Dictionary(uniqueKeysWithValues: config.models.compactMap { model in
-            let size = (try? FileManager.default.attributesOfItem(atPath: model.path)[.size] as? Int) ?? nil
-            return size.map { (model.name, max(1, $0 / (1024 * 1024))) }
-        })
+        self.record = EngineRecord(directory: config.stateDir, worker: config.name)
+        (events, eventSink) = AsyncStream.makeStream(of: Event.self)
+        let (specs, skipped) = ModelCatalog.resolve(config)
+        for line in skipped { logger.warning("model skipped", metadata: ["reason": "\(line)"]) }
+        for spec in specs {
+            models[spec.name] = Runtime(spec: spec, log: EngineLog(capacity: config.logLines))
+            order.append(spec.name)
+        }
+        labels.withLock { $0 = Self.labelMap(specs) }
     }
 
-    /// Starts preloaded models, then waits for shutdown and stops every engine.
+    private static func labelMap(_ specs: [ModelSpec]) -> [String: String] {
+        var map: [String: String] = [:]
+        for spec in specs { for label in [spec.name] + spec.config.aliases where map[label] == nil { map[label] = spec.name } }
+        return map
+    }
+
+    // MARK: Service
+
+    /// Cleans up after a previous run, starts pinned and preloaded models, then handles
+    /// engine exits and unloads idle models until shutdown, and finally stops every engine.
     func run() async throws {
-        if config.preload {
-            for model in config.models {
-                do { _ = try await engine(for: model.name) } catch {
-                    logger.error("preload failed", metadata: ["model": "\(model.name)", "reason": "\(error)"])
+        let stale = record.killStale(logger: logger)
+        if !stale.isEmpty { logger.notice("cleaned up stale engines", metadata: ["count": "\(stale.count)"]) }
+        budgetMiB = await resolveBudget()
+        for name in order where config.preload || models[name]!.spec.config.pin { eventSink.yield(.ensure(name)) }
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.sweepIdle() }
+                for await event in self.events {
+                    switch event {
+                    case .exited(let model, let pid, let status): await self.engineExited(model, pid: pid, status: status)
+                    case .ensure(let model): group.addTask { await self.ensure(model) }
+                    case .retire(let model): group.addTask { await self.retire(model) }
+                    }
                 }
             }
         }
-        try? await gracefulShutdown()
         await stopAll()
     }
 
+    private func resolveBudget() async -> Int? {
+        if let budget = config.vramBudgetMiB { return budget }
+        let gpus = await GPUProbe.probe(declared: config.gpus)
+        return gpus.isEmpty ? nil : gpus.map(\.memoryTotalMiB).reduce(0, +)
+    }
+
+    // MARK: Requests
+
     /// The canonical model for a requested name or alias, nil when this worker lacks it.
     nonisolated func canonicalName(_ requested: String) -> String? {
-        config.models.first { $0.name == requested || $0.aliases.contains(requested) }?.name
+        labels.withLock { $0[requested] }
     }
 
     /// A ready engine for `model`, starting it (or joining a start in progress) when needed.
-    func engine(for model: String) async throws -> Engine {
-        switch phases[model] ?? .stopped {
-        case .ready(let engine) where !engine.process.hasExited:
+    /// The caller holds a lease until it calls ``release(_:)``: the model is not evicted
+    /// or unloaded meanwhile.
+    func acquire(_ model: String) async throws -> Engine {
+        guard models[model] != nil else { throw EngineError(description: "model \(model) is not served by this worker") }
+        usage.withLock { $0[model, default: Usage()].leases += 1 }
+        do {
+            let engine = try await readyEngine(model)
+            usage.withLock { $0[model]?.lastUsed = .now }
             return engine
-        case .starting(let task):
-            return try await task.value
-        case .ready, .stopped, .failed:
-            let task = Task { try await self.start(model) }
-            phases[model] = .starting(task)
-            return try await task.value
+        } catch {
+            release(model)
+            throw error
         }
     }
 
-    private func start(_ name: String) async throws -> Engine {
-        guard let model = config.models.first(where: { $0.name == name }) else {
-            throw EngineError(description: "unknown model \(name)")
+    /// Ends a lease taken by ``acquire(_:)``.
+    nonisolated func release(_ model: String) {
+        usage.withLock { usage in
+            usage[model]?.leases -= 1
+            usage[model]?.lastUsed = .now
         }
-        let taken = Set(phases.values.compactMap { phase -> Int? in
-            if case .ready(let engine) = phase, !engine.process.hasExited { return engine.port }
-            return nil
+    }
+
+    private func leases(_ model: String) -> Int { usage.withLock { $0[model]?.leases ?? 0 } }
+
+    private func readyEngine(_ name: String) async throws -> Engine {
+        while true {
+            guard let runtime = models[name] else { throw EngineError(description: "model \(name) was removed from this worker") }
+            switch runtime.phase {
+            case .ready where runtime.retiring:
+                try await Task.sleep(for: .milliseconds(50))  // its replacement starts once it drains
+            case .ready(let engine):
+                if let status = engine.process.exitStatus {
+                    engineExited(name, pid: engine.process.pid, status: status)
+                    continue
+                }
+                return engine
+            case .starting(let task):
+                _ = try await task.value
+            case .stopping(let task):
+                await task.value
+            case .failed(let reason) where runtime.crashLooped:
+                throw EngineError(description: reason)
+            case .stopped, .failed:
+                if let retryAt = runtime.retryAt, retryAt > .now {
+                    try await Task.sleep(until: retryAt)  // crash backoff: the request waits, bounded by its timeout
+                    continue
+                }
+                let task = Task { try await self.start(name) }
+                models[name]?.phase = .starting(task)
+                changed()
+                _ = try await task.value
+            }
+        }
+    }
+
+    // MARK: Starting
+
+    private func start(_ name: String) async throws -> Engine {
+        guard let spec = models[name]?.spec, let log = models[name]?.log else {
+            throw EngineError(description: "model \(name) was removed from this worker")
+        }
+        do {
+            try await makeRoom(for: name)
+        } catch {
+            models[name]?.phase = .stopped
+            models[name]?.reason = "\(error)"
+            changed()
+            throw error
+        }
+        let taken = Set(models.values.compactMap { runtime -> Int? in
+            switch runtime.phase {
+            case .ready(let engine): engine.port
+            default: nil
+            }
         })
         guard let port = ports.allocate(excluding: taken) else {
             throw fail(name, "no free port in \(config.ports.lower)-\(config.ports.upper)")
         }
         let apiKey = randomKey()
-        let arguments = ["-m", model.path, "--host", "127.0.0.1", "--port", String(port), "--alias", name, "--metrics"]
-            + model.args
-        var environment = model.env
+        let arguments = ["-m", spec.config.path, "--host", "127.0.0.1", "--port", String(port), "--alias", name, "--metrics"]
+            + spec.config.engineArguments
+        var environment = spec.config.env
         environment["LLAMA_API_KEY"] = apiKey  // kept out of argv, which other users can read
         logger.info("starting llama-server", metadata: ["model": "\(name)", "port": "\(port)"])
-        let tail = OutputTail()
         let process: ChildProcess
+        let level = Logger.Level(rawValue: config.engineLogLevel) ?? .info
         do {
             process = try await ChildProcess.launch(
-                executable: config.llamaServer, arguments: arguments, environment: environment
-            ) { [logger] line in
-                logger.debug("\(line)", metadata: ["model": "\(name)"])
-                tail.append(line)
-            }
+                executable: config.llamaServer, arguments: arguments, environment: environment,
+                onLine: { [logger] line in
+                    log.append(line)
+                    logger.log(level: level, "[\(name)] \(line)")
+                },
+                onExit: { [eventSink] pid, status in eventSink.yield(.exited(model: name, pid: pid, status: status)) })
         } catch {
             throw fail(name, "\(error)")
         }
+        models[name]?.process = process
+        saveRecord()
         let engine = Engine(model: name, port: port, apiKey: apiKey, process: process)
         let deadline = ContinuousClock.now + config.loadTimeout
         while true {
             if let status = process.exitStatus {
-                throw fail(name, "llama-server exited during load (\(ChildProcess.describe(status: status))): \(tail.last(5))")
+                let reason = "llama-server exited during load (\(ChildProcess.describe(status: status))): \(log.summary(5))"
+                logger.error("model failed to start", metadata: ["model": "\(name)", "reason": "\(reason)"])
+                recordCrash(name, reason: reason, whileReady: false)
+                throw EngineError(description: models[name]?.reason ?? reason)
             }
             if await healthStatus(engine) == 200 {
                 // Prove the answer came from our process: only it knows this API key. Another
                 // process that grabbed the port first would answer 401 here.
                 guard await ownsPort(engine) else {
-                    await process.terminate(grace: .seconds(2))
+                    await process.terminate(grace: config.stopGrace)
                     throw fail(name, "port \(port) answered /health but not with this engine's API key (taken by another process)")
                 }
                 break
             }
             if ContinuousClock.now > deadline {
-                await process.terminate(grace: .seconds(5))
-                throw fail(name, "not ready within \(config.loadTimeout)")
+                await process.terminate(grace: config.stopGrace)
+                throw fail(name, "not ready within \(config.loadTimeout): \(log.summary(3))")
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        phases[name] = .ready(engine)
+        guard models[name] != nil else {
+            await process.terminate(grace: config.stopGrace)
+            throw EngineError(description: "model \(name) was removed from this worker while it started")
+        }
+        models[name]?.phase = .ready(engine)
+        models[name]?.reason = nil
+        usage.withLock { $0[name, default: Usage()].lastUsed = .now }
         logger.info("model ready", metadata: ["model": "\(name)", "port": "\(port)", "pid": "\(process.pid)"])
+        changed()
         return engine
+    }
+
+    /// Waits until `name` fits under `max_loaded` and the VRAM budget, stopping the least
+    /// recently used idle models as needed. Models with leases and pinned models are never
+    /// evicted: then it waits (up to the load timeout) for one to become idle.
+    private func makeRoom(for name: String) async throws {
+        let need = models[name]?.spec.vramMiB ?? 0
+        if let budget = budgetMiB, need > budget {
+            throw EngineError(description: "model \(name) needs \(need) MiB of VRAM; the budget is \(budget) MiB")
+        }
+        let deadline = ContinuousClock.now + config.loadTimeout
+        while true {
+            let loaded = models.filter { key, runtime in
+                guard key != name else { return false }
+                switch runtime.phase {
+                case .ready, .stopping: return true
+                case .starting: return runtime.admitted
+                case .stopped, .failed: return false
+                }
+            }
+            let used = loaded.values.map { $0.spec.vramMiB ?? 0 }.reduce(0, +)
+            let countFits = config.maxLoaded.map { loaded.count + 1 <= $0 } ?? true
+            let vramFits = budgetMiB.map { used + need <= $0 } ?? true
+            if countFits && vramFits {
+                models[name]?.admitted = true
+                return
+            }
+            let idle = loaded.filter { key, runtime in
+                if case .ready = runtime.phase { return !runtime.spec.config.pin && leases(key) == 0 }
+                return false
+            }
+            if let victim = idle.keys.min(by: { lastUsed($0) < lastUsed($1) }) {
+                let why = countFits ? "VRAM budget" : "max_loaded \(config.maxLoaded ?? 0)"
+                await stop(victim, reason: "evicted (least recently used) to make room for \(name): \(why)")
+                continue
+            }
+            if let stopping = loaded.values.lazy.compactMap({ runtime -> Task<Void, Never>? in
+                if case .stopping(let task) = runtime.phase { return task }
+                return nil
+            }).first {
+                await stopping.value
+                continue
+            }
+            guard ContinuousClock.now < deadline else {
+                throw EngineError(description: "no room to load \(name): \(loaded.count) model(s) loaded, all busy or pinned")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    private func lastUsed(_ model: String) -> ContinuousClock.Instant {
+        usage.withLock { $0[model]?.lastUsed ?? .now }
     }
 
     /// Records a failed start and returns the error to throw.
     private func fail(_ name: String, _ reason: String) -> EngineError {
-        phases[name] = .failed(reason)
+        models[name]?.phase = .failed(reason)
+        models[name]?.reason = reason
+        models[name]?.admitted = false
         logger.error("model failed to start", metadata: ["model": "\(name)", "reason": "\(reason)"])
+        changed()
         return EngineError(description: reason)
+    }
+
+    /// An engine exited on its own (while starting or ready): count it, back off, and call
+    /// it a crash loop after `crash_limit` exits within `crash_window`.
+    private func recordCrash(_ name: String, reason: String, whileReady: Bool) {
+        guard var runtime = models[name] else { return }
+        let now = ContinuousClock.now
+        runtime.crashes = runtime.crashes.filter { now - $0 < config.crashWindow } + [now]
+        runtime.process = nil
+        runtime.admitted = false
+        if runtime.crashes.count >= config.crashLimit {
+            runtime.crashLooped = true
+            let text = "crash loop: \(runtime.crashes.count) exits within \(config.crashWindow); automatic restarts stopped "
+                + "until the model's config changes or an admin resets it. Last: \(reason)"
+            runtime.phase = .failed(text)
+            runtime.reason = text
+            logger.error("model is crash-looping", metadata: ["model": "\(name)", "reason": "\(text)"])
+        } else {
+            var backoff = config.restartBackoff
+            for _ in 1..<runtime.crashes.count { backoff *= 2 }
+            backoff = min(backoff, .seconds(60))
+            runtime.retryAt = now + backoff
+            // A crash of a running engine leaves it restartable (not loaded); a failed load is a failure.
+            runtime.phase = whileReady ? .stopped : .failed(reason)
+            runtime.reason = reason
+            logger.warning("engine exited; restarting on demand after backoff",
+                           metadata: ["model": "\(name)", "backoff": "\(backoff)", "reason": "\(reason)"])
+            if runtime.spec.config.pin { eventSink.yield(.ensure(name)) }
+        }
+        models[name] = runtime
+        saveRecord()
+        changed()
+    }
+
+    /// Handles an engine exit event (or an exit noticed when a request came).
+    private func engineExited(_ name: String, pid: Int32, status: Int32) {
+        guard let runtime = models[name] else { return }
+        if runtime.process?.pid == pid, case .ready = runtime.phase {
+            let reason = "llama-server exited (\(ChildProcess.describe(status: status))): \(runtime.log.summary(5))"
+            recordCrash(name, reason: reason, whileReady: true)
+        } else if runtime.process?.pid == pid, case .stopping = runtime.phase {
+            return  // expected; `stop` finishes the bookkeeping
+        }
+    }
+
+    /// Starts a model with no request waiting (preload, pin), after any backoff.
+    private func ensure(_ name: String) async {
+        guard let runtime = models[name], !runtime.crashLooped else { return }
+        if let retryAt = runtime.retryAt, retryAt > .now { try? await Task.sleep(until: retryAt) }
+        guard !Task.isCancelled else { return }
+        do { _ = try await readyEngine(name) } catch {
+            logger.error("could not start model", metadata: ["model": "\(name)", "reason": "\(error)"])
+        }
+    }
+
+    // MARK: Stopping
+
+    /// Stops a ready engine: SIGTERM to its process group, SIGKILL after `stop_grace`.
+    private func stop(_ name: String, reason: String) async {
+        guard let runtime = models[name] else { return }
+        switch runtime.phase {
+        case .stopping(let task):
+            await task.value
+            return
+        case .ready(let engine):
+            logger.info("stopping llama-server", metadata: ["model": "\(name)", "pid": "\(engine.process.pid)", "reason": "\(reason)"])
+            let grace = config.stopGrace
+            let task = Task { [logger] in
+                if await !engine.process.terminate(grace: grace) {
+                    logger.warning("llama-server ignored SIGTERM; killed after the grace period",
+                                   metadata: ["model": "\(name)", "grace": "\(grace)"])
+                }
+            }
+            models[name]?.phase = .stopping(task)
+            changed()
+            await task.value
+            if case .stopping = models[name]?.phase { models[name]?.phase = .stopped }
+            models[name]?.process = nil
+            models[name]?.admitted = false
+            saveRecord()
+            changed()
+        default:
+            return
+        }
+    }
+
+    /// Unloads models idle for longer than their `ttl`, every quarter second until cancelled.
+    private func sweepIdle() async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            for name in order {
+                guard let runtime = models[name], case .ready = runtime.phase, !runtime.spec.config.pin,
+                    let ttl = runtime.spec.config.ttl ?? config.ttl, leases(name) == 0, now - lastUsed(name) >= ttl
+                else { continue }
+                await stop(name, reason: "idle for \(ttl) (ttl)")
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    /// Drains a retiring model (changed command line, or removed), stops it, then drops it
+    /// or starts it again when pinned.
+    private func retire(_ name: String) async {
+        let deadline = ContinuousClock.now + .seconds(600)
+        while leases(name) > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        await stop(name, reason: "configuration changed")
+        guard let runtime = models[name] else { return }
+        models[name]?.retiring = false
+        if !order.contains(name) {
+            models[name] = nil
+            _ = usage.withLock { $0.removeValue(forKey: name) }
+            changed()
+        } else if runtime.spec.config.pin {
+            await ensure(name)
+        }
+    }
+
+    /// Stops every engine (worker shutdown).
+    func stopAll() async {
+        for name in order + models.keys.filter({ !order.contains($0) }) {
+            if case .starting(let task) = models[name]?.phase { _ = try? await task.value }
+            await stop(name, reason: "worker shutting down")
+        }
+        saveRecord()
+    }
+
+    // MARK: Reload and reset
+
+    /// What a reload changed, for the log and the admin answer.
+    struct ReloadSummary: Encodable, Sendable {
+        var added: [String] = []
+        var removed: [String] = []
+        var restarted: [String] = []
+        var unchanged: [String] = []
+        var skipped: [String] = []
+    }
+
+    /// Re-reads the configuration and applies it: models whose command line is unchanged
+    /// keep running (their ttl, pin, aliases and listing update in place); changed ones
+    /// restart once idle; removed ones stop once idle; new ones start on demand.
+    func reload() async throws -> ReloadSummary {
+        let next = try loadConfig()
+        return apply(next)
+    }
+
+    private func apply(_ next: WorkerConfig) -> ReloadSummary {
+        let previous = config
+        config = next
+        if next.ports != previous.ports { ports = PortAllocator(range: next.ports.ports) }
+        let (specs, skipped) = ModelCatalog.resolve(next)
+        var summary = ReloadSummary(skipped: skipped)
+        for spec in specs {
+            if var runtime = models[spec.name] {
+                let changedCommand = runtime.spec.commandLine(executable: previous.llamaServer)
+                    != spec.commandLine(executable: next.llamaServer)
+                runtime.spec = spec
+                if changedCommand {
+                    runtime.crashes = []
+                    runtime.crashLooped = false
+                    runtime.retryAt = nil
+                    if case .failed = runtime.phase { runtime.phase = .stopped }
+                    if case .ready = runtime.phase {
+                        runtime.retiring = true
+                        eventSink.yield(.retire(spec.name))
+                    }
+                    summary.restarted.append(spec.name)
+                } else {
+                    summary.unchanged.append(spec.name)
+                }
+                models[spec.name] = runtime
+            } else {
+                models[spec.name] = Runtime(spec: spec, log: EngineLog(capacity: next.logLines))
+                summary.added.append(spec.name)
+                if spec.config.pin || next.preload { eventSink.yield(.ensure(spec.name)) }
+            }
+        }
+        let kept = Set(specs.map(\.name))
+        for name in order where !kept.contains(name) {
+            summary.removed.append(name)
+            switch models[name]?.phase {
+            case .ready?:
+                models[name]?.retiring = true
+                eventSink.yield(.retire(name))
+            default:
+                models[name] = nil
+            }
+        }
+        order = specs.map(\.name)
+        labels.withLock { $0 = Self.labelMap(specs) }
+        logger.notice("configuration reloaded", metadata: [
+            "added": "\(summary.added)", "removed": "\(summary.removed)", "restarted": "\(summary.restarted)",
+            "unchanged": "\(summary.unchanged.count)",
+        ])
+        changed()
+        return summary
+    }
+
+    /// Clears a model's crash history (and a crash loop), so it starts again on demand.
+    func reset(_ name: String) throws {
+        guard models[name] != nil else { throw EngineError(description: "model \(name) is not served by this worker") }
+        models[name]?.crashes = []
+        models[name]?.crashLooped = false
+        models[name]?.retryAt = nil
+        models[name]?.reason = nil
+        if case .failed = models[name]?.phase { models[name]?.phase = .stopped }
+        logger.notice("model reset by an admin", metadata: ["model": "\(name)"])
+        if models[name]?.spec.config.pin == true { eventSink.yield(.ensure(name)) }
+        changed()
+    }
+
+    /// The output ring buffer of a model (by name or alias).
+    func log(for requested: String) -> EngineLog? {
+        canonicalName(requested).flatMap { models[$0]?.log }
+    }
+
+    // MARK: Reports
+
+    /// What the heartbeat reports for every model.
+    func report() async -> [ModelReport] {
+        var reports: [ModelReport] = []
+        let now = ContinuousClock.now
+        for name in order {
+            guard let runtime = models[name] else { continue }
+            var entry = ModelReport(name: name, aliases: runtime.spec.config.aliases, state: .notLoaded)
+            entry.vramEstimateMiB = runtime.spec.vramMiB
+            entry.pinned = runtime.spec.config.pin
+            entry.unlisted = runtime.spec.config.unlisted
+            entry.reason = runtime.reason
+            entry.recentCrashes = runtime.crashes.filter { now - $0 < config.crashWindow }.count
+            let idle = now - lastUsed(name)
+            entry.idleSeconds = Double(idle.components.seconds) + Double(idle.components.attoseconds) / 1e18
+            switch runtime.phase {
+            case .stopped: break
+            case .starting: entry.state = .loading
+            case .stopping: entry.state = .stopping
+            case .failed: entry.state = .failed
+            case .ready(let engine):
+                let slots = await slots(engine)
+                entry.state = .ready
+                entry.slotsTotal = slots.total
+                entry.slotsBusy = slots.busy
+            }
+            reports.append(entry)
+        }
+        return reports
+    }
+
+    // MARK: Helpers
+
+    private func changed() { onChange() }
+
+    private func saveRecord() {
+        let entries = order.compactMap { name -> EngineRecord.Entry? in
+            guard let process = models[name]?.process, !process.hasExited,
+                let start = EngineRecord.startTime(of: process.pid)
+            else { return nil }
+            return EngineRecord.Entry(pid: process.pid, startTime: start, model: name)
+        }
+        record.save(entries)
     }
 
     /// `GET /health`: 200 ready, 503 loading, nil when nothing answers.
@@ -175,51 +645,6 @@ actor EngineSupervisor: Service {
             let slots = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [[String: Any]]
         else { return (0, 0) }
         return (slots.count, slots.filter { ($0["is_processing"] as? Bool) == true }.count)
-    }
-
-    /// What the heartbeat reports for every configured model.
-    func report() async -> [ModelReport] {
-        var reports: [ModelReport] = []
-        for model in config.models {
-            var entry = ModelReport(name: model.name, aliases: model.aliases, state: .notLoaded)
-            entry.vramEstimateMiB = vramEstimates[model.name]
-            switch phases[model.name] ?? .stopped {
-            case .stopped: break
-            case .starting: entry.state = .loading
-            case .failed(let reason):
-                entry.state = .failed
-                entry.reason = reason
-            case .ready(let engine):
-                if let status = engine.process.exitStatus {
-                    logger.warning("llama-server exited", metadata: ["model": "\(model.name)",
-                                                                      "status": "\(ChildProcess.describe(status: status))"])
-                    phases[model.name] = .stopped
-                } else {
-                    let slots = await slots(engine)
-                    entry.state = .ready
-                    entry.slotsTotal = slots.total
-                    entry.slotsBusy = slots.busy
-                }
-            }
-            reports.append(entry)
-        }
-        return reports
-    }
-
-    /// Stops every engine: SIGTERM to its process group, SIGKILL after a grace period.
-    func stopAll() async {
-        for (name, phase) in phases {
-            let engine: Engine?
-            switch phase {
-            case .ready(let ready): engine = ready
-            case .starting(let task): engine = try? await task.value
-            default: engine = nil
-            }
-            guard let engine, !engine.process.hasExited else { continue }
-            logger.info("stopping llama-server", metadata: ["model": "\(name)", "pid": "\(engine.process.pid)"])
-            await engine.process.terminate(grace: .seconds(5))
-            phases[name] = .stopped
-        }
     }
 
     private func randomKey() -> String {

@@ -7,6 +7,22 @@ import ServiceLifecycle
 import Shared
 import Synchronization
 
+/// Asks for a heartbeat now rather than at the next interval (a model crashed, loaded,
+/// unloaded): the hub should not route to an engine that is gone.
+final class ReportTrigger: Sendable {
+    private let generation = Atomic<Int>(0)
+    func fire() { generation.add(1, ordering: .relaxed) }
+    var current: Int { generation.load(ordering: .relaxed) }
+
+    /// Sleeps for `interval`, or less once `fire()` is called after `seen` (checked every 20 ms).
+    func wait(_ interval: Duration, since seen: Int) async {
+        let deadline = ContinuousClock.now + interval
+        while ContinuousClock.now < deadline && current == seen && !Task.isCancelled {
+            try? await Task.sleep(for: min(.milliseconds(20), deadline - ContinuousClock.now))
+        }
+    }
+}
+
 /// Registers with every configured hub and keeps each informed with heartbeats.
 ///
 /// A hub that answers 404 to a heartbeat does not know this worker (it restarted), so the
@@ -14,6 +30,7 @@ import Synchronization
 final class HeartbeatService: Service, Sendable {
     let config: WorkerConfig
     let interval: Duration
+    let trigger: ReportTrigger
     let supervisor: EngineSupervisor
     let inFlight: InFlightCounter
     let advertised: AdvertisedURL
@@ -22,10 +39,12 @@ final class HeartbeatService: Service, Sendable {
     let logger: Logger
     private let sequence = Atomic<UInt64>(0)
 
-    init(config: WorkerConfig, interval: Duration, supervisor: EngineSupervisor, inFlight: InFlightCounter,
-         advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient, logger: Logger) {
+    init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor,
+         inFlight: InFlightCounter, advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient,
+         logger: Logger) {
         self.config = config
         self.interval = interval
+        self.trigger = trigger
         self.supervisor = supervisor
         self.inFlight = inFlight
         self.advertised = advertised
@@ -55,6 +74,7 @@ final class HeartbeatService: Service, Sendable {
         var registered = false
         var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let seen = trigger.current
             let report = await makeReport(url: url)
             let path = registered ? ControlPath.heartbeat : ControlPath.register
             let status = await post(hub: hub, path: path, body: report)
@@ -74,7 +94,7 @@ final class HeartbeatService: Service, Sendable {
                                                              "attempts": "\(failures)"])
                 }
             }
-            try? await Task.sleep(for: interval)
+            await trigger.wait(interval, since: seen)
         }
     }
 

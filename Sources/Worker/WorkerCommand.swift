@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import UnixSignals
 import Shared
 
 /// `caravan-worker`: runs next to the GPUs, supervises llama-server and reports to the hub.
@@ -39,8 +40,11 @@ struct WorkerCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             throw ExitCode(2)
         }
-        try await WorkerApplication(cluster: cluster, worker: worker,
-                                    logger: Logger(label: "caravan.worker.\(worker.name)")).run()
+        let (path, name) = (config, self.name)
+        try await WorkerApplication(
+            cluster: cluster, worker: worker, logger: Logger(label: "caravan.worker.\(worker.name)"),
+            loadConfig: { try ClusterConfig.load(path: path).worker(named: name) }
+        ).run()
     }
 }
 
@@ -49,6 +53,8 @@ struct WorkerApplication {
     let cluster: ClusterConfig
     let worker: WorkerConfig
     let logger: Logger
+    /// Re-reads this worker's entry (SIGHUP, `POST /admin/reload`).
+    let loadConfig: @Sendable () throws -> WorkerConfig
 
     func run() async throws {
         let secret = cluster.hub.auth.workerSecret!
@@ -59,7 +65,9 @@ struct WorkerApplication {
         let client = UpstreamForwarder.makeClient(
             connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 64,
             tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base))
-        let supervisor = EngineSupervisor(config: worker, client: client, logger: logger)
+        let trigger = ReportTrigger()
+        let supervisor = EngineSupervisor(config: worker, client: client, logger: logger, loadConfig: loadConfig,
+                                          onChange: { trigger.fire() })
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
 
@@ -73,9 +81,10 @@ struct WorkerApplication {
                   options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout),
                   logger: logger)
             .addRoutes(to: guarded)
+        WorkerAdminRoutes(supervisor: supervisor).addRoutes(to: guarded)
 
         let heartbeat = HeartbeatService(
-            config: worker, interval: cluster.hub.heartbeatInterval, supervisor: supervisor, inFlight: inFlight,
+            config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, inFlight: inFlight,
             advertised: advertised, credential: verifier, client: client, logger: logger)
         let listen = worker.listen
         let app = Application(
@@ -84,7 +93,7 @@ struct WorkerApplication {
                                               maxHeaderBytes: hub.maxHeaderKB * 1024),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker"),
             // Shut down in reverse: the server drains, heartbeats deregister, then engines stop.
-            services: [supervisor, heartbeat],
+            services: [supervisor, heartbeat, ReloadOnHangup(supervisor: supervisor, logger: logger)],
             onServerRunning: { [worker] channel in
                 let port = channel.localAddress?.port ?? listen.port
                 let url = worker.advertisedURL(boundPort: port)
@@ -100,5 +109,20 @@ struct WorkerApplication {
             throw error
         }
         try await client.shutdown()
+    }
+}
+
+/// Reloads the configuration on SIGHUP.
+struct ReloadOnHangup: Service {
+    let supervisor: EngineSupervisor
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            logger.notice("SIGHUP: reloading the configuration")
+            do { _ = try await supervisor.reload() } catch {
+                logger.error("reload failed; the running configuration is unchanged", metadata: ["reason": "\(error)"])
+            }
+        }
     }
 }

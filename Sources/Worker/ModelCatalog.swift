@@ -1,0 +1,59 @@
+import Foundation
+import Shared
+
+/// One model as this worker runs it: its config entry (declared or discovered) and the
+/// VRAM it is expected to need.
+struct ModelSpec: Sendable, Equatable {
+    var config: ModelConfig
+    /// Declared, or estimated from the GGUF size; nil when the file cannot be read.
+    var vramMiB: Int?
+    var name: String { config.name }
+
+    /// What must be unchanged for a running engine to survive a config reload.
+    struct CommandLine: Equatable, Sendable {
+        var executable: String
+        var path: String
+        var arguments: [String]
+        var environment: [String: String]
+    }
+
+    func commandLine(executable: String) -> CommandLine {
+        CommandLine(executable: executable, path: config.path, arguments: config.engineArguments,
+                    environment: config.env)
+    }
+
+    /// The VRAM estimate for a model without `vram_mb`: the GGUF size (all parts) plus 20 %
+    /// for the KV cache and compute buffers at a modest context. Documented in docs/worker.md;
+    /// set `vram_mb` for long contexts.
+    static func estimateMiB(bytes: Int) -> Int {
+        max(1, Int((Double(bytes) * 1.2 / 1_048_576).rounded(.up)))
+    }
+}
+
+/// Resolves a worker's models: declared entries, then `models_dir` discoveries that no
+/// declared entry overrides (same name, same alias, or same file).
+enum ModelCatalog {
+    static func resolve(_ worker: WorkerConfig) -> (specs: [ModelSpec], skipped: [String]) {
+        let discovery = ModelDiscovery.discover(in: worker.modelsDirs)
+        let declaredLabels = Set(worker.models.flatMap { [$0.name] + $0.aliases })
+        let declaredPaths = Set(worker.models.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path })
+        var skipped = discovery.skipped
+        var configs = worker.models
+        for model in discovery.models {
+            if declaredLabels.contains(model.name) || declaredPaths.contains(URL(fileURLWithPath: model.path).standardizedFileURL.path) {
+                continue  // a declared entry overrides it
+            }
+            var found = model
+            found.ttl = nil
+            configs.append(found)
+        }
+        if configs.count > worker.ports.ports.count {
+            skipped += configs[worker.ports.ports.count...].map { "\($0.path): no port left in the range for \($0.name)" }
+            configs = Array(configs.prefix(worker.ports.ports.count))
+        }
+        let specs = configs.map { config in
+            ModelSpec(config: config, vramMiB: config.vramMiB ?? ModelDiscovery.modelBytes(path: config.path).map(ModelSpec.estimateMiB))
+        }
+        return (specs, skipped)
+    }
+}

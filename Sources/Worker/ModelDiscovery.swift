@@ -1,0 +1,92 @@
+import Foundation
+import Shared
+
+/// Finds models in `models_dir` folders: every `*.gguf` file, searched recursively.
+///
+/// - A split model (`name-00001-of-00003.gguf`, ...) is one model named `name`, loaded
+///   from its first part; llama-server finds the other parts itself.
+/// - Multimodal projector files (`mmproj` in the file name) are not models.
+/// - The model name is the file name without `.gguf`; when two files give the same name
+///   the first in path order wins and the other is reported, not silently dropped.
+enum ModelDiscovery {
+    struct Result: Equatable {
+        var models: [ModelConfig]
+        /// Files skipped and why (duplicates, unreadable folders), for the worker's log.
+        var skipped: [String]
+    }
+
+    static func discover(in directories: [String]) -> Result {
+        var models: [ModelConfig] = []
+        var skipped: [String] = []
+        var seen: [String: String] = [:]
+        for directory in directories {
+            guard let files = ggufFiles(under: directory) else {
+                skipped.append("\(directory): not a readable folder")
+                continue
+            }
+            for path in files {
+                guard let name = modelName(forFile: (path as NSString).lastPathComponent) else { continue }
+                if let first = seen[name] {
+                    skipped.append("\(path): model name \"\(name)\" already taken by \(first)")
+                    continue
+                }
+                seen[name] = path
+                models.append(ModelConfig(name: name, path: path))
+            }
+        }
+        return Result(models: models, skipped: skipped)
+    }
+
+    /// The model a file stands for, or nil when it is not a model (not GGUF, a projector,
+    /// or a later part of a split model).
+    static func modelName(forFile file: String) -> String? {
+        guard file.lowercased().hasSuffix(".gguf") else { return nil }
+        let stem = String(file.dropLast(5))
+        if stem.lowercased().contains("mmproj") { return nil }
+        if let split = splitPart(stem) { return split.part == 1 ? split.base : nil }
+        return stem
+    }
+
+    /// `("name", 2)` for `name-00002-of-00005`.
+    static func splitPart(_ stem: String) -> (base: String, part: Int)? {
+        let pieces = stem.split(separator: "-", omittingEmptySubsequences: false)
+        guard pieces.count >= 4, pieces[pieces.count - 2] == "of",
+            let part = Int(pieces[pieces.count - 3]), let total = Int(pieces[pieces.count - 1]),
+            pieces[pieces.count - 3].count == 5, pieces[pieces.count - 1].count == 5, part >= 1, part <= total
+        else { return nil }
+        return (pieces.dropLast(3).joined(separator: "-"), part)
+    }
+
+    /// All `*.gguf` files under `directory`, sorted by path; nil when it cannot be read.
+    private static func ggufFiles(under directory: String) -> [String]? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue,
+            let enumerator = FileManager.default.enumerator(atPath: directory)
+        else { return nil }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            if relative.lowercased().hasSuffix(".gguf") {
+                files.append((directory as NSString).appendingPathComponent(relative))
+            }
+        }
+        return files.sorted()
+    }
+
+    /// Total size of a model's file(s) in bytes: every part of a split model counts.
+    static func modelBytes(path: String) -> Int? {
+        let file = (path as NSString).lastPathComponent
+        let stem = file.lowercased().hasSuffix(".gguf") ? String(file.dropLast(5)) : file
+        let size = { (path: String) -> Int? in
+            (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
+        }
+        guard let split = splitPart(stem) else { return size(path) }
+        let folder = (path as NSString).deletingLastPathComponent
+        let total = stem.split(separator: "-").last.map(String.init) ?? "00001"
+        var bytes = 0
+        for part in 1...(Int(total) ?? 1) {
+            let name = "\(split.base)-\(String(format: "%05d", part))-of-\(total).gguf"
+            bytes += size((folder as NSString).appendingPathComponent(name)) ?? 0
+        }
+        return bytes
+    }
+}

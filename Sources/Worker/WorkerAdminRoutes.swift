@@ -1,0 +1,60 @@
+import Foundation
+import Hummingbird
+import Shared
+
+/// The worker's operator endpoints, for the hub only (its `role: hub` token); operators
+/// reach them through the hub's `/admin/workers/{name}/...` with an admin token.
+///
+/// | endpoint | what it does |
+/// |---|---|
+/// | `GET /logs?model=M&lines=N` | the newest N (default 200) engine output lines, text |
+/// | `GET /logs?model=M&follow=true` | the same, then new lines as they come (SSE `data:` events) |
+/// | `POST /admin/reload` | re-reads the cluster file and applies this worker's entry |
+/// | `POST /admin/models/{model}/reset` | clears a crash loop so the model starts again |
+struct WorkerAdminRoutes: Sendable {
+    let supervisor: EngineSupervisor
+
+    func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
+        group.get("/logs") { request, _ in try await logs(request) }
+        group.post("/admin/reload") { _, _ in
+            do {
+                return try jsonResponse(try await supervisor.reload())
+            } catch {
+                throw OpenAIError(.badRequest, type: "invalid_request_error", code: "reload_failed",
+                                  message: "reload failed, nothing changed: \(error)")
+            }
+        }
+        group.post("/admin/models/{model}/reset") { _, context in
+            let model = context.parameters.get("model") ?? ""
+            guard let name = supervisor.canonicalName(model) else { throw OpenAIError.modelNotFound(model) }
+            try await supervisor.reset(name)
+            return try jsonResponse(["reset": name])
+        }
+    }
+
+    private func logs(_ request: Request) async throws -> Response {
+        guard let model = request.uri.queryParameters.get("model"), !model.isEmpty else {
+            throw OpenAIError.invalidRequest("the model query parameter is required (GET /logs?model=NAME)",
+                                             code: "missing_model", param: "model")
+        }
+        guard let log = await supervisor.log(for: model) else { throw OpenAIError.modelNotFound(model) }
+        let lines = request.uri.queryParameters.get("lines").map { Int($0) } ?? 200
+        guard let lines, lines >= 0 else {
+            throw OpenAIError.invalidRequest("lines must be a non-negative integer", code: "invalid_lines", param: "lines")
+        }
+        let follow = ["true", "1", "yes"].contains(request.uri.queryParameters.get("follow")?.lowercased() ?? "")
+        guard follow else {
+            let text = log.last(lines).map { $0 + "\n" }.joined()
+            return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        let stream = log.follow(backlog: lines)
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                        body: ResponseBody { writer in
+                            for await line in stream {
+                                try await writer.write(ByteBuffer(string: "data: \(line)\n\n"))
+                            }
+                            try await writer.finish(nil)
+                        })
+    }
+}
