@@ -95,6 +95,7 @@ let package = Package(
         .executableTarget(
             name: "FakeEngine",
             dependencies: [
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Synchronization
+import UnixSignals
 
 /// A stand-in for llama-server used only to inject faults in tests (never shipped).
 ///
@@ -22,6 +23,8 @@ import Synchronization
 /// | `FAKE_HEALTH_DELAY_MS` / `health_delay_ms` | `/health` answers 503 this long after start |
 /// | `FAKE_SLOTS` / `slots` | slots reported by `/slots` (default 4) |
 /// | `FAKE_NAME` | sent back in `X-Served-By`, so tests can see who answered |
+/// | `FAKE_EXIT_AFTER_MS` | exit (status 3) this long after start: a crash while ready |
+/// | `FAKE_IGNORE_SIGTERM` | `1`: ignore SIGTERM, so only SIGKILL stops it |
 @main
 struct FakeEngine {
     struct Behaviour: Decodable {
@@ -143,7 +146,22 @@ struct FakeEngine {
                 })
             }
         }
+        let say: @Sendable (String) -> Void = { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+        say("fake engine \(model) listening on \(host):\(port)")
+        let env = ProcessInfo.processInfo.environment
+        if let exitAfter = env["FAKE_EXIT_AFTER_MS"].flatMap(Int.init) {
+            Thread.detachNewThread {
+                Thread.sleep(forTimeInterval: Double(exitAfter) / 1000)
+                say("fake engine \(model): exiting on purpose (FAKE_EXIT_AFTER_MS)")
+                exit(3)
+            }
+        }
         let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "fake-engine"))
-        try await app.runService()
+        if env["FAKE_IGNORE_SIGTERM"] == "1" {
+            signal(SIGTERM, SIG_IGN)
+            try await app.runService(gracefulShutdownSignals: [.sigint])
+        } else {
+            try await app.runService()
+        }
     }
 }

@@ -61,6 +61,15 @@ final class TestCluster: Sendable {
         var preload = false
         /// Extra YAML lines for this worker's entry.
         var extra = ""
+        /// YAML for the `models:` list items instead of the default `tiny` entry. `$DIR` is the
+        /// cluster folder, `$MODEL` the tiny GGUF, `$ARGS` the usual llama-server args, `$ENV`
+        /// the fake engine's settings.
+        var models: String? = nil
+    }
+
+    /// A `models:` list item serving the tiny model under `name` with the real llama-server.
+    static func tinyModel(_ name: String, _ extra: String = "", args: String = "$ARGS") -> String {
+        "- {name: \(name), path: $MODEL, args: \(args)\(extra.isEmpty ? "" : ", " + extra)}"
     }
 
     /// Starts a hub and the named workers (each serving `tiny`, alias `tiny-chat`, with the
@@ -72,7 +81,7 @@ final class TestCluster: Sendable {
     /// Starts a hub with `hubSettings` (extra YAML under `hub:`) and the given workers.
     /// A worker `offline` serving `ghost` is declared but never started.
     static func start(specs: [WorkerSpec], hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
-                      trusting caFile: String? = nil,
+                      heartbeat: String = "200ms", trusting caFile: String? = nil,
                       prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
         let (server, model) = try engine()
         let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
@@ -84,7 +93,7 @@ final class TestCluster: Sendable {
         var yaml = """
             hub:
               listen: "127.0.0.1:\(hubPort)"
-              heartbeat_interval: 200ms
+              heartbeat_interval: \(heartbeat)
               expire_after: 3
             \(hubSettings.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
               auth:
@@ -115,8 +124,18 @@ final class TestCluster: Sendable {
                     ports: "\(base)-\(base + 99)"
                     weight: \(spec.weight)
                     preload: \(spec.preload)
+                    state_dir: \(directory.path)
                 \(spec.extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
                     models:
+
+                """
+            if let models = spec.models {
+                yaml += models.split(separator: "\n").map { "      " + $0 }.joined(separator: "\n") + "\n"
+                yaml = yaml.replacingOccurrences(of: "$ARGS", with: args).replacingOccurrences(of: "$MODEL", with: model)
+                    .replacingOccurrences(of: "$DIR", with: directory.path).replacingOccurrences(of: "$ENV", with: envYAML)
+                continue
+            }
+            yaml += """
                       - name: \(offline ? "ghost" : "tiny")
                         path: \(model)
                         aliases: [\(offline ? "ghost-alias" : "tiny-chat")]
