@@ -11,11 +11,14 @@ struct ExpirySweeper: Service {
     let logger: Logger
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            for name in state.expire() {
-                logger.warning("worker expired: no heartbeat within the expiry window", metadata: ["worker": "\(name)"])
+        // The sleep ends at once on shutdown (cancelled), not after up to one interval.
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                for name in state.expire() {
+                    logger.warning("worker expired: no heartbeat within the expiry window", metadata: ["worker": "\(name)"])
+                }
+                try await Task.sleep(for: interval)
             }
-            try? await Task.sleep(for: interval)
         }
     }
 }

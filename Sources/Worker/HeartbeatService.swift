@@ -17,7 +17,7 @@ final class ReportTrigger: Sendable {
     /// Sleeps for `interval`, or less once `fire()` is called after `seen` (checked every 20 ms).
     func wait(_ interval: Duration, since seen: Int) async {
         let deadline = ContinuousClock.now + interval
-        while ContinuousClock.now < deadline && current == seen && !Task.isCancelled {
+        while ContinuousClock.now < deadline && current == seen && !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: min(.milliseconds(20), deadline - ContinuousClock.now))
         }
     }

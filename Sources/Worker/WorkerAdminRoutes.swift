@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import ServiceLifecycle
 import Shared
 
 /// The worker's operator endpoints, for the hub only (its `role: hub` token); operators
@@ -51,7 +52,8 @@ struct WorkerAdminRoutes: Sendable {
         let stream = log.follow(backlog: lines)
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                         body: ResponseBody { writer in
-                            for await line in stream {
+                            // Ends when the client leaves (the next write fails) or the worker shuts down.
+                            for await line in stream.cancelOnGracefulShutdown() {
                                 try await writer.write(ByteBuffer(string: "data: \(line)\n\n"))
                             }
                             try await writer.finish(nil)
