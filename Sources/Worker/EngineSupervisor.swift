@@ -147,8 +147,9 @@ actor EngineSupervisor: Service {
 
     private func resolveBudget() async -> Int? {
         if let budget = config.vramBudgetMiB { return budget }
-        let gpus = await GPUProbe.probe(declared: config.gpus)
-        return gpus.isEmpty ? nil : gpus.map(\.memoryTotalMiB).reduce(0, +)
+        // The GPUs' total memory; none known (or CPU-only entries with 0 MiB) means no budget.
+        let total = await GPUProbe.probe(declared: config.gpus).map(\.memoryTotalMiB).reduce(0, +)
+        return total > 0 ? total : nil
     }
 
     // MARK: Requests
@@ -301,7 +302,9 @@ actor EngineSupervisor: Service {
     private func makeRoom(for name: String) async throws {
         let need = models[name]?.spec.vramMiB ?? 0
         if let budget = budgetMiB, need > budget {
-            throw EngineError(description: "model \(name) needs \(need) MiB of VRAM; the budget is \(budget) MiB")
+            // Partial offload makes this legitimate: it loads, but alone.
+            logger.notice("model needs more than the whole VRAM budget; it will run alone",
+                          metadata: ["model": "\(name)", "need_mib": "\(need)", "budget_mib": "\(budget)"])
         }
         let deadline = ContinuousClock.now + config.loadTimeout
         while true {
@@ -315,7 +318,7 @@ actor EngineSupervisor: Service {
             }
             let used = loaded.values.map { $0.spec.vramMiB ?? 0 }.reduce(0, +)
             let countFits = config.maxLoaded.map { loaded.count + 1 <= $0 } ?? true
-            let vramFits = budgetMiB.map { used + need <= $0 } ?? true
+            let vramFits = budgetMiB.map { used + need <= $0 || loaded.isEmpty } ?? true
             if countFits && vramFits {
                 models[name]?.admitted = true
                 return

@@ -26,7 +26,10 @@ struct RoutingTests {
 
     @Test("a slow worker's breaker opens, traffic moves to the other, and it recovers through half-open")
     func slowWorker() async throws {
-        try await withCluster([.init(name: "slow", fake: true), .init(name: "fast", fake: true)]) { cluster in
+        // Preloaded: loaded models are preferred, so a lazily started pair could leave one unloaded.
+        try await withCluster([.init(name: "slow", fake: true, preload: true),
+                               .init(name: "fast", fake: true, preload: true)]) { cluster in
+            for name in ["slow", "fast"] { try await cluster.waitForModel(name) { $0["state"] as? String == "ready" } }
             for _ in 0..<4 {  // both healthy: both serve
                 #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200)
             }

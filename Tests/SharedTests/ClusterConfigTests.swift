@@ -36,7 +36,7 @@ struct ClusterConfigTests {
         let a = config.workers[0]
         #expect(a.ports == PortRange(20000, 20099))
         #expect(a.models[0].aliases == ["tiny-chat"])
-        #expect(a.models[0].args == ["-c", "2048", "--parallel", "4"])
+        #expect(a.models[0].engineArguments == ["-c", "2048", "--parallel", "4"])
         #expect(a.gpus.first?.vramMB == 0)
         #expect(config.declaredModels == ["tiny": "tiny", "tiny-chat": "tiny"])
     }
