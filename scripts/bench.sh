@@ -8,22 +8,29 @@
 #   1. non-streamed chat completions (max_tokens 1): req/s, p50/p99 latency (wrk)
 #   2. streamed chat completions (max_tokens 64): req/s, p50/p99 (wrk) and time to first
 #      token p50/p99 (a Python client)
-#   3. the routing-decision microbenchmark (caravan-hub bench-routing)
-# for: llama-server directly, nginx (keepalive upstream) in front of it, and Caravan
+#   3. a static upstream (nginx answering a canned chat completion, run by the worker as
+#      its "engine" through scripts/lib/static-engine.sh): the pure proxy cost, directly,
+#      through nginx and through Caravan
+#   4. many concurrent SSE streams (FakeEngine emitting a token every 50 ms, 40 tokens):
+#      100, 1,000 and 10,000 streams opened at once, directly and through Caravan; TTFT
+#      p50/p99, hub and worker RSS while the streams are open, their CPU seconds
+#   5. the routing-decision microbenchmark (caravan-hub bench-routing)
+# for 1-2: llama-server directly, nginx (keepalive upstream) in front of it, and Caravan
 # (hub + worker, JWT auth on) in front of a llama-server the worker starts.
 # --write replaces docs/benchmarks.md with the table.
 set -euo pipefail
 source "$(dirname "$0")/lib/prepare.sh"
 cd "$ROOT"
 
-DURATION=10; CONNECTIONS=16; WRITE=0
+DURATION=10; CONNECTIONS=16; WRITE=0; FANOUT="100 1000 10000"
 while (($#)); do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
     --connections) CONNECTIONS="$2"; shift 2 ;;
-    --smoke) DURATION=2; CONNECTIONS=4; shift ;;
+    --smoke) DURATION=2; CONNECTIONS=4; FANOUT="20"; shift ;;
+    --fanout) FANOUT="$2"; shift 2 ;;
     --write) WRITE=1; shift ;;
-    *) echo "usage: $0 [--duration S] [--connections N] [--smoke] [--write]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--duration S] [--connections N] [--fanout \"100 1000\"] [--smoke] [--write]" >&2; exit 2 ;;
   esac
 done
 
@@ -36,7 +43,9 @@ prepare_model
 say "building release binaries"
 swift build -c release --product caravan-hub >&2
 swift build -c release --product caravan-worker >&2
+swift build -c release --product FakeEngine >&2
 BIN="$(swift build -c release --show-bin-path)"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 RUN="$(mktemp -d /tmp/caravan-bench.XXXXXX)"
 PIDS=()
@@ -52,25 +61,46 @@ wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 
 
 ENGINE_ARGS=(-c 2048 --parallel 4 -t 1)
 DIRECT=$(free_port); NGINX=$(free_port); HUB=$(free_port); ENGINE=$(free_port)
+STATIC=$(free_port); NGINX_STATIC=$(free_port); FAN_DIRECT=$(free_port)
+ENGINE_STATIC=$(free_port); ENGINE_FAN=$(free_port)
+FAKE_ENV=(FAKE_TOKEN_MS=50 FAKE_TOKENS=40 FAKE_SLOTS=20000)
 
 say "starting llama-server (direct) on $DIRECT"
 "$LLAMA_SERVER_BIN" -m "$TINY_MODEL" --host 127.0.0.1 --port "$DIRECT" "${ENGINE_ARGS[@]}" > "$RUN/direct.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$DIRECT/health"
 
-say "starting nginx on $NGINX (upstream keepalive to the same llama-server)"
+say "starting the static engine on $STATIC and the fake streaming engine on $FAN_DIRECT"
+scripts/lib/static-engine.sh --port "$STATIC" > "$RUN/static.log" 2>&1 &
+PIDS+=($!)
+env "${FAKE_ENV[@]}" "$BIN/FakeEngine" --host 127.0.0.1 --port "$FAN_DIRECT" --alias fan > "$RUN/fan-direct.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$STATIC/health"
+wait_http "http://127.0.0.1:$FAN_DIRECT/health"
+
+say "starting nginx on $NGINX (upstream keepalive to the same llama-server) and $NGINX_STATIC (to the static engine)"
 mkdir -p "$RUN/nginx"
 cat > "$RUN/nginx/nginx.conf" <<NGINX
 worker_processes 1;
 daemon off;
 pid $RUN/nginx/nginx.pid;
 error_log $RUN/nginx/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 16384; }
 http {
   access_log off;
   client_body_temp_path $RUN/nginx; proxy_temp_path $RUN/nginx; fastcgi_temp_path $RUN/nginx;
   uwsgi_temp_path $RUN/nginx; scgi_temp_path $RUN/nginx;
   upstream llama { server 127.0.0.1:$DIRECT; keepalive 32; }
+  upstream static { server 127.0.0.1:$STATIC; keepalive 32; }
+  server {
+    listen 127.0.0.1:$NGINX_STATIC;
+    location / {
+      proxy_pass http://static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
   server {
     listen 127.0.0.1:$NGINX;
     location / {
@@ -102,24 +132,53 @@ workers:
     preload: true
     models:
       - {name: tiny, path: $TINY_MODEL, args: [$(printf '"%s", ' "${ENGINE_ARGS[@]}" | sed 's/, $//')]}
+  - name: static
+    hubs: ["http://127.0.0.1:$HUB"]
+    listen: "127.0.0.1:0"
+    llama_server: $ROOT/scripts/lib/static-engine.sh
+    ports: "$ENGINE_STATIC-$ENGINE_STATIC"
+    preload: true
+    engine_log_level: debug
+    models:
+      - {name: static, path: $TINY_MODEL}
+  - name: fanout
+    hubs: ["http://127.0.0.1:$HUB"]
+    listen: "127.0.0.1:0"
+    llama_server: $BIN/FakeEngine
+    ports: "$ENGINE_FAN-$ENGINE_FAN"
+    preload: true
+    models:
+      - {name: fan, path: $TINY_MODEL, env: {$(printf '%s, ' "${FAKE_ENV[@]}" | sed 's/=/: /g; s/, $//')}}
 YAML
 CARAVAN_LOG_LEVEL=warning "$BIN/caravan-hub" --config "$RUN/cluster.yaml" > "$RUN/hub.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$HUB/health"
-CARAVAN_LOG_LEVEL=warning "$BIN/caravan-worker" --config "$RUN/cluster.yaml" --name bench > "$RUN/worker.log" 2>&1 &
-PIDS+=($!)
+for worker in bench static fanout; do
+  CARAVAN_LOG_LEVEL=warning "$BIN/caravan-worker" --config "$RUN/cluster.yaml" --name "$worker" > "$RUN/worker-$worker.log" 2>&1 &
+  PIDS+=($!)
+done
 TOKEN="$("$BIN/caravan-hub" token --config "$RUN/cluster.yaml" --sub bench --ttl 2h)"
-for _ in $(seq 1 300); do
-  curl -fs "http://127.0.0.1:$HUB/v1/chat/completions" -H "Authorization: Bearer $TOKEN" \
-    -d '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":1}' >/dev/null 2>&1 && break
-  sleep 0.1
+for model in tiny static fan; do
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$HUB/v1/chat/completions" -H "Authorization: Bearer $TOKEN" \
+      -d '{"model":"'$model'","messages":[{"role":"user","content":"hi"}],"max_tokens":1}' >/dev/null 2>&1 && break
+    sleep 0.1
+  done
 done
 
+HUB_PID=$(pgrep -f "caravan-hub --config $RUN" | head -1)
+WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name bench" | head -1)
+FAN_WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name fanout" | head -1)
+rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+sleep 2
+HUB_IDLE_RSS=$(rss "$HUB_PID"); WORKER_IDLE_RSS=$(rss "$WORKER_PID")
+
 # wrk: one POST body per run, latency distribution on.
-wrk_lua() {  # $1 = stream true/false, $2 = max_tokens
+wrk_lua() {  # $1 = stream true/false, $2 = max_tokens, $3 = model (default tiny)
   cat > "$RUN/post.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"model":"tiny","messages":[{"role":"user","content":"Say hello"}],"max_tokens":$2,"stream":$1}'
+wrk.body = '{"model":"${3:-tiny}","messages":[{"role":"user","content":"Say hello"}],"max_tokens":$2,"stream":$1}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $TOKEN"
 LUA
@@ -179,8 +238,47 @@ for target in "${TARGETS[@]}"; do
   say "$target: time to first token, $TTFT_N sequential streams"
   RESULT[$target,ttft]=$(ttft "$url" "$TTFT_N")
 done
-HUB_RSS=$(ps -o rss= -p "$(pgrep -f "caravan-hub --config $RUN" | head -1)" | awk '{printf "%.1f", $1/1024}')
-WORKER_RSS=$(ps -o rss= -p "$(pgrep -f "caravan-worker --config $RUN" | head -1)" | awk '{printf "%.1f", $1/1024}')
+HUB_RSS=$(rss "$HUB_PID"); WORKER_RSS=$(rss "$WORKER_PID")
+
+# 3. Static upstream: the proxy alone.
+declare -A STATIC_RESULT
+wrk_lua false 1 static
+for target in direct nginx caravan; do
+  case "$target" in
+    direct) url="http://127.0.0.1:$STATIC/v1/chat/completions" ;;
+    nginx) url="http://127.0.0.1:$NGINX_STATIC/v1/chat/completions" ;;
+    caravan) url="http://127.0.0.1:$HUB/v1/chat/completions" ;;
+  esac
+  say "static upstream, $target: ${CONNECTIONS} connections, ${DURATION}s"
+  STATIC_RESULT[$target]=$(run_wrk "$url")
+done
+
+# 4. Many concurrent streams, opened at once.
+FAN_ROWS=""
+for count in $FANOUT; do
+  for target in direct caravan; do
+    url="http://127.0.0.1:$([[ $target == direct ]] && echo "$FAN_DIRECT" || echo "$HUB")/v1/chat/completions"
+    say "$count concurrent streams, $target"
+    hub0=$(cpu_ticks "$HUB_PID"); worker0=$(cpu_ticks "$FAN_WORKER_PID")
+    python3 scripts/lib/sse-fanout.py "$url" "$TOKEN" "$count" fan > "$RUN/fan.out" 2>"$RUN/fan.err" &
+    client=$!
+    peak_hub=0; peak_worker=0
+    while kill -0 "$client" 2>/dev/null; do
+      h=$(rss "$HUB_PID"); w=$(rss "$FAN_WORKER_PID")
+      peak_hub=$(python3 -c "print(max($peak_hub, $h))"); peak_worker=$(python3 -c "print(max($peak_worker, $w))")
+      sleep 0.2
+    done
+    wait "$client" || true
+    read -r ok p50 p99 max failed < "$RUN/fan.out" || { ok=0; p50=nan; p99=nan; max=nan; failed=$count; }
+    hub_cpu=$(python3 -c "print(f'{($(cpu_ticks "$HUB_PID") - $hub0) / $(getconf CLK_TCK):.1f}')")
+    worker_cpu=$(python3 -c "print(f'{($(cpu_ticks "$FAN_WORKER_PID") - $worker0) / $(getconf CLK_TCK):.1f}')")
+    if [[ $target == direct ]]; then
+      FAN_ROWS+="| $count | direct (fake engine) | $ok | $failed | $p50 | $p99 | $max | | | | |"$'\n'
+    else
+      FAN_ROWS+="| $count | Caravan hub + worker | $ok | $failed | $p50 | $p99 | $max | $peak_hub | $peak_worker | $hub_cpu | $worker_cpu |"$'\n'
+    fi
+  done
+done
 ROUTING=$("$BIN/caravan-hub" bench-routing --iterations $(( DURATION >= 10 ? 200000 : 20000 )))
 
 field() { echo "${RESULT[$1,$2]}" | awk -v i="$3" '{print $i}'; }
@@ -202,7 +300,26 @@ Caravan runs with JWT auth on (every request verifies a token) and its worker's 
 
 $TABLE
 
-Caravan RSS after the run: hub $HUB_RSS MiB, worker $WORKER_RSS MiB.
+Caravan RSS after these rows: hub $HUB_RSS MiB, worker $WORKER_RSS MiB.
+
+Static upstream (nginx \`return 200\` with a canned chat completion; for Caravan the worker
+runs it as its engine through \`scripts/lib/static-engine.sh\`), non-streamed, $CONNECTIONS connections:
+
+| target | req/s | vs direct | vs nginx | p50 ms | p99 ms | non-2xx |
+|---|---:|---:|---:|---:|---:|---:|
+$(for target in direct nginx caravan; do
+  r=${STATIC_RESULT[$target]}
+  echo "| $target | $(echo "$r" | awk '{print $1}') | $(ratio "$(echo "$r" | awk '{print $1}')" "$(echo "${STATIC_RESULT[direct]}" | awk '{print $1}')") | $(ratio "$(echo "$r" | awk '{print $1}')" "$(echo "${STATIC_RESULT[nginx]}" | awk '{print $1}')") | $(echo "$r" | awk '{print $2}') | $(echo "$r" | awk '{print $3}') | $(echo "$r" | awk '{print $4}') |"
+done)
+
+Concurrent SSE streams opened at once (\`scripts/lib/sse-fanout.py\`; FakeEngine: a token
+every 50 ms, 40 tokens; TTFT from sending the request to the first \`data:\` event; RSS is the
+peak sampled every 0.2 s while the streams run; CPU is seconds used during the row):
+
+| streams | target | completed | failed | TTFT p50 ms | TTFT p99 ms | TTFT max ms | hub RSS MiB | worker RSS MiB | hub CPU s | worker CPU s |
+|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+$FAN_ROWS
+Idle RSS (after start-up and one request per model, before any load): hub $HUB_IDLE_RSS MiB, worker $WORKER_IDLE_RSS MiB.
 
 Routing decision (release build):
 

@@ -52,7 +52,7 @@ struct HubApplication {
             registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels, breakerPolicy: breaker),
             queueCapacity: hub.queue.size, logger: logger)
         let client = UpstreamForwarder.makeClient(
-            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 256,
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: UpstreamForwarder.connectionsPerHost,
             tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory))
         let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
                                                   concurrent: hub.limits.concurrent))
@@ -82,7 +82,8 @@ struct HubApplication {
             router: router,
             server: try ServerSettings.server(tls: hub.tls, baseDirectory: auth.baseDirectory,
                                               idleTimeout: hub.clientIdleTimeout, maxHeaderBytes: hub.maxHeaderKB * 1024),
-            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-hub"),
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-hub",
+                                 backlog: ServerSettings.backlog),
             services: [ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger)],
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? bound.port

@@ -7,6 +7,10 @@ import NIOSSL
 /// How a Caravan listener serves HTTP: HTTP/1.1 with limits against slow or oversized
 /// clients, over TLS when a certificate is configured.
 public enum ServerSettings {
+    /// Pending-connection queue of a listener: a burst of clients (1,000 streams opening at
+    /// once) waits in the kernel instead of being dropped and retried a second later.
+    public static let backlog = 4096
+
     /// - Parameters:
     ///   - tls: certificate and key (PEM), or nil for plain HTTP.
     ///   - idleTimeout: close a connection that sends nothing for this long between requests.

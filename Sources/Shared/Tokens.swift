@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import JWTKit
 
 /// Who a token speaks for. Client tokens and cluster tokens are signed with different
@@ -52,6 +53,21 @@ public struct CaravanClaims: JWTPayload, Equatable {
     }
 }
 
+/// Tokens whose signature verified, with their claims (see ``TokenVerifier``).
+final class VerifiedTokens: Sendable {
+    static let cacheLimit = 4096
+    private let entries = Mutex<[String: CaravanClaims]>([:])
+
+    func claims(for token: String) -> CaravanClaims? { entries.withLock { $0[token] } }
+
+    func remember(_ token: String, _ claims: CaravanClaims) {
+        entries.withLock { entries in
+            if entries.count >= Self.cacheLimit { entries.removeAll(keepingCapacity: true) }  // bounded; refills on demand
+            entries[token] = claims
+        }
+    }
+}
+
 /// Why a token was refused; the message is safe to show a client (it never echoes the token).
 public struct TokenError: Error, Equatable, CustomStringConvertible {
     public let reason: String
@@ -88,8 +104,15 @@ public struct VerificationKey: Sendable {
 /// is refused, a `kid` must name a configured key (no fallback to a default key), and the
 /// header's `alg` must equal that key's algorithm, so neither `none` nor algorithm
 /// confusion (an HS256 token "signed" with an RSA public key) can pass.
+///
+/// Clients send the same token on every request, so a token whose signature verified is
+/// remembered (by its exact bytes, at most `cacheLimit` of them) and later requests skip
+/// the header parse and the signature check; the time-dependent claims (`exp`, `nbf`) and
+/// the role are still checked every time. A new key set is a new verifier, so key rotation
+/// starts an empty cache.
 public struct TokenVerifier: Sendable {
     let keys: JWTKeyCollection
+    let verified = VerifiedTokens()
     let algorithms: [String: String]
     let defaultAlgorithm: String?
     let issuer: String?
@@ -164,6 +187,7 @@ public struct TokenVerifier: Sendable {
 
     /// Verifies header, signature and claims, and requires one of `roles` (a missing role reads as `.client`).
     public func verify(_ token: String, roles: Set<TokenRole>, now: Date = Date()) async throws(TokenError) -> CaravanClaims {
+        if let claims = verified.claims(for: token) { return try check(claims, roles: roles, now: now) }
         let header = try Self.header(of: token)
         let expected: String?
         if let kid = header.kid {
@@ -180,6 +204,12 @@ public struct TokenVerifier: Sendable {
         } catch {
             throw TokenError("invalid token: signature or claims rejected")
         }
+        verified.remember(token, claims)
+        return try check(claims, roles: roles, now: now)
+    }
+
+    /// The claim checks that depend on time, configuration and the endpoint.
+    private func check(_ claims: CaravanClaims, roles: Set<TokenRole>, now: Date) throws(TokenError) -> CaravanClaims {
         let slack = Double(leeway.components.seconds)
         if claims.exp.value.addingTimeInterval(slack) < now { throw TokenError("token expired") }
         if let nbf = claims.nbf, nbf.value.addingTimeInterval(-slack) > now { throw TokenError("token not yet valid") }
@@ -207,11 +237,15 @@ func base64URLDecode(_ text: some StringProtocol) -> Data? {
 /// Extracts the token from an `Authorization: Bearer <token>` header value.
 public func bearerToken(_ header: String?) throws(TokenError) -> String {
     guard let header, !header.isEmpty else { throw TokenError("missing Authorization header (expected: Bearer <token>)") }
-    let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-    guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+    // Plain UTF-8 work, no Foundation: this runs on every request.
+    let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+    let bytes = header.utf8.drop(while: isBlank)
+    let scheme = bytes.prefix(while: { !isBlank($0) })
+    guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
         throw TokenError("Authorization header must use the Bearer scheme")
     }
-    let token = parts[1].trimmingCharacters(in: .whitespaces)
+    var token = bytes.dropFirst(6).drop(while: isBlank)
+    while let last = token.last, isBlank(last) { token = token.dropLast() }
     guard !token.isEmpty else { throw TokenError("empty bearer token") }
-    return token
+    return String(decoding: token, as: UTF8.self)
 }

@@ -80,6 +80,12 @@ public struct UpstreamForwarder: Sendable {
     /// connect failures reported at once (the caller fails over). `readTimeout` must cover
     /// the longest wait for a response head; silences inside streams are bounded by
     /// ``Options/idleTimeout`` instead.
+    /// Connections a client may open to one host (a worker, or an engine): as many as the
+    /// streams Caravan will carry at once. AsyncHTTPClient's default (8) would queue the
+    /// ninth concurrent stream inside the client, invisible to routing; connections are only
+    /// opened when needed and idle ones are closed.
+    public static let connectionsPerHost = 16_384
+
     public static func makeClient(connectTimeout: Duration, readTimeout: Duration, poolSize: Int,
                                   tls: TLSConfiguration? = nil) -> HTTPClient {
         var configuration = HTTPClient.Configuration(

@@ -22,11 +22,15 @@ struct PortAllocator: Sendable {
         return nil
     }
 
-    /// True when 127.0.0.1:`port` can be bound right now.
+    /// True when 127.0.0.1:`port` can be bound right now by a server. `SO_REUSEADDR`, as
+    /// llama-server and every other server sets it: connections of a stopped engine lingering
+    /// in TIME_WAIT must not make its port look taken for a minute; a listener still does.
     static func isFree(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        var on: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

@@ -63,7 +63,7 @@ struct WorkerApplication {
         let base = cluster.hub.auth.baseDirectory
         // One client for llama-server (loopback) and the hubs: it trusts hub_ca_file for https hubs.
         let client = UpstreamForwarder.makeClient(
-            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: 64,
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: UpstreamForwarder.connectionsPerHost,
             tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base))
         let trigger = ReportTrigger()
         let supervisor = EngineSupervisor(config: worker, client: client, logger: logger, loadConfig: loadConfig,
@@ -91,7 +91,8 @@ struct WorkerApplication {
             router: router,
             server: try ServerSettings.server(tls: worker.tls, baseDirectory: base, idleTimeout: hub.clientIdleTimeout,
                                               maxHeaderBytes: hub.maxHeaderKB * 1024),
-            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker"),
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker",
+                                 backlog: ServerSettings.backlog),
             // Shut down in reverse: the server drains, heartbeats deregister, then engines stop.
             services: [supervisor, heartbeat, ReloadOnHangup(supervisor: supervisor, logger: logger)],
             onServerRunning: { [worker] channel in

@@ -15,7 +15,7 @@ struct ModelDiscoveryTests {
             let full = (root as NSString).appendingPathComponent(path)
             try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent,
                                                     withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: full, contents: Data(repeating: 7, count: size))
+            _ = FileManager.default.createFile(atPath: full, contents: Data(repeating: 7, count: size))
         }
         try body(root)
     }

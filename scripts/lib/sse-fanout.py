@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Opens N concurrent streamed chat completions at once and reports time to first token.
+
+Usage: sse-fanout.py URL TOKEN COUNT MODEL
+Prints one line: "ok p50_ms p99_ms max_ms failed" where ok counts streams that ended with
+[DONE] and TTFT is measured from sending the request to the first `data: {` chunk.
+For scripts/bench.sh (not a test).
+"""
+import asyncio
+import json
+import sys
+import time
+import urllib.parse
+
+
+async def one(host, port, request):
+    try:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+    except OSError:
+        return None, False
+    start = time.perf_counter()
+    writer.write(request)
+    await writer.drain()
+    first = None
+    seen = b""
+    try:
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            seen = (seen + chunk)[-4096:]
+            if first is None and b"data: {" in seen:
+                first = (time.perf_counter() - start) * 1000
+            if b"[DONE]" in seen:
+                break
+    except (OSError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+    return first, b"[DONE]" in seen
+
+
+async def main():
+    url, token, count, model = urllib.parse.urlparse(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}, separators=(",", ":")).encode()
+    request = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    results = await asyncio.gather(*(one(url.hostname, url.port, request) for _ in range(count)))
+    ttfts = sorted(r[0] for r in results if r[0] is not None)
+    ok = sum(1 for r in results if r[1])
+    if not ttfts:
+        print(f"{ok} nan nan nan {count - ok}")
+        return
+    pick = lambda q: ttfts[min(len(ttfts) - 1, int(len(ttfts) * q))]
+    print(f"{ok} {pick(0.5):.1f} {pick(0.99):.1f} {ttfts[-1]:.1f} {count - ok}")
+
+
+asyncio.run(main())
