@@ -11,25 +11,10 @@ cd "$ROOT"
 install_prerequisites
 prepare_engine
 prepare_model
-say "building release binaries"
-swift build -c release --product caravan-hub >&2
-swift build -c release --product caravan-worker >&2
-BIN="$(swift build -c release --show-bin-path)"
-
-RUN="$(mktemp -d /tmp/caravan-bench-worker.XXXXXX)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout waiting for $1" >&2; return 1; }
-rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
+source "$ROOT/scripts/lib/bench-common.sh"
+bench_setup bench-worker caravan-hub caravan-worker
 
 HUB=$(free_port)
-openssl rand -hex 32 > "$RUN/client.secret"; openssl rand -hex 32 > "$RUN/worker.secret"
 cat > "$RUN/cluster.yaml" <<YAML
 hub:
   listen: "127.0.0.1:$HUB"

@@ -40,24 +40,9 @@ for tool in wrk nginx; do
 done
 prepare_engine
 prepare_model
-say "building release binaries"
-swift build -c release --product caravan-hub >&2
-swift build -c release --product caravan-worker >&2
-swift build -c release --product FakeEngine >&2
-BIN="$(swift build -c release --show-bin-path)"
+source "$ROOT/scripts/lib/bench-common.sh"
+bench_setup bench caravan-hub caravan-worker FakeEngine
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-RUN="$(mktemp -d /tmp/caravan-bench.XXXXXX)"
-PIDS=()
-cleanup() {
-  local status=$?
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if ((status)); then echo "logs kept in $RUN" >&2; else rm -rf "$RUN"; fi
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout waiting for $1" >&2; return 1; }
 
 ENGINE_ARGS=(-c 2048 --parallel 4 -t 1)
 DIRECT=$(free_port); NGINX=$(free_port); HUB=$(free_port); ENGINE=$(free_port)
@@ -117,7 +102,6 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$NGINX/health"
 
 say "starting caravan-hub on $HUB and one worker"
-openssl rand -hex 32 > "$RUN/client.secret"; openssl rand -hex 32 > "$RUN/worker.secret"
 cat > "$RUN/cluster.yaml" <<YAML
 hub:
   listen: "127.0.0.1:$HUB"
@@ -169,8 +153,6 @@ done
 HUB_PID=$(pgrep -f "caravan-hub --config $RUN" | head -1)
 WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name bench" | head -1)
 FAN_WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name fanout" | head -1)
-rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sleep 2
 HUB_IDLE_RSS=$(rss "$HUB_PID"); WORKER_IDLE_RSS=$(rss "$WORKER_PID")
 

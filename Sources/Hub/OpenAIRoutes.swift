@@ -79,7 +79,7 @@ struct OpenAIRoutes {
                 idleTimeout: config.idleTimeout, interceptRetryable: attempt < config.retries)
             let breaker = config.breaker
             let result = await forwarder.forward(
-                url: pick.url + target, method: request.method, headers: headers + [(modelHeaderName, pick.model)],
+                url: pick.url + target, method: request.method, headers: headers + [(modelHeaderName, pick.model), (streamHeaderName, String(fields.stream))],
                 body: body, options: options, logger: logger
             ) { finish in
                 lease.release(Self.sample(finish, policy: breaker))

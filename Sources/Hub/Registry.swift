@@ -38,6 +38,8 @@ struct Registry: Sendable {
         var fits: Bool
         /// Requests this hub has sent and not yet seen finish.
         var inFlight = 0
+        /// `inFlight` when the last heartbeat arrived: the part of its `slotsBusy` that was ours.
+        var inFlightAtReport = 0
         /// Requests this hub has sent in total.
         var dispatched = 0
         /// The breaker's admission state, mirrored from `breakers[pair id]` after every change.
@@ -264,6 +266,7 @@ struct Registry: Sendable {
                 pairs[id].state = model.state
                 pairs[id].slotsTotal = model.slotsTotal
                 pairs[id].slotsBusy = model.slotsBusy
+                pairs[id].inFlightAtReport = pairs[id].inFlight
                 pairs[id].fits = fits
                 labels[id] = (report.name, report.url, model.name)
                 refresh(id)
@@ -393,7 +396,10 @@ struct Registry: Sendable {
     /// Free request slots of one (worker, model), counting this hub's own in-flight
     /// requests so a burst cannot pile onto a worker whose last heartbeat said "idle".
     ///
-    /// - loaded: `slots_total - max(slots_busy reported, hub in-flight)`; a loaded model
+    /// - loaded: `slots_total - (max(0, slots_busy reported - hub in-flight when that report
+    ///   arrived) + hub in-flight now)`: the busy slots that were not ours (other hubs, direct
+    ///   callers) stay counted until the next report, ours are counted live, so a slot we free
+    ///   is usable at once instead of after the next heartbeat; a loaded model
     ///   whose slots are unknown counts as one slot.
     /// - not loaded or loading: `assumedSlots - hub in-flight`, and only when the worker
     ///   reports no GPUs or at least the model's VRAM estimate free.
@@ -401,7 +407,8 @@ struct Registry: Sendable {
     static func capacity(_ pair: Pair) -> (tier: Tier, free: Int) {
         switch pair.state {
         case .ready:
-            return (.loaded, (pair.slotsTotal > 0 ? pair.slotsTotal : 1) - max(pair.slotsBusy, pair.inFlight))
+            let others = max(0, pair.slotsBusy - pair.inFlightAtReport)
+            return (.loaded, (pair.slotsTotal > 0 ? pair.slotsTotal : 1) - others - pair.inFlight)
         case .notLoaded, .loading, .stopping:
             return (.loadable, pair.fits ? assumedSlots - pair.inFlight : 0)
         case .failed:

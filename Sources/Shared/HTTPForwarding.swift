@@ -15,7 +15,7 @@ public enum HTTPForwarding {
         for field in fields {
             let name = field.name.canonicalName
             if dropped.contains(name) || name == "authorization" || name == "cookie" { continue }
-            if name == modelHeaderName.lowercased() { continue }
+            if name == modelHeaderName.lowercased() || name == streamHeaderName.lowercased() { continue }  // ours to set
             out.append((field.name.rawName, field.value))
         }
         return out

@@ -15,6 +15,13 @@ public let modelHeaderName = "X-Caravan-Model"
 /// ``modelHeaderName`` as a field name.
 public let modelHeader = HTTPField.Name(modelHeaderName)!
 
+/// Header the hub sets on forwarded requests: "true" when the request asks for a stream,
+/// which the worker needs to know before it talks to llama-server (see `DataPlane`).
+public let streamHeaderName = "X-Caravan-Stream"
+
+/// ``streamHeaderName`` as a field name.
+public let streamHeader = HTTPField.Name(streamHeaderName)!
+
 /// What a worker tells the hub on register and on every heartbeat.
 ///
 /// The hub stamps the time of receipt itself; worker clocks are never trusted.

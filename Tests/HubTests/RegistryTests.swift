@@ -124,9 +124,31 @@ struct RegistryTests {
         #expect(registry.pick("m", now: t0).decision == .saturated)
     }
 
+    @Test("a report of busy slots that were this hub's own does not outlive their release")
+    func ownBusySlots() {
+        var registry = Registry(expiry: .seconds(6))
+        let busy = { (count: Int, seq: UInt64) in
+            report("a", seq: seq, models: [ModelReport(name: "m", state: .ready, slotsTotal: 2, slotsBusy: count)])
+        }
+        registry.register(busy(0, 1), now: t0)
+        let first = registry.pick("m", now: t0).decision.pick!
+        let second = registry.pick("m", now: t0).decision.pick!
+        #expect(registry.heartbeat(busy(2, 2), now: t0) == .accepted)  // the two busy slots are ours
+        #expect(registry.pick("m", now: t0).decision == .saturated)
+        _ = registry.release(first, sample: .success, now: t0)
+        let third = registry.pick("m", now: t0).decision.pick  // usable now, not at the next heartbeat
+        #expect(third?.worker == "a")
+        _ = registry.release(second, sample: .success, now: t0)
+        _ = registry.release(third!, sample: .success, now: t0)
+        // One busy slot that is not ours (another hub) stays counted until the next report.
+        #expect(registry.heartbeat(busy(1, 3), now: t0) == .accepted)
+        #expect(registry.pick("m", now: t0).decision.worker == "a")
+        #expect(registry.pick("m", now: t0).decision == .saturated)
+    }
+
     @Test("routing weight = static weight x free slots, 0 when saturated", arguments: [
         (1.0, 4, 0, 0, 4.0), (2.0, 4, 1, 0, 6.0), (1.0, 4, 0, 3, 1.0), (3.0, 4, 4, 0, 0.0), (1.0, 2, 1, 2, 0.0),
-        (0.5, 8, 2, 1, 3.0),
+        (0.5, 8, 2, 1, 2.5),
     ])
     func weights(weight: Double, total: Int, busy: Int, hubInFlight: Int, expected: Double) {
         var pair = Registry.Pair(slot: 0, model: 0, incarnation: 1, lastSeen: 0, weight: weight, state: .ready, slotsTotal: total,

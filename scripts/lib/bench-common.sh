@@ -1,0 +1,23 @@
+# Sourced by the benchmark scripts after lib/prepare.sh: release binaries, a scratch
+# folder whose processes are stopped on exit, and small helpers.
+#   bench_setup NAME PRODUCT...   builds PRODUCTs in release mode; sets BIN, RUN, PIDS
+bench_setup() {
+  local name="$1"; shift
+  say "building release binaries"
+  for product in "$@"; do swift build -c release --product "$product" >&2; done
+  BIN="$(swift build -c release --show-bin-path)"
+  RUN="$(mktemp -d "/tmp/caravan-$name.XXXXXX")"
+  PIDS=()
+  trap bench_cleanup EXIT
+  openssl rand -hex 32 > "$RUN/client.secret"; openssl rand -hex 32 > "$RUN/worker.secret"
+}
+bench_cleanup() {
+  local status=$?
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if ((status)); then echo "logs kept in $RUN" >&2; else rm -rf "$RUN"; fi
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout waiting for $1" >&2; return 1; }
+rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
