@@ -639,15 +639,21 @@ actor EngineSupervisor: Service {
         return response.status == .ok && !engine.process.hasExited
     }
 
-    /// Slots of a ready engine from llama-server's `/slots` (total, busy).
+    /// Slots of a ready engine from llama-server's `/slots` (total, busy). Decoded into a
+    /// one-field struct: llama-server's slot objects are large, and `JSONSerialization`'s
+    /// dictionaries for thousands of them cost tens of MiB on every heartbeat.
     private func slots(_ engine: Engine) async -> (total: Int, busy: Int) {
+        struct Slot: Decodable {
+            var isProcessing: Bool?
+            enum CodingKeys: String, CodingKey { case isProcessing = "is_processing" }
+        }
         var request = HTTPClientRequest(url: engine.baseURL + "/slots")
         request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
         guard let response = try? await client.execute(request, timeout: .seconds(2)), response.status == .ok,
-            let body = try? await response.body.collect(upTo: 4 * 1024 * 1024),
-            let slots = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [[String: Any]]
+            let body = try? await response.body.collect(upTo: 64 * 1024 * 1024),
+            let slots = try? JSONDecoder().decode([Slot].self, from: Data(body.readableBytesView))
         else { return (0, 0) }
-        return (slots.count, slots.filter { ($0["is_processing"] as? Bool) == true }.count)
+        return (slots.count, slots.filter { $0.isProcessing == true }.count)
     }
 
     private func randomKey() -> String {
