@@ -64,8 +64,13 @@ actor EngineSupervisor: Service {
     /// Leases and last use per model, outside the actor so a finishing response can release
     /// synchronously from any thread.
     private struct Usage {
+        /// Requests using the running engine.
         var leases = 0
+        /// Requests waiting for the engine to start (or restart): they keep the model from
+        /// being evicted, but a drain does not wait for them (they wait for the drain).
+        var waiting = 0
         var lastUsed = ContinuousClock.now
+        var busy: Bool { leases + waiting > 0 }
     }
 
     private enum Event: Sendable {
@@ -164,13 +169,17 @@ actor EngineSupervisor: Service {
     /// or unloaded meanwhile.
     func acquire(_ model: String) async throws -> Engine {
         guard models[model] != nil else { throw EngineError(description: "model \(model) is not served by this worker") }
-        usage.withLock { $0[model, default: Usage()].leases += 1 }
+        usage.withLock { $0[model, default: Usage()].waiting += 1 }
         do {
             let engine = try await readyEngine(model)
-            usage.withLock { $0[model]?.lastUsed = .now }
+            usage.withLock { usage in
+                usage[model]?.waiting -= 1
+                usage[model]?.leases += 1
+                usage[model]?.lastUsed = .now
+            }
             return engine
         } catch {
-            release(model)
+            usage.withLock { $0[model]?.waiting -= 1 }
             throw error
         }
     }
@@ -183,7 +192,11 @@ actor EngineSupervisor: Service {
         }
     }
 
+    /// Requests using the engine now (what a drain waits for).
     private func leases(_ model: String) -> Int { usage.withLock { $0[model]?.leases ?? 0 } }
+
+    /// Whether any request uses or waits for the model (then it is not evicted or unloaded).
+    private func isBusy(_ model: String) -> Bool { usage.withLock { $0[model]?.busy ?? false } }
 
     private func readyEngine(_ name: String) async throws -> Engine {
         while true {
@@ -324,7 +337,7 @@ actor EngineSupervisor: Service {
                 return
             }
             let idle = loaded.filter { key, runtime in
-                if case .ready = runtime.phase { return !runtime.spec.config.pin && leases(key) == 0 }
+                if case .ready = runtime.phase { return !runtime.spec.config.pin && !isBusy(key) }
                 return false
             }
             if let victim = idle.keys.min(by: { lastUsed($0) < lastUsed($1) }) {
@@ -450,7 +463,7 @@ actor EngineSupervisor: Service {
             let now = ContinuousClock.now
             for name in order {
                 guard let runtime = models[name], case .ready = runtime.phase, !runtime.spec.config.pin,
-                    let ttl = runtime.spec.config.ttl ?? config.ttl, leases(name) == 0, now - lastUsed(name) >= ttl
+                    let ttl = runtime.spec.config.ttl ?? config.ttl, !isBusy(name), now - lastUsed(name) >= ttl
                 else { continue }
                 await stop(name, reason: "idle for \(ttl) (ttl)")
             }
