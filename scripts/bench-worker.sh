@@ -15,12 +15,7 @@ source "$ROOT/scripts/lib/bench-common.sh"
 bench_setup bench-worker caravan-hub caravan-worker
 
 HUB=$(free_port)
-cat > "$RUN/cluster.yaml" <<YAML
-hub:
-  listen: "127.0.0.1:$HUB"
-  heartbeat_interval: 1s
-  auth: {client_secret_file: client.secret, worker_secret_file: worker.secret}
-workers:
+{ bench_hub_yaml "$HUB"; cat; } > "$RUN/cluster.yaml" <<YAML
   - name: bench
     hubs: ["http://127.0.0.1:$HUB"]
     listen: "127.0.0.1:0"

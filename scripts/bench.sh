@@ -102,12 +102,7 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$NGINX/health"
 
 say "starting caravan-hub on $HUB and one worker"
-cat > "$RUN/cluster.yaml" <<YAML
-hub:
-  listen: "127.0.0.1:$HUB"
-  heartbeat_interval: 1s
-  auth: {client_secret_file: client.secret, worker_secret_file: worker.secret}
-workers:
+{ bench_hub_yaml "$HUB"; cat; } > "$RUN/cluster.yaml" <<YAML
   - name: bench
     hubs: ["http://127.0.0.1:$HUB"]
     listen: "127.0.0.1:0"

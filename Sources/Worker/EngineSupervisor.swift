@@ -40,7 +40,8 @@ actor EngineSupervisor: Service {
         case starting(Task<Engine, any Error>)
         case ready(Engine)
         case stopping(Task<Void, Never>)
-        case failed(String)
+        /// Why: `Runtime.reason`.
+        case failed
     }
 
     private struct Runtime {
@@ -214,8 +215,8 @@ actor EngineSupervisor: Service {
                 _ = try await task.value
             case .stopping(let task):
                 await task.value
-            case .failed(let reason) where runtime.crashLooped:
-                throw EngineError(description: reason)
+            case .failed where runtime.crashLooped:
+                throw EngineError(description: runtime.reason ?? "crash loop")
             case .stopped, .failed:
                 if let retryAt = runtime.retryAt, retryAt > .now {
                     try await Task.sleep(until: retryAt)  // crash backoff: the request waits, bounded by its timeout
@@ -365,7 +366,7 @@ actor EngineSupervisor: Service {
 
     /// Records a failed start and returns the error to throw.
     private func fail(_ name: String, _ reason: String) -> EngineError {
-        models[name]?.phase = .failed(reason)
+        models[name]?.phase = .failed
         models[name]?.reason = reason
         models[name]?.admitted = false
         logger.error("model failed to start", metadata: ["model": "\(name)", "reason": "\(reason)"])
@@ -385,7 +386,7 @@ actor EngineSupervisor: Service {
             runtime.crashLooped = true
             let text = "crash loop: \(runtime.crashes.count) exits within \(config.crashWindow); automatic restarts stopped "
                 + "until the model's config changes or an admin resets it. Last: \(reason)"
-            runtime.phase = .failed(text)
+            runtime.phase = .failed
             runtime.reason = text
             logger.error("model is crash-looping", metadata: ["model": "\(name)", "reason": "\(text)"])
         } else {
@@ -394,7 +395,7 @@ actor EngineSupervisor: Service {
             backoff = min(backoff, .seconds(60))
             runtime.retryAt = now + backoff
             // A crash of a running engine leaves it restartable (not loaded); a failed load is a failure.
-            runtime.phase = whileReady ? .stopped : .failed(reason)
+            runtime.phase = whileReady ? .stopped : .failed
             runtime.reason = reason
             logger.warning("engine exited; restarting on demand after backoff",
                            metadata: ["model": "\(name)", "backoff": "\(backoff)", "reason": "\(reason)"])
@@ -407,13 +408,11 @@ actor EngineSupervisor: Service {
 
     /// Handles an engine exit event (or an exit noticed when a request came).
     private func engineExited(_ name: String, pid: Int32, status: Int32) {
-        guard let runtime = models[name] else { return }
-        if runtime.process?.pid == pid, case .ready = runtime.phase {
-            let reason = "llama-server exited (\(ChildProcess.describe(status: status))): \(runtime.log.summary(5))"
-            recordCrash(name, reason: reason, whileReady: true)
-        } else if runtime.process?.pid == pid, case .stopping = runtime.phase {
-            return  // expected; `stop` finishes the bookkeeping
-        }
+        // Only an engine that was serving counts here: an exit while starting is handled by
+        // the start, and one while stopping was asked for.
+        guard let runtime = models[name], runtime.process?.pid == pid, case .ready = runtime.phase else { return }
+        let reason = "llama-server exited (\(ChildProcess.describe(status: status))): \(runtime.log.summary(5))"
+        recordCrash(name, reason: reason, whileReady: true)
     }
 
     /// Starts a model with no request waiting (preload, pin), after any backoff.

@@ -43,9 +43,7 @@ enum ModelCatalog {
             if declaredLabels.contains(model.name) || declaredPaths.contains(URL(fileURLWithPath: model.path).standardizedFileURL.path) {
                 continue  // a declared entry overrides it
             }
-            var found = model
-            found.ttl = nil
-            configs.append(found)
+            configs.append(model)
         }
         if configs.count > worker.ports.ports.count {
             skipped += configs[worker.ports.ports.count...].map { "\($0.path): no port left in the range for \($0.name)" }

@@ -199,6 +199,28 @@ struct SupervisionTests {
         }
     }
 
+    @Test("concurrent streams never hit a connection llama-server closed: no engine request needs its retry")
+    func noStaleEngineConnections() async throws {
+        // llama-server closes the connection after every stream; before streamed engine
+        // requests said `Connection: close`, ~18 % of them at this concurrency found a pooled
+        // connection already closed and were retried (logged at debug level).
+        try await TestCluster.start(specs: [.init(name: "a", logLevel: "debug")]).using { cluster in
+            for _ in 0..<4 {
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask {
+                            try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 16, stream: true)).status
+                        }
+                    }
+                    for try await status in group { #expect(status == 200) }
+                }
+            }
+            #expect(!cluster.workerLines("a", "starting llama-server").isEmpty, "the worker logs at debug level")
+            #expect(cluster.workerLines("a", "retrying engine request").isEmpty,
+                    "\(cluster.workerLines("a", "retrying engine request").prefix(3))")
+        }
+    }
+
     @Test("SIGKILL of llama-server is reported at once (not at the next heartbeat) and it restarts on the next request")
     func engineKilled() async throws {
         try await TestCluster.start(specs: [.init(name: "a")], heartbeat: "5s").using { cluster in

@@ -65,6 +65,8 @@ final class TestCluster: Sendable {
         /// cluster folder, `$MODEL` the tiny GGUF, `$ARGS` the usual llama-server args, `$ENV`
         /// the fake engine's settings.
         var models: String? = nil
+        /// The worker's `CARAVAN_LOG_LEVEL` (default: info).
+        var logLevel: String? = nil
     }
 
     /// A `models:` list item serving the tiny model under `name` with the real llama-server.
@@ -154,7 +156,7 @@ final class TestCluster: Sendable {
         let hubURL = String(line.split(separator: " ").last!)
         var workers: [String: ManagedProcess] = [:]
         for spec in specs {
-            workers[spec.name] = try startWorker(spec.name, configPath: configPath, hubURL: hubURL)
+            workers[spec.name] = try startWorker(spec.name, configPath: configPath, hubURL: hubURL, logLevel: spec.logLevel)
         }
         let workerSecret = try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8)
         let verifier = await TokenVerifier(secret: Secret(clientSecret))
@@ -224,10 +226,10 @@ final class TestCluster: Sendable {
         throw TestFailure("worker \(worker) never reached the expected state: \(String(describing: try await adminModel(worker)))")
     }
 
-    static func startWorker(_ name: String, configPath: String, hubURL: String) throws -> ManagedProcess {
+    static func startWorker(_ name: String, configPath: String, hubURL: String, logLevel: String? = nil) throws -> ManagedProcess {
         try ManagedProcess(name: "worker-\(name)", executable: binDirectory.appendingPathComponent("caravan-worker"),
                            arguments: ["--config", configPath, "--name", name],
-                           environment: ["CARAVAN_HUB_URL": hubURL])
+                           environment: ["CARAVAN_HUB_URL": hubURL].merging(logLevel.map { ["CARAVAN_LOG_LEVEL": $0] } ?? [:]) { $1 })
     }
 
     /// Runs `body` against this cluster and always shuts it down, pass or fail.

@@ -48,3 +48,17 @@ struct RoutingFieldsTests {
 }
 
 import Foundation
+
+@Suite("Forwarded headers")
+struct HTTPForwardingTests {
+    @Test("a client cannot set the hub's own headers, credentials or hop-by-hop headers upstream")
+    func requestHeaders() {
+        let fields: HTTPFields = [
+            .authorization: "Bearer client", .contentType: "application/json", .connection: "close",
+            HTTPField.Name("X-Caravan-Model")!: "other-model", HTTPField.Name("X-Caravan-Stream")!: "true",
+            HTTPField.Name("Cookie")!: "c=1", HTTPField.Name("X-Request-Id")!: "r1",
+        ]
+        let forwarded = HTTPForwarding.requestHeaders(fields)
+        #expect(forwarded.map(\.0).map { $0.lowercased() }.sorted() == ["content-type", "x-request-id"])
+    }
+}

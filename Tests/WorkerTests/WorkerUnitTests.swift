@@ -49,6 +49,37 @@ struct PortAllocatorTests {
         let excludedPick = excluded.allocate(excluding: [first])
         #expect(excludedPick == nil, "the only port is taken by an engine")
     }
+
+    @Test("a port whose last server left connections in TIME_WAIT is free, as it is for llama-server")
+    func timeWait() throws {
+        let (listener, port) = try bindEphemeralPort()
+        var on: Int32 = 1  // as llama-server (and nginx) set it on their listeners
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        #expect(listen(listener, 1) == 0)
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(connected == 0)
+        let accepted = accept(listener, nil, nil)
+        close(accepted)  // the server side closes first: its end of the connection goes to TIME_WAIT
+        usleep(50_000)
+        close(client)
+        close(listener)
+        usleep(50_000)
+        // The premise: a bind without SO_REUSEADDR fails now.
+        let plain = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(plain) }
+        let plainBind = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(plain, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(plainBind != 0, "expected the port in TIME_WAIT")
+        #expect(PortAllocator.isFree(port))
+    }
 }
 
 @Suite("Child processes")

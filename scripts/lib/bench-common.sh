@@ -17,6 +17,16 @@ bench_cleanup() {
   wait 2>/dev/null || true
   if ((status)); then echo "logs kept in $RUN" >&2; else rm -rf "$RUN"; fi
 }
+# The hub part of a benchmark cluster file for a hub on port $1, up to "workers:".
+bench_hub_yaml() {
+  cat <<YAML
+hub:
+  listen: "127.0.0.1:$1"
+  heartbeat_interval: 1s
+  auth: {client_secret_file: client.secret, worker_secret_file: worker.secret}
+workers:
+YAML
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout waiting for $1" >&2; return 1; }
 rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
