@@ -49,7 +49,8 @@ struct HubApplication {
             window: hub.breaker.window, minSamples: hub.breaker.minSamples, failureRate: hub.breaker.failureRate,
             openFor: hub.breaker.openFor, maxOpenFor: hub.breaker.maxOpenFor, closeAfter: hub.breaker.closeAfter)
         let state = HubState(
-            registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels, breakerPolicy: breaker),
+            registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels, breakerPolicy: breaker,
+                               aheadPerSlot: hub.queue.aheadPerSlot),
             queueCapacity: hub.queue.size, logger: logger)
         let client = UpstreamForwarder.makeClient(
             connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: UpstreamForwarder.connectionsPerHost,

@@ -82,7 +82,7 @@ struct OpenAIRoutes {
                 url: pick.url + target, method: request.method, headers: headers + [(modelHeaderName, pick.model), (streamHeaderName, String(fields.stream))],
                 body: body, options: options, logger: logger
             ) { finish in
-                lease.release(Self.sample(finish, policy: breaker))
+                lease.release(Self.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead))
             }
             switch result {
             case .response(let response):
@@ -110,11 +110,16 @@ struct OpenAIRoutes {
     }
 
     /// What a finished response says about the worker: slowness counts as failure, a
-    /// client hanging up says nothing.
-    static func sample(_ finish: UpstreamForwarder.Finish, policy: BreakerConfig) -> CircuitBreaker.Sample {
+    /// client hanging up says nothing. A request sent ahead to a busy engine
+    /// (`waitedInEngineQueue`) waited for a slot before its first byte, so a late first
+    /// byte says nothing about the worker's health.
+    static func sample(_ finish: UpstreamForwarder.Finish, policy: BreakerConfig,
+                       waitedInEngineQueue: Bool = false) -> CircuitBreaker.Sample {
         switch finish {
         case .completed(let timing):
-            if let first = timing.firstByte, first > policy.slowTTFB { return .failure("slow first byte (\(first))") }
+            if let first = timing.firstByte, first > policy.slowTTFB, !waitedInEngineQueue {
+                return .failure("slow first byte (\(first))")
+            }
             if timing.maxGap > policy.slowGap { return .failure("slow gap between events (\(timing.maxGap))") }
             return .success
         case .upstreamFailed(let reason, _):

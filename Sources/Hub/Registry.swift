@@ -164,6 +164,9 @@ struct Registry: Sendable {
         let model: String
         /// True when this request is a half-open breaker's single probe.
         let isProbe: Bool
+        /// True when every slot was busy and the request was sent to wait in the engine's
+        /// own queue (``Tier/ahead``): its time to first byte includes that wait.
+        var isAhead = false
     }
 
     /// Outcome of asking for a worker.
@@ -193,6 +196,9 @@ struct Registry: Sendable {
     let expiry: Duration
     let declaredModels: [String: String]
     let breakerPolicy: CircuitBreaker.Policy
+    /// Requests per slot the hub may send to a loaded worker whose slots are all busy
+    /// (`queue.ahead_per_slot`); see ``Tier/ahead``.
+    let aheadPerSlot: Int
     private(set) var slots: [Worker?] = []
     private(set) var pairs: [Pair] = []
     /// Circuit breakers, indexed like `pairs`.
@@ -210,8 +216,9 @@ struct Registry: Sendable {
     private var routes: [Route] = []
 
     init(expiry: Duration, declaredModels: [String: String] = [:], breakerPolicy: CircuitBreaker.Policy = .init(),
-         epoch: Instant = .now) {
+         aheadPerSlot: Int = 0, epoch: Instant = .now) {
         self.expiry = expiry
+        self.aheadPerSlot = aheadPerSlot
         self.epoch = epoch
         self.expiryNanos = Self.nanoseconds(expiry)
         self.declaredModels = declaredModels
@@ -350,7 +357,7 @@ struct Registry: Sendable {
             for (route, position) in memberships[id] { routes[route].set(position, to: Candidate()) }
             return
         }
-        let (tier, free) = Self.capacity(pair)
+        let (tier, free) = Self.capacity(pair, aheadPerSlot: aheadPerSlot)
         let admitsFrom: Int64 = switch pair.gate {
         case .closed, .probeAvailable: .min
         case .openUntil(let until): until
@@ -387,10 +394,19 @@ struct Registry: Sendable {
 
     // MARK: Capacity and weight
 
-    /// Which pass a candidate belongs to: loaded models first, then models a worker can
-    /// load, then models that failed to load (a retry lets the worker try again).
+    /// Which pass a candidate belongs to: loaded models with a free slot first, then models
+    /// a worker can load, then loaded models whose slots are all busy but whose engine may
+    /// queue a few more (`ahead`), then models that failed to load (a retry lets the worker
+    /// try again).
+    ///
+    /// Why `ahead` exists: a slot freed by a finished request otherwise idles for the whole
+    /// round trip (response to the hub, the queued request back through hub and worker)
+    /// before its next request arrives; with short requests that idle time cost a quarter
+    /// of llama-server's throughput (docs/benchmarks.md). A request sent ahead waits in
+    /// llama-server's own queue and starts the moment a slot frees. It is the last resort
+    /// before the hub's queue, so a free slot or a spare worker always wins.
     enum Tier: Int, CaseIterable, Sendable {
-        case loaded = 0, loadable, failed
+        case loaded = 0, loadable, ahead, failed
     }
 
     /// Free request slots of one (worker, model), counting this hub's own in-flight
@@ -403,12 +419,19 @@ struct Registry: Sendable {
     ///   whose slots are unknown counts as one slot.
     /// - not loaded or loading: `assumedSlots - hub in-flight`, and only when the worker
     ///   reports no GPUs or at least the model's VRAM estimate free.
+    /// - loaded with no free slot: `slots_total x aheadPerSlot` more may be sent ahead,
+    ///   to wait in the engine's queue (``Tier/ahead``).
     /// - failed: one slot (a single retry at a time).
-    static func capacity(_ pair: Pair) -> (tier: Tier, free: Int) {
+    static func capacity(_ pair: Pair, aheadPerSlot: Int = 0) -> (tier: Tier, free: Int) {
         switch pair.state {
         case .ready:
             let others = max(0, pair.slotsBusy - pair.inFlightAtReport)
-            return (.loaded, (pair.slotsTotal > 0 ? pair.slotsTotal : 1) - others - pair.inFlight)
+            let total = pair.slotsTotal > 0 ? pair.slotsTotal : 1
+            let free = total - others - pair.inFlight
+            if free <= 0 && aheadPerSlot > 0 && free + total * aheadPerSlot > 0 {
+                return (.ahead, free + total * aheadPerSlot)
+            }
+            return (.loaded, free)
         case .notLoaded, .loading, .stopping:
             return (.loadable, pair.fits ? assumedSlots - pair.inFlight : 0)
         case .failed:
@@ -445,12 +468,14 @@ struct Registry: Sendable {
         let admission = breakers[id].admit(now: now)
         let isProbe: Bool = if case .halfOpen = breakers[id].state { true } else { false }
         pairs[id].gate = Gate(breakers[id].state, epoch: epoch)
+        let isAhead = Self.capacity(pairs[id], aheadPerSlot: aheadPerSlot).tier == .ahead
         pairs[id].inFlight += 1
         pairs[id].dispatched += 1
         refresh(id)
         let label = labels[id]
         let pick = Pick(pair: id, incarnation: pairs[id].incarnation, slot: pairs[id].slot, worker: label.worker,
-                        url: label.url, model: label.model, isProbe: isProbe)
+                        url: label.url, model: label.model, isProbe: isProbe,
+                        isAhead: isAhead)
         return (.picked(pick), admission.transition.map { [(pick, $0)] } ?? [])
     }
 

@@ -126,8 +126,12 @@ public struct QueueConfig: Decodable, Sendable, Equatable {
     public var size = 64
     /// Longest wait for capacity (503 after).
     public var timeout: Duration = .seconds(30)
+    /// Requests per slot the hub may send to a worker whose slots are all busy, to wait in
+    /// llama-server's own queue so a freed slot starts its next request at once instead of
+    /// idling for a round trip through hub and worker. 0: send only to free slots.
+    public var aheadPerSlot = 1
 
-    enum CodingKeys: String, CodingKey { case size, timeout }
+    enum CodingKeys: String, CodingKey { case size, timeout, aheadPerSlot = "ahead_per_slot" }
 
     public init() {}
 
@@ -139,6 +143,10 @@ public struct QueueConfig: Decodable, Sendable, Equatable {
             size = v
         }
         timeout = try c.positiveDuration(.timeout) ?? timeout
+        if let v = try c.optional(Int.self, .aheadPerSlot) {
+            guard (0...16).contains(v) else { throw c.error(.aheadPerSlot, "must be between 0 and 16") }
+            aheadPerSlot = v
+        }
     }
 }
 

@@ -109,6 +109,36 @@ struct RegistryTests {
         #expect(registry.pick("m", now: t0).decision == .saturated)
     }
 
+    @Test("with every slot busy, slots x ahead_per_slot more go ahead to the engine's queue: after free slots and loadable workers, before failed ones")
+    func ahead() {
+        var registry = Registry(expiry: .seconds(6), aheadPerSlot: 1)
+        registry.register(report("failed", models: [ModelReport(name: "m", state: .failed, reason: "boom")]), now: t0)
+        registry.register(report("hot", models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        let first = registry.pick("m", now: t0).decision.pick!
+        #expect(first.worker == "hot" && !first.isAhead)
+        #expect(registry.pick("m", now: t0).decision.pick.map { $0.worker == "hot" && !$0.isAhead } == true)
+        // Both slots busy: two more may wait in hot's engine, before the failed worker's retry.
+        let aheads = (0..<2).map { _ in registry.pick("m", now: t0).decision.pick! }
+        #expect(aheads.allSatisfy { $0.worker == "hot" && $0.isAhead })
+        #expect(registry.pick("m", now: t0).decision.worker == "failed")
+        #expect(registry.pick("m", now: t0).decision == .saturated)
+        // A finished request frees room ahead (the engine's own queue moves up), not a slot.
+        _ = registry.release(first, sample: .success, now: t0)
+        #expect(registry.pick("m", now: t0).decision.pick.map { $0.worker == "hot" && $0.isAhead } == true)
+
+        // A loadable worker beats waiting ahead; a free slot anywhere beats both.
+        var spill = Registry(expiry: .seconds(6), aheadPerSlot: 1)
+        spill.register(report("hot", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]), now: t0)
+        spill.register(report("cold", models: [ModelReport(name: "m", state: .notLoaded)]), now: t0)
+        #expect(spill.pick("m", now: t0).decision.worker == "hot")
+        #expect(spill.pick("m", now: t0).decision.worker == "cold")
+        // Strict mode (0): a busy worker gets nothing more.
+        var strict = Registry(expiry: .seconds(6), aheadPerSlot: 0)
+        strict.register(report("hot", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]), now: t0)
+        #expect(strict.pick("m", now: t0).decision.worker == "hot")
+        #expect(strict.pick("m", now: t0).decision == .saturated)
+    }
+
     @Test("the hub's own in-flight count caps a worker between heartbeats; release frees it")
     func inFlight() {
         var registry = Registry(expiry: .seconds(6))

@@ -110,6 +110,15 @@ struct CircuitBreakerTests {
         #expect(OpenAIRoutes.sample(.completed(.init(firstByte: .seconds(1), maxGap: .seconds(1))), policy: BreakerConfig()) == .success)
     }
 
+    @Test("a request sent ahead to a busy engine waited for a slot: its late first byte is no failure, a slow gap still is")
+    func aheadFirstByte() {
+        let late = UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31)))
+        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), waitedInEngineQueue: true) == .success)
+        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), waitedInEngineQueue: false) != .success)
+        let gap = UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31), maxGap: .seconds(11)))
+        #expect(OpenAIRoutes.sample(gap, policy: BreakerConfig(), waitedInEngineQueue: true).reason?.contains("slow gap") == true)
+    }
+
     @Test("half-open admits exactly one probe; close_after successes close it")
     func halfOpen() {
         var breaker = CircuitBreaker(policy: policy)

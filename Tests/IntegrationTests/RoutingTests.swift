@@ -130,6 +130,7 @@ struct RoutingTests {
             queue:
               size: 2
               timeout: 20s
+              ahead_per_slot: 0
             """
         try await withCluster([.init(name: "one", fake: true, env: ["FAKE_SLOTS": "1", "FAKE_TTFB_MS": "400"],
                                      preload: true)], hub: hub) { cluster in
@@ -161,12 +162,43 @@ struct RoutingTests {
         }
     }
 
+    @Test("with every slot busy, one request per slot is sent ahead to wait in the engine; the next ones wait in the hub's queue")
+    func aheadOfFreeSlot() async throws {
+        let hub = """
+            queue:
+              size: 1
+              timeout: 20s
+              ahead_per_slot: 1
+            """
+        try await withCluster([.init(name: "one", fake: true, env: ["FAKE_SLOTS": "1", "FAKE_TTFB_MS": "1500"],
+                                     preload: true)], hub: hub) { cluster in
+            try await cluster.waitForModel("one") { $0["state"] as? String == "ready" && $0["slots_total"] as? Int == 1 }
+            async let first = cluster.request("POST", "/v1/chat/completions", body: chatBody())
+            try await cluster.waitUntil("the first request to run") { try await cluster.hubInFlight() == 1 }
+            // The only slot is busy: the second goes to the worker anyway, ahead of the slot.
+            async let second = cluster.request("POST", "/v1/chat/completions", body: chatBody())
+            try await cluster.waitUntil("the second request to be sent ahead") { try await cluster.hubInFlight() == 2 }
+            #expect(try await cluster.queued() == 0)
+            // The slot and its one place ahead are taken: the third waits in the hub, the fourth overflows.
+            async let third = cluster.request("POST", "/v1/chat/completions", body: chatBody())
+            try await cluster.waitUntil("the third request to queue") { try await cluster.queued() == 1 }
+            #expect(try await cluster.hubInFlight() == 2)
+            let fourth = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
+            #expect(fourth.status == 429)
+            #expect(try await first.status == 200)
+            #expect(try await second.status == 200)
+            #expect(try await third.status == 200)
+            #expect(try await cluster.hubInFlight() == 0)
+        }
+    }
+
     @Test("a client that disconnects while queued leaves the queue at once, and the hub keeps serving")
     func queuedClientLeaves() async throws {
         let hub = """
             queue:
               size: 4
               timeout: 30s
+              ahead_per_slot: 0
             """
         try await withCluster([.init(name: "one", fake: true, env: ["FAKE_SLOTS": "1", "FAKE_TTFB_MS": "1500"],
                                      preload: true)], hub: hub) { cluster in
@@ -193,6 +225,7 @@ struct RoutingTests {
             queue:
               size: 4
               timeout: 300ms
+              ahead_per_slot: 0
             """
         try await withCluster([.init(name: "one", fake: true, env: ["FAKE_SLOTS": "1", "FAKE_TTFB_MS": "1500"],
                                      preload: true)], hub: hub) { cluster in

@@ -99,6 +99,7 @@ struct ClusterConfigTests {
         ("workers:\n  - name: a\n    gpus: [{name: g}]\n    models: [{name: m, path: p}]\n", "workers[0].gpus[0].vram_mb", "required key is missing"),
         ("hub:\n  retries: 11\n", "hub.retries", "between 0 and 10"),
         ("hub:\n  queue:\n    size: -1\n", "hub.queue.size", "must not be negative"),
+        ("hub:\n  queue:\n    ahead_per_slot: 17\n", "hub.queue.ahead_per_slot", "between 0 and 16"),
         ("hub:\n  breaker:\n    failure_rate: 1.5\n", "hub.breaker.failure_rate", "below 1"),
         ("hub:\n  breaker:\n    open_for: 10s\n    max_open_for: 5s\n", "hub.breaker.max_open_for", "shorter than open_for"),
         ("hub:\n  breaker:\n    slow_ttfb: 0s\n", "hub.breaker.slow_ttfb", "greater than 0"),
