@@ -21,12 +21,16 @@ public enum HTTPForwarding {
         return out
     }
 
-    /// Response headers to pass back to the client: hop-by-hop ones removed.
+    /// Response headers to pass back to the client: hop-by-hop ones removed, and CORS
+    /// headers too. llama-server echoes any request's `Origin` in
+    /// `Access-Control-Allow-Origin`; passed on, that would let every web page read the
+    /// hub's answers and void `cors_origins`, which only the hub decides.
     public static func responseHeaders<S: Sequence<(name: String, value: String)>>(_ headers: S) -> HTTPFields {
         var out = HTTPFields()
         for (name, value) in headers {
             let lower = name.lowercased()
             if dropped.contains(lower) && lower != "content-length" { continue }
+            if lower.hasPrefix("access-control-") { continue }
             if let field = HTTPField.Name(name) { out.append(HTTPField(name: field, value: value)) }
         }
         return out

@@ -13,8 +13,12 @@ struct ClusterTests {
             let ids = (models.json?["data"] as? [[String: Any]])?.compactMap { $0["id"] as? String }
             #expect(ids == ["tiny"])
 
-            let plain = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 8))
+            // From a web page's origin: llama-server echoes the Origin as allowed; the hub
+            // has no cors_origins here, so the answer must carry no CORS header at all.
+            let plain = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 8),
+                                                  headers: [("Origin", "https://evil.example")])
             #expect(plain.status == 200, "\(plain.body)")
+            #expect(!plain.headers.contains { $0.name.lowercased().hasPrefix("access-control-") }, "\(plain.headers)")
             #expect(plain.json?["object"] as? String == "chat.completion")
             let choice = (plain.json?["choices"] as? [[String: Any]])?.first
             let content = (choice?["message"] as? [String: Any])?["content"] as? String

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import NIOCore
 import Testing
@@ -27,6 +28,82 @@ struct RoutingFieldsTests {
             #expect(error.code == code)
             #expect(error.type == "invalid_request_error")
         }
+    }
+
+    @Test("escapes, unicode and nesting: the same answers Foundation's parser gives", arguments: [
+        (#"{"model":"caf\u00e9","stream":true}"#, "café", true),
+        (#"{"model":"\ud83d\ude00 \"q\" \\ \/ \n","stream":false}"#, "😀 \"q\" \\ / \n", false),
+        (#" { "mod\u0065l" : "escaped-key" , "stream" : 1 } "#, "escaped-key", false),
+        (#"{"model":"first","model":"last","stream":true,"stream":"yes"}"#, "last", false),
+        (#"{"a":{"model":"inner","b":[1,-2.5e+3,0.1,true,false,null,{}]},"model":"outer"}"#, "outer", false),
+        ("{\"model\":\"日本語\"}", "日本語", false),
+    ])
+    func tricky(body: String, model: String, stream: Bool) throws {
+        #expect(try RoutingFields.parse(ByteBuffer(string: body)) == RoutingFields(model: model, stream: stream))
+    }
+
+    @Test("strict JSON over 20,000 mutated bodies: never more lenient than Foundation, the same fields whenever both accept, stricter only on trailing commas")
+    func agreesWithFoundation() throws {
+        let seeds = [
+            #"{"model":"tiny","messages":[{"role":"user","content":"Say \"hi\" \u00e9 \ud83d\ude00"}],"max_tokens":1,"stream":true,"temperature":0.7,"stop":null,"n":-1e-3}"#,
+            #"{"stream":false,"model":"m","x":[[],[{}],{"a":[1,2,{"b":"c"}]}]}"#,
+            "{\"model\":\"é日\",\"tab\":\"\\t\"}",
+        ]
+        let alphabet = Array(#"{}[]:,"\ 0123456789.eE+-tfnulrs\/abu"#.utf8) + [0x00, 0x1F, 0x7F, 0xC3, 0xA9, 0xE6, 0x97, 0xA5, 0xED, 0xA0, 0xF0, 0xFF]
+        var generator = SplitMix64(seed: 42)
+        var accepted = 0
+        var stricter = 0
+        for round in 0..<20_000 {
+            var bytes = Array(seeds[round % seeds.count].utf8)
+            for _ in 0..<(1 + Int(generator.next() % 3)) {
+                let position = Int(generator.next() % UInt64(bytes.count + 1))
+                switch generator.next() % 3 {
+                case 0 where position < bytes.count: bytes.remove(at: position)
+                case 1 where position < bytes.count: bytes[position] = alphabet[Int(generator.next() % UInt64(alphabet.count))]
+                default: bytes.insert(alphabet[Int(generator.next() % UInt64(alphabet.count))], at: position)
+                }
+            }
+            let expected = Self.foundationFields(bytes)
+            let actual: RoutingFields?
+            do { actual = try RoutingFields.parse(ByteBuffer(bytes: bytes)) } catch { actual = nil }
+            if actual == nil, expected != nil {
+                // Foundation accepts a trailing comma (`[1,]`); strict JSON, and llama-server, do not.
+                #expect(Self.hasTrailingComma(bytes), "rejected: \(String(decoding: bytes, as: UTF8.self).debugDescription)")
+                stricter += 1
+                continue
+            }
+            #expect(actual == expected, "body: \(String(decoding: bytes, as: UTF8.self).debugDescription) \(bytes)")
+            if actual != expected { break }
+            if actual != nil { accepted += 1 }
+        }
+        // Both outcomes were exercised; the one leniency Foundation has is rare.
+        #expect(accepted > 1_000 && accepted < 19_000)
+        #expect(stricter < 50)
+    }
+
+    static func hasTrailingComma(_ bytes: [UInt8]) -> Bool {
+        let significant = bytes.filter { ![0x20, 0x0A, 0x0D, 0x09].contains($0) }
+        return zip(significant, significant.dropFirst()).contains { $0 == UInt8(ascii: ",") && ($1 == UInt8(ascii: "}") || $1 == UInt8(ascii: "]")) }
+    }
+
+    /// The reference: Foundation's parsers with the previous implementation's field rules.
+    static func foundationFields(_ bytes: [UInt8]) -> RoutingFields? {
+        struct Probe: Decodable {
+            enum Keys: String, CodingKey { case model, stream }
+            var model: String?
+            var stream: Bool
+            init(from decoder: any Decoder) throws {
+                let c = try decoder.container(keyedBy: Keys.self)
+                model = try? c.decodeIfPresent(String.self, forKey: .model)
+                stream = (try? c.decodeIfPresent(Bool.self, forKey: .stream)) ?? false
+            }
+        }
+        // JSONDecoder skips strings it does not need without checking their escapes;
+        // JSONSerialization reads every one, so it is the reference for what is valid JSON.
+        guard (try? JSONSerialization.jsonObject(with: Data(bytes))) is [String: Any],
+            let probe = try? JSONDecoder().decode(Probe.self, from: Data(bytes)), let model = probe.model, !model.isEmpty
+        else { return nil }
+        return RoutingFields(model: model, stream: probe.stream)
     }
 
     @Test("a body that is not UTF-8 is rejected")
@@ -60,5 +137,29 @@ struct HTTPForwardingTests {
         ]
         let forwarded = HTTPForwarding.requestHeaders(fields)
         #expect(forwarded.map(\.0).map { $0.lowercased() }.sorted() == ["content-type", "x-request-id"])
+    }
+
+    @Test("an upstream's CORS and hop-by-hop headers never reach the client; the rest does")
+    func responseHeaders() {
+        let upstream: [(name: String, value: String)] = [
+            ("Access-Control-Allow-Origin", "https://evil.example"), ("access-control-allow-credentials", "true"),
+            ("Connection", "close"), ("Transfer-Encoding", "chunked"), ("Content-Type", "text/event-stream"),
+            ("Content-Length", "12"), ("X-Request-Id", "r1"),
+        ]
+        let passed = HTTPForwarding.responseHeaders(upstream).map { $0.name.canonicalName }.sorted()
+        #expect(passed == ["content-length", "content-type", "x-request-id"])
+    }
+}
+
+/// A small deterministic generator for reproducible mutations.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
