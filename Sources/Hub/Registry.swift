@@ -27,7 +27,8 @@ struct Registry: Sendable {
         /// Distinguishes successive uses of one pair id, so a late release cannot touch a
         /// pair that was freed and reused meanwhile.
         var incarnation: Int
-        /// Last heartbeat, in nanoseconds since the registry's epoch.
+        /// Last sign of life (heartbeat or successful answer, see ``Worker/aliveAt``), in
+        /// nanoseconds since the registry's epoch.
         var lastSeen: Int64
         /// The worker's static weight.
         var weight: Double
@@ -148,7 +149,12 @@ struct Registry: Sendable {
     struct Worker: Sendable {
         let slot: Int
         var report: WorkerReport
+        /// Last heartbeat.
         var lastSeen: Instant
+        /// Last sign of life: the last heartbeat, or a later successful answer. A hub so
+        /// busy that heartbeats wait longer than the expiry (a burst of thousands of new
+        /// connections on two cores did this) must not drop the workers that are answering it.
+        var aliveAt: Instant
         /// Pair ids, in the order of `report.models`.
         var pairs: [Int]
         var name: String { report.name }
@@ -242,7 +248,7 @@ struct Registry: Sendable {
             return
         }
         let slot = slots.firstIndex(where: { $0 == nil }) ?? slots.count
-        let worker = Worker(slot: slot, report: report, lastSeen: now, pairs: [])
+        let worker = Worker(slot: slot, report: report, lastSeen: now, aliveAt: now, pairs: [])
         if slot == slots.count { slots.append(worker) } else { slots[slot] = worker }
         slotByName[report.name] = slot
         update(slot: slot, with: report, now: now)
@@ -303,6 +309,7 @@ struct Registry: Sendable {
         worker.pairs = ids
         worker.report = report
         worker.lastSeen = now
+        worker.aliveAt = max(worker.aliveAt, now)
         slots[slot] = worker
         let isNew = oldIDs.isEmpty
         if isNew || oldNames != report.models.map(\.name) || oldAliases != report.models.map(\.aliases) { rebuildRoutes() }
@@ -326,7 +333,7 @@ struct Registry: Sendable {
     }
 
     func isLive(_ worker: Worker, now: Instant) -> Bool {
-        now - worker.lastSeen <= expiry
+        now - worker.aliveAt <= expiry
     }
 
     /// Live workers, ordered by name.
@@ -515,6 +522,19 @@ struct Registry: Sendable {
         return anyLive ? .exhausted : .noLiveWorker
     }
 
+    /// A successful answer is a sign of life: it extends the worker's liveness like a
+    /// heartbeat (its report stays as it was). Refreshed at most every quarter of the
+    /// expiry, so the hot path rarely pays for it.
+    private mutating func noteAnswer(fromSlot slot: Int, now: Instant) {
+        guard let aliveAt = slots[slot]?.aliveAt, now - aliveAt > expiry / 4 else { return }
+        slots[slot]?.aliveAt = now
+        let alive = nanos(now)
+        for id in slots[slot]?.pairs ?? [] where pairs[id].lastSeen < alive {
+            pairs[id].lastSeen = alive
+            refresh(id)
+        }
+    }
+
     /// Ends a reservation: frees the in-flight slot and feeds the breaker.
     mutating func release(_ pick: Pick, sample: CircuitBreaker.Sample, now: Instant) -> CircuitBreaker.Transition? {
         // The worker may have left (or the pair been reused) meanwhile: then there is nothing to update.
@@ -522,6 +542,7 @@ struct Registry: Sendable {
             pairs[pick.pair].incarnation == pick.incarnation
         else { return nil }
         pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
+        if sample == .success { noteAnswer(fromSlot: pick.slot, now: now) }
         defer {
             pairs[pick.pair].gate = Gate(breakers[pick.pair].state, epoch: epoch)
             refresh(pick.pair)

@@ -58,7 +58,9 @@ final class HeartbeatService: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 for hub in config.hubs {
-                    group.addTask { await self.keepInformed(hub: hub, url: url) }
+                    // Above the data plane's requests: a worker busy with thousands of streams
+                    // must still report in time, or the hub drops it.
+                    group.addTask(priority: .high) { await self.keepInformed(hub: hub, url: url) }
                 }
             }
         } onGracefulShutdown: {}

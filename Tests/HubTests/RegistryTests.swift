@@ -40,6 +40,24 @@ struct RegistryTests {
         #expect(registry.expire(now: t0 + .seconds(12)) == ["b"])
     }
 
+    @Test("a successful answer keeps a worker live like a heartbeat; failures do not, and the heartbeat age still shows the last heartbeat")
+    func answersAreSignsOfLife() {
+        var registry = Registry(expiry: .seconds(6))
+        registry.register(report("busy"), now: t0)
+        registry.register(report("quiet"), now: t0)
+        let pick = registry.pick("m", excluding: [registry.worker(named: "quiet")!.slot], now: t0 + .seconds(5)).decision.pick!
+        #expect(pick.worker == "busy")
+        _ = registry.release(pick, sample: .success, now: t0 + .seconds(5))
+        let failed = registry.pick("m", excluding: [registry.worker(named: "busy")!.slot], now: t0 + .seconds(5)).decision.pick!
+        _ = registry.release(failed, sample: .failure("HTTP 500"), now: t0 + .seconds(5))
+        // 10 s after the last heartbeat: only the worker that answered 5 s ago is live.
+        #expect(registry.liveWorkers(now: t0 + .seconds(10)).map(\.name) == ["busy"])
+        #expect(registry.pick("m", now: t0 + .seconds(10)).decision.worker == "busy")
+        #expect(registry.worker(named: "busy")!.lastSeen == t0)
+        #expect(registry.expire(now: t0 + .seconds(10)) == ["quiet"])
+        #expect(registry.expire(now: t0 + .milliseconds(11_001)) == ["busy"])
+    }
+
     @Test("eligibility cached between picks follows the clock: expiry drops a worker, a heartbeat brings it back")
     func cachedEligibility() {
         var registry = Registry(expiry: .seconds(6))
