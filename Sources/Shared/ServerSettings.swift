@@ -19,7 +19,7 @@ public enum ServerSettings {
         throws(ConfigError) -> HTTPServerBuilder
     {
         let http1 = HTTPServerBuilder.http1(configuration: .init(
-            additionalChannelHandlers: [ClientDepartureHandler()],
+            additionalChannelHandlers: [MalformedRequestHandler(), ClientDepartureHandler()],
             idleTimeout: .init(idleTimeout),
             httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderBytes, maxHeaderListSize: maxHeaderBytes,
                                             maxHeaderFieldCount: 200)))

@@ -1,0 +1,78 @@
+import HTTPTypes
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+/// Answers a request the HTTP parser rejects (oversized headers, broken framing) with an
+/// OpenAI error envelope instead of Hummingbird's bare `400` with no body, then closes the
+/// connection (the byte stream cannot be trusted after a parse error).
+///
+/// Installed through HTTP/1's `additionalChannelHandlers`, between the HTTP codec and
+/// Hummingbird's request loop, it sees the parser's error before that loop does and keeps
+/// it from going further. It writes only when every earlier request on the connection has
+/// its complete response; otherwise it just closes, as NIO's own protocol error handler does.
+public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = HTTPRequestPart
+    public typealias InboundOut = HTTPRequestPart
+    public typealias OutboundIn = HTTPResponsePart
+    public typealias OutboundOut = HTTPResponsePart
+
+    private var requests = 0
+    private var responses = 0
+    private var failed = false
+
+    public init() {}
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if failed { return }
+        if case .head = unwrapInboundIn(data) { requests += 1 }
+        context.fireChannelRead(data)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { responses += 1 }
+        context.write(data, promise: promise)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard !failed else { return }
+        failed = true
+        guard requests == responses else {
+            context.close(promise: nil)
+            return
+        }
+        let envelope = Self.envelope(for: parserError)
+        let body = ByteBuffer(bytes: envelope.body)
+        let head = HTTPResponse(status: envelope.status, headerFields: [
+            .contentType: "application/json", .contentLength: String(body.readableBytes), .connection: "close",
+        ])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(body)), promise: nil)
+        // Lingering close: stop sending, let the client's unsent rest arrive and be dropped,
+        // then close. Closing at once, with its bytes unread, would reset the connection and
+        // the client could lose the answer before reading it.
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
+            channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        }
+    }
+
+    /// The status and envelope for a parse error: 431 for headers over the limit, 400 otherwise.
+    static func envelope(for error: HTTPParserError) -> (status: HTTPResponse.Status, body: [UInt8]) {
+        let error: OpenAIError = switch error {
+        case .headerOverflow:
+            OpenAIError(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"), type: "invalid_request_error",
+                        code: "headers_too_large",
+                        message: "The request headers are larger than this server accepts (max_header_kb)")
+        default:
+            OpenAIError(.badRequest, type: "invalid_request_error", code: "malformed_http",
+                        message: "The request is not valid HTTP/1.1 (\(error))")
+        }
+        return (error.status, Array(error.body))
+    }
+}
