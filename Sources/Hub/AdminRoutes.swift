@@ -86,6 +86,7 @@ struct AdminRoutes {
         switch result {
         case .response(let response): return response
         case .failed(_, let reason): throw OpenAIError.upstream("worker \(name) did not answer: \(reason)", code: "worker_unreachable")
+        case .clientGone: throw CancellationError()
         }
     }
 

@@ -80,13 +80,16 @@ struct OpenAIRoutes {
             let breaker = config.breaker
             let result = await forwarder.forward(
                 url: pick.url + target, method: request.method, headers: headers + [(modelHeaderName, pick.model), (streamHeaderName, String(fields.stream))],
-                body: body, options: options, logger: logger
+                body: body, options: options, logger: logger, clientDeparture: context.clientDeparture
             ) { finish in
                 lease.release(Self.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead))
             }
             switch result {
             case .response(let response):
                 return response
+            case .clientGone:
+                lease.release(.neutral)
+                throw CancellationError()
             case .failed(let reply, let reason):
                 let status = reply.map { $0.status.code }
                 lease.release(status == 429 ? .neutral : .failure(reason))

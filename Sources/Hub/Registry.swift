@@ -217,6 +217,10 @@ struct Registry: Sendable {
     let epoch: Instant
     private let expiryNanos: Int64
     private var slotByName: [String: Int] = [:]
+    /// Every model name and alias a worker has reported since the hub started: with no
+    /// live worker serving one now, a request gets 503 (try again), not 404, also for
+    /// models workers found in their `models_dir` rather than in the cluster file.
+    private var seenModels: Set<String> = []
     private var routeIndex: [String: Int] = [:]
     private var incarnations = 0
     private var routes: [Route] = []
@@ -271,6 +275,8 @@ struct Registry: Sendable {
         var ids: [Int] = []
         let freeVRAM = report.gpus.map(\.memoryFreeMiB).reduce(0, +)
         for (index, model) in report.models.enumerated() {
+            seenModels.insert(model.name)
+            seenModels.formUnion(model.aliases)
             let fits = model.vramEstimateMiB.map { report.gpus.isEmpty || freeVRAM >= $0 } ?? true
             if let id = reuse[model.name] {
                 pairs[id].model = index
@@ -467,7 +473,7 @@ struct Registry: Sendable {
         -> (decision: Decision, transitions: [(Pick, CircuitBreaker.Transition)])
     {
         guard let route = routeIndex[model] else {
-            return (declaredModels[model] != nil ? .noLiveWorker : .unknownModel, [])
+            return (declaredModels[model] != nil || seenModels.contains(model) ? .noLiveWorker : .unknownModel, [])
         }
         let now64 = nanos(now)
         let chosen = Self.choose(in: &routes[route], now: now64, excluding: excluded)

@@ -40,6 +40,9 @@ public struct UpstreamForwarder: Sendable {
         /// No byte reached the client. `reply` is the upstream's intercepted error answer
         /// (nil for transport errors), kept so the last one can still be passed on.
         case failed(reply: ErrorReply?, reason: String)
+        /// The client left while the upstream was still working on the answer; the upstream
+        /// request was cancelled (its connection closed, so llama-server stops generating).
+        case clientGone
     }
 
     /// An upstream error answer (5xx, 429) held back for a retry.
@@ -107,6 +110,7 @@ public struct UpstreamForwarder: Sendable {
         body: ByteBuffer,
         options: Options,
         logger: Logger,
+        clientDeparture: EventLoopFuture<Void>? = nil,
         onFinish: @escaping @Sendable (Finish) -> Void = { _ in }
     ) async -> Result {
         let start = ContinuousClock.now
@@ -116,7 +120,13 @@ public struct UpstreamForwarder: Sendable {
         if body.readableBytes > 0 || method == .post || method == .put { request.body = .bytes(body) }
         let upstream: HTTPClientResponse
         do {
-            upstream = try await client.execute(request, timeout: .init(options.headTimeout))
+            // A non-streamed answer's head comes only after the whole generation: a client
+            // that leaves meanwhile must stop it, not leave the GPU working for nobody.
+            upstream = try await Self.unlessClientLeaves(clientDeparture) { [client, request] in
+                try await client.execute(request, timeout: .init(options.headTimeout))
+            }
+        } catch is ClientDeparted {
+            return .clientGone
         } catch {
             return .failed(reply: nil, reason: Self.describe(error))
         }
@@ -199,6 +209,22 @@ public struct UpstreamForwarder: Sendable {
         return .response(Response(status: responseStatus, headers: responseHeaders, body: relay))
     }
 
+    /// Runs `work`, cancelling it if `departure` completes first (then throws `ClientDeparted`).
+    static func unlessClientLeaves<T: Sendable>(_ departure: EventLoopFuture<Void>?,
+                                                _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        guard let departure else { return try await work() }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await work() }
+            group.addTask {
+                await departure.cancellableWait()
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw ClientDeparted() }
+            return value
+        }
+    }
+
     /// A short, secret-free description of a transport error for envelopes and logs.
     public static func describe(_ error: any Error) -> String {
         if let error = error as? HTTPClientError {
@@ -221,6 +247,9 @@ public struct UpstreamForwarder: Sendable {
         return String(describing: type(of: error))
     }
 }
+
+/// The client left before the upstream's answer began.
+struct ClientDeparted: Error {}
 
 /// Raised when an event stream stays silent longer than the idle timeout.
 struct IdleTimeout: Error {

@@ -14,13 +14,13 @@ struct DataPlane: Sendable {
     let options: UpstreamForwarder.Options
     let logger: Logger
 
-    func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
+    func addRoutes(to group: RouterGroup<WorkerRequestContext>) {
         for path in ["/v1/**", "/completion", "/completions", "/infill"] {
             group.post(RouterPath(path)) { request, context in try await forward(request, context: context) }
         }
     }
 
-    func forward(_ request: Request, context: some RequestContext) async throws -> Response {
+    func forward(_ request: Request, context: WorkerRequestContext) async throws -> Response {
         let body = try await request.body.collect(upTo: maxBodyBytes)
         let requested: String
         let stream: Bool
@@ -54,17 +54,23 @@ struct DataPlane: Sendable {
             supervisor.release(model)
         }
         var result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
-                                             options: options, logger: logger, onFinish: finish)
+                                             options: options, logger: logger, clientDeparture: context.clientDeparture,
+                                             onFinish: finish)
         if case .failed(nil, let reason) = result, !engine.process.hasExited {
             // llama-server closes connections after streamed responses; a pooled connection it
             // closed a moment ago fails before any byte was sent, so one retry is safe.
             logger.debug("retrying engine request", metadata: ["model": "\(model)", "error": "\(reason)"])
             result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
-                                             options: options, logger: logger, onFinish: finish)
+                                             options: options, logger: logger, clientDeparture: context.clientDeparture,
+                                             onFinish: finish)
         }
         switch result {
         case .response(let response):
             return response
+        case .clientGone:
+            inFlight.add(-1)
+            supervisor.release(model)
+            throw CancellationError()
         case .failed(_, let reason):
             inFlight.add(-1)
             supervisor.release(model)

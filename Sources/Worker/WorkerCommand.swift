@@ -71,7 +71,7 @@ struct WorkerApplication {
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
 
-        let router = Router()
+        let router = Router(context: WorkerRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware())
         router.get("/health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"],
                                                  body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }

@@ -86,6 +86,17 @@ struct RegistryTests {
         #expect(registry.pick("m", now: t0).decision == .saturated)  // the fresh pick still holds the only slot
     }
 
+    @Test("a model a worker reported (found in its models_dir, say) is 503 while no live worker serves it, not 404")
+    func seenModels() {
+        var registry = Registry(expiry: .seconds(6))
+        registry.register(report("a", models: [ModelReport(name: "found", aliases: ["found-alias"], state: .ready, slotsTotal: 1)]), now: t0)
+        #expect(registry.pick("found", now: t0).decision.worker == "a")
+        #expect(registry.expire(now: t0 + .seconds(7)) == ["a"])
+        #expect(registry.pick("found", now: t0 + .seconds(7)).decision == .noLiveWorker)
+        #expect(registry.pick("found-alias", now: t0 + .seconds(7)).decision == .noLiveWorker)
+        #expect(registry.pick("never", now: t0 + .seconds(7)).decision == .unknownModel)
+    }
+
     @Test("heartbeats: unknown workers must register, old sequence numbers are ignored")
     func heartbeats() {
         var registry = Registry(expiry: .seconds(6))

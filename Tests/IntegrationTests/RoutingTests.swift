@@ -219,6 +219,29 @@ struct RoutingTests {
         }
     }
 
+    @Test("a client that leaves before the answer began cancels the request on both hops (the engine stops working for nobody)")
+    func clientLeavesBeforeAnswer() async throws {
+        try await withCluster([.init(name: "one", fake: true, env: ["FAKE_TTFB_MS": "8000"], preload: true)]) { cluster in
+            try await cluster.waitForModel("one") { $0["state"] as? String == "ready" }
+            // A non-streamed request: nothing comes back until the engine is done (8 s here).
+            let fd = try rawRequest(hubURL: cluster.hubURL, token: cluster.clientToken, body: chatBody())
+            try await cluster.waitUntil("the request to reach the worker") {
+                try await cluster.admin().contains { $0["in_flight"] as? Int == 1 }
+            }
+            close(fd)
+            // Well before the engine would answer, the hub and then the worker have let go.
+            try await cluster.waitUntil("the hub to drop the request", timeout: .seconds(3)) {
+                try await cluster.hubInFlight() == 0
+            }
+            try await cluster.waitUntil("the worker to drop the request", timeout: .seconds(3)) {
+                try await cluster.admin().allSatisfy { $0["in_flight"] as? Int == 0 }
+            }
+            // Nothing leaked: the next request is served.
+            try cluster.control("one", #"{"ttfb_ms": 0}"#)
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200)
+        }
+    }
+
     @Test("a request that waits past the queue timeout gets 503 with Retry-After")
     func queueTimeout() async throws {
         let hub = """

@@ -1,0 +1,16 @@
+import Hummingbird
+import NIOCore
+import Shared
+
+/// Request context of the worker: Hummingbird's core plus the client's departure, so a
+/// forwarded request stops when the hub hangs up (and llama-server stops generating).
+struct WorkerRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    /// Completes when the client (the hub) closes its side of the connection.
+    let clientDeparture: EventLoopFuture<Void>?
+
+    init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.clientDeparture = ClientDepartureHandler.departure(of: source.channel)
+    }
+}
