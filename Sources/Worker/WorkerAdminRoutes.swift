@@ -14,6 +14,10 @@ import Shared
 /// | `POST /admin/models/{model}/reset` | clears a crash loop so the model starts again |
 struct WorkerAdminRoutes: Sendable {
     let supervisor: EngineSupervisor
+    /// Longest silence on a log follow: an SSE comment is sent then, so proxies in front of
+    /// the hub keep a quiet engine's follow open, and a client that left is noticed by the
+    /// failed write (its follower released) instead of at the engine's next line.
+    let keepalive: Duration
 
     func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
         group.get("/logs") { request, _ in try await logs(request) }
@@ -50,11 +54,27 @@ struct WorkerAdminRoutes: Sendable {
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         let stream = log.follow(backlog: lines)
+        let keepalive = self.keepalive
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                         body: ResponseBody { writer in
-                            // Ends when the client leaves (the next write fails) or the worker shuts down.
-                            for await line in stream.cancelOnGracefulShutdown() {
-                                try await writer.write(ByteBuffer(string: "data: \(line)\n\n"))
+                            // Lines, or nil for a keepalive comment after `keepalive` of silence.
+                            let (events, feed) = AsyncStream.makeStream(of: String?.self)
+                            try await withThrowingTaskGroup(of: Void.self) { group in
+                                group.addTask {
+                                    for await line in stream.cancelOnGracefulShutdown() { feed.yield(line) }
+                                    feed.finish()
+                                }
+                                group.addTask {
+                                    while true {
+                                        try await Task.sleep(for: keepalive)
+                                        feed.yield(nil)
+                                    }
+                                }
+                                defer { group.cancelAll() }
+                                // Ends when the client leaves (a write fails) or the worker shuts down.
+                                for await event in events {
+                                    try await writer.write(ByteBuffer(string: event.map { "data: \($0)\n\n" } ?? ": keepalive\n\n"))
+                                }
                             }
                             try await writer.finish(nil)
                         })

@@ -81,7 +81,7 @@ struct WorkerApplication {
                   options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout),
                   logger: logger)
             .addRoutes(to: guarded)
-        WorkerAdminRoutes(supervisor: supervisor).addRoutes(to: guarded)
+        WorkerAdminRoutes(supervisor: supervisor, keepalive: min(.seconds(15), hub.idleTimeout / 3)).addRoutes(to: guarded)
 
         let heartbeat = HeartbeatService(
             config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, inFlight: inFlight,

@@ -242,6 +242,30 @@ struct RoutingTests {
         }
     }
 
+    @Test("a stream whose worker goes silent past idle_timeout ends: a final error event, then the end of the response")
+    func silentStreamEnds() async throws {
+        try await withCluster([.init(name: "one", fake: true, env: ["FAKE_TOKEN_MS": "60000", "FAKE_TOKENS": "3"], preload: true,
+                                     extra: "stop_grace: 1s")],
+                              hub: "idle_timeout: 1s") { cluster in
+            try await cluster.waitForModel("one") { $0["state"] as? String == "ready" }
+            // The whole response must end on its own; 20 s is only a guard against a hang.
+            let reply = try await withThrowingTaskGroup(of: TestCluster.Reply?.self) { group in
+                group.addTask { try await cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true)) }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(20))
+                    return nil
+                }
+                let first = try await group.next()!
+                group.cancelAll()
+                return first
+            }
+            let ended = try #require(reply, "the stream did not end after its error event")
+            let last = ended.body.components(separatedBy: "\n\n").filter { $0.hasPrefix("data: ") }.last ?? ""
+            #expect(last.contains("upstream_stream_error") && last.contains("no data for"), "final event: \(last)")
+            #expect(try await cluster.hubInFlight() == 0)
+        }
+    }
+
     @Test("a request that waits past the queue timeout gets 503 with Retry-After")
     func queueTimeout() async throws {
         let hub = """

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -244,6 +245,29 @@ struct SupervisionTests {
 
 @Suite("Worker supervision with a fault-injecting engine", .serialized)
 struct SupervisionFaultTests {
+    @Test("a quiet log follow through the hub carries keepalive comments (every idle_timeout / 3, at most 15 s) and no error")
+    func quietLogFollow() async throws {
+        let spec = TestCluster.WorkerSpec(name: "q", fake: true, preload: true)
+        try await TestCluster.start(specs: [spec], hubSettings: "idle_timeout: 1s").using { cluster in
+            try await cluster.waitUntil("engine ready") { try await cluster.state(of: "tiny", on: "q") == "ready" }
+            var follow = HTTPClientRequest(url: cluster.hubURL + "/admin/workers/q/logs?model=tiny&lines=0&follow=true")
+            follow.headers.add(name: "Authorization", value: "Bearer \(cluster.adminToken)")
+            let response = try await cluster.client.execute(follow, timeout: .seconds(30))
+            #expect(response.status == .ok)
+            // 2.5 s of silence from the engine: keepalives every 333 ms.
+            let collected = TextCollector()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { for try await chunk in response.body { collected.append(String(buffer: chunk)) } }
+                group.addTask { try await Task.sleep(for: .milliseconds(2500)) }
+                _ = try? await group.next()
+                group.cancelAll()
+            }
+            let received = collected.text
+            #expect(received.contains(": keepalive"), "\(received.prefix(300))")
+            #expect(!received.contains("error"), "the hub must not end a quiet follow: \(received.prefix(300))")
+        }
+    }
+
     @Test("a load beyond load_timeout fails with the reason; an engine ignoring SIGTERM is killed after stop_grace")
     func slowLoadAndStubbornStop() async throws {
         let spec = TestCluster.WorkerSpec(
@@ -369,4 +393,11 @@ struct SupervisionFaultTests {
             #expect(after.count == 1 && after != before, "served by the restarted engine")
         }
     }
+}
+
+/// Text gathered by one task and read by another.
+final class TextCollector: Sendable {
+    private let storage = Mutex("")
+    func append(_ text: String) { storage.withLock { $0 += text } }
+    var text: String { storage.withLock { $0 } }
 }
