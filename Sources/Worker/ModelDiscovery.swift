@@ -5,7 +5,11 @@ import Shared
 ///
 /// - A split model (`name-00001-of-00003.gguf`, ...) is one model named `name`, loaded
 ///   from its first part; llama-server finds the other parts itself.
-/// - Multimodal projector files (`mmproj` in the file name) are not models.
+/// - Multimodal projector files (`mmproj` in the file name) are not models; a folder's one
+///   projector is attached to the models in that folder (`--mmproj`), the way such models
+///   are published (LM Studio and Hugging Face layouts). With several projectors in one
+///   folder, a model takes the one whose name contains the model's name; otherwise none,
+///   reported (declare the model with `args: [--mmproj, FILE]`).
 /// - The model name is the file name without `.gguf`; when two files give the same name
 ///   the first in path order wins and the other is reported, not silently dropped.
 enum ModelDiscovery {
@@ -24,6 +28,7 @@ enum ModelDiscovery {
                 skipped.append("\(directory): not a readable folder")
                 continue
             }
+            let projectors = Dictionary(grouping: files.filter(isProjector)) { ($0 as NSString).deletingLastPathComponent }
             for path in files {
                 guard let name = modelName(forFile: (path as NSString).lastPathComponent) else { continue }
                 if let first = seen[name] {
@@ -31,7 +36,13 @@ enum ModelDiscovery {
                     continue
                 }
                 seen[name] = path
-                models.append(ModelConfig(name: name, path: path))
+                var model = ModelConfig(name: name, path: path)
+                switch projector(for: name, among: projectors[(path as NSString).deletingLastPathComponent] ?? []) {
+                case .one(let file): model.args = ["--mmproj", file]
+                case .ambiguous(let files): skipped.append("\(path): several projectors beside it (\(files.joined(separator: ", "))), none attached")
+                case .none: break
+                }
+                models.append(model)
             }
         }
         return Result(models: models, skipped: skipped)
@@ -45,6 +56,25 @@ enum ModelDiscovery {
         if stem.lowercased().contains("mmproj") { return nil }
         if let split = splitPart(stem) { return split.part == 1 ? split.base : nil }
         return stem
+    }
+
+    static func isProjector(_ path: String) -> Bool {
+        let file = (path as NSString).lastPathComponent.lowercased()
+        return file.hasSuffix(".gguf") && file.contains("mmproj")
+    }
+
+    enum Projector: Equatable {
+        case none
+        case one(String)
+        case ambiguous([String])
+    }
+
+    /// The projector for model `name` among those in its folder: the only one, or the only
+    /// one whose file name contains the model's name.
+    static func projector(for name: String, among files: [String]) -> Projector {
+        guard files.count > 1 else { return files.first.map { .one($0) } ?? .none }
+        let named = files.filter { ($0 as NSString).lastPathComponent.lowercased().contains(name.lowercased()) }
+        return named.count == 1 ? .one(named[0]) : .ambiguous(files)
     }
 
     /// `("name", 2)` for `name-00002-of-00005`.

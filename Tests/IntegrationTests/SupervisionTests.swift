@@ -49,7 +49,10 @@ struct SupervisionTests {
             let nested = directory.appendingPathComponent("models/family/small")
             try FileManager.default.createDirectory(at: nested, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: model, toPath: nested.appendingPathComponent("tiny.gguf").path)
-            try FileManager.default.copyItem(atPath: model, toPath: nested.appendingPathComponent("mmproj-tiny-f16.gguf").path)
+            // A projector in a folder of its own: not a model, and attached to none.
+            let projectors = directory.appendingPathComponent("models/projectors")
+            try FileManager.default.createDirectory(at: projectors, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: model, toPath: projectors.appendingPathComponent("mmproj-tiny-f16.gguf").path)
         }).using { cluster in
             try await cluster.waitUntil("discovered model reported") { try await cluster.state(of: "tiny", on: "a") == "not-loaded" }
             #expect(try await cluster.model("mmproj-tiny-f16", on: "a") == nil, "a projector file is not a model")

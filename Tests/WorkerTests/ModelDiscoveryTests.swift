@@ -39,6 +39,23 @@ struct ModelDiscoveryTests {
             #expect(deepseek.path.hasSuffix("big/deepseek-00001-of-00003.gguf"))
             #expect(ModelDiscovery.modelBytes(path: deepseek.path) == 600)
             #expect(result.skipped.isEmpty)
+            // The projector beside a model is attached to it; models without one get none.
+            let qwen = try #require(result.models.first { $0.name == "qwen-7b-q4" })
+            #expect(qwen.args == ["--mmproj", root + "/family/qwen/mmproj-qwen-7b-f16.gguf"])
+            #expect(result.models.filter { $0.name != "qwen-7b-q4" }.allSatisfy { $0.args.isEmpty })
+        }
+    }
+
+    @Test("several projectors in a folder: each model takes the one named after it, else none (reported)")
+    func projectors() throws {
+        try withTree([
+            "v/alpha.gguf": 10, "v/beta.gguf": 10,
+            "v/mmproj-alpha-f16.gguf": 10, "v/mmproj-other-f16.gguf": 10,
+        ]) { root in
+            let result = ModelDiscovery.discover(in: [root])
+            #expect(result.models.first { $0.name == "alpha" }?.args == ["--mmproj", root + "/v/mmproj-alpha-f16.gguf"])
+            #expect(result.models.first { $0.name == "beta" }?.args == [])
+            #expect(result.skipped.count == 1 && result.skipped[0].contains("beta.gguf: several projectors"), "\(result.skipped)")
         }
     }
 
