@@ -87,28 +87,13 @@ struct JSONScanner {
             }
             var model = ModelValue.absent
             var stream = false
-            index += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "}") {
-                index += 1
-            } else {
-                while true {
-                    skipWhitespace()
-                    let key = try string()
-                    skipWhitespace()
-                    try expect(UInt8(ascii: ":"))
-                    skipWhitespace()
-                    if matches(key, "model") {
-                        model = try modelValue()
-                    } else if matches(key, "stream") {
-                        stream = try streamValue()
-                    } else {
-                        try value(depth: 1)
-                    }
-                    skipWhitespace()
-                    if peek() == UInt8(ascii: ",") { index += 1; continue }
-                    try expect(UInt8(ascii: "}"))
-                    break
+            try object { scanner, key throws(Invalid) in
+                if scanner.matches(key, "model") {
+                    model = try scanner.modelValue()
+                } else if scanner.matches(key, "stream") {
+                    stream = try scanner.streamValue()
+                } else {
+                    try scanner.value(depth: 1)
                 }
             }
             skipWhitespace()
@@ -148,21 +133,7 @@ struct JSONScanner {
         guard depth < Self.maxDepth, let byte = peek() else { throw Invalid() }
         switch byte {
         case UInt8(ascii: "{"):
-            index += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "}") { index += 1; return }
-            while true {
-                skipWhitespace()
-                _ = try string()
-                skipWhitespace()
-                try expect(UInt8(ascii: ":"))
-                skipWhitespace()
-                try value(depth: depth + 1)
-                skipWhitespace()
-                if peek() == UInt8(ascii: ",") { index += 1; continue }
-                try expect(UInt8(ascii: "}"))
-                return
-            }
+            try object { scanner, _ throws(Invalid) in try scanner.value(depth: depth + 1) }
         case UInt8(ascii: "["):
             index += 1
             skipWhitespace()
@@ -180,6 +151,25 @@ struct JSONScanner {
         case UInt8(ascii: "f"): try literal("false")
         case UInt8(ascii: "n"): try literal("null")
         default: try number()
+        }
+    }
+
+    /// An object, `{` to `}`; `member` reads each value, given the raw range of its key.
+    private mutating func object(_ member: (inout JSONScanner, Range<Int>) throws(Invalid) -> Void) throws(Invalid) {
+        try expect(UInt8(ascii: "{"))
+        skipWhitespace()
+        if peek() == UInt8(ascii: "}") { index += 1; return }
+        while true {
+            skipWhitespace()
+            let key = try string()
+            skipWhitespace()
+            try expect(UInt8(ascii: ":"))
+            skipWhitespace()
+            try member(&self, key)
+            skipWhitespace()
+            if peek() == UInt8(ascii: ",") { index += 1; continue }
+            try expect(UInt8(ascii: "}"))
+            return
         }
     }
 

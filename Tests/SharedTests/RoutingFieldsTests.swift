@@ -106,6 +106,19 @@ struct RoutingFieldsTests {
         return RoutingFields(model: model, stream: probe.stream)
     }
 
+    @Test("nesting: 511 levels are read, deeper is a 400 (no stack exhaustion on 100,000 levels)")
+    func nesting() throws {
+        let ok = #"{"model":"m","x":"# + String(repeating: "[", count: 510) + String(repeating: "]", count: 510) + "}"
+        #expect(try RoutingFields.parse(ByteBuffer(string: ok)).model == "m")
+        let deep = #"{"model":"m","x":"# + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"
+        do {
+            _ = try RoutingFields.parse(ByteBuffer(string: deep))
+            Issue.record("100,000 levels were accepted")
+        } catch {
+            #expect(error.code == "invalid_json" && error.status.code == 400)
+        }
+    }
+
     @Test("a body that is not UTF-8 is rejected")
     func notUTF8() {
         #expect(throws: OpenAIError.self) {
