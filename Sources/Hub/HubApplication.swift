@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
@@ -52,9 +51,9 @@ struct HubApplication {
             registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels, breakerPolicy: breaker,
                                aheadPerSlot: hub.queue.aheadPerSlot),
             queueCapacity: hub.queue.size, logger: logger)
-        let client = UpstreamForwarder.makeClient(
-            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: UpstreamForwarder.connectionsPerHost,
-            tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory))
+        // Workers close idle connections after client_idle_timeout; reuse stops well before.
+        let client = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: min(hub.clientIdleTimeout / 2, .seconds(30)),
+                                    tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory))
         let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
                                                   concurrent: hub.limits.concurrent))
 
@@ -95,10 +94,10 @@ struct HubApplication {
         do {
             try await app.runService()
         } catch {
-            try? await client.shutdown()
+            client.shutdown()
             throw error
         }
-        try await client.shutdown()
+        client.shutdown()
     }
 }
 

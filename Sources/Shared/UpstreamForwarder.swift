@@ -75,29 +75,20 @@ public struct UpstreamForwarder: Sendable {
         }
     }
 
-    public let client: HTTPClient
+    public let client: UpstreamClient
 
-    public init(client: HTTPClient) { self.client = client }
+    public init(client: UpstreamClient) { self.client = client }
 
-    /// An HTTP client tuned for proxying: no redirects, no decompression, a large pool,
-    /// connect failures reported at once (the caller fails over). `readTimeout` must cover
-    /// the longest wait for a response head; silences inside streams are bounded by
-    /// ``Options/idleTimeout`` instead.
-    /// Connections a client may open to one host (a worker, or an engine): as many as the
-    /// streams Caravan will carry at once. AsyncHTTPClient's default (8) would queue the
-    /// ninth concurrent stream inside the client, invisible to routing; connections are only
-    /// opened when needed and idle ones are closed.
-    public static let connectionsPerHost = 16_384
-
-    public static func makeClient(connectTimeout: Duration, readTimeout: Duration, poolSize: Int,
-                                  tls: TLSConfiguration? = nil) -> HTTPClient {
+    /// The control plane's HTTP client (heartbeats, engine health checks): no redirects, no
+    /// decompression, connect failures reported at once. The data plane uses ``UpstreamClient``.
+    public static func makeControlClient(connectTimeout: Duration, readTimeout: Duration,
+                                         tls: TLSConfiguration? = nil) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls,
             redirectConfiguration: .disallow,
             timeout: .init(connect: .init(connectTimeout), read: .init(readTimeout)),
             decompression: .disabled
         )
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = poolSize
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.httpVersion = .http1Only
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
@@ -113,77 +104,46 @@ public struct UpstreamForwarder: Sendable {
         clientDeparture: EventLoopFuture<Void>? = nil,
         onFinish: @escaping @Sendable (Finish) -> Void = { _ in }
     ) async -> Result {
-        let start = ContinuousClock.now
-        var request = HTTPClientRequest(url: url)
-        request.method = HTTPMethod(rawValue: method.rawValue)
-        request.headers = HTTPHeaders(headers)
-        if body.readableBytes > 0 || method == .post || method == .put { request.body = .bytes(body) }
-        let upstream: HTTPClientResponse
+        let request = UpstreamRequest(url: url, method: HTTPMethod(rawValue: method.rawValue), headers: headers, body: body)
+        let upstream: UpstreamResponse
         do {
             // A non-streamed answer's head comes only after the whole generation: a client
             // that leaves meanwhile must stop it, not leave the GPU working for nobody.
-            upstream = try await Self.unlessClientLeaves(clientDeparture) { [client, request] in
-                try await client.execute(request, timeout: .init(options.headTimeout))
-            }
+            upstream = try await client.execute(request, headTimeout: options.headTimeout, idleTimeout: options.idleTimeout,
+                                                maxBufferedBody: options.maxBufferedBody, departure: clientDeparture)
         } catch is ClientDeparted {
             return .clientGone
         } catch {
             return .failed(reply: nil, reason: Self.describe(error))
         }
-        let status = Int(upstream.status.code)
-        let responseStatus = HTTPResponse.Status(code: status, reasonPhrase: upstream.status.reasonPhrase)
-        let responseHeaders = HTTPForwarding.responseHeaders(upstream.headers.map { ($0.name, $0.value) })
-        if options.interceptRetryable && (status >= 500 || status == 429) {
-            guard let body = try? await upstream.body.collect(upTo: 1024 * 1024) else {
-                return .failed(reply: nil, reason: "HTTP \(status), body unreadable")
-            }
-            return .failed(reply: ErrorReply(status: responseStatus, headers: responseHeaders, body: body),
-                           reason: "HTTP \(status)")
-        }
-        let isEventStream = upstream.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
-        guard isEventStream else {
-            let bytes: ByteBuffer
-            do {
-                bytes = try await upstream.body.collect(upTo: options.maxBufferedBody)
-            } catch {
-                return .failed(reply: nil, reason: "failed while reading the response: \(Self.describe(error))")
+        let status = Int(upstream.head.status.code)
+        let responseStatus = HTTPResponse.Status(code: status, reasonPhrase: upstream.head.status.reasonPhrase)
+        let responseHeaders = HTTPForwarding.responseHeaders(upstream.head.headers)
+        let retryable = options.interceptRetryable && (status >= 500 || status == 429)
+        switch upstream.body {
+        case .complete(let bytes):
+            if retryable {
+                return .failed(reply: ErrorReply(status: responseStatus, headers: responseHeaders, body: bytes),
+                               reason: "HTTP \(status)")
             }
             // No first-byte time: llama-server sends a non-streamed head only after generating
             // every token, so that time measures the whole generation, not the worker's health.
             onFinish(.completed(Timing()))
             return .response(Response(status: responseStatus, headers: responseHeaders, body: .init(byteBuffer: bytes)))
-        }
-        let upstreamBody = upstream.body
-        let idleTimeout = options.idleTimeout
-        let relay = ResponseBody { writer in
-            let tracker = StreamTracker(start: start)
-            let (chunks, feed) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
-            var clientGone = false
-            let finish: Finish = try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    do {
-                        for try await chunk in upstreamBody {
-                            tracker.received()
-                            feed.yield(chunk)
-                        }
-                        feed.finish()
-                    } catch {
-                        feed.finish(throwing: error)
-                    }
-                }
-                group.addTask {
-                    let period = min(idleTimeout / 4, .seconds(1))
-                    while true {
-                        try await Task.sleep(for: period)
-                        if tracker.silence() > idleTimeout {
-                            feed.finish(throwing: IdleTimeout(limit: idleTimeout))
-                            return
-                        }
-                    }
-                }
-                defer { group.cancelAll() }
+        case .stream(let events) where retryable:
+            var bytes = ByteBuffer()
+            do {
+                for try await chunk in events where bytes.readableBytes < 1024 * 1024 { bytes.writeImmutableBuffer(chunk) }
+            } catch {
+                return .failed(reply: nil, reason: "HTTP \(status), body unreadable")
+            }
+            return .failed(reply: ErrorReply(status: responseStatus, headers: responseHeaders, body: bytes),
+                           reason: "HTTP \(status)")
+        case .stream(let events):
+            let relay = ResponseBody { writer in
+                var clientGone = false
                 do {
-                    for try await chunk in chunks {
+                    for try await chunk in events {
                         do {
                             try await writer.write(chunk)
                         } catch {
@@ -191,42 +151,26 @@ public struct UpstreamForwarder: Sendable {
                             throw error
                         }
                     }
-                    return .completed(tracker.timing)
+                    onFinish(.completed(events.timing))
                 } catch where !clientGone {
                     let reason = Self.describe(error)
                     logger.warning("upstream stream failed", metadata: ["url": "\(url)", "error": "\(reason)"])
                     try await writer.write(OpenAIError.upstream("The upstream failed while streaming: \(reason)",
                                                                  code: "upstream_stream_error").sseEvent)
-                    return .upstreamFailed(reason, tracker.timing)
+                    onFinish(.upstreamFailed(reason, events.timing))
                 } catch {
-                    onFinish(.clientGone(tracker.timing))
+                    onFinish(.clientGone(events.timing))
                     throw error
                 }
+                try await writer.finish(nil)
             }
-            onFinish(finish)
-            try await writer.finish(nil)
-        }
-        return .response(Response(status: responseStatus, headers: responseHeaders, body: relay))
-    }
-
-    /// Runs `work`, cancelling it if `departure` completes first (then throws `ClientDeparted`).
-    static func unlessClientLeaves<T: Sendable>(_ departure: EventLoopFuture<Void>?,
-                                                _ work: @escaping @Sendable () async throws -> T) async throws -> T {
-        guard let departure else { return try await work() }
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await work() }
-            group.addTask {
-                await departure.cancellableWait()
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else { throw ClientDeparted() }
-            return value
+            return .response(Response(status: responseStatus, headers: responseHeaders, body: relay))
         }
     }
 
     /// A short, secret-free description of a transport error for envelopes and logs.
     public static func describe(_ error: any Error) -> String {
+        if let error = error as? UpstreamError { return error.description }
         if let error = error as? HTTPClientError {
             switch error {
             case .connectTimeout: return "connect timeout"
@@ -237,7 +181,6 @@ public struct UpstreamForwarder: Sendable {
             default: return "\(error)"
             }
         }
-        if let error = error as? IdleTimeout { return "no data for \(error.limit)" }
         if error is NIOConnectionError { return "connection refused" }
         if let error = error as? IOError {
             return error.errnoCode == ECONNREFUSED ? "connection refused" : "I/O error (errno \(error.errnoCode))"
@@ -246,41 +189,6 @@ public struct UpstreamForwarder: Sendable {
         if error is NIOTooManyBytesError { return "response too large" }
         return String(describing: type(of: error))
     }
-}
-
-/// The client left before the upstream's answer began.
-struct ClientDeparted: Error {}
-
-/// Raised when an event stream stays silent longer than the idle timeout.
-struct IdleTimeout: Error {
-    let limit: Duration
-}
-
-/// Arrival times of a relayed stream's chunks.
-final class StreamTracker: Sendable {
-    private let state: Mutex<(last: ContinuousClock.Instant, timing: UpstreamForwarder.Timing)>
-    private let start: ContinuousClock.Instant
-
-    init(start: ContinuousClock.Instant) {
-        self.start = start
-        self.state = Mutex((start, UpstreamForwarder.Timing()))
-    }
-
-    func received() {
-        let now = ContinuousClock.now
-        state.withLock { state in
-            if state.timing.firstByte == nil {
-                state.timing.firstByte = now - start
-            } else {
-                state.timing.maxGap = max(state.timing.maxGap, now - state.last)
-            }
-            state.last = now
-        }
-    }
-
-    func silence() -> Duration { ContinuousClock.now - state.withLock { $0.last } }
-
-    var timing: UpstreamForwarder.Timing { state.withLock { $0.timing } }
 }
 
 extension TimeAmount {

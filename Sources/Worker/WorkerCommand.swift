@@ -61,10 +61,12 @@ struct WorkerApplication {
         let verifier = await TokenVerifier(secret: secret, leeway: cluster.hub.auth.leeway)
         let hub = cluster.hub
         let base = cluster.hub.auth.baseDirectory
-        // One client for llama-server (loopback) and the hubs: it trusts hub_ca_file for https hubs.
-        let client = UpstreamForwarder.makeClient(
-            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout), poolSize: UpstreamForwarder.connectionsPerHost,
+        // The control plane's client (hubs, engine health): it trusts hub_ca_file for https hubs.
+        let client = UpstreamForwarder.makeControlClient(
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout),
             tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base))
+        // llama-server closes a connection idle for 5 s; reuse stops well before.
+        let engineClient = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: .seconds(2))
         let trigger = ReportTrigger()
         let supervisor = EngineSupervisor(config: worker, client: client, logger: logger, loadConfig: loadConfig,
                                           onChange: { trigger.fire() })
@@ -76,7 +78,7 @@ struct WorkerApplication {
         router.get("/health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"],
                                                  body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
         let guarded = router.group().add(middleware: HubAuthMiddleware(verifier: verifier))
-        DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: client), inFlight: inFlight,
+        DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: engineClient), inFlight: inFlight,
                   maxBodyBytes: hub.maxBodyBytes,
                   options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout),
                   logger: logger)
@@ -106,9 +108,11 @@ struct WorkerApplication {
         do {
             try await app.runService()
         } catch {
+            engineClient.shutdown()
             try? await client.shutdown()
             throw error
         }
+        engineClient.shutdown()
         try await client.shutdown()
     }
 }
