@@ -53,6 +53,11 @@ public final class UpstreamClient: Sendable {
         return try await exchange.promise.futureResult.get()
     }
 
+    /// Idle pooled connections to the upstream of `url` (for tests).
+    func idleConnections(to url: String) -> Int {
+        (try? UpstreamTarget(url)).map { pool.count($0.key) } ?? 0
+    }
+
     /// Closes every pooled connection (at shutdown; exchanges in flight finish on their own).
     public func shutdown() {
         for connection in pool.drain() { connection.channel.close(promise: nil) }
@@ -294,6 +299,8 @@ final class ConnectionPool: Sendable {
     func forget(_ key: String, _ channel: any Channel) {
         idle.withLock { idle in idle[key]?.removeAll { $0.connection.channel === channel } }
     }
+
+    func count(_ key: String) -> Int { idle.withLock { $0[key]?.count ?? 0 } }
 
     func drain() -> [PooledConnection] {
         idle.withLock { idle in

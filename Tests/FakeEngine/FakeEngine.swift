@@ -147,7 +147,6 @@ struct FakeEngine {
             }
         }
         let say: @Sendable (String) -> Void = { line in FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
-        say("fake engine \(model) listening on \(host):\(port)")
         let env = ProcessInfo.processInfo.environment
         if let exitAfter = env["FAKE_EXIT_AFTER_MS"].flatMap(Int.init) {
             Thread.detachNewThread {
@@ -156,7 +155,10 @@ struct FakeEngine {
                 exit(3)
             }
         }
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "fake-engine"))
+        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "fake-engine"),
+                              onServerRunning: { [host, port] channel in
+                                  say("fake engine \(model) listening on \(host):\(channel.localAddress?.port ?? port)")
+                              })
         if env["FAKE_IGNORE_SIGTERM"] == "1" {
             signal(SIGTERM, SIG_IGN)
             try await app.runService(gracefulShutdownSignals: [.sigint])

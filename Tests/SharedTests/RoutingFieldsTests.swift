@@ -176,3 +176,21 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("Upstream URLs")
+struct UpstreamTargetTests {
+    @Test("scheme, host, port and path are split without Foundation; the pool key ignores the path")
+    func parsing() throws {
+        let plain = try UpstreamTarget("http://127.0.0.1:8080/v1/chat/completions?x=1")
+        #expect(!plain.tls && plain.host == "127.0.0.1" && plain.port == 8080)
+        #expect(plain.pathAndQuery == "/v1/chat/completions?x=1" && plain.key == "http://127.0.0.1:8080")
+        #expect(plain.serverName == nil)
+        let tls = try UpstreamTarget("https://gpu-1.lab")
+        #expect(tls.tls && tls.port == 443 && tls.pathAndQuery == "/" && tls.serverName == "gpu-1.lab")
+        let v6 = try UpstreamTarget("http://[::1]:9000/health")
+        #expect(v6.host == "::1" && v6.port == 9000 && v6.hostHeader == "[::1]:9000" && v6.serverName == nil)
+        for bad in ["ftp://x/", "http://:80/", "http://host:99999/", "http://host:port/", "127.0.0.1:80"] {
+            #expect(throws: UpstreamError.badURL(bad)) { try UpstreamTarget(bad) }
+        }
+    }
+}

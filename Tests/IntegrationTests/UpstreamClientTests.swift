@@ -1,0 +1,139 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Testing
+@testable import Shared
+
+/// The data plane's HTTP client against a fake engine process, over real sockets: pooling,
+/// streaming, deadlines, client departure.
+@Suite("Upstream client")
+struct UpstreamClientTests {
+    /// A fake engine on a free port, its base URL, and the file that changes its behaviour.
+    struct Engine {
+        let process: ManagedProcess
+        let url: String
+        let control: URL
+
+        static func start() async throws -> Engine {
+            let control = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-uc-\(UUID().uuidString.prefix(8)).json")
+            try "{}".write(to: control, atomically: true, encoding: .utf8)
+            let process = try ManagedProcess(
+                name: "fake", executable: TestCluster.binDirectory.appendingPathComponent("FakeEngine"),
+                arguments: ["--host", "127.0.0.1", "--port", "0", "--alias", "fake"], environment: ["FAKE_CONTROL": control.path])
+            let line = try await process.waitForLine(containing: "listening on 127.0.0.1:")
+            guard let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else {
+                throw TestFailure("no port in \(line)")
+            }
+            return Engine(process: process, url: "http://127.0.0.1:\(port)/v1/chat/completions", control: control)
+        }
+
+        func set(_ json: String) throws { try json.write(to: control, atomically: true, encoding: .utf8) }
+
+        func stop() async {
+            await process.stop()
+            try? FileManager.default.removeItem(at: control)
+        }
+    }
+
+    static func chat(_ client: UpstreamClient, _ engine: Engine, stream: Bool = false, headers: [(String, String)] = [],
+                     headTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(10),
+                     departure: EventLoopFuture<Void>? = nil) async throws -> UpstreamResponse {
+        let request = UpstreamRequest(url: engine.url, method: .POST, headers: [("Content-Type", "application/json")] + headers,
+                                      body: ByteBuffer(string: chatBody(model: "fake", stream: stream)))
+        return try await client.execute(request, headTimeout: headTimeout, idleTimeout: idleTimeout,
+                                        maxBufferedBody: 1 << 20, departure: departure)
+    }
+
+    static func collect(_ response: UpstreamResponse) async throws -> String {
+        switch response.body {
+        case .complete(let bytes): return String(buffer: bytes)
+        case .stream(let events):
+            var text = ""
+            for try await chunk in events { text += String(buffer: chunk) }
+            return text
+        }
+    }
+
+    @Test("sequential requests share one pooled connection; an exchange that says Connection: close leaves the pool")
+    func pooling() async throws {
+        let engine = try await Engine.start()
+        defer { Task { await engine.stop() } }
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        for _ in 0..<3 {
+            let response = try await Self.chat(client, engine)
+            #expect(response.head.status == .ok)
+            #expect(try await Self.collect(response).contains("chat.completion"))
+            #expect(client.idleConnections(to: engine.url) == 1)  // two would mean a new connection each time
+        }
+        let closing = try await Self.chat(client, engine, headers: [("Connection", "close")])
+        #expect(closing.head.status == .ok)
+        #expect(client.idleConnections(to: engine.url) == 0)
+    }
+
+    @Test("an event stream arrives chunk by chunk with its timing, and its connection is pooled afterwards")
+    func streaming() async throws {
+        let engine = try await Engine.start()
+        defer { Task { await engine.stop() } }
+        try engine.set(#"{"tokens": 5, "token_ms": 30}"#)
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        let response = try await Self.chat(client, engine, stream: true)
+        guard case .stream(let events) = response.body else {
+            Issue.record("an event stream was collected whole")
+            return
+        }
+        var chunks = 0
+        var text = ""
+        for try await chunk in events {
+            chunks += 1
+            text += String(buffer: chunk)
+        }
+        #expect(text.components(separatedBy: "data: ").count - 1 == 6)  // five tokens and [DONE]
+        #expect(chunks >= 2)
+        #expect(events.timing.firstByte != nil)
+        #expect(events.timing.maxGap >= .milliseconds(15))
+        #expect(client.idleConnections(to: engine.url) == 1)
+    }
+
+    @Test("no head within the head timeout, or a stream silent past the idle timeout, fails and closes the connection")
+    func deadlines() async throws {
+        let engine = try await Engine.start()
+        defer { Task { await engine.stop() } }
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        try engine.set(#"{"ttfb_ms": 5000}"#)
+        let started = ContinuousClock.now
+        await #expect(throws: UpstreamError.headTimeout(.milliseconds(300))) {
+            _ = try await Self.chat(client, engine, headTimeout: .milliseconds(300))
+        }
+        #expect(ContinuousClock.now - started < .seconds(4))
+        #expect(client.idleConnections(to: engine.url) == 0)
+
+        try engine.set(#"{"tokens": 3, "token_ms": 5000}"#)
+        let response = try await Self.chat(client, engine, stream: true, idleTimeout: .milliseconds(300))
+        await #expect(throws: UpstreamError.idle(.milliseconds(300))) { _ = try await Self.collect(response) }
+        #expect(client.idleConnections(to: engine.url) == 0)
+    }
+
+    @Test("a departing client ends the wait for the answer; a refused connection is reported as such")
+    func departureAndRefusal() async throws {
+        let engine = try await Engine.start()
+        defer { Task { await engine.stop() } }
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        try engine.set(#"{"ttfb_ms": 5000}"#)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let departure = loop.makePromise(of: Void.self)
+        loop.scheduleTask(in: .milliseconds(200)) { departure.succeed(()) }
+        let started = ContinuousClock.now
+        await #expect(throws: ClientDeparted.self) {
+            _ = try await Self.chat(client, engine, departure: departure.futureResult)
+        }
+        #expect(ContinuousClock.now - started < .seconds(4))
+
+        let refused = Engine(process: engine.process, url: "http://127.0.0.1:1/v1/chat/completions", control: engine.control)
+        await #expect(throws: UpstreamError.connectionRefused) { _ = try await Self.chat(client, refused) }
+    }
+}
