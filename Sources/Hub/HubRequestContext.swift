@@ -8,7 +8,7 @@ struct HubRequestContext: RequestContext {
     /// Set by ``ClientAuthMiddleware``; nil under `--no-auth`.
     var identity: Identity?
     /// Completes when the client closes its side of the connection.
-    let clientDeparture: EventLoopFuture<Void>?
+    let clientDeparture: ClientDeparture?
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -45,7 +45,7 @@ final class HubState: Sendable {
     /// (503), the queue is full (429) or the client leaves (`clientDeparture`; the wait
     /// is cancelled). Cancelling the calling task also leaves the queue at once.
     func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant,
-                         clientDeparture: EventLoopFuture<Void>? = nil) async throws -> Registry.Pick {
+                         clientDeparture: ClientDeparture? = nil) async throws -> Registry.Pick {
         enum Outcome: Sendable { case picked(Registry.Pick), deadline, clientGone }
         return try await withThrowingTaskGroup(of: Outcome.self) { group in
             group.addTask { .picked(try await self.enqueue(model, deadline: deadline)) }
@@ -55,7 +55,7 @@ final class HubState: Sendable {
             }
             if let clientDeparture {
                 group.addTask {
-                    await clientDeparture.cancellableWait()
+                    await clientDeparture.wait()
                     return .clientGone
                 }
             }

@@ -8,25 +8,25 @@ import Synchronization
 /// only shows up as an `inputClosed` event; and its own inbound-close helper cannot be used
 /// once the body was read (it trips a NIO precondition). This handler, installed through
 /// HTTP/1's `additionalChannelHandlers`, turns that event (or the channel going inactive)
-/// into a future that handlers look up by channel.
+/// into a ``ClientDeparture`` that handlers look up by channel.
 public final class ClientDepartureHandler: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = NIOAny
 
-    private static let registry = Mutex<[ObjectIdentifier: EventLoopPromise<Void>]>([:])
-    private var promise: EventLoopPromise<Void>?
+    private static let registry = Mutex<[ObjectIdentifier: ClientDeparture]>([:])
+    private var departure: ClientDeparture?
 
     public init() {}
 
-    /// A future that completes when the client of `channel` leaves; nil if none is tracked.
-    public static func departure(of channel: any Channel) -> EventLoopFuture<Void>? {
-        registry.withLock { $0[ObjectIdentifier(channel)]?.futureResult }
+    /// The departure of the client of `channel`; nil if none is tracked.
+    public static func departure(of channel: any Channel) -> ClientDeparture? {
+        registry.withLock { $0[ObjectIdentifier(channel)] }
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        self.promise = promise
+        let departure = ClientDeparture()
+        self.departure = departure
         let key = ObjectIdentifier(context.channel)
-        Self.registry.withLock { $0[key] = promise }
+        Self.registry.withLock { $0[key] = departure }
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
@@ -44,27 +44,75 @@ public final class ClientDepartureHandler: ChannelInboundHandler, RemovableChann
     }
 
     private func depart(_ context: ChannelHandlerContext) {
-        guard let promise else { return }
-        self.promise = nil
+        guard let departure else { return }
+        self.departure = nil
         let key = ObjectIdentifier(context.channel)
         Self.registry.withLock { _ = $0.removeValue(forKey: key) }
-        promise.succeed(())
+        departure.depart()
     }
 }
 
-extension EventLoopFuture where Value == Void {
-    /// Waits for the future, but returns early when the task is cancelled
-    /// (`get()` alone would hold a task group open until the future completes).
-    public func cancellableWait() async {
+/// One client connection's departure. Requests on a keep-alive connection add a callback
+/// while they wait and remove it when done, so a long-lived connection does not pile up
+/// callbacks (a future's `whenComplete` cannot be taken back).
+public final class ClientDeparture: Sendable {
+    private struct State {
+        var departed = false
+        var nextKey = 0
+        var callbacks: [Int: @Sendable () -> Void] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public var hasDeparted: Bool { state.withLock { $0.departed } }
+
+    /// Callbacks waiting for the departure (for tests: requests must take theirs back).
+    var pendingCallbacks: Int { state.withLock { $0.callbacks.count } }
+
+    /// Calls `callback` once when the client leaves, at once if it already has (then the
+    /// result is nil). Pass the result to ``cancel(_:)`` when the callback is no longer wanted.
+    @discardableResult
+    public func onDeparture(_ callback: @escaping @Sendable () -> Void) -> Int? {
+        let key = state.withLock { state -> Int? in
+            guard !state.departed else { return nil }
+            state.nextKey += 1
+            state.callbacks[state.nextKey] = callback
+            return state.nextKey
+        }
+        if key == nil { callback() }
+        return key
+    }
+
+    public func cancel(_ key: Int?) {
+        guard let key else { return }
+        state.withLock { _ = $0.callbacks.removeValue(forKey: key) }
+    }
+
+    /// Returns when the client leaves or the calling task is cancelled.
+    public func wait() async {
         let gate = ResumeOnce()
+        var key: Int?
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 gate.install(continuation)
-                whenComplete { _ in gate.resume() }
+                key = onDeparture { gate.resume() }
             }
         } onCancel: {
             gate.resume()
         }
+        cancel(key)
+    }
+
+    func depart() {
+        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
+            guard !state.departed else { return [] }
+            state.departed = true
+            defer { state.callbacks = [:] }
+            return Array(state.callbacks.values)
+        }
+        for callback in callbacks { callback() }
     }
 }
 

@@ -38,7 +38,7 @@ public final class UpstreamClient: Sendable {
     /// ``ClientDeparted`` when `departure` completes before the answer was handed over).
     public func execute(_ request: UpstreamRequest, headTimeout: Duration, idleTimeout: Duration,
                         maxBufferedBody: Int, streamEvents: Bool = true,
-                        departure: EventLoopFuture<Void>? = nil) async throws -> UpstreamResponse {
+                        departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
         let target = try UpstreamTarget(request.url)
         let start = NIODeadline.now()
         let connection = try await connection(to: target)
@@ -49,7 +49,8 @@ public final class UpstreamClient: Sendable {
             streamEvents: streamEvents, start: start, promise: loop.makePromise(of: UpstreamResponse.self))
         let handler = connection.handler
         loop.execute { handler.value.begin(exchange) }
-        departure?.whenComplete { _ in loop.execute { handler.value.abandon(exchange.id) } }
+        let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
+        defer { departure?.cancel(watch) }
         return try await exchange.promise.futureResult.get()
     }
 

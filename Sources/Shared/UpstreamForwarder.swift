@@ -101,7 +101,7 @@ public struct UpstreamForwarder: Sendable {
         body: ByteBuffer,
         options: Options,
         logger: Logger,
-        clientDeparture: EventLoopFuture<Void>? = nil,
+        clientDeparture: ClientDeparture? = nil,
         onFinish: @escaping @Sendable (Finish) -> Void = { _ in }
     ) async -> Result {
         let request = UpstreamRequest(url: url, method: HTTPMethod(rawValue: method.rawValue), headers: headers, body: body)

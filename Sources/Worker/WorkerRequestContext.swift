@@ -7,7 +7,7 @@ import Shared
 struct WorkerRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     /// Completes when the client (the hub) closes its side of the connection.
-    let clientDeparture: EventLoopFuture<Void>?
+    let clientDeparture: ClientDeparture?
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

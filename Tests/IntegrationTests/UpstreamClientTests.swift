@@ -38,7 +38,7 @@ struct UpstreamClientTests {
 
     static func chat(_ client: UpstreamClient, _ engine: Engine, stream: Bool = false, headers: [(String, String)] = [],
                      headTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(10),
-                     departure: EventLoopFuture<Void>? = nil) async throws -> UpstreamResponse {
+                     departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
         let request = UpstreamRequest(url: engine.url, method: .POST, headers: [("Content-Type", "application/json")] + headers,
                                       body: ByteBuffer(string: chatBody(model: "fake", stream: stream)))
         return try await client.execute(request, headTimeout: headTimeout, idleTimeout: idleTimeout,
@@ -55,14 +55,16 @@ struct UpstreamClientTests {
         }
     }
 
-    @Test("sequential requests share one pooled connection; an exchange that says Connection: close leaves the pool")
+    @Test("sequential requests share one pooled connection and leave no departure callback behind; an exchange that says Connection: close leaves the pool")
     func pooling() async throws {
         let engine = try await Engine.start()
         defer { Task { await engine.stop() } }
         let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
         defer { client.shutdown() }
+        let departure = ClientDeparture()  // one keep-alive client connection carrying every request
         for _ in 0..<3 {
-            let response = try await Self.chat(client, engine)
+            let response = try await Self.chat(client, engine, departure: departure)
+            #expect(departure.pendingCallbacks == 0)
             #expect(response.head.status == .ok)
             #expect(try await Self.collect(response).contains("chat.completion"))
             #expect(client.idleConnections(to: engine.url) == 1)  // two would mean a new connection each time
@@ -124,12 +126,11 @@ struct UpstreamClientTests {
         let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
         defer { client.shutdown() }
         try engine.set(#"{"ttfb_ms": 5000}"#)
-        let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let departure = loop.makePromise(of: Void.self)
-        loop.scheduleTask(in: .milliseconds(200)) { departure.succeed(()) }
+        let departure = ClientDeparture()
+        MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: .milliseconds(200)) { departure.depart() }
         let started = ContinuousClock.now
         await #expect(throws: ClientDeparted.self) {
-            _ = try await Self.chat(client, engine, departure: departure.futureResult)
+            _ = try await Self.chat(client, engine, departure: departure)
         }
         #expect(ContinuousClock.now - started < .seconds(4))
 
