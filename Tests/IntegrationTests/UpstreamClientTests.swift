@@ -99,6 +99,33 @@ struct UpstreamClientTests {
         #expect(client.idleConnections(to: engine.url) == 1)
     }
 
+    @Test("a reader that falls behind pauses the upstream's reads and resumes them: nothing lost, nothing stuck",
+          .timeLimit(.minutes(1)))
+    func backpressure() async throws {
+        let engine = try await Engine.start()
+        defer { Task { await engine.stop() } }
+        try engine.set(#"{"tokens": 3000, "token_ms": 0}"#)  // ~330 KB as fast as the engine can write
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        let response = try await Self.chat(client, engine, stream: true, idleTimeout: .seconds(5))
+        guard case .stream(let events) = response.body else {
+            Issue.record("an event stream was collected whole")
+            return
+        }
+        var text = ""
+        var first = true
+        for try await chunk in events {
+            if first {
+                first = false
+                try await Task.sleep(for: .milliseconds(500))  // the engine has sent everything meanwhile
+            }
+            text += String(buffer: chunk)
+        }
+        #expect(text.components(separatedBy: "data: ").count - 1 == 3001)
+        #expect(text.hasSuffix("data: [DONE]\n\n"))
+        #expect(client.idleConnections(to: engine.url) == 1)
+    }
+
     @Test("no head within the head timeout, or a stream silent past the idle timeout, fails and closes the connection")
     func deadlines() async throws {
         let engine = try await Engine.start()
