@@ -170,6 +170,9 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
     case connectionRefused
     case headTimeout(Duration)
     case idle(Duration)
+    /// The stream's reader (the client, through the relay) took nothing for this long; the
+    /// upstream is stopped so a stalled client cannot hold an engine slot.
+    case readerStalled(Duration)
     case closed
     case tooLarge(Int)
     case protocolError(String)
@@ -181,6 +184,7 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
         case .connectionRefused: "connection refused"
         case .headTimeout: "timed out waiting for the response"
         case .idle(let limit): "no data for \(limit)"
+        case .readerStalled(let limit): "the client read nothing for \(limit)"
         case .closed: "connection closed by upstream"
         case .tooLarge(let limit): "response larger than \(limit) bytes"
         case .protocolError(let reason): "invalid HTTP from upstream (\(reason))"
@@ -358,6 +362,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private var reusable = true
     private var deadline: Scheduled<Void>?
     private var readsPaused = false
+    private var pausedSince = NIODeadline.now()
     private var readPending = false
     private var timing = UpstreamForwarder.Timing()
     private var lastChunk = NIODeadline.now()
@@ -460,7 +465,10 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     timing.maxGap = max(timing.maxGap, .nanoseconds((now - lastChunk).nanoseconds))
                 }
                 lastChunk = now
-                if case .stopProducing = source.yield(chunk) { readsPaused = true }
+                if case .stopProducing = source.yield(chunk), !readsPaused {
+                    readsPaused = true
+                    pausedSince = now
+                }
             default:
                 break
             }
@@ -527,16 +535,20 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         context?.close(promise: nil)
     }
 
-    /// Fails the stream when the upstream stays silent for `limit` (checked once per limit).
+    /// Fails the stream when the upstream stays silent for `limit`, or when its reader takes
+    /// nothing for `limit` while reads are paused (checked at most once per limit).
     private func watchSilence(_ limit: TimeAmount) {
         guard let context else { return }
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastChunk + limit) { [self] in
+        let next = (readsPaused ? pausedSince : lastChunk) + limit
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: next) { [self] in
             guard case .streaming = state else { return }
-            if readsPaused || NIODeadline.now() - lastChunk < limit {
-                if readsPaused { lastChunk = .now() }
-                watchSilence(limit)
-            } else {
+            let now = NIODeadline.now()
+            if readsPaused, now - pausedSince >= limit {
+                fail(.readerStalled(.nanoseconds(limit.nanoseconds)))
+            } else if !readsPaused, now - lastChunk >= limit {
                 fail(.idle(.nanoseconds(limit.nanoseconds)))
+            } else {
+                watchSilence(limit)
             }
         }
     }

@@ -152,6 +152,11 @@ public struct UpstreamForwarder: Sendable {
                         }
                     }
                     onFinish(.completed(events.timing))
+                } catch UpstreamError.readerStalled(let limit) {
+                    // The client stopped reading: its problem, not the upstream's.
+                    logger.warning("client stopped reading a stream; upstream stopped", metadata: ["limit": "\(limit)"])
+                    onFinish(.clientGone(events.timing))
+                    throw UpstreamError.readerStalled(limit)
                 } catch where !clientGone {
                     let reason = Self.describe(error)
                     logger.warning("upstream stream failed", metadata: ["url": "\(url)", "error": "\(reason)"])

@@ -126,6 +126,29 @@ struct UpstreamClientTests {
         #expect(client.idleConnections(to: engine.url) == 1)
     }
 
+    @Test("a reader that takes nothing for the idle timeout stops the upstream (a stalled client holds no engine slot)",
+          .timeLimit(.minutes(1)))
+    func stalledReader() async throws {
+        let engine = try await Engine.start()
+        defer { Task { await engine.stop() } }
+        try engine.set(#"{"tokens": 3000, "token_ms": 0}"#)
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        let response = try await Self.chat(client, engine, stream: true, idleTimeout: .milliseconds(300))
+        guard case .stream(let events) = response.body else {
+            Issue.record("an event stream was collected whole")
+            return
+        }
+        var first = true
+        await #expect(throws: UpstreamError.readerStalled(.milliseconds(300))) {
+            for try await _ in events where first {
+                first = false
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+        #expect(client.idleConnections(to: engine.url) == 0)
+    }
+
     @Test("no head within the head timeout, or a stream silent past the idle timeout, fails and closes the connection")
     func deadlines() async throws {
         let engine = try await Engine.start()
