@@ -48,7 +48,9 @@ extension HubCommand {
                 FileHandle.standardError.write(Data("\(error)\n".utf8))
                 throw ExitCode(2)
             }
-            try await HubApplication(config: cluster, options: options, logger: Logger(label: "caravan.hub")).run()
+            let logger = Logger(label: "caravan.hub")
+            OpenFileLimit.raise(logger: logger)
+            try await HubApplication(config: cluster, options: options, logger: logger).run()
         }
     }
 

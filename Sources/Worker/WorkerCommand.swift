@@ -41,8 +41,10 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let (path, name) = (config, self.name)
+        let logger = Logger(label: "caravan.worker.\(worker.name)")
+        OpenFileLimit.raise(logger: logger)
         try await WorkerApplication(
-            cluster: cluster, worker: worker, logger: Logger(label: "caravan.worker.\(worker.name)"),
+            cluster: cluster, worker: worker, logger: logger,
             loadConfig: { try ClusterConfig.load(path: path).worker(named: name) }
         ).run()
     }

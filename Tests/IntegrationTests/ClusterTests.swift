@@ -127,7 +127,7 @@ struct ClusterTests {
         }
     }
 
-    @Test("workers re-register after a hub restart; graceful worker stop leaves no llama-server")
+    @Test("workers re-register after a hub restart (the new hub raises a low open-file limit); graceful worker stop leaves no llama-server")
     func hubRestart() async throws {
         let cluster = try await TestCluster.start(workers: ["a"])
         var newHub: ManagedProcess?
@@ -136,11 +136,19 @@ struct ClusterTests {
             // The new hub takes over the exact port the old one held (workers keep that URL).
             let port = try #require(URL(string: cluster.hubURL)?.port)
             await cluster.hub.stop()
-            let hub = try ManagedProcess(name: "hub2", executable: TestCluster.binDirectory.appendingPathComponent("caravan-hub"),
-                                         arguments: ["--config", cluster.configPath],
+            // Started with a soft open-file limit of 256, as a shell might leave it: the hub
+            // raises it to the hard limit (each proxied stream holds two descriptors).
+            let hub = try ManagedProcess(name: "hub2", executable: URL(fileURLWithPath: "/bin/sh"),
+                                         arguments: ["-c", #"ulimit -Sn 256 && exec "$0" "$@""#,
+                                                     TestCluster.binDirectory.appendingPathComponent("caravan-hub").path,
+                                                     "--config", cluster.configPath],
                                          environment: ["CARAVAN_HUB_LISTEN": "127.0.0.1:\(port)"])
             newHub = hub
             _ = try await hub.waitForLine(containing: "listening on")
+            let limits = try String(contentsOfFile: "/proc/\(hub.pid)/limits", encoding: .utf8)
+            let files = try #require(limits.split(separator: "\n").first { $0.hasPrefix("Max open files") })
+            let numbers = files.split(separator: " ").compactMap { Int($0) }
+            #expect(numbers.count == 2 && numbers[0] == numbers[1] && numbers[0] > 256, "\(files)")
             _ = try await hub.waitForLine(containing: "worker registered", timeout: .seconds(10))
             let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 2))
             #expect(reply.status == 200, "\(reply.body)")
