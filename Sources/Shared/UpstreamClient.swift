@@ -175,7 +175,19 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
     case readerStalled(Duration)
     case closed
     case tooLarge(Int)
+    /// TLS failures, unparsable HTTP, I/O errors on an open connection.
     case protocolError(String)
+
+    /// A short, secret-free name for an error raised on an upstream connection.
+    static func connectionError(_ error: any Error) -> UpstreamError {
+        switch error {
+        case let error as NIOSSLError: .protocolError("TLS: \(error)")
+        case let error as BoringSSLError: .protocolError("TLS: \(error)")
+        case let error as HTTPParserError: .protocolError("invalid HTTP from upstream: \(error)")
+        case let error as IOError: .protocolError("I/O error (errno \(error.errnoCode))")
+        default: .protocolError(String(describing: type(of: error)))
+        }
+    }
 
     public var description: String {
         switch self {
@@ -187,7 +199,7 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
         case .readerStalled(let limit): "the client read nothing for \(limit)"
         case .closed: "connection closed by upstream"
         case .tooLarge(let limit): "response larger than \(limit) bytes"
-        case .protocolError(let reason): "invalid HTTP from upstream (\(reason))"
+        case .protocolError(let reason): reason
         }
     }
 }
@@ -494,7 +506,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(.protocolError(String(describing: type(of: error))))
+        fail(UpstreamError.connectionError(error))
     }
 
     /// The exchange ended cleanly: park the connection for the next one, or close it.

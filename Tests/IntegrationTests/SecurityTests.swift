@@ -375,6 +375,17 @@ struct TransportSecurityTests {
             configuration.connectionPool.retryConnectionEstablishment = false
             let untrusting = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             await #expect(throws: (any Error).self) { _ = try await untrusting.execute(request, timeout: .seconds(5)) }
+            // The hub's data plane client refuses a worker whose certificate it cannot verify, and says why.
+            let workerURL = try #require(worker["url"] as? String)
+            let strict = UpstreamClient(connectTimeout: .seconds(2))
+            defer { strict.shutdown() }
+            do {
+                _ = try await strict.execute(UpstreamRequest(url: workerURL + "/health", method: .GET, headers: [], body: ByteBuffer()),
+                                             headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
+                Issue.record("an untrusted worker certificate was accepted")
+            } catch let error as UpstreamError {
+                #expect(error.description.hasPrefix("TLS: "), "\(error)")
+            }
             try await untrusting.shutdown()
         }
     }
