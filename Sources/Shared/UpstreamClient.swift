@@ -34,11 +34,10 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Sends `request` and returns the answer's head and body. The body is complete unless the
-    /// answer is an event stream and `streamEvents` is set. Throws ``UpstreamError`` (or
+    /// answer is an event stream. Throws ``UpstreamError`` (or
     /// ``ClientDeparted`` when `departure` completes before the answer was handed over).
     public func execute(_ request: UpstreamRequest, headTimeout: Duration, idleTimeout: Duration,
-                        maxBufferedBody: Int, streamEvents: Bool = true,
-                        departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
+                        maxBufferedBody: Int, departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
         let target = try UpstreamTarget(request.url)
         let start = NIODeadline.now()
         let connection = try await connection(to: target)
@@ -46,7 +45,7 @@ public final class UpstreamClient: Sendable {
         let exchange = Exchange(
             id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
             headTimeout: TimeAmount(headTimeout), idleTimeout: TimeAmount(idleTimeout), maxBufferedBody: maxBufferedBody,
-            streamEvents: streamEvents, start: start, promise: loop.makePromise(of: UpstreamResponse.self))
+            start: start, promise: loop.makePromise(of: UpstreamResponse.self))
         let handler = connection.handler
         loop.execute { handler.value.begin(exchange) }
         let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
@@ -66,7 +65,12 @@ public final class UpstreamClient: Sendable {
 
     private func connection(to target: UpstreamTarget) async throws -> PooledConnection {
         if let parked = pool.take(target.key, maxIdle: maxIdle) { return parked }
-        let context = try target.tls ? self.context() : nil
+        let context: NIOSSLContext?
+        do {
+            context = try target.tls ? self.context() : nil
+        } catch {
+            throw UpstreamError.connectionError(error)  // an unreadable CA file, say
+        }
         let pool = self.pool
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
@@ -84,12 +88,16 @@ public final class UpstreamClient: Sendable {
                     return PooledConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
                 }
             }
-        } catch let error as ChannelError where error == .connectTimeout(connectTimeout) {
+        } catch ChannelError.connectTimeout {
             throw UpstreamError.connectTimeout
+        } catch let error as NIOConnectionError where error.connectionErrors.isEmpty {
+            throw UpstreamError.protocolError("cannot resolve \(target.host)")
         } catch is NIOConnectionError {
             throw UpstreamError.connectionRefused
         } catch let error as IOError where error.errnoCode == ECONNREFUSED {
             throw UpstreamError.connectionRefused
+        } catch let error as IOError {
+            throw UpstreamError.connectionError(error)
         }
     }
 
@@ -267,7 +275,6 @@ struct Exchange: Sendable {
     var headTimeout: TimeAmount
     var idleTimeout: TimeAmount
     var maxBufferedBody: Int
-    var streamEvents: Bool
     var start: NIODeadline
     var promise: EventLoopPromise<UpstreamResponse>
 }
@@ -446,7 +453,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             guard case .awaitingHead(let exchange) = state, head.status.code >= 200 else { return }
             reusable = reusable && head.isKeepAlive
             let isEventStream = head.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false
-            if isEventStream && exchange.streamEvents {
+            if isEventStream {
                 deadline?.cancel()
                 let box = TimingBox()
                 let stream = UpstreamEventStream.Producer.makeSequence(
