@@ -36,6 +36,21 @@ struct UpstreamClientTests {
         }
     }
 
+    /// Runs `body` against a fresh fake engine and client; both are stopped afterwards, pass or fail.
+    static func withEngine(_ body: (Engine, UpstreamClient) async throws -> Void) async throws {
+        let engine = try await Engine.start()
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        do {
+            try await body(engine, client)
+        } catch {
+            client.shutdown()
+            await engine.stop()
+            throw error
+        }
+        client.shutdown()
+        await engine.stop()
+    }
+
     static func chat(_ client: UpstreamClient, _ engine: Engine, stream: Bool = false, headers: [(String, String)] = [],
                      headTimeout: Duration = .seconds(10), idleTimeout: Duration = .seconds(10),
                      departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
@@ -57,134 +72,122 @@ struct UpstreamClientTests {
 
     @Test("sequential requests share one pooled connection and leave no departure callback behind; an exchange that says Connection: close leaves the pool")
     func pooling() async throws {
-        let engine = try await Engine.start()
-        defer { Task { await engine.stop() } }
-        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
-        defer { client.shutdown() }
-        let departure = ClientDeparture()  // one keep-alive client connection carrying every request
-        for _ in 0..<3 {
-            let response = try await Self.chat(client, engine, departure: departure)
-            #expect(departure.pendingCallbacks == 0)
-            #expect(response.head.status == .ok)
-            #expect(try await Self.collect(response).contains("chat.completion"))
-            #expect(client.idleConnections(to: engine.url) == 1)  // two would mean a new connection each time
+        try await Self.withEngine { engine, client in
+            let departure = ClientDeparture()  // one keep-alive client connection carrying every request
+            for _ in 0..<3 {
+                let response = try await Self.chat(client, engine, departure: departure)
+                #expect(departure.pendingCallbacks == 0)
+                #expect(response.head.status == .ok)
+                #expect(try await Self.collect(response).contains("chat.completion"))
+                #expect(client.idleConnections(to: engine.url) == 1)  // two would mean a new connection each time
+            }
+            let closing = try await Self.chat(client, engine, headers: [("Connection", "close")])
+            #expect(closing.head.status == .ok)
+            #expect(client.idleConnections(to: engine.url) == 0)
         }
-        let closing = try await Self.chat(client, engine, headers: [("Connection", "close")])
-        #expect(closing.head.status == .ok)
-        #expect(client.idleConnections(to: engine.url) == 0)
     }
 
     @Test("an event stream arrives chunk by chunk with its timing, and its connection is pooled afterwards")
     func streaming() async throws {
-        let engine = try await Engine.start()
-        defer { Task { await engine.stop() } }
-        try engine.set(#"{"tokens": 5, "token_ms": 30}"#)
-        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
-        defer { client.shutdown() }
-        let response = try await Self.chat(client, engine, stream: true)
-        guard case .stream(let events) = response.body else {
-            Issue.record("an event stream was collected whole")
-            return
+        try await Self.withEngine { engine, client in
+            try engine.set(#"{"tokens": 5, "token_ms": 30}"#)
+            let response = try await Self.chat(client, engine, stream: true)
+            guard case .stream(let events) = response.body else {
+                Issue.record("an event stream was collected whole")
+                return
+            }
+            var chunks = 0
+            var text = ""
+            for try await chunk in events {
+                chunks += 1
+                text += String(buffer: chunk)
+            }
+            #expect(text.components(separatedBy: "data: ").count - 1 == 6)  // five tokens and [DONE]
+            #expect(chunks >= 2)
+            #expect(events.timing.firstByte != nil)
+            #expect(events.timing.maxGap >= .milliseconds(15))
+            #expect(client.idleConnections(to: engine.url) == 1)
         }
-        var chunks = 0
-        var text = ""
-        for try await chunk in events {
-            chunks += 1
-            text += String(buffer: chunk)
-        }
-        #expect(text.components(separatedBy: "data: ").count - 1 == 6)  // five tokens and [DONE]
-        #expect(chunks >= 2)
-        #expect(events.timing.firstByte != nil)
-        #expect(events.timing.maxGap >= .milliseconds(15))
-        #expect(client.idleConnections(to: engine.url) == 1)
     }
 
     @Test("a reader that falls behind pauses the upstream's reads and resumes them: nothing lost, nothing stuck",
           .timeLimit(.minutes(1)))
     func backpressure() async throws {
-        let engine = try await Engine.start()
-        defer { Task { await engine.stop() } }
-        try engine.set(#"{"tokens": 3000, "token_ms": 0}"#)  // ~330 KB as fast as the engine can write
-        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
-        defer { client.shutdown() }
-        let response = try await Self.chat(client, engine, stream: true, idleTimeout: .seconds(5))
-        guard case .stream(let events) = response.body else {
-            Issue.record("an event stream was collected whole")
-            return
-        }
-        var text = ""
-        var first = true
-        for try await chunk in events {
-            if first {
-                first = false
-                try await Task.sleep(for: .milliseconds(500))  // the engine has sent everything meanwhile
+        try await Self.withEngine { engine, client in
+            try engine.set(#"{"tokens": 3000, "token_ms": 0}"#)  // ~330 KB as fast as the engine can write
+            let response = try await Self.chat(client, engine, stream: true, idleTimeout: .seconds(5))
+            guard case .stream(let events) = response.body else {
+                Issue.record("an event stream was collected whole")
+                return
             }
-            text += String(buffer: chunk)
+            var text = ""
+            var first = true
+            for try await chunk in events {
+                if first {
+                    first = false
+                    try await Task.sleep(for: .milliseconds(500))  // the engine has sent everything meanwhile
+                }
+                text += String(buffer: chunk)
+            }
+            #expect(text.components(separatedBy: "data: ").count - 1 == 3001)
+            #expect(text.hasSuffix("data: [DONE]\n\n"))
+            #expect(client.idleConnections(to: engine.url) == 1)
         }
-        #expect(text.components(separatedBy: "data: ").count - 1 == 3001)
-        #expect(text.hasSuffix("data: [DONE]\n\n"))
-        #expect(client.idleConnections(to: engine.url) == 1)
     }
 
     @Test("a reader that takes nothing for the idle timeout stops the upstream (a stalled client holds no engine slot)",
           .timeLimit(.minutes(1)))
     func stalledReader() async throws {
-        let engine = try await Engine.start()
-        defer { Task { await engine.stop() } }
-        try engine.set(#"{"tokens": 3000, "token_ms": 0}"#)
-        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
-        defer { client.shutdown() }
-        let response = try await Self.chat(client, engine, stream: true, idleTimeout: .milliseconds(300))
-        guard case .stream(let events) = response.body else {
-            Issue.record("an event stream was collected whole")
-            return
-        }
-        var first = true
-        await #expect(throws: UpstreamError.readerStalled(.milliseconds(300))) {
-            for try await _ in events where first {
-                first = false
-                try await Task.sleep(for: .seconds(1))
+        try await Self.withEngine { engine, client in
+            try engine.set(#"{"tokens": 3000, "token_ms": 0}"#)
+            let response = try await Self.chat(client, engine, stream: true, idleTimeout: .milliseconds(300))
+            guard case .stream(let events) = response.body else {
+                Issue.record("an event stream was collected whole")
+                return
             }
+            var first = true
+            await #expect(throws: UpstreamError.readerStalled(.milliseconds(300))) {
+                for try await _ in events where first {
+                    first = false
+                    try await Task.sleep(for: .seconds(1))
+                }
+            }
+            #expect(client.idleConnections(to: engine.url) == 0)
         }
-        #expect(client.idleConnections(to: engine.url) == 0)
     }
 
     @Test("no head within the head timeout, or a stream silent past the idle timeout, fails and closes the connection")
     func deadlines() async throws {
-        let engine = try await Engine.start()
-        defer { Task { await engine.stop() } }
-        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
-        defer { client.shutdown() }
-        try engine.set(#"{"ttfb_ms": 5000}"#)
-        let started = ContinuousClock.now
-        await #expect(throws: UpstreamError.headTimeout(.milliseconds(300))) {
-            _ = try await Self.chat(client, engine, headTimeout: .milliseconds(300))
-        }
-        #expect(ContinuousClock.now - started < .seconds(4))
-        #expect(client.idleConnections(to: engine.url) == 0)
+        try await Self.withEngine { engine, client in
+            try engine.set(#"{"ttfb_ms": 5000}"#)
+            let started = ContinuousClock.now
+            await #expect(throws: UpstreamError.headTimeout(.milliseconds(300))) {
+                _ = try await Self.chat(client, engine, headTimeout: .milliseconds(300))
+            }
+            #expect(ContinuousClock.now - started < .seconds(4))
+            #expect(client.idleConnections(to: engine.url) == 0)
 
-        try engine.set(#"{"tokens": 3, "token_ms": 5000}"#)
-        let response = try await Self.chat(client, engine, stream: true, idleTimeout: .milliseconds(300))
-        await #expect(throws: UpstreamError.idle(.milliseconds(300))) { _ = try await Self.collect(response) }
-        #expect(client.idleConnections(to: engine.url) == 0)
+            try engine.set(#"{"tokens": 3, "token_ms": 5000}"#)
+            let response = try await Self.chat(client, engine, stream: true, idleTimeout: .milliseconds(300))
+            await #expect(throws: UpstreamError.idle(.milliseconds(300))) { _ = try await Self.collect(response) }
+            #expect(client.idleConnections(to: engine.url) == 0)
+        }
     }
 
     @Test("a departing client ends the wait for the answer; a refused connection is reported as such")
     func departureAndRefusal() async throws {
-        let engine = try await Engine.start()
-        defer { Task { await engine.stop() } }
-        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
-        defer { client.shutdown() }
-        try engine.set(#"{"ttfb_ms": 5000}"#)
-        let departure = ClientDeparture()
-        MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: .milliseconds(200)) { departure.depart() }
-        let started = ContinuousClock.now
-        await #expect(throws: ClientDeparted.self) {
-            _ = try await Self.chat(client, engine, departure: departure)
-        }
-        #expect(ContinuousClock.now - started < .seconds(4))
+        try await Self.withEngine { engine, client in
+            try engine.set(#"{"ttfb_ms": 5000}"#)
+            let departure = ClientDeparture()
+            MultiThreadedEventLoopGroup.singleton.next().scheduleTask(in: .milliseconds(200)) { departure.depart() }
+            let started = ContinuousClock.now
+            await #expect(throws: ClientDeparted.self) {
+                _ = try await Self.chat(client, engine, departure: departure)
+            }
+            #expect(ContinuousClock.now - started < .seconds(4))
 
-        let refused = Engine(process: engine.process, url: "http://127.0.0.1:1/v1/chat/completions", control: engine.control)
-        await #expect(throws: UpstreamError.connectionRefused) { _ = try await Self.chat(client, refused) }
+            let refused = Engine(process: engine.process, url: "http://127.0.0.1:1/v1/chat/completions", control: engine.control)
+            await #expect(throws: UpstreamError.connectionRefused) { _ = try await Self.chat(client, refused) }
+        }
     }
 }
