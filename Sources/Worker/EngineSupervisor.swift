@@ -428,32 +428,42 @@ actor EngineSupervisor: Service {
     // MARK: Stopping
 
     /// Stops a ready engine: SIGTERM to its process group, SIGKILL after `stop_grace`.
+    ///
+    /// The stopping task leaves `.stopping` itself, on the actor, before it completes: a
+    /// waiter that sees its task finished must also see the phase moved on. (When the phase
+    /// was left by the caller after `await task.value`, a request looping in `readyEngine`
+    /// could find `.stopping` with a finished task, await it without suspending, and spin on
+    /// the actor forever: no heartbeat, no new engine.)
     private func stop(_ name: String, reason: String) async {
         guard let runtime = models[name] else { return }
         switch runtime.phase {
         case .stopping(let task):
             await task.value
-            return
         case .ready(let engine):
             logger.info("stopping llama-server", metadata: ["model": "\(name)", "pid": "\(engine.process.pid)", "reason": "\(reason)"])
             let grace = config.stopGrace
-            let task = Task { [logger] in
+            let task = Task {
                 if await !engine.process.terminate(grace: grace) {
                     logger.warning("llama-server ignored SIGTERM; killed after the grace period",
                                    metadata: ["model": "\(name)", "grace": "\(grace)"])
                 }
+                stopped(name)
             }
             models[name]?.phase = .stopping(task)
             changed()
             await task.value
-            if case .stopping = models[name]?.phase { models[name]?.phase = .stopped }
-            models[name]?.process = nil
-            models[name]?.admitted = false
-            saveRecord()
-            changed()
         default:
             return
         }
+    }
+
+    /// The end of `stop`: the engine's process is gone.
+    private func stopped(_ name: String) {
+        if case .stopping = models[name]?.phase { models[name]?.phase = .stopped }
+        models[name]?.process = nil
+        models[name]?.admitted = false
+        saveRecord()
+        changed()
     }
 
     /// Unloads models idle for longer than their `ttl`, every quarter second until cancelled.
