@@ -3,5 +3,5 @@
 # and times one pick + release on the real Registry at 8, 64 and 256 workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product caravan-hub >&2
+swift build -c release --static-swift-stdlib --product caravan-hub >&2
 "$(swift build -c release --show-bin-path)/caravan-hub" bench-routing "$@"

@@ -40,17 +40,26 @@ public final class UpstreamClient: Sendable {
                         maxBufferedBody: Int, departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
         let target = try UpstreamTarget(request.url)
         let start = NIODeadline.now()
-        let connection = try await connection(to: target)
-        let loop = connection.handler.eventLoop
-        let exchange = Exchange(
-            id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
-            headTimeout: TimeAmount(headTimeout), idleTimeout: TimeAmount(idleTimeout), maxBufferedBody: maxBufferedBody,
-            start: start, promise: loop.makePromise(of: UpstreamResponse.self))
-        let handler = connection.handler
-        loop.execute { handler.value.begin(exchange) }
-        let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
-        defer { departure?.cancel(watch) }
-        return try await exchange.promise.futureResult.get()
+        var (connection, reused) = try await connection(to: target, reuse: true)
+        while true {
+            let loop = connection.handler.eventLoop
+            let exchange = Exchange(
+                id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
+                headTimeout: TimeAmount(headTimeout), idleTimeout: TimeAmount(idleTimeout), maxBufferedBody: maxBufferedBody,
+                start: start, promise: loop.makePromise(of: UpstreamResponse.self))
+            let handler = connection.handler
+            loop.execute { handler.value.begin(exchange) }
+            let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
+            defer { departure?.cancel(watch) }
+            do {
+                return try await exchange.promise.futureResult.get()
+            } catch UpstreamError.closedBeforeAnswer where reused {
+                // A pooled connection that the upstream closed as we reused it (its idle close
+                // crossed our request): nothing was answered, so the request goes again, once,
+                // on a new connection. A new connection closed unanswered is a real failure.
+                (connection, reused) = try await self.connection(to: target, reuse: false)
+            }
+        }
     }
 
     /// Idle pooled connections to the upstream of `url` (for tests).
@@ -63,8 +72,9 @@ public final class UpstreamClient: Sendable {
         for connection in pool.drain() { connection.channel.close(promise: nil) }
     }
 
-    private func connection(to target: UpstreamTarget) async throws -> PooledConnection {
-        if let parked = pool.take(target.key, maxIdle: maxIdle) { return parked }
+    /// A pooled connection (`reused`) when `reuse` allows and one is idle, else a new one.
+    private func connection(to target: UpstreamTarget, reuse: Bool) async throws -> (PooledConnection, reused: Bool) {
+        if reuse, let parked = pool.take(target.key, maxIdle: maxIdle) { return (parked, true) }
         let context: NIOSSLContext?
         do {
             context = try target.tls ? self.context() : nil
@@ -76,7 +86,7 @@ public final class UpstreamClient: Sendable {
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         do {
-            return try await bootstrap.connect(host: target.host, port: target.port) { channel in
+            let connection = try await bootstrap.connect(host: target.host, port: target.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let context {
@@ -88,6 +98,7 @@ public final class UpstreamClient: Sendable {
                     return PooledConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
                 }
             }
+            return (connection, false)
         } catch ChannelError.connectTimeout {
             throw UpstreamError.connectTimeout
         } catch let error as NIOConnectionError where error.connectionErrors.isEmpty {
@@ -182,6 +193,8 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
     /// upstream is stopped so a stalled client cannot hold an engine slot.
     case readerStalled(Duration)
     case closed
+    /// The connection closed (or was reset) after the request was sent and before any answer.
+    case closedBeforeAnswer
     case tooLarge(Int)
     /// TLS failures, unparsable HTTP, I/O errors on an open connection.
     case protocolError(String)
@@ -206,6 +219,7 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
         case .idle(let limit): "no data for \(limit)"
         case .readerStalled(let limit): "the client read nothing for \(limit)"
         case .closed: "connection closed by upstream"
+        case .closedBeforeAnswer: "connection closed by upstream before it answered"
         case .tooLarge(let limit): "response larger than \(limit) bytes"
         case .protocolError(let reason): reason
         }
@@ -397,7 +411,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func begin(_ exchange: Exchange) {
         guard case .idle = state, let context, context.channel.isActive else {
-            exchange.promise.fail(UpstreamError.closed)
+            exchange.promise.fail(UpstreamError.closedBeforeAnswer)
             return
         }
         state = .awaitingHead(exchange)
@@ -507,12 +521,15 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(.closed)
+        if case .awaitingHead = state { fail(.closedBeforeAnswer) } else { fail(.closed) }
         pool.forget(key, context.channel)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .awaitingHead = state, let error = error as? IOError, [ECONNRESET, EPIPE].contains(error.errnoCode) {
+            return fail(.closedBeforeAnswer)
+        }
         fail(UpstreamError.connectionError(error))
     }
 

@@ -53,17 +53,11 @@ struct DataPlane: Sendable {
             inFlight.add(-1)
             supervisor.release(model)
         }
-        var result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
+        // A pooled connection that llama-server closed as it was reused is retried inside the
+        // client; any other failure here is the engine's.
+        let result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
                                              options: options, logger: logger, clientDeparture: context.clientDeparture,
                                              onFinish: finish)
-        if case .failed(nil, let reason) = result, !engine.process.hasExited {
-            // llama-server closes connections after streamed responses; a pooled connection it
-            // closed a moment ago fails before any byte was sent, so one retry is safe.
-            logger.debug("retrying engine request", metadata: ["model": "\(model)", "error": "\(reason)"])
-            result = await forwarder.forward(url: target, method: request.method, headers: headers, body: body,
-                                             options: options, logger: logger, clientDeparture: context.clientDeparture,
-                                             onFinish: finish)
-        }
         switch result {
         case .response(let response):
             return response

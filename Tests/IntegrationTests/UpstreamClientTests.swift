@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 import Testing
 @testable import Shared
 
@@ -188,6 +189,85 @@ struct UpstreamClientTests {
 
             let refused = Engine(process: engine.process, url: "http://127.0.0.1:1/v1/chat/completions", control: engine.control)
             await #expect(throws: UpstreamError.connectionRefused) { _ = try await Self.chat(client, refused) }
+        }
+    }
+
+    @Test("a pooled connection that the upstream closes as it is reused is retried once on a new connection; a new one closed unanswered fails at once")
+    func staleConnection() async throws {
+        // The first connection answers one request and closes on the second (an idle close
+        // crossing the next request); later connections answer everything.
+        let upstream = try await ScriptedUpstream.start { connection in connection == 1 ? 1 : nil }
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        let request = UpstreamRequest(url: upstream.url, method: .POST, headers: [], body: ByteBuffer(string: "{}"))
+        for _ in 0..<2 {
+            let response = try await client.execute(request, headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
+            #expect(response.head.status == .ok)
+            #expect(try await Self.collect(response) == "ok")
+        }
+        #expect(upstream.connections == 2, "the closed connection was replaced once")
+        try await upstream.stop()
+
+        let closing = try await ScriptedUpstream.start { _ in 0 }
+        let fresh = UpstreamRequest(url: closing.url, method: .POST, headers: [], body: ByteBuffer(string: "{}"))
+        await #expect(throws: UpstreamError.closedBeforeAnswer) {
+            _ = try await client.execute(fresh, headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
+        }
+        #expect(closing.connections == 1, "a new connection is not retried")
+        try await closing.stop()
+    }
+}
+
+/// An HTTP/1.1 upstream in the test process that closes connections without answering, as
+/// scripted: `answered(n)` requests on the n-th connection (from 1) get `200 ok`, the next one
+/// gets its connection closed; nil answers every request.
+final class ScriptedUpstream: Sendable {
+    private let channel: any Channel
+    private let accepted: Counter
+    let url: String
+
+    /// Connections accepted so far.
+    var connections: Int { accepted.value.load(ordering: .relaxed) }
+
+    private final class Counter: Sendable { let value = Atomic<Int>(0) }
+
+    private init(channel: any Channel, accepted: Counter) {
+        self.channel = channel
+        self.accepted = accepted
+        url = "http://127.0.0.1:\(channel.localAddress?.port ?? 0)/v1/chat/completions"
+    }
+
+    static func start(answered: @escaping @Sendable (Int) -> Int?) async throws -> ScriptedUpstream {
+        let accepted = Counter()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                let number = accepted.value.add(1, ordering: .relaxed).newValue
+                return channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
+                    try channel.pipeline.syncOperations.addHandler(Handler(limit: answered(number)))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return ScriptedUpstream(channel: channel, accepted: accepted)
+    }
+
+    func stop() async throws { try await channel.close() }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let limit: Int?
+        var answered = 0
+
+        init(limit: Int?) { self.limit = limit }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = unwrapInboundIn(data) else { return }
+            if let limit, answered >= limit { return context.close(promise: nil) }
+            answered += 1
+            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2", "Content-Type": "application/json"])
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         }
     }
 }

@@ -1,10 +1,12 @@
 # Sourced by the benchmark scripts after lib/prepare.sh: release binaries, a scratch
 # folder whose processes are stopped on exit, and small helpers.
 #   bench_setup NAME PRODUCT...   builds PRODUCTs in release mode; sets BIN, RUN, PIDS
+# Release builds link the Swift runtime statically, as the container image does: that is
+# what runs in production, and it starts smaller (~5 MiB less RSS) and runs faster.
 bench_setup() {
   local name="$1"; shift
   say "building release binaries"
-  for product in "$@"; do swift build -c release --product "$product" >&2; done
+  for product in "$@"; do swift build -c release --static-swift-stdlib --product "$product" >&2; done
   BIN="$(swift build -c release --show-bin-path)"
   RUN="$(mktemp -d "/tmp/caravan-$name.XXXXXX")"
   PIDS=()
