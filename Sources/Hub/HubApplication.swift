@@ -53,7 +53,8 @@ struct HubApplication {
             queueCapacity: hub.queue.size, logger: logger)
         // Workers close idle connections after client_idle_timeout; reuse stops well before.
         let client = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: min(hub.clientIdleTimeout / 2, .seconds(30)),
-                                    tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory))
+                                    tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory),
+                                    logger: logger)
         let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
                                                   concurrent: hub.limits.concurrent))
 

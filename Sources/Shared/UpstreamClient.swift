@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -20,14 +21,18 @@ public final class UpstreamClient: Sendable {
     private let sslContext = Mutex<NIOSSLContext?>(nil)
     private let pool = ConnectionPool()
     private let exchanges = Atomic<Int>(0)
+    private let logger: Logger
 
     /// - Parameters:
     ///   - maxIdle: a pooled connection idle longer than this is closed rather than reused; the
     ///     upstream may be closing it at that very moment (llama-server does after 5 s).
     ///   - tls: trust settings for `https` upstreams (hubs reaching TLS workers).
+    ///   - logger: where a retry on a new connection is noted (debug level).
     public init(connectTimeout: Duration, maxIdle: Duration = .seconds(2), tls: TLSConfiguration? = nil,
+                logger: Logger = Logger(label: "caravan.upstream"),
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.group = group
+        self.logger = logger
         self.connectTimeout = TimeAmount(connectTimeout)
         self.maxIdle = TimeAmount(maxIdle)
         self.tls = tls
@@ -57,6 +62,7 @@ public final class UpstreamClient: Sendable {
                 // A pooled connection that the upstream closed as we reused it (its idle close
                 // crossed our request): nothing was answered, so the request goes again, once,
                 // on a new connection. A new connection closed unanswered is a real failure.
+                logger.debug("pooled connection closed before answering; retrying on a new one", metadata: ["upstream": "\(target.key)"])
                 (connection, reused) = try await self.connection(to: target, reuse: false)
             }
         }

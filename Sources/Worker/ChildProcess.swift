@@ -152,6 +152,13 @@ private let setprivPath: String? = ["/usr/bin/setpriv", "/bin/setpriv"].first {
     FileManager.default.isExecutableFile(atPath: $0)
 }
 
+/// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module
+/// does not export; nil on an older C library (then children inherit what is not close-on-exec).
+private let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()
+
 private func spawn(_ executable: String, _ arguments: [String], _ extraEnvironment: [String: String], output: Int32)
     -> Result<pid_t, ChildProcess.LaunchError>
 {
@@ -166,6 +173,11 @@ private func spawn(_ executable: String, _ arguments: [String], _ extraEnvironme
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_adddup2(&actions, output, 1)
     posix_spawn_file_actions_adddup2(&actions, output, 2)
+    // Nothing else of the worker's: NIO's sockets and epoll descriptors and the pipes of other
+    // children are not close-on-exec. Inherited, the worker's listening socket stayed bound
+    // in every llama-server, connections the worker closed sent no FIN while an engine lived,
+    // and an engine started meanwhile held another engine's pipe open.
+    _ = addCloseFrom?(&actions, 3)
 
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)

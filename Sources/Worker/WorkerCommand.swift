@@ -68,7 +68,7 @@ struct WorkerApplication {
             connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout),
             tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base))
         // llama-server closes a connection idle for 5 s; reuse stops well before.
-        let engineClient = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: .seconds(2))
+        let engineClient = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: .seconds(2), logger: logger)
         let trigger = ReportTrigger()
         let supervisor = EngineSupervisor(config: worker, client: client, logger: logger, loadConfig: loadConfig,
                                           onChange: { trigger.fire() })

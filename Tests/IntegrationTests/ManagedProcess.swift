@@ -92,6 +92,12 @@ func isRunning(_ pid: Int32) -> Bool {
     return state != "Z" && state != "X"
 }
 
+/// What the open descriptors of `pid` refer to ("socket:[123]", "pipe:[456]", paths).
+func openFiles(of pid: Int32) -> Set<String> {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+    return Set(fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") })
+}
+
 /// Processes whose parent is `parent` and whose command line contains `text`.
 func children(of parent: Int32, matching text: String) -> [Int32] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
