@@ -22,7 +22,8 @@ struct ModelSpec: Sendable, Equatable {
                     environment: config.env)
     }
 
-    /// The VRAM estimate for a model without `vram_mb`: the GGUF size (all parts) plus 20 %
+    /// The VRAM estimate for a model without `vram_mb`: the GGUF size (all parts, and its
+    /// multimodal projector) plus 20 %
     /// for the KV cache and compute buffers at a modest context. Documented in docs/worker.md;
     /// set `vram_mb` for long contexts.
     static func estimateMiB(bytes: Int) -> Int {
@@ -50,7 +51,9 @@ enum ModelCatalog {
             configs = Array(configs.prefix(worker.ports.ports.count))
         }
         let specs = configs.map { config in
-            ModelSpec(config: config, vramMiB: config.vramMiB ?? ModelDiscovery.modelBytes(path: config.path).map(ModelSpec.estimateMiB))
+            ModelSpec(config: config, vramMiB: config.vramMiB ?? ModelDiscovery.modelBytes(path: config.path).map {
+                ModelSpec.estimateMiB(bytes: $0 + ModelDiscovery.projectorBytes(arguments: config.args))
+            })
         }
         return (specs, skipped)
     }

@@ -103,6 +103,22 @@ enum ModelDiscovery {
     }
 
     /// Total size of a model's file(s) in bytes: every part of a split model counts.
+    /// The size of the multimodal projector named in llama-server arguments (`--mmproj FILE`,
+    /// `--mmproj=FILE`, `-mm FILE`); 0 without one or when it cannot be read. It is loaded
+    /// onto the GPU beside the model.
+    static func projectorBytes(arguments: [String]) -> Int {
+        var file: String?
+        for (index, argument) in arguments.enumerated() {
+            if argument.hasPrefix("--mmproj=") {
+                file = String(argument.dropFirst("--mmproj=".count))
+            } else if argument == "--mmproj" || argument == "-mm", index + 1 < arguments.count {
+                file = arguments[index + 1]
+            }
+        }
+        guard let file else { return 0 }
+        return ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? nil) ?? 0
+    }
+
     static func modelBytes(path: String) -> Int? {
         let file = (path as NSString).lastPathComponent
         let stem = file.lowercased().hasSuffix(".gguf") ? String(file.dropLast(5)) : file

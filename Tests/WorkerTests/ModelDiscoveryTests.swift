@@ -109,6 +109,28 @@ struct ModelDiscoveryTests {
             #expect(specs[1].vramMiB == 12)  // 10 MiB + 20 %
         }
     }
+
+    @Test("a multimodal projector counts towards the VRAM estimate, declared or discovered")
+    func projectorEstimate() throws {
+        try withTree(["m.gguf": 10 * 1_048_576, "plain.gguf": 10 * 1_048_576, "vision/v.gguf": 10 * 1_048_576,
+                      "vision/mmproj-v.gguf": 5 * 1_048_576]) { root in
+            let yaml = """
+                workers:
+                  - name: w1
+                    hubs: ["http://127.0.0.1:1"]
+                    models_dir: \(root)/vision
+                    models:
+                      - {name: m, path: \(root)/m.gguf, args: [--mmproj, \(root)/vision/mmproj-v.gguf]}
+                      - {name: eq, path: \(root)/m.gguf, args: ["--mmproj=\(root)/vision/mmproj-v.gguf"]}
+                      - {name: plain, path: \(root)/plain.gguf}
+                """
+            let path = (root as NSString).appendingPathComponent("c.yaml")
+            try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+            let specs = ModelCatalog.resolve(try ClusterConfig.load(path: path).worker(named: "w1")).specs
+            #expect(specs.map(\.name) == ["m", "eq", "plain", "v"])
+            #expect(specs.map(\.vramMiB) == [18, 18, 12, 18])  // (10 + 5) MiB + 20 %; 10 MiB + 20 %
+        }
+    }
 }
 
 @Suite("Engine log and PID record")
