@@ -114,7 +114,8 @@ final class ClientAuthenticator: Sendable {
     /// Authenticates an `Authorization` header value; `roles` the endpoint accepts.
     func authenticate(_ header: String?, roles: Set<TokenRole>) async throws(TokenError) -> Identity {
         let credential = try bearerToken(header)
-        if !credential.contains("."), !apiKeys.isEmpty {
+        // (Byte search: `String.contains(String)` is Foundation's NSString search, 1 % of the hub's CPU.)
+        if !credential.utf8.contains(UInt8(ascii: ".")), !apiKeys.isEmpty {
             let digest = Array(SHA256.hash(data: Data(credential.utf8)))
             // Compare against every key in constant time: no early exit, no timing signal.
             var match: APIKeyConfig?
