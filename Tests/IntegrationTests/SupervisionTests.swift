@@ -396,7 +396,7 @@ struct SupervisionFaultTests {
                 .write(toFile: cluster.configPath, atomically: true, encoding: .utf8)
             let clock = ContinuousClock()
             kill(try #require(cluster.workers["f"]).pid, SIGHUP)
-            try await cluster.workers["f"]!.waitForLine(containing: "configuration reloaded", timeout: .seconds(5))
+            _ = try await cluster.workers["f"]!.waitForLine(containing: "configuration reloaded", timeout: .seconds(5))
             let started = clock.now
             async let next = cluster.chat("busy")
             var text = ""
