@@ -45,13 +45,14 @@ public final class UpstreamClient: Sendable {
                         maxBufferedBody: Int, departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
         let target = try UpstreamTarget(request.url)
         let start = NIODeadline.now()
+        let headDeadline = start + TimeAmount(headTimeout)  // a retry gets what is left, not a new timeout
         var (connection, reused) = try await connection(to: target, reuse: true)
         while true {
             let loop = connection.handler.eventLoop
             let exchange = Exchange(
                 id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
-                headTimeout: TimeAmount(headTimeout), idleTimeout: TimeAmount(idleTimeout), maxBufferedBody: maxBufferedBody,
-                start: start, promise: loop.makePromise(of: UpstreamResponse.self))
+                headTimeout: max(headDeadline - .now(), .zero), headLimit: headTimeout, idleTimeout: TimeAmount(idleTimeout),
+                maxBufferedBody: maxBufferedBody, start: start, promise: loop.makePromise(of: UpstreamResponse.self))
             let handler = connection.handler
             loop.execute { handler.value.begin(exchange) }
             let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
@@ -292,7 +293,10 @@ struct Exchange: Sendable {
     var id: Int
     var head: HTTPRequestHead
     var body: ByteBuffer
+    /// Time left for the head (less than `headLimit` on a retry).
     var headTimeout: TimeAmount
+    /// The caller's head timeout, for the error.
+    var headLimit: Duration
     var idleTimeout: TimeAmount
     var maxBufferedBody: Int
     var start: NIODeadline
@@ -423,9 +427,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         state = .awaitingHead(exchange)
         reusable = !exchange.head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
         timing = .init()
-        let limit = exchange.headTimeout
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: limit) { [self] in
-            fail(.headTimeout(.nanoseconds(limit.nanoseconds)))
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: exchange.headTimeout) { [self] in
+            fail(.headTimeout(exchange.headLimit))
         }
         context.write(wrapOutboundOut(.head(exchange.head)), promise: nil)
         if exchange.body.readableBytes > 0 {

@@ -196,38 +196,66 @@ struct UpstreamClientTests {
     func staleConnection() async throws {
         // The first connection answers one request and closes on the second (an idle close
         // crossing the next request); later connections answer everything.
-        let upstream = try await ScriptedUpstream.start { connection in connection == 1 ? 1 : nil }
+        let upstream = try await ScriptedUpstream.start { connection, request in
+            connection == 1 && request == 2 ? .close(after: .zero) : .answer
+        }
         let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
         defer { client.shutdown() }
-        let request = UpstreamRequest(url: upstream.url, method: .POST, headers: [], body: ByteBuffer(string: "{}"))
         for _ in 0..<2 {
-            let response = try await client.execute(request, headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
+            let response = try await client.execute(upstream.request, headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
             #expect(response.head.status == .ok)
             #expect(try await Self.collect(response) == "ok")
         }
         #expect(upstream.connections == 2, "the closed connection was replaced once")
         try await upstream.stop()
 
-        let closing = try await ScriptedUpstream.start { _ in 0 }
-        let fresh = UpstreamRequest(url: closing.url, method: .POST, headers: [], body: ByteBuffer(string: "{}"))
+        let closing = try await ScriptedUpstream.start { _, _ in .close(after: .zero) }
         await #expect(throws: UpstreamError.closedBeforeAnswer) {
-            _ = try await client.execute(fresh, headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
+            _ = try await client.execute(closing.request, headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
         }
         #expect(closing.connections == 1, "a new connection is not retried")
         try await closing.stop()
     }
+
+    @Test("the retry on a new connection gets what is left of the head timeout, not a new one")
+    func retryKeepsDeadline() async throws {
+        // The pooled connection is closed 1.5 s into the second request; the new one never answers.
+        let upstream = try await ScriptedUpstream.start { connection, request in
+            connection == 1 ? (request == 1 ? .answer : .close(after: .milliseconds(1500))) : .hang
+        }
+        let client = UpstreamClient(connectTimeout: .seconds(2), maxIdle: .seconds(30))
+        defer { client.shutdown() }
+        _ = try await client.execute(upstream.request, headTimeout: .seconds(5), idleTimeout: .seconds(5), maxBufferedBody: 1024)
+        let started = ContinuousClock.now
+        await #expect(throws: UpstreamError.headTimeout(.seconds(2))) {
+            _ = try await client.execute(upstream.request, headTimeout: .seconds(2), idleTimeout: .seconds(5), maxBufferedBody: 1024)
+        }
+        let waited = ContinuousClock.now - started
+        #expect(upstream.connections == 2, "the request was retried")
+        #expect(waited < .milliseconds(3000), "\(waited): a fresh 2 s timeout after the 1.5 s would end at ~3.5 s")
+        try await upstream.stop()
+    }
 }
 
-/// An HTTP/1.1 upstream in the test process that closes connections without answering, as
-/// scripted: `answered(n)` requests on the n-th connection (from 1) get `200 ok`, the next one
-/// gets its connection closed; nil answers every request.
+/// An HTTP/1.1 upstream in the test process that follows a script for each request
+/// (`connection` and `request` count from 1, request per connection): answer `200 ok`,
+/// close the connection without answering (after a delay), or never answer.
 final class ScriptedUpstream: Sendable {
+    enum Step: Sendable {
+        case answer
+        case close(after: TimeAmount)
+        case hang
+    }
+
     private let channel: any Channel
     private let accepted: Counter
     let url: String
 
     /// Connections accepted so far.
     var connections: Int { accepted.value.load(ordering: .relaxed) }
+
+    /// A small POST to this upstream.
+    var request: UpstreamRequest { UpstreamRequest(url: url, method: .POST, headers: [], body: ByteBuffer(string: "{}")) }
 
     private final class Counter: Sendable { let value = Atomic<Int>(0) }
 
@@ -237,13 +265,13 @@ final class ScriptedUpstream: Sendable {
         url = "http://127.0.0.1:\(channel.localAddress?.port ?? 0)/v1/chat/completions"
     }
 
-    static func start(answered: @escaping @Sendable (Int) -> Int?) async throws -> ScriptedUpstream {
+    static func start(script: @escaping @Sendable (_ connection: Int, _ request: Int) -> Step) async throws -> ScriptedUpstream {
         let accepted = Counter()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 let number = accepted.value.add(1, ordering: .relaxed).newValue
                 return channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
-                    try channel.pipeline.syncOperations.addHandler(Handler(limit: answered(number)))
+                    try channel.pipeline.syncOperations.addHandler(Handler { script(number, $0) })
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -255,19 +283,26 @@ final class ScriptedUpstream: Sendable {
     private final class Handler: ChannelInboundHandler {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
-        let limit: Int?
-        var answered = 0
+        let step: (Int) -> Step
+        var requests = 0
 
-        init(limit: Int?) { self.limit = limit }
+        init(step: @escaping (Int) -> Step) { self.step = step }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .end = unwrapInboundIn(data) else { return }
-            if let limit, answered >= limit { return context.close(promise: nil) }
-            answered += 1
-            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2", "Content-Type": "application/json"])
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            requests += 1
+            switch step(requests) {
+            case .answer:
+                let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "2", "Content-Type": "application/json"])
+                context.write(wrapOutboundOut(.head(head)), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "ok")))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            case .close(let delay):
+                let channel = context.channel
+                context.eventLoop.scheduleTask(in: delay) { channel.close(promise: nil) }
+            case .hang:
+                break
+            }
         }
     }
 }
