@@ -51,7 +51,7 @@ public final class UpstreamClient: Sendable {
             let loop = connection.handler.eventLoop
             let exchange = Exchange(
                 id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
-                headTimeout: max(headDeadline - .now(), .zero), headLimit: headTimeout, idleTimeout: TimeAmount(idleTimeout),
+                headDeadline: headDeadline, headTimeout: headTimeout, idleTimeout: TimeAmount(idleTimeout),
                 maxBufferedBody: maxBufferedBody, start: start, promise: loop.makePromise(of: UpstreamResponse.self))
             let handler = connection.handler
             loop.execute { handler.value.begin(exchange) }
@@ -293,10 +293,10 @@ struct Exchange: Sendable {
     var id: Int
     var head: HTTPRequestHead
     var body: ByteBuffer
-    /// Time left for the head (less than `headLimit` on a retry).
-    var headTimeout: TimeAmount
+    /// When the head must have arrived (one deadline across a retry on a new connection).
+    var headDeadline: NIODeadline
     /// The caller's head timeout, for the error.
-    var headLimit: Duration
+    var headTimeout: Duration
     var idleTimeout: TimeAmount
     var maxBufferedBody: Int
     var start: NIODeadline
@@ -427,8 +427,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         state = .awaitingHead(exchange)
         reusable = !exchange.head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
         timing = .init()
-        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: exchange.headTimeout) { [self] in
-            fail(.headTimeout(exchange.headLimit))
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: exchange.headDeadline) { [self] in
+            fail(.headTimeout(exchange.headTimeout))
         }
         context.write(wrapOutboundOut(.head(exchange.head)), promise: nil)
         if exchange.body.readableBytes > 0 {

@@ -102,7 +102,6 @@ enum ModelDiscovery {
         return files.sorted()
     }
 
-    /// Total size of a model's file(s) in bytes: every part of a split model counts.
     /// The size of the multimodal projector named in llama-server arguments (`--mmproj FILE`,
     /// `--mmproj=FILE`, `-mm FILE`); 0 without one or when it cannot be read. It is loaded
     /// onto the GPU beside the model.
@@ -115,24 +114,25 @@ enum ModelDiscovery {
                 file = arguments[index + 1]
             }
         }
-        guard let file else { return 0 }
-        return ((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? nil) ?? 0
+        return file.flatMap(fileSize) ?? 0
     }
 
+    /// Total size of a model's file(s) in bytes: every part of a split model counts.
     static func modelBytes(path: String) -> Int? {
         let file = (path as NSString).lastPathComponent
         let stem = file.lowercased().hasSuffix(".gguf") ? String(file.dropLast(5)) : file
-        let size = { (path: String) -> Int? in
-            (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
-        }
-        guard let split = splitPart(stem) else { return size(path) }
+        guard let split = splitPart(stem) else { return fileSize(path) }
         let folder = (path as NSString).deletingLastPathComponent
         let total = stem.split(separator: "-").last.map(String.init) ?? "00001"
         var bytes = 0
         for part in 1...(Int(total) ?? 1) {
             let name = "\(split.base)-\(String(format: "%05d", part))-of-\(total).gguf"
-            bytes += size((folder as NSString).appendingPathComponent(name)) ?? 0
+            bytes += fileSize((folder as NSString).appendingPathComponent(name)) ?? 0
         }
         return bytes
+    }
+
+    private static func fileSize(_ path: String) -> Int? {
+        (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
     }
 }
