@@ -1,16 +1,23 @@
 /// A circuit breaker for one (worker, model) pair.
 ///
 /// ```
-///            failure rate > threshold            open_for elapsed (doubles per re-open, capped)
+///     failure rate > threshold (window ≥ min_samples)
+///     or N consecutive failures                    open_for elapsed (doubles per re-open, capped)
 ///   CLOSED ───────────────────────────► OPEN ───────────────────────────► HALF-OPEN
-///     ▲        (window ≥ min_samples)     ▲                                  │ admits ONE probe
+///     ▲                                   ▲                                  │ admits ONE probe
 ///     │                                   └──────── probe fails ─────────────┤
 ///     └──────────── close_after consecutive probe successes ─────────────────┘
 /// ```
 ///
-/// Samples live in a time-based sliding window. Only failures of the worker count:
-/// transport errors, 5xx, slow first byte, slow gaps between streamed events. 4xx, 429
-/// and clients hanging up are not samples at all. Pure value type: callers pass `now`.
+/// Two rules open it, as in Envoy's outlier detection: the failure rate over a time-based
+/// sliding window, and a run of consecutive failures. The second catches a worker that turns
+/// bad after a healthy spell: 50 successes in the window would keep its rate under the
+/// threshold for most of the window, while it fails every request.
+///
+/// Only failures of the worker count: transport errors, 5xx, slow first byte, slow gaps
+/// between streamed events. 4xx, 429 and clients hanging up are not samples at all. In
+/// half-open only the probe's own outcome counts; requests admitted before the opening that
+/// finish later say nothing about the worker now. Pure value type: callers pass `now`.
 struct CircuitBreaker: Sendable {
     typealias Instant = ContinuousClock.Instant
 
@@ -22,6 +29,8 @@ struct CircuitBreaker: Sendable {
         var openFor: Duration = .seconds(5)
         var maxOpenFor: Duration = .seconds(120)
         var closeAfter = 2
+        /// Consecutive failures that open the breaker whatever the rate (0: rule off).
+        var consecutiveFailures = 5
     }
 
     enum State: Sendable, Equatable {
@@ -50,6 +59,8 @@ struct CircuitBreaker: Sendable {
     private(set) var state: State = .closed
     /// Consecutive openings without a full close in between (drives the doubling).
     private(set) var openings = 0
+    /// Failures in a row while closed (reset by a success).
+    private(set) var consecutive = 0
     /// The sliding window as at most `bucketCount` time buckets: constant memory and
     /// constant work per request, however busy the worker is.
     private var buckets: [(start: Instant, successes: Int, failures: Int)] = []
@@ -90,15 +101,24 @@ struct CircuitBreaker: Sendable {
     }
 
     /// Records the outcome of an admitted request; returns a transition when the state changed.
-    mutating func record(_ sample: Sample, now: Instant) -> Transition? {
+    /// - Parameter isProbe: whether the request was the half-open probe; other requests that
+    ///   finish while the breaker is open or half-open are ignored.
+    mutating func record(_ sample: Sample, now: Instant, isProbe: Bool = false) -> Transition? {
         switch state {
         case .closed:
             switch sample {
             case .neutral: return nil
             case .success:
+                consecutive = 0
                 add(failed: false, now: now)
                 return nil  // a success never opens the breaker: skip the window arithmetic
-            case .failure: add(failed: true, now: now)
+            case .failure:
+                consecutive += 1
+                add(failed: true, now: now)
+            }
+            if policy.consecutiveFailures > 0, consecutive >= policy.consecutiveFailures {
+                return open(now: now, from: "closed", reason: "\(consecutive) consecutive failures"
+                    + (sample.reason.map { "; last: \($0)" } ?? ""))
             }
             let window = policy.window
             buckets.removeAll { now - $0.start >= window }
@@ -111,6 +131,7 @@ struct CircuitBreaker: Sendable {
         case .open:
             return nil  // a request admitted before opening finished late; nothing to learn
         case .halfOpen(_, let successes):
+            guard isProbe else { return nil }
             switch sample {
             case .neutral:
                 state = .halfOpen(probing: false, successes: successes)
@@ -121,6 +142,7 @@ struct CircuitBreaker: Sendable {
                 if successes + 1 >= policy.closeAfter {
                     state = .closed
                     openings = 0
+                    consecutive = 0
                     buckets = []
                     bucketEnds = nil
                     return Transition(from: "half-open", to: "closed", reason: "\(successes + 1) probe(s) succeeded")
@@ -147,6 +169,7 @@ struct CircuitBreaker: Sendable {
         let period = nextOpenPeriod
         openings += 1
         state = .open(until: now + period)
+        consecutive = 0
         buckets = []
         bucketEnds = nil
         return Transition(from: from, to: "open", reason: "\(reason); open for \(period)")

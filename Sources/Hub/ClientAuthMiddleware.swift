@@ -38,17 +38,25 @@ struct ClientAuthMiddleware: RouterMiddleware {
         case .success(nil):
             return try await next(request, context)
         case .success(let permit?):
+            // The slot comes back when the connection ends, too: a write blocked on a client
+            // that stopped reading fails only once its connection is closed.
+            let departure = context.clientDeparture
+            let watch = departure?.onDeparture { permit.release() }
             var response: Response
             do {
                 response = try await next(request, context)
             } catch {
+                departure?.cancel(watch)
                 permit.release()
                 throw error
             }
             // The concurrency slot lasts until the last byte of a stream, not just its head.
             let body = response.body
             response.body = ResponseBody { writer in
-                defer { permit.release() }
+                defer {
+                    departure?.cancel(watch)
+                    permit.release()
+                }
                 try await body.write(writer)
             }
             return response

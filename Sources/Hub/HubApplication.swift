@@ -46,9 +46,12 @@ struct HubApplication {
         let hub = config.hub
         let breaker = CircuitBreaker.Policy(
             window: hub.breaker.window, minSamples: hub.breaker.minSamples, failureRate: hub.breaker.failureRate,
-            openFor: hub.breaker.openFor, maxOpenFor: hub.breaker.maxOpenFor, closeAfter: hub.breaker.closeAfter)
+            openFor: hub.breaker.openFor, maxOpenFor: hub.breaker.maxOpenFor, closeAfter: hub.breaker.closeAfter,
+            consecutiveFailures: hub.breaker.consecutiveFailures)
         let state = HubState(
-            registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels, breakerPolicy: breaker,
+            registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels,
+                               discoveringWorkers: Set(config.workers.filter { !$0.modelsDirs.isEmpty }.map(\.name)),
+                               breakerPolicy: breaker,
                                aheadPerSlot: hub.queue.aheadPerSlot),
             queueCapacity: hub.queue.size, logger: logger)
         // Workers close idle connections after client_idle_timeout; reuse stops well before.

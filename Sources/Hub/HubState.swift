@@ -135,12 +135,19 @@ final class HubState: Sendable {
         for (waiter, pick) in ready { waiter.resume(returning: pick) }
     }
 
-    /// Ends a reservation, feeds the breaker and lets queued requests in.
-    func release(_ pick: Registry.Pick, sample: CircuitBreaker.Sample) {
+    /// Ends a reservation, feeds the breaker (and the TTFT average) and lets queued requests in.
+    func release(_ pick: Registry.Pick, sample: CircuitBreaker.Sample, ttft: Duration? = nil) {
         let instant = now()
-        let transition = guarded.withLock { $0.registry.release(pick, sample: sample, now: instant) }
+        let transition = guarded.withLock { $0.registry.release(pick, sample: sample, ttft: ttft, now: instant) }
         if let transition { log(transition, pick) }
         drainQueues()
+    }
+
+    /// A reserved request's first byte is overdue: judge it slow now (``Registry/firstByteOverdue(_:after:now:)``).
+    func firstByteOverdue(_ pick: Registry.Pick, after slowTTFB: Duration) {
+        let instant = now()
+        let transition = guarded.withLock { $0.registry.firstByteOverdue(pick, after: slowTTFB, now: instant) }
+        if let transition { log(transition, pick) }
     }
 
     /// Requests waiting per model (for the admin API).
@@ -206,6 +213,8 @@ final class Lease: Sendable {
     let startedAt: ContinuousClock.Instant
     private let state: HubState
     private let released = Atomic<Bool>(false)
+    /// The slow-first-byte timer, and whether it fired (the request was judged slow already).
+    private let overdue = Mutex<(timer: Scheduled<Void>?, judged: Bool)>((nil, false))
 
     init(_ pick: Registry.Pick, state: HubState) {
         self.pick = pick
@@ -213,9 +222,36 @@ final class Lease: Sendable {
         self.startedAt = state.now()
     }
 
-    func release(_ sample: CircuitBreaker.Sample) {
+    /// Judges the first byte slow the moment `slowTTFB` passes without it (the breaker
+    /// counts it then, and the worker's weight drops while the request is still waiting),
+    /// unless ``firstByteArrived()`` comes first.
+    func watchFirstByte(_ slowTTFB: Duration, on loop: any EventLoop) {
+        let timer = loop.scheduleTask(in: .nanoseconds(Registry.nanoseconds(slowTTFB))) { [weak self] in
+            guard let self, !self.released.load(ordering: .acquiring) else { return }
+            let fire = self.overdue.withLock { overdue -> Bool in
+                guard overdue.timer != nil else { return false }
+                overdue = (nil, true)
+                return true
+            }
+            if fire { self.state.firstByteOverdue(self.pick, after: slowTTFB) }
+        }
+        overdue.withLock { $0.timer = timer }
+    }
+
+    func firstByteArrived() {
+        overdue.withLock { overdue in
+            overdue.timer?.cancel()
+            overdue.timer = nil
+        }
+    }
+
+    /// Whether the first byte was already judged slow (then the final sample must not count it again).
+    var firstByteJudged: Bool { overdue.withLock { $0.judged } }
+
+    func release(_ sample: CircuitBreaker.Sample, ttft: Duration? = nil) {
         guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        state.release(pick, sample: sample)
+        firstByteArrived()
+        state.release(pick, sample: sample, ttft: ttft)
     }
 
     deinit { release(.neutral) }

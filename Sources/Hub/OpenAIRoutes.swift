@@ -2,6 +2,8 @@ import HTTPTypes
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
+import NIOPosix
 import Shared
 
 /// The OpenAI-compatible API: model listing and the routed inference endpoints.
@@ -39,7 +41,8 @@ struct OpenAIRoutes {
     /// waits in the model's FIFO queue, holding no response headers, so the outcome can
     /// still be 429 or 503.
     func route(_ request: Request, path: String, context: HubRequestContext) async throws -> Response {
-        let body = try await request.body.collect(upTo: config.maxBodyBytes)
+        let body = try await request.collectBody(upTo: config.maxBodyBytes, within: config.clientBodyTimeout,
+                                                 departure: context.clientDeparture)
         let fields = try RoutingFields.parse(body)
         if let identity = context.identity, !identity.allows(fields.model) {
             throw OpenAIError(.forbidden, type: "permission_error", code: "model_not_allowed",
@@ -66,6 +69,9 @@ struct OpenAIRoutes {
                 throw OpenAIError.modelNotFound(fields.model)
             case .noLiveWorker:
                 throw OpenAIError.noWorker(fields.model)
+            case .doesNotFit(let reason):
+                throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_does_not_fit",
+                                  message: "No live worker can load the model '\(fields.model)': it \(reason)", param: "model")
             case .exhausted:
                 if let lastReply { return lastReply.response }
                 if let lastFailure { throw Self.allFailed(fields.model, lastFailure) }
@@ -74,15 +80,24 @@ struct OpenAIRoutes {
                                   headers: [.retryAfter: "5"])
             }
             let lease = Lease(pick, state: state)
+            // A request sent ahead waits for a slot in the engine's queue: its first byte is late by design.
+            if fields.stream && !pick.isAhead {
+                lease.watchFirstByte(config.breaker.slowTTFB,
+                                     on: context.clientDeparture?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any())
+            }
             let options = UpstreamForwarder.Options(
                 headTimeout: fields.stream ? config.firstByteTimeout : config.requestTimeout,
-                idleTimeout: config.idleTimeout, interceptRetryable: attempt < config.retries)
+                idleTimeout: config.idleTimeout, interceptRetryable: attempt < config.retries,
+                clientWriteTimeout: config.clientWriteTimeout)
             let breaker = config.breaker
             let result = await forwarder.forward(
                 url: pick.url + target, method: request.method, headers: headers + [(modelHeaderName, pick.model), (streamHeaderName, String(fields.stream))],
-                body: body, options: options, logger: logger, clientDeparture: context.clientDeparture
+                body: body, options: options, logger: logger, clientDeparture: context.clientDeparture,
+                onFirstByte: { lease.firstByteArrived() }
             ) { finish in
-                lease.release(Self.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead))
+                lease.release(Self.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead,
+                                          firstByteJudged: lease.firstByteJudged),
+                              ttft: finish.timing?.firstByte)
             }
             switch result {
             case .response(let response):
@@ -92,7 +107,7 @@ struct OpenAIRoutes {
                 throw CancellationError()
             case .failed(let reply, let reason):
                 let status = reply.map { $0.status.code }
-                lease.release(status == 429 ? .neutral : .failure(reason))
+                lease.release(status == 429 || lease.firstByteJudged ? .neutral : .failure(reason))
                 tried.append(pick.slot)
                 lastFailure = "worker \(pick.worker): \(reason)"
                 lastReply = reply
@@ -116,8 +131,11 @@ struct OpenAIRoutes {
     /// client hanging up says nothing. A request sent ahead to a busy engine
     /// (`waitedInEngineQueue`) waited for a slot before its first byte, so a late first
     /// byte says nothing about the worker's health.
+    /// `firstByteJudged`: the first byte was already counted slow when `slow_ttfb` passed
+    /// (``Lease/watchFirstByte(_:on:)``), so this request's verdict is in.
     static func sample(_ finish: UpstreamForwarder.Finish, policy: BreakerConfig,
-                       waitedInEngineQueue: Bool = false) -> CircuitBreaker.Sample {
+                       waitedInEngineQueue: Bool = false, firstByteJudged: Bool = false) -> CircuitBreaker.Sample {
+        if firstByteJudged { return .neutral }
         switch finish {
         case .completed(let timing):
             if let first = timing.firstByte, first > policy.slowTTFB, !waitedInEngineQueue {
@@ -127,7 +145,7 @@ struct OpenAIRoutes {
             return .success
         case .upstreamFailed(let reason, _):
             return .failure(reason)
-        case .clientGone:
+        case .clientGone, .busy:
             return .neutral
         }
     }

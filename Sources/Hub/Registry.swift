@@ -1,3 +1,4 @@
+import Foundation
 import Shared
 
 /// The hub's view of its workers and the routing decision over them.
@@ -35,8 +36,12 @@ struct Registry: Sendable {
         var state: ModelState
         var slotsTotal: Int
         var slotsBusy: Int
-        /// For a model that is not loaded: whether it fits the worker's reported free VRAM.
-        var fits: Bool
+        /// For a model that is not loaded: how it fits the worker's VRAM (``VRAMBudget``).
+        var fit: VRAMBudget.Fit
+        /// Peak-EWMA of the time to first byte of streamed answers, in nanoseconds (0: no
+        /// sample yet), and when it was last fed (see ``LatencyWeight``).
+        var ttft: Double = 0
+        var ttftAt: Int64 = 0
         /// Requests this hub has sent and not yet seen finish.
         var inFlight = 0
         /// `inFlight` when the last heartbeat arrived: the part of its `slotsBusy` that was ours.
@@ -78,6 +83,9 @@ struct Registry: Sendable {
         /// Weights with excluded workers removed; kept to avoid an allocation per retry.
         var scratch: [Int64] = []
         var balancer = SmoothWeightedRoundRobin()
+        /// The lowest TTFT EWMA among the route's pairs (0: none measured): the reference
+        /// each pair's latency factor is computed against.
+        var bestTTFT: Double = 0
 
         init() {}
 
@@ -184,6 +192,9 @@ struct Registry: Sendable {
         case unknownModel
         /// The model exists but no live worker serves it right now (503).
         case noLiveWorker
+        /// Live workers have the model but none can ever load it: it needs more VRAM than
+        /// any of their budgets (503 at once, with this reason, instead of a queue timeout).
+        case doesNotFit(String)
         /// Live workers serve it, but all were tried already or their breakers are open.
         case exhausted
     }
@@ -201,6 +212,9 @@ struct Registry: Sendable {
 
     let expiry: Duration
     let declaredModels: [String: String]
+    /// Workers whose entries have a `models_dir`: while one of them is not live, a name no
+    /// one knows may be one of its discovered models, so it gets 503 (try later), not 404.
+    let discoveringWorkers: Set<String>
     let breakerPolicy: CircuitBreaker.Policy
     /// Requests per slot the hub may send to a loaded worker whose slots are all busy
     /// (`queue.ahead_per_slot`); see ``Tier/ahead``.
@@ -225,8 +239,9 @@ struct Registry: Sendable {
     private var incarnations = 0
     private var routes: [Route] = []
 
-    init(expiry: Duration, declaredModels: [String: String] = [:], breakerPolicy: CircuitBreaker.Policy = .init(),
-         aheadPerSlot: Int = 0, epoch: Instant = .now) {
+    init(expiry: Duration, declaredModels: [String: String] = [:], discoveringWorkers: Set<String> = [],
+         breakerPolicy: CircuitBreaker.Policy = .init(), aheadPerSlot: Int = 0, epoch: Instant = .now) {
+        self.discoveringWorkers = discoveringWorkers
         self.expiry = expiry
         self.aheadPerSlot = aheadPerSlot
         self.epoch = epoch
@@ -273,11 +288,12 @@ struct Registry: Sendable {
         let oldIDs = worker.pairs
         let reuse = Dictionary(zip(oldNames, oldIDs), uniquingKeysWith: { first, _ in first })
         var ids: [Int] = []
-        let freeVRAM = report.gpus.map(\.memoryFreeMiB).reduce(0, +)
+        let budget = report.budget
+        let freeVRAM = report.gpus.isEmpty ? nil : report.gpus.reduce(0) { $0 + max(0, $1.memoryFreeMiB) }
         for (index, model) in report.models.enumerated() {
             seenModels.insert(model.name)
             seenModels.formUnion(model.aliases)
-            let fits = model.vramEstimateMiB.map { report.gpus.isEmpty || freeVRAM >= $0 } ?? true
+            let fit = budget.fit(needMiB: model.vramEstimateMiB, freeMiB: freeVRAM)
             if let id = reuse[model.name] {
                 pairs[id].model = index
                 pairs[id].lastSeen = nanos(now)
@@ -286,14 +302,14 @@ struct Registry: Sendable {
                 pairs[id].slotsTotal = model.slotsTotal
                 pairs[id].slotsBusy = model.slotsBusy
                 pairs[id].inFlightAtReport = pairs[id].inFlight
-                pairs[id].fits = fits
+                pairs[id].fit = fit
                 labels[id] = (report.name, report.url, model.name)
                 refresh(id)
                 ids.append(id)
             } else {
                 incarnations += 1
                 let pair = Pair(slot: slot, model: index, incarnation: incarnations, lastSeen: nanos(now), weight: report.weight, state: model.state,
-                                slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fits: fits)
+                                slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fit: fit)
                 let id: Int
                 if let free = pairs.firstIndex(where: { $0.slot == -1 }) {
                     id = free
@@ -376,10 +392,34 @@ struct Registry: Sendable {
         case .openUntil(let until): until
         case .probing: .max
         }
-        let candidate = Candidate(expiresAt: pair.lastSeen + expiryNanos, admitsFrom: admitsFrom,
-                                  milliWeight: Self.milliWeight(pair.weight) * Int64(max(0, free)),
-                                  tier: tier.rawValue, slot: pair.slot)
-        for (route, position) in memberships[id] { routes[route].set(position, to: candidate) }
+        let base = Self.milliWeight(pair.weight) * Int64(max(0, free)) * Self.headroomFactor(pair)
+        for (route, position) in memberships[id] {
+            let factor = LatencyWeight.factor(pair.ttft, best: routes[route].bestTTFT)
+            let candidate = Candidate(expiresAt: pair.lastSeen + expiryNanos, admitsFrom: admitsFrom,
+                                      milliWeight: factor == 1 ? base : Int64((Double(base) * factor).rounded(.up)),
+                                      tier: tier.rawValue, slot: pair.slot)
+            routes[route].set(position, to: candidate)
+        }
+    }
+
+    /// Feeds a pair's TTFT EWMA and re-weighs the routes whose best TTFT moved as a result.
+    private mutating func observeTTFT(_ id: Int, _ ttft: Duration, now: Int64) {
+        pairs[id].ttft = LatencyWeight.update(pairs[id].ttft, sample: Double(Self.nanoseconds(ttft)),
+                                              elapsed: now - pairs[id].ttftAt)
+        pairs[id].ttftAt = now
+        for (route, _) in memberships[id] {
+            var best = 0.0
+            for other in routes[route].ids where pairs[other].slot >= 0 && pairs[other].ttft > 0 {
+                best = best == 0 ? pairs[other].ttft : min(best, pairs[other].ttft)
+            }
+            // Re-weigh the whole route only when its reference moved by more than 5 %: the
+            // best worker's own samples move it a little on every answer.
+            let previous = routes[route].bestTTFT
+            guard previous == 0 || abs(best - previous) > previous * 0.05 else { continue }
+            routes[route].bestTTFT = best
+            for other in routes[route].ids where other != id { refresh(other) }
+        }
+        refresh(id)
     }
 
     /// Rebuilds the name -> pairs map after membership changes. Balancer scores start
@@ -400,7 +440,9 @@ struct Registry: Sendable {
             let sorted = ids.sorted { slots[pairs[$0].slot]!.name < slots[pairs[$1].slot]!.name }
             for (position, id) in sorted.enumerated() { memberships[id].append((routes.count, position)) }
             routeIndex[name] = routes.count
-            routes.append(Route(ids: sorted))
+            var route = Route(ids: sorted)
+            route.bestTTFT = sorted.map { pairs[$0].ttft }.filter { $0 > 0 }.min() ?? 0
+            routes.append(route)
         }
         for id in pairs.indices { refresh(id) }
     }
@@ -408,9 +450,11 @@ struct Registry: Sendable {
     // MARK: Capacity and weight
 
     /// Which pass a candidate belongs to: loaded models with a free slot first, then models
-    /// a worker can load, then loaded models whose slots are all busy but whose engine may
-    /// queue a few more (`ahead`), then models that failed to load (a retry lets the worker
-    /// try again).
+    /// a worker can load into free VRAM, then loaded models whose slots are all busy but whose
+    /// engine may queue a few more (`ahead`), then models a worker can load only by evicting
+    /// idle ones (`evicting`: it would displace a model someone may want), then models being
+    /// drained for a reload (`draining`: a request there waits for the restart), then models
+    /// that failed to load (a retry lets the worker try again).
     ///
     /// Why `ahead` exists: a slot freed by a finished request otherwise idles for the whole
     /// round trip (response to the hub, the queued request back through hub and worker)
@@ -419,7 +463,7 @@ struct Registry: Sendable {
     /// llama-server's own queue and starts the moment a slot frees. It is the last resort
     /// before the hub's queue, so a free slot or a spare worker always wins.
     enum Tier: Int, CaseIterable, Sendable {
-        case loaded = 0, loadable, ahead, failed
+        case loaded = 0, loadable, ahead, evicting, draining, failed
     }
 
     /// Free request slots of one (worker, model), counting this hub's own in-flight
@@ -430,8 +474,11 @@ struct Registry: Sendable {
     ///   callers) stay counted until the next report, ours are counted live, so a slot we free
     ///   is usable at once instead of after the next heartbeat; a loaded model
     ///   whose slots are unknown counts as one slot.
-    /// - not loaded or loading: `assumedSlots - hub in-flight`, and only when the worker
-    ///   reports no GPUs or at least the model's VRAM estimate free.
+    /// - not loaded: `assumedSlots - hub in-flight` when the model fits the worker's VRAM
+    ///   budget (``VRAMBudget/fit(needMiB:freeMiB:)``, the definition the worker admits by):
+    ///   `loadable` when it fits the free VRAM now, `evicting` when idle models must go
+    ///   first, nothing when it needs more than the whole budget. A model already loading
+    ///   was admitted by the worker: `loadable`.
     /// - loaded with no free slot: `slots_total x aheadPerSlot` more may be sent ahead,
     ///   to wait in the engine's queue (``Tier/ahead``).
     /// - failed: one slot (a single retry at a time).
@@ -446,7 +493,13 @@ struct Registry: Sendable {
             }
             return (.loaded, free)
         case .notLoaded, .loading, .stopping:
-            return (.loadable, pair.fits ? assumedSlots - pair.inFlight : 0)
+            switch pair.fit {
+            case .never: return (.loadable, 0)
+            case .afterEviction where pair.state != .loading: return (.evicting, assumedSlots - pair.inFlight)
+            default: return (.loadable, assumedSlots - pair.inFlight)
+            }
+        case .draining:
+            return (.draining, max(1, pair.slotsTotal) - pair.inFlight)
         case .failed:
             return (.failed, 1 - pair.inFlight)
         }
@@ -459,7 +512,15 @@ struct Registry: Sendable {
         return Int64((min(weight, 1_000_000) * 1000).rounded())
     }
 
-    /// Routing weight = the worker's static `weight` x free slots (0 when saturated).
+    /// Among workers that would have to load the model, the one with the most free VRAM
+    /// after the load is preferred: its weight is multiplied by that headroom in GiB (at least 1).
+    static func headroomFactor(_ pair: Pair) -> Int64 {
+        guard pair.state != .ready, case .free(let headroom) = pair.fit else { return 1 }
+        return Int64(max(1, headroom / 1024))
+    }
+
+    /// Routing weight = the worker's static `weight` x free slots (0 when saturated), before
+    /// the VRAM headroom and latency factors.
     static func weight(_ pair: Pair) -> Double {
         pair.weight * Double(max(0, capacity(pair).free))
     }
@@ -473,7 +534,9 @@ struct Registry: Sendable {
         -> (decision: Decision, transitions: [(Pick, CircuitBreaker.Transition)])
     {
         guard let route = routeIndex[model] else {
-            return (declaredModels[model] != nil || seenModels.contains(model) ? .noLiveWorker : .unknownModel, [])
+            let mayExist = declaredModels[model] != nil || seenModels.contains(model)
+                || discoveringWorkers.contains { name in worker(named: name).map { !isLive($0, now: now) } ?? true }
+            return (mayExist ? .noLiveWorker : .unknownModel, [])
         }
         let now64 = nanos(now)
         let chosen = Self.choose(in: &routes[route], now: now64, excluding: excluded)
@@ -514,16 +577,26 @@ struct Registry: Sendable {
         return nil
     }
 
-    /// Why no pair could be picked: nobody live, everybody busy (queue), or everybody
-    /// excluded or behind an open breaker.
+    /// Why no pair could be picked: nobody live, nobody able to ever load it (VRAM),
+    /// everybody busy (queue), or everybody excluded or behind an open breaker.
     private func whyNoPick(_ ids: [Int], excluding excluded: [Int], now: Int64) -> Decision {
         var anyLive = false
+        var tooLarge: (need: Int, budget: Int)?
+        var anyCouldServe = false
         for id in ids {
             let pair = pairs[id]
             guard pair.slot >= 0, now - pair.lastSeen <= expiryNanos else { continue }
             anyLive = true
+            if pair.state != .ready, pair.state != .loading, case .never(let need, let budget) = pair.fit {
+                if tooLarge.map({ budget > $0.budget }) ?? true { tooLarge = (need, budget) }
+                continue
+            }
+            anyCouldServe = true
             if excluded.contains(pair.slot) || !pair.gate.admits(at: now) { continue }
             return .saturated
+        }
+        if !anyCouldServe, let tooLarge {
+            return .doesNotFit(VRAMBudget.neverFitsReason(needMiB: tooLarge.need, budgetMiB: tooLarge.budget))
         }
         return anyLive ? .exhausted : .noLiveWorker
     }
@@ -541,14 +614,16 @@ struct Registry: Sendable {
         }
     }
 
-    /// Ends a reservation: frees the in-flight slot and feeds the breaker.
-    mutating func release(_ pick: Pick, sample: CircuitBreaker.Sample, now: Instant) -> CircuitBreaker.Transition? {
+    /// Ends a reservation: frees the in-flight slot, feeds the breaker and, for a streamed
+    /// answer, the TTFT EWMA (`ttft`).
+    mutating func release(_ pick: Pick, sample: CircuitBreaker.Sample, ttft: Duration? = nil, now: Instant)
+        -> CircuitBreaker.Transition?
+    {
         // The worker may have left (or the pair been reused) meanwhile: then there is nothing to update.
-        guard pick.pair < pairs.count, pairs[pick.pair].slot == pick.slot,
-            pairs[pick.pair].incarnation == pick.incarnation
-        else { return nil }
+        guard isCurrent(pick) else { return nil }
         pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
         if sample == .success { noteAnswer(fromSlot: pick.slot, now: now) }
+        if let ttft, !pick.isAhead { observeTTFT(pick.pair, ttft, now: nanos(now)) }
         defer {
             pairs[pick.pair].gate = Gate(breakers[pick.pair].state, epoch: epoch)
             refresh(pick.pair)
@@ -557,6 +632,51 @@ struct Registry: Sendable {
             breakers[pick.pair].abandon()
             return nil
         }
-        return breakers[pick.pair].record(sample, now: now)
+        return breakers[pick.pair].record(sample, now: now, isProbe: pick.isProbe)
+    }
+
+    /// A streamed request's first byte is already later than `slowTTFB`: it counts as a
+    /// failure now (not when the byte finally comes), and the worker's TTFT EWMA jumps to at
+    /// least that, so its weight drops while the request is still outstanding.
+    mutating func firstByteOverdue(_ pick: Pick, after slowTTFB: Duration, now: Instant) -> CircuitBreaker.Transition? {
+        guard isCurrent(pick) else { return nil }
+        if !pick.isAhead { observeTTFT(pick.pair, slowTTFB, now: nanos(now)) }
+        defer {
+            pairs[pick.pair].gate = Gate(breakers[pick.pair].state, epoch: epoch)
+            refresh(pick.pair)
+        }
+        return breakers[pick.pair].record(.failure("first byte slower than \(slowTTFB)"), now: now, isProbe: pick.isProbe)
+    }
+
+    private func isCurrent(_ pick: Pick) -> Bool {
+        pick.pair < pairs.count && pairs[pick.pair].slot == pick.slot && pairs[pick.pair].incarnation == pick.incarnation
+    }
+}
+
+/// Latency-aware weights: each (worker, model) keeps a peak-EWMA of its streamed time to
+/// first byte, and its weight is multiplied by `best / own` (the model's fastest worker over
+/// this one), floored at ``floor``. A worker 10x slower than the best gets a tenth of its
+/// share before any breaker trips; as its samples improve, the average decays and its share
+/// comes back smoothly.
+///
+/// Peak-EWMA (Finagle's): a sample above the average replaces it at once (a worker that
+/// turns slow is noticed on its first slow answer); a lower one is blended in with a weight
+/// that depends on the time since the previous sample (time constant ``tau``), so the
+/// decay takes the same wall time however busy the worker is.
+enum LatencyWeight {
+    static let tau: Double = 5e9  // nanoseconds
+    /// The smallest factor: even a very slow worker keeps a trickle of requests, so it can
+    /// show that it recovered.
+    static let floor = 0.05
+
+    static func update(_ average: Double, sample: Double, elapsed: Int64) -> Double {
+        guard average > 0, sample < average else { return sample }
+        let keep = exp(-Double(max(0, elapsed)) / tau)
+        return average * keep + sample * (1 - keep)
+    }
+
+    static func factor(_ own: Double, best: Double) -> Double {
+        guard own > 0, best > 0, own > best else { return 1 }
+        return max(floor, best / own)
     }
 }

@@ -23,7 +23,7 @@ public final class ClientDepartureHandler: ChannelInboundHandler, RemovableChann
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        let departure = ClientDeparture()
+        let departure = ClientDeparture(channel: context.channel)
         self.departure = departure
         let key = ObjectIdentifier(context.channel)
         Self.registry.withLock { $0[key] = departure }
@@ -63,8 +63,26 @@ public final class ClientDeparture: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The client's connection, so a request can end it (a client that stops reading, or
+    /// trickles its body).
+    private let channel: (any Channel)?
 
-    public init() {}
+    public init(channel: (any Channel)? = nil) { self.channel = channel }
+
+    /// Closes the client's connection: pending writes to it fail, so a request blocked on a
+    /// client that stopped reading gets its write back with an error.
+    public func closeConnection() {
+        channel?.close(promise: nil)
+    }
+
+    /// Stops reading from the client: the connection ends once the answer in progress has
+    /// been written (it cannot carry another request after an unread body).
+    public func stopReading() {
+        channel?.close(mode: .input, promise: nil)
+    }
+
+    /// The event loop of the client's connection, for timers that belong to it.
+    public var eventLoop: (any EventLoop)? { channel?.eventLoop }
 
     public var hasDeparted: Bool { state.withLock { $0.departed } }
 

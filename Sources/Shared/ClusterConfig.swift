@@ -60,6 +60,12 @@ public struct HubConfig: Decodable, Sendable {
     public var corsOrigins: [String] = []
     /// Close a client connection after this long without a request (slow or idle clients).
     public var clientIdleTimeout: Duration = .seconds(60)
+    /// Longest a write to a client may wait for the client to read (a client that stops
+    /// reading); then its connection is closed and everything the request held is released.
+    public var clientWriteTimeout: Duration = .seconds(30)
+    /// Longest time to receive a whole request body (a client trickling one byte at a time
+    /// never trips the idle timeout); then 408 and the connection is closed.
+    public var clientBodyTimeout: Duration = .seconds(60)
     /// Largest request header block, in KiB (431 beyond).
     public var maxHeaderKB = 32
     /// Serve HTTPS with this certificate and key.
@@ -72,6 +78,7 @@ public struct HubConfig: Decodable, Sendable {
         case maxBodyMB = "max_body_mb", firstByteTimeout = "first_byte_timeout", auth
         case connectTimeout = "connect_timeout", idleTimeout = "idle_timeout", requestTimeout = "request_timeout"
         case retries, queue, breaker, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
+        case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
         case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file"
     }
 
@@ -107,6 +114,8 @@ public struct HubConfig: Decodable, Sendable {
                               "expected an origin like https://app.example.com, got \"\(origin)\"")
         }
         clientIdleTimeout = try c.positiveDuration(.clientIdleTimeout) ?? clientIdleTimeout
+        clientWriteTimeout = try c.positiveDuration(.clientWriteTimeout) ?? clientWriteTimeout
+        clientBodyTimeout = try c.positiveDuration(.clientBodyTimeout) ?? clientBodyTimeout
         if let v = try c.optional(Int.self, .maxHeaderKB) {
             guard (1...1024).contains(v) else { throw c.error(.maxHeaderKB, "must be between 1 and 1024") }
             maxHeaderKB = v
@@ -168,10 +177,13 @@ public struct BreakerConfig: Decodable, Sendable, Equatable {
     public var maxOpenFor: Duration = .seconds(120)
     /// Consecutive successful probes that close a half-open breaker.
     public var closeAfter = 2
+    /// Failures in a row that open the breaker whatever the rate (0: off).
+    public var consecutiveFailures = 5
 
     enum CodingKeys: String, CodingKey {
         case window, minSamples = "min_samples", failureRate = "failure_rate", slowTTFB = "slow_ttfb"
         case slowGap = "slow_gap", openFor = "open_for", maxOpenFor = "max_open_for", closeAfter = "close_after"
+        case consecutiveFailures = "consecutive_failures"
     }
 
     public init() {}
@@ -196,6 +208,10 @@ public struct BreakerConfig: Decodable, Sendable, Equatable {
         if let v = try c.optional(Int.self, .closeAfter) {
             guard v >= 1 else { throw c.error(.closeAfter, "must be at least 1") }
             closeAfter = v
+        }
+        if let v = try c.optional(Int.self, .consecutiveFailures) {
+            guard v >= 0 else { throw c.error(.consecutiveFailures, "must be 0 (off) or more") }
+            consecutiveFailures = v
         }
     }
 }
@@ -377,8 +393,9 @@ public struct WorkerConfig: Decodable, Sendable {
     public var loadTimeout: Duration
     /// GPUs reported when `nvidia-smi` is absent (e.g. CPU boxes, other vendors).
     public var gpus: [GPUConfig]
-    /// Static routing weight, multiplied by the worker's free capacity (see README).
-    public var weight: Double
+    /// Static routing weight, multiplied by the worker's free capacity (see README); nil is
+    /// `auto` (the default): proportional to the worker's VRAM budget (``VRAMBudget/autoWeight``).
+    public var weight: Double?
     /// Serve the data plane over HTTPS with this certificate and key.
     public var tls: TLSConfig?
     /// CA to verify the hub's certificate with (https hub URLs); the system roots otherwise.
@@ -438,8 +455,14 @@ public struct WorkerConfig: Decodable, Sendable {
         preload = try c.optional(Bool.self, .preload) ?? false
         loadTimeout = try c.optional(ConfigDuration.self, .loadTimeout)?.duration ?? .seconds(120)
         gpus = try c.optional([GPUConfig].self, .gpus) ?? []
-        weight = try c.optional(Double.self, .weight) ?? 1
-        guard weight > 0, weight <= 1_000_000 else { throw c.error(.weight, "must be greater than 0 and at most 1000000") }
+        if (try? c.decodeIfPresent(String.self, forKey: .weight)) == "auto" {
+            weight = nil
+        } else {
+            weight = try c.optional(Double.self, .weight)
+            if let weight, !(weight > 0 && weight <= 1_000_000) {
+                throw c.error(.weight, "must be auto, or greater than 0 and at most 1000000")
+            }
+        }
         tls = try c.optional(TLSConfig.self, .tls)
         hubCAFile = try c.optional(String.self, .hubCAFile)
         models = try c.optional([ModelConfig].self, .models) ?? []

@@ -42,7 +42,8 @@ public final class UpstreamClient: Sendable {
     /// answer is an event stream. Throws ``UpstreamError`` (or
     /// ``ClientDeparted`` when `departure` completes before the answer was handed over).
     public func execute(_ request: UpstreamRequest, headTimeout: Duration, idleTimeout: Duration,
-                        maxBufferedBody: Int, departure: ClientDeparture? = nil) async throws -> UpstreamResponse {
+                        maxBufferedBody: Int, departure: ClientDeparture? = nil,
+                        onFirstByte: (@Sendable () -> Void)? = nil) async throws -> UpstreamResponse {
         let target = try UpstreamTarget(request.url)
         let start = NIODeadline.now()
         let headDeadline = start + TimeAmount(headTimeout)  // a retry gets what is left, not a new timeout
@@ -52,7 +53,8 @@ public final class UpstreamClient: Sendable {
             let exchange = Exchange(
                 id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
                 headDeadline: headDeadline, headTimeout: headTimeout, idleTimeout: TimeAmount(idleTimeout),
-                maxBufferedBody: maxBufferedBody, start: start, promise: loop.makePromise(of: UpstreamResponse.self))
+                maxBufferedBody: maxBufferedBody, start: start, promise: loop.makePromise(of: UpstreamResponse.self),
+                onFirstByte: onFirstByte)
             let handler = connection.handler
             loop.execute { handler.value.begin(exchange) }
             let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
@@ -301,6 +303,8 @@ struct Exchange: Sendable {
     var maxBufferedBody: Int
     var start: NIODeadline
     var promise: EventLoopPromise<UpstreamResponse>
+    /// Called on the connection's loop when an event stream's first body byte arrives.
+    var onFirstByte: (@Sendable () -> Void)?
 }
 
 /// A connection in the pool, with its handler (usable only on the connection's loop).
@@ -503,6 +507,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
                 let now = NIODeadline.now()
                 if timing.firstByte == nil {
                     timing.firstByte = .nanoseconds((now - exchange.start).nanoseconds)
+                    exchange.onFirstByte?()
                 } else {
                     timing.maxGap = max(timing.maxGap, .nanoseconds((now - lastChunk).nanoseconds))
                 }

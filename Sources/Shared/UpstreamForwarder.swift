@@ -29,10 +29,21 @@ public struct UpstreamForwarder: Sendable {
     /// How a relayed response ended, reported exactly once.
     public enum Finish: Sendable, Equatable {
         case completed(Timing)
-        /// The upstream failed or went silent after the client had bytes.
+        /// The upstream failed or went silent after the client had bytes, or its 5xx answer
+        /// was passed on (the last attempt): a failure of the upstream either way.
         case upstreamFailed(String, Timing)
-        /// The client went away.
+        /// The upstream's 429 was passed on: it was busy, which says nothing about its health.
+        case busy
+        /// The client went away, or stopped reading until `clientWriteTimeout`.
         case clientGone(Timing)
+
+        /// The stream's timing, when there was a stream.
+        public var timing: Timing? {
+            switch self {
+            case .completed(let timing), .upstreamFailed(_, let timing), .clientGone(let timing): timing
+            case .busy: nil
+            }
+        }
     }
 
     public enum Result: Sendable {
@@ -65,13 +76,17 @@ public struct UpstreamForwarder: Sendable {
         public var interceptRetryable: Bool
         /// Largest non-streamed body read into memory.
         public var maxBufferedBody: Int
+        /// Longest a write to the client may wait for it to read; then its connection is
+        /// closed and the stream ends as ``Finish/clientGone(_:)`` at once (nil: no limit).
+        public var clientWriteTimeout: Duration?
 
         public init(headTimeout: Duration, idleTimeout: Duration, interceptRetryable: Bool = false,
-                    maxBufferedBody: Int = 256 * 1024 * 1024) {
+                    maxBufferedBody: Int = 256 * 1024 * 1024, clientWriteTimeout: Duration? = nil) {
             self.headTimeout = headTimeout
             self.idleTimeout = idleTimeout
             self.interceptRetryable = interceptRetryable
             self.maxBufferedBody = maxBufferedBody
+            self.clientWriteTimeout = clientWriteTimeout
         }
     }
 
@@ -102,6 +117,7 @@ public struct UpstreamForwarder: Sendable {
         options: Options,
         logger: Logger,
         clientDeparture: ClientDeparture? = nil,
+        onFirstByte: (@Sendable () -> Void)? = nil,
         onFinish: @escaping @Sendable (Finish) -> Void = { _ in }
     ) async -> Result {
         let request = UpstreamRequest(url: url, method: HTTPMethod(rawValue: method.rawValue), headers: headers, body: body)
@@ -110,7 +126,8 @@ public struct UpstreamForwarder: Sendable {
             // A non-streamed answer's head comes only after the whole generation: a client
             // that leaves meanwhile must stop it, not leave the GPU working for nobody.
             upstream = try await client.execute(request, headTimeout: options.headTimeout, idleTimeout: options.idleTimeout,
-                                                maxBufferedBody: options.maxBufferedBody, departure: clientDeparture)
+                                                maxBufferedBody: options.maxBufferedBody, departure: clientDeparture,
+                                                onFirstByte: onFirstByte)
         } catch is ClientDeparted {
             return .clientGone
         } catch {
@@ -128,7 +145,7 @@ public struct UpstreamForwarder: Sendable {
             }
             // No first-byte time: llama-server sends a non-streamed head only after generating
             // every token, so that time measures the whole generation, not the worker's health.
-            onFinish(.completed(Timing()))
+            onFinish(Self.finish(status: status, timing: Timing()))
             return .response(Response(status: responseStatus, headers: responseHeaders, body: .init(byteBuffer: bytes)))
         case .stream(let events) where retryable:
             var bytes = ByteBuffer()
@@ -140,37 +157,59 @@ public struct UpstreamForwarder: Sendable {
             return .failed(reply: ErrorReply(status: responseStatus, headers: responseHeaders, body: bytes),
                            reason: "HTTP \(status)")
         case .stream(let events):
+            let finish = FinishOnce(onFinish)
             let relay = ResponseBody { writer in
+                // A client that stops reading blocks `write` for as long as its connection
+                // lives. The deadline closes that connection, which fails the write, and ends
+                // the request at once (lease, limits and breaker sample back), even if the
+                // write were never to return.
+                let deadline = WriteDeadline(timeout: options.clientWriteTimeout, departure: clientDeparture) {
+                    logger.warning("client stopped reading a stream; connection closed",
+                                   metadata: ["client_write_timeout": "\(options.clientWriteTimeout.map { "\($0)" } ?? "")"])
+                    finish(.clientGone(events.timing))
+                }
+                defer { deadline?.stop() }
                 var clientGone = false
                 do {
                     for try await chunk in events {
                         do {
+                            deadline?.begin()
                             try await writer.write(chunk)
+                            deadline?.end()
                         } catch {
                             clientGone = true
                             throw error
                         }
                     }
-                    onFinish(.completed(events.timing))
+                    finish(Self.finish(status: status, timing: events.timing))
                 } catch UpstreamError.readerStalled(let limit) {
                     // The client stopped reading: its problem, not the upstream's.
                     logger.warning("client stopped reading a stream; upstream stopped", metadata: ["limit": "\(limit)"])
-                    onFinish(.clientGone(events.timing))
+                    finish(.clientGone(events.timing))
+                    clientDeparture?.closeConnection()
                     throw UpstreamError.readerStalled(limit)
                 } catch where !clientGone {
                     let reason = Self.describe(error)
                     logger.warning("upstream stream failed", metadata: ["url": "\(url)", "error": "\(reason)"])
                     try await writer.write(OpenAIError.upstream("The upstream failed while streaming: \(reason)",
                                                                  code: "upstream_stream_error").sseEvent)
-                    onFinish(.upstreamFailed(reason, events.timing))
+                    finish(.upstreamFailed(reason, events.timing))
                 } catch {
-                    onFinish(.clientGone(events.timing))
+                    finish(.clientGone(events.timing))
                     throw error
                 }
                 try await writer.finish(nil)
             }
             return .response(Response(status: responseStatus, headers: responseHeaders, body: relay))
         }
+    }
+
+    /// How an answer that was passed on ends for the breaker: a 5xx is the upstream's
+    /// failure even when no retry is left to intercept it; a 429 says it was busy.
+    static func finish(status: Int, timing: Timing) -> Finish {
+        if status >= 500 { return .upstreamFailed("HTTP \(status)", timing) }
+        if status == 429 { return .busy }
+        return .completed(timing)
     }
 
     /// A short, secret-free description of a transport error for envelopes and logs.
@@ -202,4 +241,55 @@ extension TimeAmount {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
+}
+
+/// Calls a finish callback at most once, whichever of the relay's paths gets there first
+/// (the write deadline fires from the client's event loop, the relay ends on its task).
+final class FinishOnce: Sendable {
+    private let callback: Mutex<(@Sendable (UpstreamForwarder.Finish) -> Void)?>
+
+    init(_ callback: @escaping @Sendable (UpstreamForwarder.Finish) -> Void) {
+        self.callback = Mutex(callback)
+    }
+
+    func callAsFunction(_ finish: UpstreamForwarder.Finish) {
+        let callback = self.callback.withLock { callback in
+            defer { callback = nil }
+            return callback
+        }
+        callback?(finish)
+    }
+}
+
+/// Closes a client connection whose pending write has waited longer than `timeout`.
+///
+/// One repeated timer per stream on the client's event loop checks a timestamp that the
+/// relay sets before each write and clears after it; no timer is scheduled per chunk.
+final class WriteDeadline: Sendable {
+    /// When the pending write began (NIO uptime nanoseconds), 0 when none waits.
+    private final class Stamp: Sendable {
+        let value = Atomic<Int64>(0)
+    }
+
+    private let pendingSince = Stamp()
+    private let task: RepeatedTask
+
+    /// Nil when there is no limit or no client connection to close.
+    init?(timeout: Duration?, departure: ClientDeparture?, onExpire: @escaping @Sendable () -> Void) {
+        guard let timeout, let departure, let loop = departure.eventLoop else { return nil }
+        let limit = TimeAmount(timeout)
+        let stamp = pendingSince
+        let period = TimeAmount.nanoseconds(max(limit.nanoseconds / 4, 1_000_000))
+        task = loop.scheduleRepeatedTask(initialDelay: period, delay: period) { task in
+            let since = stamp.value.load(ordering: .relaxed)
+            guard since != 0, Int64(NIODeadline.now().uptimeNanoseconds) - since >= limit.nanoseconds else { return }
+            task.cancel()
+            departure.closeConnection()
+            onExpire()
+        }
+    }
+
+    func begin() { pendingSince.value.store(Int64(NIODeadline.now().uptimeNanoseconds), ordering: .relaxed) }
+    func end() { pendingSince.value.store(0, ordering: .relaxed) }
+    func stop() { task.cancel() }
 }

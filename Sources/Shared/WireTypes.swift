@@ -38,8 +38,15 @@ public struct WorkerReport: Codable, Sendable, Equatable {
     public var gpus: [GPUReport]
     /// Requests the worker is forwarding right now.
     public var inFlight: Int
-    /// Static routing weight from the worker's config entry.
+    /// Static routing weight: the config entry's number, or with `weight: auto` (the
+    /// default) the VRAM budget in GiB (``VRAMBudget/autoWeight``).
     public var weight: Double
+    /// The VRAM budget the worker admits models against (`vram_budget_mb`, else its GPUs'
+    /// total); absent when it has none. The hub judges fit with the same ``VRAMBudget``.
+    public var vramBudgetMiB: Int?
+
+    /// The worker's budget as the worker itself computes it.
+    public var budget: VRAMBudget { VRAMBudget(totalMiB: vramBudgetMiB ?? VRAMBudget(gpus: gpus).totalMiB) }
 
     public init(name: String, url: String, version: String, sequence: UInt64,
                 models: [ModelReport], gpus: [GPUReport], inFlight: Int, weight: Double = 1) {
@@ -59,6 +66,9 @@ public enum ModelState: String, Codable, Sendable, Equatable {
     case notLoaded = "not-loaded"
     case loading
     case ready
+    /// Loaded, but its replacement (a reload changed its command line) starts once the
+    /// requests in progress end: send new requests elsewhere while another worker serves it.
+    case draining
     /// Being stopped (ttl, eviction, reload); it can be started again afterwards.
     case stopping
     case failed
@@ -84,6 +94,9 @@ public struct ModelReport: Codable, Sendable, Equatable {
     public var unlisted: Bool?
     /// Engine exits within the worker's crash window.
     public var recentCrashes: Int?
+    /// True when the engine's `/slots` did not answer in time and the slot counts are the
+    /// last good reading (not zeros: a busy engine must not look like it lost its capacity).
+    public var slotsStale: Bool?
 
     public init(name: String, aliases: [String] = [], state: ModelState, slotsTotal: Int = 0,
                 slotsBusy: Int = 0, reason: String? = nil, vramEstimateMiB: Int? = nil) {
@@ -103,6 +116,8 @@ public struct GPUReport: Codable, Sendable, Equatable {
     public var name: String
     public var memoryTotalMiB: Int
     public var memoryFreeMiB: Int
+    /// True when the last measurement failed (a hung `nvidia-smi`) and these are older values.
+    public var stale: Bool?
 
     public init(index: Int, name: String, memoryTotalMiB: Int, memoryFreeMiB: Int) {
         self.index = index
@@ -127,18 +142,66 @@ public struct DeregisterRequest: Codable, Sendable {
 }
 
 /// JSON coding shared by hub and worker: snake_case keys on the wire.
+///
+/// Foundation's own snake-casing splits "MiB" into "mi_b"; these strategies treat a unit
+/// such as `MiB` or `Ms` as one word, so `vramEstimateMiB` is `vram_estimate_mib` and
+/// decodes back to the same property.
 public enum WireCoding {
     public static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.keyEncodingStrategy = .custom { path in WireKey(snakeCase(path.last!.stringValue)) }
         return encoder
     }
 
     public static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        decoder.keyDecodingStrategy = .custom { path in WireKey(camelCase(path.last!.stringValue)) }
         return decoder
     }
+
+    /// Units written as one word; everything else splits before each capital letter.
+    private static let units = ["MiB": "mib"]
+
+    /// `vramEstimateMiB` -> `vram_estimate_mib`, `heartbeatIntervalMs` -> `heartbeat_interval_ms`.
+    public static func snakeCase(_ key: String) -> String {
+        var words: [String] = []
+        var current = ""
+        var rest = Substring(key)
+        while let first = rest.first {
+            if let (unit, word) = units.first(where: { rest.hasPrefix($0.key) }) {
+                if !current.isEmpty { words.append(current) }
+                words.append(word)
+                current = ""
+                rest = rest.dropFirst(unit.count)
+                continue
+            }
+            if first.isUppercase && !current.isEmpty {
+                words.append(current)
+                current = ""
+            }
+            current.append(Character(first.lowercased()))
+            rest = rest.dropFirst()
+        }
+        if !current.isEmpty { words.append(current) }
+        return words.joined(separator: "_")
+    }
+
+    /// The inverse of ``snakeCase(_:)``: `vram_estimate_mib` -> `vramEstimateMiB`.
+    public static func camelCase(_ key: String) -> String {
+        let words = key.split(separator: "_", omittingEmptySubsequences: true)
+        guard let first = words.first else { return key }
+        return String(first) + words.dropFirst().map { word in
+            units.first(where: { $0.value == word }).map(\.key) ?? word.prefix(1).uppercased() + word.dropFirst()
+        }.joined()
+    }
+}
+
+private struct WireKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ string: String) { stringValue = string }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
 }
 
 /// The Caravan version both executables report.

@@ -69,13 +69,20 @@ final class ChildProcess: Sendable {
     }
 
     /// Runs a command to completion and returns its exit status and output (for short probes).
-    static func run(_ executable: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+    /// A command still running after `timeout` is killed (its whole group) and this throws:
+    /// a hung probe (`nvidia-smi` after a GPU error) must not hang its caller.
+    static func run(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(10)) async throws
+        -> (status: Int32, output: String)
+    {
         let lines = Mutex<[String]>([])
         let child = try await launch(executable: executable, arguments: arguments) { line in
             lines.withLock { $0.append(line) }
         }
-        let status = await child.waitForExit()
-        return (status, lines.withLock { $0.joined(separator: "\n") })
+        guard await child.waitForExit(timeout: timeout) else {
+            child.signalGroup(SIGKILL)
+            throw LaunchError(description: "\(executable) did not finish within \(timeout); killed")
+        }
+        return (await child.waitForExit(), lines.withLock { $0.joined(separator: "\n") })
     }
 
     /// Exit status once the process has been reaped, nil while it runs.

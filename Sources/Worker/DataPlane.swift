@@ -11,6 +11,8 @@ struct DataPlane: Sendable {
     let forwarder: UpstreamForwarder
     let inFlight: InFlightCounter
     let maxBodyBytes: Int
+    /// Longest time to receive a request body (``Request/collectBody(upTo:within:departure:)``).
+    let bodyTimeout: Duration
     let options: UpstreamForwarder.Options
     let logger: Logger
 
@@ -21,7 +23,7 @@ struct DataPlane: Sendable {
     }
 
     func forward(_ request: Request, context: WorkerRequestContext) async throws -> Response {
-        let body = try await request.body.collect(upTo: maxBodyBytes)
+        let body = try await request.collectBody(upTo: maxBodyBytes, within: bodyTimeout, departure: context.clientDeparture)
         let requested: String
         let stream: Bool
         if let header = request.headers[modelHeader] {

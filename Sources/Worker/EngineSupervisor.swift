@@ -57,8 +57,10 @@ actor EngineSupervisor: Service {
         var reason: String?
         /// No automatic start before this (crash backoff).
         var retryAt: ContinuousClock.Instant?
-        /// Its command line changed or it was removed: stop once idle.
+        /// Its command line changed or it was removed: stop once idle (reported `draining`).
         var retiring = false
+        /// The last slot counts `/slots` gave, kept when it is too slow to answer under load.
+        var lastSlots: (total: Int, busy: Int)?
         let log: EngineLog
     }
 
@@ -91,7 +93,9 @@ actor EngineSupervisor: Service {
     /// Model names in report order.
     private var order: [String] = []
     private var ports: PortAllocator
-    private var budgetMiB: Int?
+    private let gpus: GPUMonitor
+    /// The VRAM budget models are admitted against; read by the heartbeat without the actor.
+    private nonisolated let budgetBox = Mutex(VRAMBudget(totalMiB: nil))
     private let record: EngineRecord
     private let events: AsyncStream<Event>
     private let eventSink: AsyncStream<Event>.Continuation
@@ -101,16 +105,17 @@ actor EngineSupervisor: Service {
 
     /// - Parameter loadConfig: re-reads this worker's entry from the cluster file (reload).
     /// - Parameter onChange: called after every state change (sends a heartbeat now).
-    init(config: WorkerConfig, client: HTTPClient, logger: Logger,
+    init(config: WorkerConfig, client: HTTPClient, gpus: GPUMonitor, logger: Logger,
          loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
          onChange: @escaping @Sendable () -> Void = {}) {
         self.config = config
         self.client = client
+        self.gpus = gpus
         self.logger = logger
         self.loadConfig = loadConfig
         self.onChange = onChange
         self.ports = PortAllocator(range: config.ports.ports)
-        self.record = EngineRecord(directory: config.stateDir, worker: config.name)
+        self.record = EngineRecord(directory: config.stateDir, worker: config.name, cluster: config.hubs.joined(separator: ","))
         (events, eventSink) = AsyncStream.makeStream(of: Event.self)
         let (specs, skipped) = ModelCatalog.resolve(config)
         for line in skipped { logger.warning("model skipped", metadata: ["reason": "\(line)"]) }
@@ -134,7 +139,8 @@ actor EngineSupervisor: Service {
     func run() async throws {
         let stale = record.killStale(logger: logger)
         if !stale.isEmpty { logger.notice("cleaned up stale engines", metadata: ["count": "\(stale.count)"]) }
-        budgetMiB = await resolveBudget()
+        await gpus.refresh()
+        resolveBudget()
         for name in order where config.preload || models[name]!.spec.config.pin { eventSink.yield(.ensure(name)) }
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
@@ -151,12 +157,15 @@ actor EngineSupervisor: Service {
         await stopAll()
     }
 
-    private func resolveBudget() async -> Int? {
-        if let budget = config.vramBudgetMiB { return budget }
-        // The GPUs' total memory; none known (or CPU-only entries with 0 MiB) means no budget.
-        let total = await GPUProbe.probe(declared: config.gpus).map(\.memoryTotalMiB).reduce(0, +)
-        return total > 0 ? total : nil
+    /// `vram_budget_mb`, else the GPUs' total memory; none known (or CPU entries with 0 MiB)
+    /// means no budget (``VRAMBudget``, the definition the hub routes by too).
+    private func resolveBudget() {
+        let budget = VRAMBudget(totalMiB: config.vramBudgetMiB ?? VRAMBudget(gpus: gpus.current).totalMiB)
+        budgetBox.withLock { $0 = budget }
     }
+
+    /// The VRAM budget this worker admits models against (reported to the hub).
+    nonisolated var budget: VRAMBudget { budgetBox.withLock { $0 } }
 
     // MARK: Requests
 
@@ -314,11 +323,10 @@ actor EngineSupervisor: Service {
     /// recently used idle models as needed. Models with leases and pinned models are never
     /// evicted: then it waits (up to the load timeout) for one to become idle.
     private func makeRoom(for name: String) async throws {
-        let need = models[name]?.spec.vramMiB ?? 0
-        if let budget = budgetMiB, need > budget {
-            // Partial offload makes this legitimate: it loads, but alone.
-            logger.notice("model needs more than the whole VRAM budget; it will run alone",
-                          metadata: ["model": "\(name)", "need_mib": "\(need)", "budget_mib": "\(budget)"])
+        let need = models[name]?.spec.vramMiB
+        let budget = self.budget
+        if case .never(let need, let total) = budget.fit(needMiB: need, freeMiB: nil) {
+            throw EngineError(description: "model \(name) " + VRAMBudget.neverFitsReason(needMiB: need, budgetMiB: total))
         }
         let deadline = ContinuousClock.now + config.loadTimeout
         while true {
@@ -332,7 +340,10 @@ actor EngineSupervisor: Service {
             }
             let used = loaded.values.map { $0.spec.vramMiB ?? 0 }.reduce(0, +)
             let countFits = config.maxLoaded.map { loaded.count + 1 <= $0 } ?? true
-            let vramFits = budgetMiB.map { used + need <= $0 || loaded.isEmpty } ?? true
+            let vramFits = switch budget.fit(needMiB: need, freeMiB: budget.totalMiB.map { $0 - used }) {
+            case .unconstrained, .free: true
+            case .afterEviction, .never: false
+            }
             if countFits && vramFits {
                 models[name]?.admitted = true
                 return
@@ -399,7 +410,8 @@ actor EngineSupervisor: Service {
             runtime.reason = reason
             logger.warning("engine exited; restarting on demand after backoff",
                            metadata: ["model": "\(name)", "backoff": "\(backoff)", "reason": "\(reason)"])
-            if runtime.spec.config.pin { eventSink.yield(.ensure(name)) }
+            // Pinned and preloaded models are meant to be up: bring them back after the backoff.
+            if runtime.spec.config.pin || config.preload { eventSink.yield(.ensure(name)) }
         }
         models[name] = runtime
         saveRecord()
@@ -531,6 +543,7 @@ actor EngineSupervisor: Service {
         let previous = config
         config = next
         if next.ports != previous.ports { ports = PortAllocator(range: next.ports.ports) }
+        if next.vramBudgetMiB != previous.vramBudgetMiB { resolveBudget() }
         let (specs, skipped) = ModelCatalog.resolve(next)
         var summary = ReloadSummary(skipped: skipped)
         for spec in specs {
@@ -619,10 +632,18 @@ actor EngineSupervisor: Service {
             case .stopping: entry.state = .stopping
             case .failed: entry.state = .failed
             case .ready(let engine):
-                let slots = await slots(engine)
-                entry.state = .ready
-                entry.slotsTotal = slots.total
-                entry.slotsBusy = slots.busy
+                // A model whose replacement waits for it to drain takes no new requests here
+                // while another worker can serve them.
+                entry.state = runtime.retiring ? .draining : .ready
+                if let slots = await slots(engine) {
+                    models[name]?.lastSlots = slots
+                    (entry.slotsTotal, entry.slotsBusy) = slots
+                } else if let last = models[name]?.lastSlots {
+                    // Too slow under load: the last good counts, flagged, not zeros (which
+                    // would make the hub think the capacity was gone exactly when busiest).
+                    (entry.slotsTotal, entry.slotsBusy) = last
+                    entry.slotsStale = true
+                }
             }
             reports.append(entry)
         }
@@ -664,7 +685,7 @@ actor EngineSupervisor: Service {
     /// Slots of a ready engine from llama-server's `/slots` (total, busy). Decoded into a
     /// one-field struct: llama-server's slot objects are large, and `JSONSerialization`'s
     /// dictionaries for thousands of them cost tens of MiB on every heartbeat.
-    private func slots(_ engine: Engine) async -> (total: Int, busy: Int) {
+    private func slots(_ engine: Engine) async -> (total: Int, busy: Int)? {
         struct Slot: Decodable {
             var isProcessing: Bool?
             enum CodingKeys: String, CodingKey { case isProcessing = "is_processing" }
@@ -674,7 +695,7 @@ actor EngineSupervisor: Service {
         guard let response = try? await client.execute(request, timeout: .seconds(2)), response.status == .ok,
             let body = try? await response.body.collect(upTo: 64 * 1024 * 1024),
             let slots = try? JSONDecoder().decode([Slot].self, from: Data(body.readableBytesView))
-        else { return (0, 0) }
+        else { return nil }
         return (slots.count, slots.filter { $0.isProcessing == true }.count)
     }
 

@@ -32,6 +32,7 @@ final class HeartbeatService: Service, Sendable {
     let interval: Duration
     let trigger: ReportTrigger
     let supervisor: EngineSupervisor
+    let gpus: GPUMonitor
     let inFlight: InFlightCounter
     let advertised: AdvertisedURL
     let credential: TokenVerifier
@@ -39,13 +40,14 @@ final class HeartbeatService: Service, Sendable {
     let logger: Logger
     private let sequence = Atomic<UInt64>(0)
 
-    init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor,
+    init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor, gpus: GPUMonitor,
          inFlight: InFlightCounter, advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient,
          logger: Logger) {
         self.config = config
         self.interval = interval
         self.trigger = trigger
         self.supervisor = supervisor
+        self.gpus = gpus
         self.inFlight = inFlight
         self.advertised = advertised
         self.credential = credential
@@ -101,11 +103,14 @@ final class HeartbeatService: Service, Sendable {
     }
 
     private func makeReport(url: String) async -> WorkerReport {
-        WorkerReport(
+        let budget = supervisor.budget
+        var report = WorkerReport(
             name: config.name, url: url, version: caravanVersion,
             sequence: sequence.add(1, ordering: .relaxed).newValue,
-            models: await supervisor.report(), gpus: await GPUProbe.probe(declared: config.gpus),
-            inFlight: inFlight.value, weight: config.weight)
+            models: await supervisor.report(), gpus: gpus.current,
+            inFlight: inFlight.value, weight: config.weight ?? budget.autoWeight)
+        report.vramBudgetMiB = budget.totalMiB
+        return report
     }
 
     private func deregister(hub: String) async {

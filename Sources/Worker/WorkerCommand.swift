@@ -70,7 +70,8 @@ struct WorkerApplication {
         // llama-server closes a connection idle for 5 s; reuse stops well before.
         let engineClient = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: .seconds(2), logger: logger)
         let trigger = ReportTrigger()
-        let supervisor = EngineSupervisor(config: worker, client: client, logger: logger, loadConfig: loadConfig,
+        let gpus = GPUMonitor(declared: worker.gpus, interval: cluster.hub.heartbeatInterval, logger: logger)
+        let supervisor = EngineSupervisor(config: worker, client: client, gpus: gpus, logger: logger, loadConfig: loadConfig,
                                           onChange: { trigger.fire() })
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
@@ -81,14 +82,16 @@ struct WorkerApplication {
                                                  body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
         let guarded = router.group().add(middleware: HubAuthMiddleware(verifier: verifier))
         DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: engineClient), inFlight: inFlight,
-                  maxBodyBytes: hub.maxBodyBytes,
-                  options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout),
+                  maxBodyBytes: hub.maxBodyBytes, bodyTimeout: hub.clientBodyTimeout,
+                  options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout,
+                                 clientWriteTimeout: hub.clientWriteTimeout),
                   logger: logger)
             .addRoutes(to: guarded)
         WorkerAdminRoutes(supervisor: supervisor, keepalive: min(.seconds(15), hub.idleTimeout / 3)).addRoutes(to: guarded)
 
         let heartbeat = HeartbeatService(
-            config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, inFlight: inFlight,
+            config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, gpus: gpus,
+            inFlight: inFlight,
             advertised: advertised, credential: verifier, client: client, logger: logger)
         let listen = worker.listen
         let app = Application(
@@ -98,7 +101,7 @@ struct WorkerApplication {
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker",
                                  backlog: ServerSettings.backlog),
             // Shut down in reverse: the server drains, heartbeats deregister, then engines stop.
-            services: [supervisor, heartbeat, ReloadOnHangup(supervisor: supervisor, logger: logger)],
+            services: [gpus, supervisor, heartbeat, ReloadOnHangup(supervisor: supervisor, logger: logger)],
             onServerRunning: { [worker] channel in
                 let port = channel.localAddress?.port ?? listen.port
                 let url = worker.advertisedURL(boundPort: port)

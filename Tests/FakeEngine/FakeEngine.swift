@@ -22,6 +22,8 @@ import UnixSignals
 /// | `FAKE_CRASH_AFTER` / `crash_after` | exit the process after sending this many tokens |
 /// | `FAKE_HEALTH_DELAY_MS` / `health_delay_ms` | `/health` answers 503 this long after start |
 /// | `FAKE_SLOTS` / `slots` | slots reported by `/slots` (default 4) |
+/// | `FAKE_SLOTS_DELAY_MS` / `slots_delay_ms` | `/slots` answers this late (an engine too busy to report) |
+/// | `FAKE_PAD` / `pad` | bytes of padding in each streamed token (fills socket buffers fast) |
 /// | `FAKE_NAME` | sent back in `X-Served-By`, so tests can see who answered |
 /// | `FAKE_EXIT_AFTER_MS` | exit (status 3) this long after start: a crash while ready |
 /// | `FAKE_IGNORE_SIGTERM` | `1`: ignore SIGTERM, so only SIGKILL stops it |
@@ -36,10 +38,12 @@ struct FakeEngine {
         var crashAfter: Int?
         var healthDelayMs = 0
         var slots = 4
+        var slotsDelayMs = 0
+        var pad = 0
 
         enum CodingKeys: String, CodingKey {
             case ttfbMs = "ttfb_ms", tokenMs = "token_ms", tokens, status, hang, crashAfter = "crash_after"
-            case healthDelayMs = "health_delay_ms", slots
+            case healthDelayMs = "health_delay_ms", slots, slotsDelayMs = "slots_delay_ms", pad
         }
 
         init() {}
@@ -55,6 +59,8 @@ struct FakeEngine {
             crashAfter = try c.decodeIfPresent(Int.self, forKey: .crashAfter) ?? base.crashAfter
             healthDelayMs = try c.decodeIfPresent(Int.self, forKey: .healthDelayMs) ?? base.healthDelayMs
             slots = try c.decodeIfPresent(Int.self, forKey: .slots) ?? base.slots
+            slotsDelayMs = try c.decodeIfPresent(Int.self, forKey: .slotsDelayMs) ?? base.slotsDelayMs
+            pad = try c.decodeIfPresent(Int.self, forKey: .pad) ?? base.pad
         }
 
         static func fromEnvironment() -> Behaviour {
@@ -68,6 +74,8 @@ struct FakeEngine {
             behaviour.crashAfter = env["FAKE_CRASH_AFTER"].flatMap(Int.init)
             behaviour.healthDelayMs = env["FAKE_HEALTH_DELAY_MS"].flatMap(Int.init) ?? 0
             behaviour.slots = env["FAKE_SLOTS"].flatMap(Int.init) ?? 4
+            behaviour.slotsDelayMs = env["FAKE_SLOTS_DELAY_MS"].flatMap(Int.init) ?? 0
+            behaviour.pad = env["FAKE_PAD"].flatMap(Int.init) ?? 0
             return behaviour
         }
 
@@ -107,7 +115,9 @@ struct FakeEngine {
         }
         router.get("/slots") { request, _ -> Response in
             if let apiKey, request.headers[.authorization] != "Bearer \(apiKey)" { return Response(status: .unauthorized) }
-            let slots = Behaviour.current().slots
+            let behaviour = Behaviour.current()
+            try await Task.sleep(for: .milliseconds(behaviour.slotsDelayMs))
+            let slots = behaviour.slots
             let inUse = busy.load(ordering: .relaxed)
             let json = (0..<slots).map { #"{"id":\#($0),"is_processing":\#($0 < inUse)}"# }.joined(separator: ",")
             return Response(status: .ok, headers: [.contentType: "application/json"],
@@ -134,12 +144,13 @@ struct FakeEngine {
                     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string:
                         #"{"object":"chat.completion","model":"\#(model)","choices":[{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}]}"#)))
                 }
+                let padding = String(repeating: "p", count: behaviour.pad)
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in
                     for index in 0..<behaviour.tokens {
                         if index > 0 { try await Task.sleep(for: .milliseconds(behaviour.tokenMs)) }
                         if let crash = behaviour.crashAfter, index >= crash { exit(1) }
                         try await writer.write(ByteBuffer(string:
-                            #"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t\#(index)"}}]}"# + "\n\n"))
+                            #"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t\#(index)\#(padding)"}}]}"# + "\n\n"))
                     }
                     try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                     try await writer.finish(nil)

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Hub
@@ -211,12 +212,12 @@ struct RegistryTests {
     ])
     func weights(weight: Double, total: Int, busy: Int, hubInFlight: Int, expected: Double) {
         var pair = Registry.Pair(slot: 0, model: 0, incarnation: 1, lastSeen: 0, weight: weight, state: .ready, slotsTotal: total,
-                                 slotsBusy: busy, fits: true)
+                                 slotsBusy: busy, fit: .unconstrained)
         pair.inFlight = hubInFlight
         #expect(Registry.weight(pair) == expected)
     }
 
-    @Test("a model that does not fit in the reported free VRAM is not loadable there")
+    @Test("a model that fits the free VRAM loads there first; one that needs evictions is a later choice")
     func vram() {
         var registry = Registry(expiry: .seconds(6))
         var small = report("small", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 8000)])
@@ -225,9 +226,164 @@ struct RegistryTests {
         big.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 24000, memoryFreeMiB: 20000)]
         registry.register(small, now: t0)
         registry.register(big, now: t0)
-        let picks = (0..<4).compactMap { _ in registry.pick("m", now: t0).decision.worker }
-        #expect(picks == ["big", "big", "big", "big"])
+        let picks = (0..<8).compactMap { _ in registry.pick("m", now: t0).decision.worker }
+        #expect(picks == ["big", "big", "big", "big", "small", "small", "small", "small"])
         #expect(registry.pick("m", now: t0).decision == .saturated)
+    }
+
+    @Test("a CPU worker (GPU declared with vram_mb 0, as in cluster.example.yaml) can load any model")
+    func cpuWorkerLoads() {
+        var registry = Registry(expiry: .seconds(6))
+        var cpu = report("cpu", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 12)])
+        cpu.gpus = [GPUReport(index: 0, name: "cpu", memoryTotalMiB: 0, memoryFreeMiB: 0)]
+        registry.register(cpu, now: t0)
+        #expect(registry.pick("m", now: t0).decision.worker == "cpu")
+        // After a crash the model is not loaded again, and still loadable.
+        var crashed = cpu
+        crashed.sequence = 2
+        crashed.models[0].state = .notLoaded
+        #expect(registry.heartbeat(crashed, now: t0) == .accepted)
+        #expect(registry.pick("m", now: t0).decision.worker == "cpu")
+    }
+
+    @Test("a model larger than every live worker's VRAM budget gets a reason at once, not a queue")
+    func neverFits() {
+        var registry = Registry(expiry: .seconds(6))
+        var gpu = report("gpu", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 30000)])
+        gpu.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 24000, memoryFreeMiB: 24000)]
+        registry.register(gpu, now: t0)
+        guard case .doesNotFit(let reason) = registry.pick("m", now: t0).decision else {
+            Issue.record("expected doesNotFit")
+            return
+        }
+        #expect(reason.contains("30000 MiB") && reason.contains("24000 MiB"))
+        // The worker's own vram_budget_mb is the budget when it reports one.
+        var budgeted = gpu
+        budgeted.sequence = 2
+        budgeted.vramBudgetMiB = 40000
+        #expect(registry.heartbeat(budgeted, now: t0) == .accepted)
+        #expect(registry.pick("m", now: t0).decision.worker == "gpu")
+    }
+
+    @Test("among workers that must load the model, the most free VRAM after the load is preferred")
+    func headroom() {
+        var registry = Registry(expiry: .seconds(6))
+        var tight = report("tight", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 7000)])
+        tight.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 8192, memoryFreeMiB: 8192)]
+        var roomy = report("roomy", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 7000)])
+        roomy.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 49152, memoryFreeMiB: 49152)]
+        registry.register(tight, now: t0)
+        registry.register(roomy, now: t0)
+        #expect(registry.pick("m", now: t0).decision.worker == "roomy")
+    }
+
+    @Test("weight auto: static weight proportional to the VRAM budget (48 GiB gets twice 24 GiB)")
+    func autoWeight() {
+        #expect(VRAMBudget(totalMiB: 49152).autoWeight == 48)
+        #expect(VRAMBudget(totalMiB: 24576).autoWeight == 24)
+        #expect(VRAMBudget(totalMiB: 0).autoWeight == 1)
+        #expect(VRAMBudget(gpus: [GPUReport(index: 0, name: "cpu", memoryTotalMiB: 0, memoryFreeMiB: 0)]).totalMiB == nil)
+        var registry = Registry(expiry: .seconds(60))
+        let models = [ModelReport(name: "m", state: .ready, slotsTotal: 64)]
+        registry.register(report("big", weight: VRAMBudget(totalMiB: 49152).autoWeight, models: models), now: t0)
+        registry.register(report("small", weight: VRAMBudget(totalMiB: 24576).autoWeight, models: models), now: t0)
+        var counts: [String: Int] = [:]
+        for _ in 0..<30 {
+            let pick = registry.pick("m", now: t0).decision.pick!
+            counts[pick.worker, default: 0] += 1
+            _ = registry.release(pick, sample: .success, now: t0)
+        }
+        #expect(counts == ["big": 20, "small": 10])
+    }
+
+    @Test("a model draining for a reload is used only when no other worker can take the request")
+    func draining() {
+        var registry = Registry(expiry: .seconds(60))
+        registry.register(report("a", models: [ModelReport(name: "m", state: .draining, slotsTotal: 4)]), now: t0)
+        registry.register(report("b", models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        let picks = (0..<3).compactMap { _ in registry.pick("m", now: t0).decision.worker }
+        #expect(picks == ["b", "b", "a"])
+    }
+
+    @Test("a name no one knows is 503 (not 404) while a worker that discovers models from models_dir is away")
+    func discoveringWorkerAway() {
+        var registry = Registry(expiry: .seconds(6), discoveringWorkers: ["disk"])
+        registry.register(report("a"), now: t0)
+        #expect(registry.pick("found-on-disk", now: t0).decision == .noLiveWorker)
+        registry.register(report("disk", models: [ModelReport(name: "found-on-disk", state: .notLoaded)]), now: t0)
+        #expect(registry.pick("typo", now: t0).decision == .unknownModel)
+        #expect(registry.expire(now: t0 + .seconds(7)) == ["a", "disk"])
+        #expect(registry.pick("found-on-disk", now: t0 + .seconds(7)).decision == .noLiveWorker)
+    }
+
+    @Test("latency-aware weights: a worker 10x slower to first byte gets a small share, then regains it as it recovers")
+    func latencyWeights() {
+        var registry = Registry(expiry: .seconds(600))
+        let models = [ModelReport(name: "m", state: .ready, slotsTotal: 1000)]
+        registry.register(report("fast", models: models), now: t0)
+        registry.register(report("slow", models: models), now: t0)
+        func share(_ at: ContinuousClock.Instant, _ count: Int, ttft: (String) -> Duration) -> Int {
+            var slow = 0
+            for _ in 0..<count {
+                let pick = registry.pick("m", now: at).decision.pick!
+                if pick.worker == "slow" { slow += 1 }
+                _ = registry.release(pick, sample: .success, ttft: ttft(pick.worker), now: at)
+            }
+            return slow
+        }
+        // Equal speed: equal shares.
+        #expect(share(t0, 100) { _ in .milliseconds(100) } == 50)
+        // "slow" becomes 10x slower: its first slow answer lifts its peak-EWMA at once.
+        let degraded = share(t0 + .seconds(1), 200) { $0 == "slow" ? .seconds(1) : .milliseconds(100) }
+        #expect(degraded < 30, "slow got \(degraded) of 200")
+        // It recovers: its average decays over the time constant, and its share comes back.
+        var later = t0 + .seconds(2)
+        var shares: [Int] = []
+        for _ in 0..<6 {
+            later = later + .seconds(5)
+            shares.append(share(later, 100) { _ in .milliseconds(100) })
+        }
+        #expect(shares.last! >= 40, "shares while recovering: \(shares)")
+        #expect(shares.first! < shares.last!, "shares while recovering: \(shares)")
+    }
+
+    @Test("peak-EWMA: a higher sample replaces the average; a lower one decays it with time")
+    func peakEWMA() {
+        #expect(LatencyWeight.update(0, sample: 100, elapsed: 0) == 100)
+        #expect(LatencyWeight.update(100, sample: 500, elapsed: 0) == 500)
+        let half = LatencyWeight.update(500, sample: 100, elapsed: Int64(LatencyWeight.tau * log(2)))
+        #expect(abs(half - 300) < 1)
+        #expect(LatencyWeight.factor(1000, best: 100) == 0.1)
+        #expect(LatencyWeight.factor(100_000, best: 100) == LatencyWeight.floor)
+        #expect(LatencyWeight.factor(100, best: 100) == 1)
+    }
+
+    @Test("a first byte overdue counts as a failure at once and drops the weight while still outstanding")
+    func overdueFirstByte() {
+        var policy = CircuitBreaker.Policy()
+        policy.consecutiveFailures = 2
+        var registry = Registry(expiry: .seconds(600), breakerPolicy: policy)
+        let models = [ModelReport(name: "m", state: .ready, slotsTotal: 1000)]
+        registry.register(report("a", models: models), now: t0)
+        registry.register(report("b", models: models), now: t0)
+        for _ in 0..<10 {
+            let pick = registry.pick("m", now: t0).decision.pick!
+            _ = registry.release(pick, sample: .success, ttft: .milliseconds(100), now: t0)
+        }
+        var outstanding: [Registry.Pick] = []
+        while outstanding.count < 2 {
+            let pick = registry.pick("m", now: t0).decision.pick!
+            if pick.worker == "a" { outstanding.append(pick) } else { _ = registry.release(pick, sample: .success, ttft: .milliseconds(100), now: t0) }
+        }
+        #expect(registry.firstByteOverdue(outstanding[0], after: .seconds(1), now: t0 + .seconds(1)) == nil)
+        let opened = registry.firstByteOverdue(outstanding[1], after: .seconds(1), now: t0 + .seconds(1))
+        #expect(opened?.to == "open")
+        // Neither request has finished, yet "a" is out of routing.
+        #expect((0..<10).allSatisfy { _ in
+            let pick = registry.pick("m", now: t0 + .seconds(1)).decision.pick!
+            _ = registry.release(pick, sample: .success, now: t0 + .seconds(1))
+            return pick.worker == "b"
+        })
     }
 
     @Test("retries skip workers already tried; all tried means exhausted")

@@ -79,7 +79,9 @@ struct CircuitBreakerTests {
 
     @Test("a rate at the threshold does not open; old samples leave the window")
     func rateAndWindow() {
-        var breaker = CircuitBreaker(policy: policy)
+        var rateOnly = policy
+        rateOnly.consecutiveFailures = 0
+        var breaker = CircuitBreaker(policy: rateOnly)
         for sample in [CircuitBreaker.Sample.success, .success, .failure("x"), .failure("x")] {
             _ = breaker.record(sample, now: t0)
         }
@@ -126,9 +128,9 @@ struct CircuitBreakerTests {
         let first = breaker.admit(now: t0 + .seconds(5))
         #expect(first.allowed && first.transition?.to == "half-open")
         #expect(breaker.admit(now: t0 + .seconds(5)).allowed == false)  // only one probe in flight
-        #expect(breaker.record(.success, now: t0 + .seconds(5)) == nil)  // 1 of 2
+        #expect(breaker.record(.success, now: t0 + .seconds(5), isProbe: true) == nil)  // 1 of 2
         #expect(breaker.admit(now: t0 + .seconds(5)).allowed)
-        #expect(breaker.record(.success, now: t0 + .seconds(5))?.to == "closed")
+        #expect(breaker.record(.success, now: t0 + .seconds(5), isProbe: true)?.to == "closed")
         #expect(breaker.state == .closed)
         #expect(breaker.nextOpenPeriod == .seconds(5))  // a full close resets the doubling
     }
@@ -144,9 +146,44 @@ struct CircuitBreakerTests {
             periods.append(until - time)
             time = until
             #expect(breaker.admit(now: time).allowed)
-            #expect(breaker.record(.failure("still slow"), now: time)?.from == "half-open")
+            #expect(breaker.record(.failure("still slow"), now: time, isProbe: true)?.from == "half-open")
         }
         #expect(periods == [.seconds(5), .seconds(10), .seconds(18), .seconds(18)])
+    }
+
+    @Test("after a healthy spell, N consecutive failures open the breaker although the rate stays low")
+    func consecutiveFailures() {
+        var breaker = CircuitBreaker(policy: policy)  // consecutive_failures 5 (default)
+        for _ in 0..<50 { _ = breaker.record(.success, now: t0) }
+        for index in 1...4 {
+            #expect(breaker.record(.failure("HTTP 500"), now: t0 + .seconds(1)) == nil, "failure \(index)")
+        }
+        // A success in between resets the run.
+        _ = breaker.record(.success, now: t0 + .seconds(1))
+        for _ in 1...4 { #expect(breaker.record(.failure("HTTP 500"), now: t0 + .seconds(1)) == nil) }
+        let transition = breaker.record(.failure("HTTP 500"), now: t0 + .seconds(1))
+        #expect(transition?.to == "open")
+        #expect(transition?.reason.hasPrefix("5 consecutive failures") == true)
+        var off = policy
+        off.consecutiveFailures = 0
+        var rateOnly = CircuitBreaker(policy: off)
+        for _ in 0..<50 { _ = rateOnly.record(.success, now: t0) }
+        for _ in 0..<20 { _ = rateOnly.record(.failure("HTTP 500"), now: t0) }
+        #expect(rateOnly.state == .closed)  // 20/70: the rate rule alone is blind to it
+    }
+
+    @Test("in half-open only the probe counts: requests admitted before the opening are ignored")
+    func halfOpenIgnoresEarlierRequests() {
+        var breaker = CircuitBreaker(policy: policy)
+        _ = failing(&breaker, count: 4, at: t0)
+        #expect(breaker.admit(now: t0 + .seconds(5)).allowed)  // the probe
+        // Two requests admitted while closed finish now, successfully: no verdict.
+        #expect(breaker.record(.success, now: t0 + .seconds(5)) == nil)
+        #expect(breaker.record(.success, now: t0 + .seconds(5)) == nil)
+        #expect(breaker.state == .halfOpen(probing: true, successes: 0))
+        #expect(breaker.record(.failure("x"), now: t0 + .seconds(5)) == nil)
+        #expect(breaker.stateName == "half-open")
+        #expect(breaker.record(.failure("x"), now: t0 + .seconds(5), isProbe: true)?.to == "open")
     }
 
     @Test("a probe that ends without a verdict frees the probe slot")

@@ -162,7 +162,7 @@ struct EngineLogTests {
         let stale = try await ChildProcess.launch(executable: "sleep", arguments: ["60"]) { _ in }
         let bystander = try await ChildProcess.launch(executable: "sleep", arguments: ["60"]) { _ in }
         defer { bystander.signalGroup(SIGKILL) }
-        let record = EngineRecord(directory: folder, worker: "t")
+        let record = EngineRecord(directory: folder, worker: "t", cluster: "http://hub:8080")
         let staleStart = try #require(EngineRecord.startTime(of: stale.pid))
         let bystanderStart = try #require(EngineRecord.startTime(of: bystander.pid))
         record.save([.init(pid: stale.pid, startTime: staleStart, model: "m"),
@@ -172,5 +172,42 @@ struct EngineLogTests {
         #expect(await stale.waitForExit(timeout: .seconds(5)))
         #expect(!bystander.hasExited)
         #expect(record.load().isEmpty)
+    }
+
+    @Test("the record refuses PIDs 0 and 1 (kill(-1) would signal every process) and is named per cluster")
+    func recordRefusesLowPIDs() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-rec-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let record = EngineRecord(directory: folder, worker: "t", cluster: "http://hub-a:8080")
+        let start1 = try #require(EngineRecord.startTime(of: 1))
+        record.save([.init(pid: 1, startTime: start1, model: "init"), .init(pid: 0, startTime: 0, model: "zero")])
+        #expect(record.killStale(logger: Logger(label: "test")).isEmpty)
+        let other = EngineRecord(directory: folder, worker: "t", cluster: "http://hub-b:8080")
+        #expect(record.path != other.path)
+        #expect(record.path.hasSuffix("-t.engines.json"))
+    }
+
+    @Test("a record another user could have written is ignored, not acted on")
+    func recordMustBePrivate() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-rec-\(UUID().uuidString.prefix(8))").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let victim = try await ChildProcess.launch(executable: "sleep", arguments: ["60"]) { _ in }
+        defer { victim.signalGroup(SIGKILL) }
+        let record = EngineRecord(directory: folder, worker: "t", cluster: "c")
+        let start = try #require(EngineRecord.startTime(of: victim.pid))
+        record.save([.init(pid: victim.pid, startTime: start, model: "planted")])
+        #expect(record.load().count == 1)
+        // World-writable file: anyone could have put that PID there.
+        chmod(record.path, 0o666)
+        #expect(record.killStale(logger: Logger(label: "test")).isEmpty)
+        #expect(!victim.hasExited)
+        // A private file in a world-writable folder (the shared temp dir case): ignored too.
+        chmod(record.path, 0o600)
+        chmod(folder, 0o777)
+        #expect(record.load().isEmpty)
+        #expect(record.killStale(logger: Logger(label: "test")).isEmpty)
+        #expect(!victim.hasExited)
+        // The default folder is private to this user, not the shared temp directory.
+        #expect(!EngineRecord.defaultDirectory().hasPrefix(FileManager.default.temporaryDirectory.path))
     }
 }
