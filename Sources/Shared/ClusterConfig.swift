@@ -522,6 +522,11 @@ public struct GPUConfig: Decodable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey { case name, vramMB = "vram_mb" }
 
+    public init(name: String, vramMB: Int) {
+        self.name = name
+        self.vramMB = vramMB
+    }
+
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)

@@ -162,3 +162,32 @@ struct ClusterConfigTests {
         }
     }
 }
+
+@Suite("Wire coding")
+struct WireCodingTests {
+    @Test("units stay one word in snake_case keys, and decode back", arguments: [
+        ("vramEstimateMiB", "vram_estimate_mib"), ("memoryFreeMiB", "memory_free_mib"), ("vramBudgetMiB", "vram_budget_mib"),
+        ("heartbeatIntervalMs", "heartbeat_interval_ms"), ("inFlight", "in_flight"), ("name", "name"),
+        ("slotsStale", "slots_stale"),
+    ])
+    func keys(camel: String, snake: String) {
+        #expect(WireCoding.snakeCase(camel) == snake)
+        #expect(WireCoding.camelCase(snake) == camel)
+    }
+
+    @Test("a report round-trips, and its JSON names MiB fields as *_mib")
+    func report() throws {
+        var report = WorkerReport(name: "a", url: "http://a", version: "1", sequence: 3,
+                                  models: [ModelReport(name: "m", state: .draining, slotsTotal: 2, vramEstimateMiB: 512)],
+                                  gpus: [GPUReport(index: 0, name: "g", memoryTotalMiB: 100, memoryFreeMiB: 50)],
+                                  inFlight: 1, weight: 2)
+        report.vramBudgetMiB = 100
+        let data = try WireCoding.encoder().encode(report)
+        let text = String(decoding: data, as: UTF8.self)
+        for key in ["vram_estimate_mib", "memory_total_mib", "memory_free_mib", "vram_budget_mib", "in_flight"] {
+            #expect(text.contains("\"\(key)\""), "\(key) missing in \(text)")
+        }
+        #expect(!text.contains("mi_b"))
+        #expect(try WireCoding.decoder().decode(WorkerReport.self, from: data) == report)
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 
 @testable import Shared
@@ -22,6 +23,34 @@ struct GPUProbeTests {
     ])
     func errors(output: String) {
         #expect(GPUProbe.parse(output).isEmpty)
+    }
+
+    @Test("a hung nvidia-smi is killed after the timeout; the last reading stays, flagged stale")
+    func hungProbe() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-smi-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let script = folder.appendingPathComponent("nvidia-smi").path
+        func install(_ body: String) throws {
+            try "#!/bin/sh\n\(body)\n".write(toFile: script, atomically: true, encoding: .utf8)
+            chmod(script, 0o755)
+        }
+        try install("echo '0, NVIDIA L4, 23034, 20000'")
+        let monitor = GPUMonitor(declared: [GPUConfig(name: "declared", vramMB: 1)], interval: .seconds(60),
+                                 timeout: .milliseconds(500), executable: script, logger: .init(label: "test"))
+        #expect(monitor.current.map(\.name) == ["declared"])  // before any reading
+        await monitor.refresh()
+        #expect(monitor.current == [GPUReport(index: 0, name: "NVIDIA L4", memoryTotalMiB: 23034, memoryFreeMiB: 20000)])
+        try install("sleep 30")
+        let started = ContinuousClock.now
+        await monitor.refresh()
+        #expect(ContinuousClock.now - started < .seconds(10))  // not the 30 s the probe would take
+        #expect(monitor.current.map(\.memoryFreeMiB) == [20000])
+        #expect(monitor.current.map(\.stale) == [true])
+        try install("echo '0, NVIDIA L4, 23034, 1000'")
+        await monitor.refresh()
+        #expect(monitor.current.map(\.memoryFreeMiB) == [1000])
+        #expect(monitor.current.map(\.stale) == [nil])
     }
 }
 
