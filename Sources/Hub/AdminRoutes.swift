@@ -36,6 +36,8 @@ struct AdminRoutes {
         var reason: String?
         var slotsTotal: Int
         var slotsBusy: Int
+        /// The engine's `/slots` was too slow to answer; the counts are its last good reading.
+        var slotsStale: Bool?
         /// Requests this hub has in flight on this (worker, model).
         var hubInFlight: Int
         /// Requests this hub has sent to this (worker, model) since it registered.
@@ -101,7 +103,8 @@ struct AdminRoutes {
                     let (pair, breaker) = state
                     return ModelView(
                         name: model.name, aliases: model.aliases, state: model.state, reason: model.reason,
-                        slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, hubInFlight: pair.inFlight,
+                        slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, slotsStale: model.slotsStale,
+                        hubInFlight: pair.inFlight,
                         dispatched: pair.dispatched, routingWeight: Registry.weight(pair), breaker: breaker.stateName,
                         idleSeconds: model.idleSeconds, pinned: model.pinned, recentCrashes: model.recentCrashes,
                         vramEstimateMiB: model.vramEstimateMiB)

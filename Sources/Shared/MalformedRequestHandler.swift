@@ -10,7 +10,9 @@ import NIOHTTPTypes
 /// Installed through HTTP/1's `additionalChannelHandlers`, between the HTTP codec and
 /// Hummingbird's request loop, it sees the parser's error before that loop does and keeps
 /// it from going further. It writes only when every earlier request on the connection has
-/// its complete response; otherwise it just closes, as NIO's own protocol error handler does.
+/// its complete response. Otherwise a response is in progress (the handler answered before
+/// the request ended: a body that stopped arriving got its 408, then the connection stopped
+/// reading): that response is finished first, then the connection closes.
 public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandler {
     public typealias InboundIn = HTTPRequestPart
     public typealias InboundOut = HTTPRequestPart
@@ -20,6 +22,8 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
     private var requests = 0
     private var responses = 0
     private var failed = false
+    /// Close once the response in progress has been written.
+    private var closeAfterResponse = false
 
     public init() {}
 
@@ -30,8 +34,13 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { responses += 1 }
-        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+        responses += 1
+        guard closeAfterResponse, responses == requests else { return context.write(data, promise: promise) }
+        let written = promise ?? context.eventLoop.makePromise()
+        let channel = context.channel
+        written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        context.write(data, promise: written)
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -42,7 +51,10 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
         guard !failed else { return }
         failed = true
         guard requests == responses else {
-            context.close(promise: nil)
+            closeAfterResponse = true
+            // Bounded: a handler that never answers does not keep the connection.
+            let channel = context.channel
+            context.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
             return
         }
         let envelope = Self.envelope(for: parserError)

@@ -397,6 +397,8 @@ struct SupervisionFaultTests {
             let clock = ContinuousClock()
             kill(try #require(cluster.workers["f"]).pid, SIGHUP)
             _ = try await cluster.workers["f"]!.waitForLine(containing: "configuration reloaded", timeout: .seconds(5))
+            // While the old engine drains, the hub sees it as draining, not ready with free slots.
+            try await cluster.waitForModel("f", timeout: .seconds(3)) { $0["state"] as? String == "draining" }
             let started = clock.now
             async let next = cluster.chat("busy")
             var text = ""

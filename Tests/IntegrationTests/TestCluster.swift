@@ -149,14 +149,53 @@ final class TestCluster: Sendable {
         let configPath = directory.appendingPathComponent("cluster.yaml").path
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         try prepare(directory)
+        return try await launch(directory: directory, configPath: configPath, workers: specs.map { ($0.name, $0.logLevel) },
+                                clientSecret: clientSecret, trusting: caFile)
+    }
 
+    /// Starts a hub and workers from the repository's `cluster.example.yaml` exactly as a user
+    /// would copy it, with only machine-specific values substituted: loopback addresses and
+    /// free ports, the llama-server binary, the tiny model, and engine port ranges.
+    static func startExample(workers names: [String] = ["gpu-a", "gpu-b"]) async throws -> TestCluster {
+        let (server, model) = try engine()
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../cluster.example.yaml").standardized.path
+        var yaml = try String(contentsOfFile: example, encoding: .utf8)
+        let base = Int.random(in: 300...560) * 100
+        let substitutions = [
+            (#"listen: "0.0.0.0:8080""#, #"listen: "127.0.0.1:0""#),
+            (#"listen: "127.0.0.1:9101""#, #"listen: "127.0.0.1:0""#),
+            (#"listen: "127.0.0.1:9102""#, #"listen: "127.0.0.1:0""#),
+            ("llama_server: llama-server", "llama_server: \(server)"),
+            (#"ports: "20000-20099""#, #"ports: "\#(base)-\#(base + 99)""#),
+            (#"ports: "20100-20199""#, #"ports: "\#(base + 100)-\#(base + 199)""#),
+            ("path: models/tiny.gguf", "path: \(model)"),
+        ]
+        for (from, to) in substitutions {
+            guard yaml.contains(from) else { throw TestFailure("cluster.example.yaml no longer contains \(from)") }
+            yaml = yaml.replacingOccurrences(of: from, with: to)
+        }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-ex-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let clientSecret = randomSecret()
+        try clientSecret.write(to: directory.appendingPathComponent("client.secret"), atomically: true, encoding: .utf8)
+        try randomSecret().write(to: directory.appendingPathComponent("worker.secret"), atomically: true, encoding: .utf8)
+        let configPath = directory.appendingPathComponent("cluster.yaml").path
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        return try await launch(directory: directory, configPath: configPath, workers: names.map { ($0, nil) },
+                                clientSecret: clientSecret, trusting: nil)
+    }
+
+    /// Starts the hub and `workers` from a written config file and waits until all are live.
+    private static func launch(directory: URL, configPath: String, workers names: [(String, String?)],
+                               clientSecret: String, trusting caFile: String?) async throws -> TestCluster {
         let hub = try ManagedProcess(name: "hub", executable: binDirectory.appendingPathComponent("caravan-hub"),
                                      arguments: ["--config", configPath])
         let line = try await hub.waitForLine(containing: "caravan-hub listening on ")
         let hubURL = String(line.split(separator: " ").last!)
         var workers: [String: ManagedProcess] = [:]
-        for spec in specs {
-            workers[spec.name] = try startWorker(spec.name, configPath: configPath, hubURL: hubURL, logLevel: spec.logLevel)
+        for (name, logLevel) in names {
+            workers[name] = try startWorker(name, configPath: configPath, hubURL: hubURL, logLevel: logLevel)
         }
         let workerSecret = try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8)
         let verifier = await TokenVerifier(secret: Secret(clientSecret))
@@ -173,7 +212,12 @@ final class TestCluster: Sendable {
         let cluster = TestCluster(directory: directory, hub: hub, hubURL: hubURL, workers: workers,
                                   clientToken: token, adminToken: admin, configPath: configPath,
                                   secrets: (clientSecret, workerSecret), client: client)
-        try await cluster.waitForLiveWorkers(specs.count)
+        do {
+            try await cluster.waitForLiveWorkers(names.count)
+        } catch {
+            await cluster.shutdown()
+            throw error
+        }
         return cluster
     }
 
