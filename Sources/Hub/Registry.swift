@@ -303,6 +303,12 @@ struct Registry: Sendable {
                 pairs[id].slotsBusy = model.slotsBusy
                 pairs[id].inFlightAtReport = pairs[id].inFlight
                 pairs[id].fit = fit
+                // A TTFT average no sample has confirmed for a while (a worker that now only
+                // gets non-streamed requests, or none) is forgotten rather than held against it.
+                if pairs[id].ttft > 0, nanos(now) - pairs[id].ttftAt > LatencyWeight.forgetAfter {
+                    pairs[id].ttft = 0
+                    reweighRoutes(of: id)
+                }
                 labels[id] = (report.name, report.url, model.name)
                 refresh(id)
                 ids.append(id)
@@ -394,7 +400,9 @@ struct Registry: Sendable {
         }
         let base = Self.milliWeight(pair.weight) * Int64(max(0, free)) * Self.headroomFactor(pair)
         for (route, position) in memberships[id] {
-            let factor = LatencyWeight.factor(pair.ttft, best: routes[route].bestTTFT)
+            // A half-open breaker's probe goes out at the worker's full share: it is how the
+            // worker shows it recovered.
+            let factor = pair.gate != .closed ? 1 : LatencyWeight.factor(pair.ttft, best: routes[route].bestTTFT)
             let candidate = Candidate(expiresAt: pair.lastSeen + expiryNanos, admitsFrom: admitsFrom,
                                       milliWeight: factor == 1 ? base : Int64((Double(base) * factor).rounded(.up)),
                                       tier: tier.rawValue, slot: pair.slot)
@@ -407,6 +415,12 @@ struct Registry: Sendable {
         pairs[id].ttft = LatencyWeight.update(pairs[id].ttft, sample: Double(Self.nanoseconds(ttft)),
                                               elapsed: now - pairs[id].ttftAt)
         pairs[id].ttftAt = now
+        reweighRoutes(of: id)
+    }
+
+    /// After a pair's TTFT average changed: recomputes the best average of each route it is
+    /// in, and re-weighs the whole route when that reference moved.
+    private mutating func reweighRoutes(of id: Int) {
         for (route, _) in memberships[id] {
             var best = 0.0
             for other in routes[route].ids where pairs[other].slot >= 0 && pairs[other].ttft > 0 {
@@ -668,6 +682,8 @@ enum LatencyWeight {
     /// The smallest factor: even a very slow worker keeps a trickle of requests, so it can
     /// show that it recovered.
     static let floor = 0.05
+    /// An average with no new sample for this long is dropped (nanoseconds; 3 time constants).
+    static let forgetAfter = Int64(3 * tau)
 
     static func update(_ average: Double, sample: Double, elapsed: Int64) -> Double {
         guard average > 0, sample < average else { return sample }

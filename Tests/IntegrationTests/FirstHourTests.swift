@@ -46,13 +46,15 @@ struct FirstHourTests {
 
     @Test("clients that stop reading their streams lose their connection; the worker's slots, the hub's leases and the concurrency limit come back")
     func stalledReaders() async throws {
-        let spec = TestCluster.WorkerSpec(name: "w", fake: true, env: ["FAKE_TOKENS": "200000", "FAKE_PAD": "2000"])
+        let spec = TestCluster.WorkerSpec(name: "w", fake: true,
+                                          env: ["FAKE_TOKENS": "200000", "FAKE_PAD": "2000", "FAKE_TOKEN_MS": "1"])
+        // Long enough for all eight to be in flight at once, short for the test.
         let hub = """
-            client_write_timeout: 1s
-            idle_timeout: 3s
+            client_write_timeout: 3s
+            idle_timeout: 5s
             limits: {concurrent: 8}
             """
-        try await TestCluster.start(specs: [spec], hubSettings: hub).using { cluster in
+        try await TestCluster.start(specs: [spec], hubSettings: hub, heartbeat: "500ms").using { cluster in
             // Eight streams against 4 slots (+4 ahead), from sockets with a tiny receive buffer
             // that are never read.
             var sockets: [Int32] = []
@@ -74,6 +76,7 @@ struct FirstHourTests {
             }
             for fd in sockets { #expect(isClosedByPeer(fd), "the stalled client's connection is closed") }
             // A normal client is served at once: no lost lease, no lost concurrency slot.
+            try cluster.control("w", #"{"tokens": 5}"#)
             let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
             #expect(reply.status == 200, "\(reply.body)")
             let output = cluster.hub.output.joined(separator: "\n")

@@ -53,7 +53,7 @@ struct RoutingTests {
                 let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
                 #expect(reply.servedBy == "fast")
             }
-            #expect(cluster.hub.output.contains { $0.contains("circuit breaker closed -> open") && $0.contains("slow first byte") })
+            #expect(cluster.hub.output.contains { $0.contains("circuit breaker closed -> open") && $0.contains("first byte slower than") })
             print("caravan-measure: slowed worker got \(servedBy.filter { $0 == "slow" }.count) of \(servedBy.count) requests "
                 + "before its breaker opened, \(leftAfter) after the slowdown")
 

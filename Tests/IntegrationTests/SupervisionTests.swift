@@ -310,7 +310,7 @@ struct SupervisionFaultTests {
             name: "f", fake: true, extra: "crash_limit: 3\ncrash_window: 60s\nrestart_backoff: 100ms",
             models: "- {name: crashy, path: /models/crashy.gguf, env: {FAKE_EXIT_AFTER_MS: \"300\"}}")
         // The hub's breaker would (rightly) open on the 503s; keep it out of this test.
-        try await TestCluster.start(specs: [spec], hubSettings: "breaker:\n  min_samples: 1000").using { cluster in
+        try await TestCluster.start(specs: [spec], hubSettings: "breaker:\n  min_samples: 1000\n  consecutive_failures: 0").using { cluster in
             let starts = { cluster.workerLines("f", "starting llama-server", "model=crashy").count }
             try await cluster.waitUntil("crash loop", timeout: .seconds(20)) {
                 _ = try await cluster.chat("crashy")

@@ -29,7 +29,9 @@ struct ClusterConfigTests {
         #expect(config.hub.retries == 2 && config.hub.queue == QueueConfig())
         #expect(config.hub.breaker == BreakerConfig())  // the example documents the defaults
         #expect(config.hub.idleTimeout == .seconds(60) && config.hub.connectTimeout == .seconds(2))
-        #expect(config.workers[0].weight == 1)
+        #expect(config.workers[0].weight == nil)  // auto
+        #expect(config.workers[1].weight == nil)  // auto by default
+        #expect(config.hub.clientWriteTimeout == .seconds(30) && config.hub.clientBodyTimeout == .seconds(60))
         #expect(config.hub.limits == LimitsConfig() && config.hub.corsOrigins.isEmpty && config.hub.maxHeaderKB == 32)
         #expect(config.hub.auth.clientSecretFile == "client.secret")
         #expect(config.workers.map(\.name) == ["gpu-a", "gpu-b"])
@@ -104,6 +106,8 @@ struct ClusterConfigTests {
         ("hub:\n  breaker:\n    open_for: 10s\n    max_open_for: 5s\n", "hub.breaker.max_open_for", "shorter than open_for"),
         ("hub:\n  breaker:\n    slow_ttfb: 0s\n", "hub.breaker.slow_ttfb", "greater than 0"),
         ("workers:\n  - name: a\n    weight: 0\n    models: [{name: m, path: p}]\n", "workers[0].weight", "greater than 0"),
+        ("workers:\n  - name: a\n    weight: heavy\n    models: [{name: m, path: p}]\n", "workers[0].weight", ""),
+        ("hub:\n  breaker: {consecutive_failures: -1}\n", "hub.breaker.consecutive_failures", "0 (off) or more"),
         ("hub:\n  auth:\n    keys: [{kid: k, alg: none, secret_file: s}]\n", "hub.auth.keys[0].alg", "never \"none\""),
         ("hub:\n  auth:\n    keys: [{kid: k, alg: RS256, secret_file: s}]\n", "hub.auth.keys[0].public_key_file", "required for RS256"),
         ("hub:\n  auth:\n    client_secret_file: c\n    keys: [{alg: HS512, secret_file: s}]\n", "hub.auth.keys[0].kid", "more than one"),
