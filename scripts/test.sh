@@ -43,6 +43,7 @@ set -e
 say "tests took $(( $(date +%s) - start ))s"
 # One plain closing line: Swift Testing's counts (XCTest finds no tests here).
 total=$(grep -oE 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
-failed=$(grep -cE '^✘ Test "[^"]*" failed' "$log" || true)
+# A parameterized test fails as 'Test "name" with N test cases failed'.
+failed=$(grep -cE '^✘ Test "[^"]*"( with [0-9]+ test cases?)? failed' "$log" || true)
 echo "$(( total - failed )) passed, ${failed} failed"
 exit "$status"

@@ -458,7 +458,11 @@ public struct WorkerConfig: Decodable, Sendable {
         if (try? c.decodeIfPresent(String.self, forKey: .weight)) == "auto" {
             weight = nil
         } else {
-            weight = try c.optional(Double.self, .weight)
+            do {
+                weight = try c.optional(Double.self, .weight)
+            } catch {
+                throw c.error(.weight, "expected auto or a number")
+            }
             if let weight, !(weight > 0 && weight <= 1_000_000) {
                 throw c.error(.weight, "must be auto, or greater than 0 and at most 1000000")
             }

@@ -112,6 +112,25 @@ struct CircuitBreakerTests {
         #expect(OpenAIRoutes.sample(.completed(.init(firstByte: .seconds(1), maxGap: .seconds(1))), policy: BreakerConfig()) == .success)
     }
 
+    @Test("an answer passed on without a retry left: 5xx is a failure, 429 says nothing, 2xx and 4xx are successes",
+          arguments: [(500, "failure"), (502, "failure"), (503, "failure"), (429, "neutral"), (200, "success"), (404, "success")])
+    func lastAttempt(status: Int, expected: String) {
+        let sample = OpenAIRoutes.sample(UpstreamForwarder.finish(status: status, timing: .init()), policy: BreakerConfig())
+        let kind = switch sample {
+        case .success: "success"
+        case .neutral: "neutral"
+        case .failure(let reason): reason.contains("HTTP \(status)") ? "failure" : "failure without the status"
+        }
+        #expect(kind == expected)
+    }
+
+    @Test("a request whose first byte was already judged slow is not counted again when it ends")
+    func judgedOnce() {
+        let late = UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31)))
+        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), firstByteJudged: true) == .neutral)
+        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), firstByteJudged: false) != .neutral)
+    }
+
     @Test("a request sent ahead to a busy engine waited for a slot: its late first byte is no failure, a slow gap still is")
     func aheadFirstByte() {
         let late = UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31)))

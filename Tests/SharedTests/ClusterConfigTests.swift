@@ -106,7 +106,7 @@ struct ClusterConfigTests {
         ("hub:\n  breaker:\n    open_for: 10s\n    max_open_for: 5s\n", "hub.breaker.max_open_for", "shorter than open_for"),
         ("hub:\n  breaker:\n    slow_ttfb: 0s\n", "hub.breaker.slow_ttfb", "greater than 0"),
         ("workers:\n  - name: a\n    weight: 0\n    models: [{name: m, path: p}]\n", "workers[0].weight", "greater than 0"),
-        ("workers:\n  - name: a\n    weight: heavy\n    models: [{name: m, path: p}]\n", "workers[0].weight", ""),
+        ("workers:\n  - name: a\n    weight: heavy\n    models: [{name: m, path: p}]\n", "workers[0].weight", "expected auto or a number"),
         ("hub:\n  breaker: {consecutive_failures: -1}\n", "hub.breaker.consecutive_failures", "0 (off) or more"),
         ("hub:\n  auth:\n    keys: [{kid: k, alg: none, secret_file: s}]\n", "hub.auth.keys[0].alg", "never \"none\""),
         ("hub:\n  auth:\n    keys: [{kid: k, alg: RS256, secret_file: s}]\n", "hub.auth.keys[0].public_key_file", "required for RS256"),
