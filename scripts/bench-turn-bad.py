@@ -5,9 +5,10 @@ Starts a hub and three workers weighted 1:2:4, each running the fault-injection 
 (FakeEngine), sends paced streamed requests for --healthy seconds, then turns one worker
 bad (every answer a 500, or a first byte 1.5 s late with slow_ttfb 1s) and counts how many
 attempts the hub sends it during the next --after seconds (the hub's own per-worker
-`dispatched` counter, so retries are counted too). Breaker window 10 s, min_samples 3.
+`dispatched` counter, so retries are counted too). Breaker window --window (10s),
+min_samples 3, open_for 5s.
 
-    scripts/bench-turn-bad.py [--bin DIR] [--healthy 30] [--after 10] [--rate 8]
+    scripts/bench-turn-bad.py [--bin DIR] [--healthy 30] [--after 10] [--rate 8] [--window 10s]
 
 --bin: folder with caravan-hub, caravan-worker and FakeEngine (default: this checkout's
 debug build, built first). Point it at another build to compare versions. Not a test:
@@ -60,7 +61,7 @@ def run_case(args, bad_control, label):
             f'  listen: "127.0.0.1:{port}"',
             "  heartbeat_interval: 500ms",
             "  retries: 2",
-            "  breaker: {window: 10s, min_samples: 3, slow_ttfb: 1s, open_for: 5s}",
+            f"  breaker: {{window: {args.window}, min_samples: 3, slow_ttfb: 1s, open_for: 5s}}",
             "  auth: {client_secret_file: client.secret, worker_secret_file: worker.secret}",
             "workers:",
         ]
@@ -120,16 +121,18 @@ def run_case(args, bad_control, label):
         outcomes = []
         lock = threading.Lock()
         body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
-                           "stream": True})
+                           "stream": True}, separators=(",", ":"))  # FakeEngine matches "stream":true
 
         def client():
             interval = args.clients / args.rate
             while not stop.is_set():
                 started = time.time()
                 try:
-                    status, _ = request(port, "POST", "/v1/chat/completions", token, body)
-                except OSError:
-                    status = 0
+                    status, answer = request(port, "POST", "/v1/chat/completions", token, body)
+                except OSError as error:
+                    status, answer = 0, str(error).encode()
+                if status != 200 and args.trace:
+                    print("   failed:", status, answer[:200])
                 with lock:
                     outcomes.append((started, time.time() - started, status))
                 time.sleep(max(0, interval - (time.time() - started)))
@@ -142,8 +145,17 @@ def run_case(args, bad_control, label):
         with open(os.path.join(folder, f"{args.bad}.json"), "w") as f:
             f.write(json.dumps(bad_control))
         turned = time.time()
-        time.sleep(args.after)
+        trace = []
+        while time.time() < turned + args.after:
+            time.sleep(0.5)
+            _, snapshot = request(port, "GET", "/admin/workers", admin)
+            views = {w["name"]: w["models"][0] for w in json.loads(snapshot)["workers"]}
+            trace.append((round(time.time() - turned, 1), views[args.bad]["dispatched"] - before[args.bad],
+                          {name: v.get("ttft_ms") for name, v in views.items()}, views[args.bad]["breaker"]))
         after, breakers = dispatched()
+        if args.trace:
+            for row in trace:
+                print("  ", row)
         stop.set()
         for thread in threads:
             thread.join()
@@ -177,6 +189,8 @@ def main():
     parser.add_argument("--rate", type=float, default=8, help="requests per second, all clients together")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--bad", default="w1", help="the worker that turns bad (w1, w2 or w4)")
+    parser.add_argument("--trace", action="store_true", help="print the bad worker's attempts every 0.5 s")
+    parser.add_argument("--window", default="10s", help="the breaker's window (the default config's is 30s)")
     args = parser.parse_args()
     if not args.bin:
         subprocess.check_call(["swift", "build", "--product", "caravan-hub"], cwd=ROOT, stdout=sys.stderr)

@@ -44,6 +44,8 @@ struct AdminRoutes {
         var dispatched: Int
         /// Current routing weight (static weight x free slots).
         var routingWeight: Double
+        /// Peak-EWMA of the streamed time to first byte, in milliseconds (the latency factor's input).
+        var ttftMs: Double?
         var breaker: String
         var idleSeconds: Double?
         var pinned: Bool?
@@ -105,7 +107,8 @@ struct AdminRoutes {
                         name: model.name, aliases: model.aliases, state: model.state, reason: model.reason,
                         slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, slotsStale: model.slotsStale,
                         hubInFlight: pair.inFlight,
-                        dispatched: pair.dispatched, routingWeight: Registry.weight(pair), breaker: breaker.stateName,
+                        dispatched: pair.dispatched, routingWeight: Registry.weight(pair),
+                        ttftMs: pair.ttft > 0 ? (pair.ttft / 1e6 * 10).rounded() / 10 : nil, breaker: breaker.stateName,
                         idleSeconds: model.idleSeconds, pinned: model.pinned, recentCrashes: model.recentCrashes,
                         vramEstimateMiB: model.vramEstimateMiB)
                 })
