@@ -191,8 +191,10 @@ public struct UpstreamForwarder: Sendable {
                 } catch where !clientGone {
                     let reason = Self.describe(error)
                     logger.warning("upstream stream failed", metadata: ["url": "\(url)", "error": "\(reason)"])
+                    deadline?.begin()
                     try await writer.write(OpenAIError.upstream("The upstream failed while streaming: \(reason)",
                                                                  code: "upstream_stream_error").sseEvent)
+                    deadline?.end()
                     finish(.upstreamFailed(reason, events.timing))
                 } catch {
                     finish(.clientGone(events.timing))

@@ -84,7 +84,10 @@ struct WorkerApplication {
         DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: engineClient), inFlight: inFlight,
                   maxBodyBytes: hub.maxBodyBytes, bodyTimeout: hub.clientBodyTimeout,
                   options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout,
-                                 clientWriteTimeout: hub.clientWriteTimeout),
+                                 // Twice the hub's: a client that stops reading is cut off by the
+                                 // hub first (its lease, breaker-neutral); this one only guards
+                                 // against a hub that stopped reading.
+                                 clientWriteTimeout: hub.clientWriteTimeout * 2),
                   logger: logger)
             .addRoutes(to: guarded)
         WorkerAdminRoutes(supervisor: supervisor, keepalive: min(.seconds(15), hub.idleTimeout / 3)).addRoutes(to: guarded)

@@ -60,7 +60,8 @@ struct FirstHourTests {
             var sockets: [Int32] = []
             defer { for fd in sockets { close(fd) } }
             for _ in 0..<8 {
-                sockets.append(try stalledStream(hubURL: cluster.hubURL, token: cluster.clientToken))
+                sockets.append(try rawRequest(hubURL: cluster.hubURL, token: cluster.clientToken,
+                                              body: chatBody(stream: true), receiveBuffer: 1024))
             }
             do {
                 try await cluster.waitUntil("8 streams in flight", timeout: .seconds(20)) { try await cluster.hubInFlight() == 8 }
@@ -128,30 +129,6 @@ struct FirstHourTests {
             try await cluster.waitForModel("w", timeout: .seconds(15)) { $0["slots_stale"] == nil }
         }
     }
-}
-
-/// Opens a connection with a 1 KiB receive buffer, asks for a long stream, and never reads.
-func stalledStream(hubURL: String, token: String) throws -> Int32 {
-    guard let parsed = URL(string: hubURL), let port = parsed.port else { throw TestFailure("bad URL \(hubURL)") }
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var size: Int32 = 1024
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else {
-        close(fd)
-        throw TestFailure("connect to \(hubURL) failed")
-    }
-    let body = chatBody(maxTokens: 200_000, stream: true)
-    let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
-        + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-    _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-    return fd
 }
 
 /// Reads what was buffered (at most 8 MiB: a live stream would go on) and reports whether

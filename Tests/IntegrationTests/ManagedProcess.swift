@@ -115,9 +115,13 @@ func children(of parent: Int32, matching text: String) -> [Int32] {
 
 /// A plain TCP connection to the host and port of `url` on 127.0.0.1, for tests that must
 /// misbehave below HTTP (half-sent requests, hanging up while queued). The caller closes it.
-func rawConnection(to url: String) throws -> Int32 {
+/// `receiveBuffer`: a `SO_RCVBUF` set before connecting (a client that reads slowly, or never).
+func rawConnection(to url: String, receiveBuffer: Int32? = nil) throws -> Int32 {
     guard let parsed = URL(string: url), let port = parsed.port else { throw TestFailure("bad URL \(url)") }
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    if var size = receiveBuffer {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = in_port_t(UInt16(port).bigEndian)

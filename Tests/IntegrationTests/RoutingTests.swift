@@ -338,8 +338,8 @@ import NIOHTTP1
 import Synchronization
 
 /// Sends one complete HTTP request on a new connection and returns the socket, unread.
-func rawRequest(hubURL: String, token: String, body: String) throws -> Int32 {
-    let fd = try rawConnection(to: hubURL)
+func rawRequest(hubURL: String, token: String, body: String, receiveBuffer: Int32? = nil) throws -> Int32 {
+    let fd = try rawConnection(to: hubURL, receiveBuffer: receiveBuffer)
     let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
         + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
     _ = request.withCString { send(fd, $0, strlen($0), 0) }
