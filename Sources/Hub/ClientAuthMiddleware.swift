@@ -5,11 +5,14 @@ import Shared
 /// Authenticates the caller (JWT or API key) with one of `roles`, records the identity in
 /// the context, and applies the caller's rate and concurrency limits.
 ///
-/// `authenticator == nil` means `--no-auth`: the hub then listens on loopback only.
+/// `authenticator == nil` means `--no-auth`: the hub then listens on loopback only, and
+/// `local` decides who may still call it.
 struct ClientAuthMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
 
     let authenticator: ClientAuthenticator?
+    /// The rules of `--no-auth` (nil with authentication).
+    var local: LocalOnlyAccess?
     var roles: Set<TokenRole> = [.client, .admin]
     /// Nil for endpoints without limits (admin).
     var limiter: RateLimiter?
@@ -17,7 +20,10 @@ struct ClientAuthMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
-        guard let authenticator else { return try await next(request, context) }
+        guard let authenticator else {
+            try local?.check(request, admin: roles == [.admin])
+            return try await next(request, context)
+        }
         var context = context
         let identity: Identity
         do {

@@ -57,6 +57,10 @@ struct ControlPlane {
         let body = try await request.body.collect(upTo: 1024 * 1024)
         let report = try decode(WorkerReport.self, body)
         guard report.name == claims.subject else { throw impersonation(report.name) }
+        if let problem = report.problem {
+            logger.warning("worker report refused", metadata: ["worker": "\(report.name)", "problem": "\(problem)"])
+            throw OpenAIError.invalidRequest("Worker report out of bounds: \(problem)", code: "invalid_report")
+        }
         return report
     }
 

@@ -7,8 +7,11 @@ import Shared
 
 /// Options given on the command line rather than in the cluster file.
 struct HubOptions: Sendable {
-    /// Accept requests without a client token (then listen on loopback only).
+    /// Accept requests without a client token (then listen on loopback only, answer only
+    /// loopback `Host` names and no cross-origin browser requests).
     var noAuth = false
+    /// With `noAuth`: the admin routes are open too (closed otherwise).
+    var noAuthAdmin = false
 }
 
 /// Builds and runs the hub: the API server, the control plane and the expiry sweep.
@@ -72,12 +75,13 @@ struct HubApplication {
         }
         ControlPlane(state: state, verifier: workerVerifier, heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
             .addRoutes(to: router)
-        let api = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, limiter: limiter))
+        let local = options.noAuth ? LocalOnlyAccess(corsOrigins: Set(hub.corsOrigins), admin: options.noAuthAdmin) : nil
+        let api = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, local: local, limiter: limiter))
         let forwarder = UpstreamForwarder(client: client)
         let credential = WorkerCredential(signer: workerVerifier)
         OpenAIRoutes(state: state, forwarder: forwarder, credential: credential, config: hub, logger: logger)
             .addRoutes(to: api)
-        let admin = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, roles: [.admin]))
+        let admin = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, local: local, roles: [.admin]))
         AdminRoutes(state: state, forwarder: forwarder, credential: credential, logger: logger).addRoutes(to: admin)
 
         let bound = listen

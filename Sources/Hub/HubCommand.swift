@@ -32,8 +32,11 @@ extension HubCommand {
         @Option(name: .long, help: "Cluster YAML file.")
         var config: String
 
-        @Flag(name: .long, help: "Accept requests without a token (listens on 127.0.0.1 only).")
+        @Flag(name: .long, help: "Accept requests without a token (listens on 127.0.0.1 only; admin routes stay closed).")
         var noAuth = false
+
+        @Flag(name: .long, help: "With --no-auth: open the admin routes too.")
+        var noAuthAdmin = false
 
         @Option(name: .long, help: "trace, debug, info, notice, warning, error, critical.")
         var logLevel: String = ProcessInfo.processInfo.environment["CARAVAN_LOG_LEVEL"] ?? "info"
@@ -41,7 +44,8 @@ extension HubCommand {
         func run() async throws {
             bootstrapLogging(level: Logger.Level(text: logLevel))
             let cluster = try loadConfigOrExit(config)
-            let options = HubOptions(noAuth: noAuth)
+            guard noAuth || !noAuthAdmin else { throw ValidationError("--no-auth-admin needs --no-auth") }
+            let options = HubOptions(noAuth: noAuth, noAuthAdmin: noAuthAdmin)
             do {
                 try HubApplication.checkSecrets(cluster, options: options)
             } catch {

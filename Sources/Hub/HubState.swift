@@ -201,6 +201,11 @@ final class HubState: Sendable {
         return guarded.withLock { $0.registry.liveWorkers(now: instant) }
     }
 
+    /// See ``Registry/canonicalModels(for:)``.
+    func canonicalModels(for requested: String) -> Set<String> {
+        guarded.withLock { $0.registry.canonicalModels(for: requested) }
+    }
+
     func servedModels() -> [String] {
         let instant = now()
         return guarded.withLock { $0.registry.servedModels(now: instant) }

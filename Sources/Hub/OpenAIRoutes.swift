@@ -18,9 +18,10 @@ struct OpenAIRoutes {
     let logger: Logger
 
     func addRoutes(to group: RouterGroup<HubRequestContext>) {
-        group.get("/v1/models") { _, _ in
+        group.get("/v1/models") { _, context in
             let created = Int(Date().timeIntervalSince1970)
-            let data = state.servedModels().map { ["id": $0, "object": "model", "created": created, "owned_by": "caravan"] as [String: Any] }
+            // Only what this credential may use: a token limited to some models learns nothing of the others.
+            let data = state.servedModels().filter { context.identity?.allows($0) ?? true }.map { ["id": $0, "object": "model", "created": created, "owned_by": "caravan"] as [String: Any] }
             let json = try JSONSerialization.data(withJSONObject: ["object": "list", "data": data], options: [.sortedKeys])
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: json)))
@@ -44,9 +45,14 @@ struct OpenAIRoutes {
         let body = try await request.collectBody(upTo: config.maxBodyBytes, within: config.clientBodyTimeout,
                                                  departure: context.clientDeparture)
         let fields = try RoutingFields.parse(body)
-        if let identity = context.identity, !identity.allows(fields.model) {
-            throw OpenAIError(.forbidden, type: "permission_error", code: "model_not_allowed",
-                              message: "This credential may not use the model '\(fields.model)'", param: "model")
+        // The `models` claim names canonical models: an alias is resolved first, so an alias
+        // that matches a pattern cannot reach a model outside it. (The pick is checked again:
+        // an alias may name different models on different workers.)
+        if let identity = context.identity {
+            let canonical = state.canonicalModels(for: fields.model)
+            guard canonical.isEmpty ? identity.allows(fields.model) : canonical.allSatisfy(identity.allows) else {
+                throw Self.notAllowed(fields.model)
+            }
         }
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", try await credential.header()))
@@ -80,6 +86,10 @@ struct OpenAIRoutes {
                                   headers: [.retryAfter: "5"])
             }
             let lease = Lease(pick, state: state)
+            if let identity = context.identity, !identity.allows(pick.model) {
+                lease.release(.neutral)
+                throw Self.notAllowed(fields.model)
+            }
             // A request sent ahead waits for a slot in the engine's queue: its first byte is late by design.
             if fields.stream && !pick.isAhead {
                 lease.watchFirstByte(config.breaker.slowTTFB,
@@ -121,6 +131,11 @@ struct OpenAIRoutes {
         }
         if let lastReply { return lastReply.response }
         throw Self.allFailed(fields.model, lastFailure ?? "no attempt made")
+    }
+
+    static func notAllowed(_ model: String) -> OpenAIError {
+        OpenAIError(.forbidden, type: "permission_error", code: "model_not_allowed",
+                    message: "This credential may not use the model '\(model)'", param: "model")
     }
 
     static func allFailed(_ model: String, _ last: String) -> OpenAIError {

@@ -373,6 +373,18 @@ struct Registry: Sendable {
         slotByName[name].flatMap { slots[$0] }
     }
 
+    /// The canonical models a requested name (a model or an alias) resolves to: every model
+    /// it names in the cluster file or on a registered worker (an alias may name different
+    /// models on different workers). Empty when no one knows the name.
+    func canonicalModels(for requested: String) -> Set<String> {
+        var names: Set<String> = []
+        if let declared = declaredModels[requested] { names.insert(declared) }
+        if let route = routeIndex[requested] {
+            for id in routes[route].ids where pairs[id].slot >= 0 { names.insert(labels[id].model) }
+        }
+        return names
+    }
+
     /// Canonical names of the models live workers serve and list (not `unlisted` ones), sorted and de-duplicated.
     func servedModels(now: Instant) -> [String] {
         Array(Set(liveWorkers(now: now).flatMap { $0.report.models.filter { $0.unlisted != true }.map(\.name) })).sorted()

@@ -171,7 +171,9 @@ private func spawn(_ executable: String, _ arguments: [String], _ extraEnvironme
 {
     var argv = [executable] + arguments
     if let setprivPath { argv = [setprivPath, "--pdeathsig", "KILL", "--"] + argv }
-    var environment = ProcessInfo.processInfo.environment
+    // A child never sees the worker's own settings: `CARAVAN_*` carries secrets (compose
+    // passes them that way) that no engine needs.
+    var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("CARAVAN_") }
     for (key, value) in extraEnvironment { environment[key] = value }
 
     var actions = posix_spawn_file_actions_t()

@@ -38,8 +38,11 @@ struct DataPlane: Sendable {
         do {
             engine = try await supervisor.acquire(model)
         } catch {
+            // The reason, not the engine's output: that stays in the logs and the admin API.
+            let reason = (error as? EngineError)?.publicReason
+                ?? "it failed to load (see the worker's logs for model \(model))"
             throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
-                              message: "Model '\(model)' could not be started: \(error)")
+                              message: "Model '\(model)' could not be started: \(reason)")
         }
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", "Bearer \(engine.apiKey)"))

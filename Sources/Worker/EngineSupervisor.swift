@@ -17,8 +17,21 @@ struct Engine: Sendable {
 }
 
 /// Why a model could not be served.
+///
+/// `description` is the whole story (engine output included) for logs and the admin API;
+/// `publicReason` is what an API client may read. Engine output (paths, build details) never
+/// reaches clients: without a public reason they get a pointer to the worker's logs.
 struct EngineError: Error, CustomStringConvertible {
     let description: String
+    var publicReason: String?
+
+    init(description: String, publicReason: String? = nil) {
+        self.description = description
+        self.publicReason = publicReason
+    }
+
+    /// A reason that is safe to show anyone (it is all of the description).
+    static func plain(_ text: String) -> EngineError { EngineError(description: text, publicReason: text) }
 }
 
 /// Owns every llama-server of this worker and the lifecycle of each model:
@@ -178,7 +191,7 @@ actor EngineSupervisor: Service {
     /// The caller holds a lease until it calls ``release(_:)``: the model is not evicted
     /// or unloaded meanwhile.
     func acquire(_ model: String) async throws -> Engine {
-        guard models[model] != nil else { throw EngineError(description: "model \(model) is not served by this worker") }
+        guard models[model] != nil else { throw EngineError.plain("model \(model) is not served by this worker") }
         usage.withLock { $0[model, default: Usage()].waiting += 1 }
         do {
             let engine = try await readyEngine(model)
@@ -210,7 +223,7 @@ actor EngineSupervisor: Service {
 
     private func readyEngine(_ name: String) async throws -> Engine {
         while true {
-            guard let runtime = models[name] else { throw EngineError(description: "model \(name) was removed from this worker") }
+            guard let runtime = models[name] else { throw EngineError.plain("model \(name) was removed from this worker") }
             switch runtime.phase {
             case .ready where runtime.retiring:
                 try await Task.sleep(for: .milliseconds(50))  // its replacement starts once it drains
@@ -225,7 +238,8 @@ actor EngineSupervisor: Service {
             case .stopping(let task):
                 await task.value
             case .failed where runtime.crashLooped:
-                throw EngineError(description: runtime.reason ?? "crash loop")
+                throw EngineError(description: runtime.reason ?? "crash loop",
+                                  publicReason: "it is in a crash loop; automatic restarts are stopped until an admin resets it")
             case .stopped, .failed:
                 if let retryAt = runtime.retryAt, retryAt > .now {
                     try await Task.sleep(until: retryAt)  // crash backoff: the request waits, bounded by its timeout
@@ -243,7 +257,7 @@ actor EngineSupervisor: Service {
 
     private func start(_ name: String) async throws -> Engine {
         guard let spec = models[name]?.spec, let log = models[name]?.log else {
-            throw EngineError(description: "model \(name) was removed from this worker")
+            throw EngineError.plain("model \(name) was removed from this worker")
         }
         do {
             try await makeRoom(for: name)
@@ -260,7 +274,7 @@ actor EngineSupervisor: Service {
             }
         })
         guard let port = ports.allocate(excluding: taken) else {
-            throw fail(name, "no free port in \(config.ports.lower)-\(config.ports.upper)")
+            throw fail(name, "no free port in \(config.ports.lower)-\(config.ports.upper)", publicReason: "the worker has no free engine port")
         }
         let apiKey = randomKey()
         let arguments = ["-m", spec.config.path, "--host", "127.0.0.1", "--port", String(port), "--alias", name, "--metrics"]
@@ -303,13 +317,14 @@ actor EngineSupervisor: Service {
             }
             if ContinuousClock.now > deadline {
                 await process.terminate(grace: config.stopGrace)
-                throw fail(name, "not ready within \(config.loadTimeout): \(log.summary(3))")
+                throw fail(name, "not ready within \(config.loadTimeout): \(log.summary(3))",
+                           publicReason: "it did not become ready within \(config.loadTimeout) (see the worker's logs for model \(name))")
             }
             try? await Task.sleep(for: .milliseconds(50))
         }
         guard models[name] != nil else {
             await process.terminate(grace: config.stopGrace)
-            throw EngineError(description: "model \(name) was removed from this worker while it started")
+            throw EngineError.plain("model \(name) was removed from this worker while it started")
         }
         models[name]?.phase = .ready(engine)
         models[name]?.reason = nil
@@ -326,7 +341,7 @@ actor EngineSupervisor: Service {
         let need = models[name]?.spec.vramMiB
         let budget = self.budget
         if case .never(let need, let total) = budget.fit(needMiB: need, freeMiB: nil) {
-            throw EngineError(description: "model \(name) " + VRAMBudget.neverFitsReason(needMiB: need, budgetMiB: total))
+            throw EngineError.plain("model \(name) " + VRAMBudget.neverFitsReason(needMiB: need, budgetMiB: total))
         }
         let deadline = ContinuousClock.now + config.loadTimeout
         while true {
@@ -365,7 +380,7 @@ actor EngineSupervisor: Service {
                 continue
             }
             guard ContinuousClock.now < deadline else {
-                throw EngineError(description: "no room to load \(name): \(loaded.count) model(s) loaded, all busy or pinned")
+                throw EngineError.plain("no room to load \(name): \(loaded.count) model(s) loaded, all busy or pinned")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -376,13 +391,14 @@ actor EngineSupervisor: Service {
     }
 
     /// Records a failed start and returns the error to throw.
-    private func fail(_ name: String, _ reason: String) -> EngineError {
+    /// - Parameter publicReason: what a client may read (no engine output); nil: see the logs.
+    private func fail(_ name: String, _ reason: String, publicReason: String? = nil) -> EngineError {
         models[name]?.phase = .failed
         models[name]?.reason = reason
         models[name]?.admitted = false
         logger.error("model failed to start", metadata: ["model": "\(name)", "reason": "\(reason)"])
         changed()
-        return EngineError(description: reason)
+        return EngineError(description: reason, publicReason: publicReason)
     }
 
     /// An engine exited on its own (while starting or ready): count it, back off, and call
@@ -594,7 +610,7 @@ actor EngineSupervisor: Service {
 
     /// Clears a model's crash history (and a crash loop), so it starts again on demand.
     func reset(_ name: String) throws {
-        guard models[name] != nil else { throw EngineError(description: "model \(name) is not served by this worker") }
+        guard models[name] != nil else { throw EngineError.plain("model \(name) is not served by this worker") }
         models[name]?.crashes = []
         models[name]?.crashLooped = false
         models[name]?.retryAt = nil
@@ -624,7 +640,7 @@ actor EngineSupervisor: Service {
             entry.unlisted = runtime.spec.config.unlisted
             entry.reason = runtime.reason
             entry.recentCrashes = runtime.crashes.filter { now - $0 < config.crashWindow }.count
-            let idle = now - lastUsed(name)
+            let idle = max(.zero, now - lastUsed(name))  // a model never used has no lastUsed yet: "now", read after `now`
             entry.idleSeconds = Double(idle.components.seconds) + Double(idle.components.attoseconds) / 1e18
             switch runtime.phase {
             case .stopped: break

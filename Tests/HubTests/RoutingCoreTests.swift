@@ -328,3 +328,16 @@ func waitUntil(_ condition: () -> Bool) async throws {
         try await Task.sleep(for: .milliseconds(5))
     }
 }
+
+@Suite("--no-auth access")
+struct LocalOnlyAccessTests {
+    @Test("loopback authorities and origins", arguments: [
+        ("localhost", true), ("localhost:8080", true), ("LOCALHOST:1", true), ("127.0.0.1", true), ("127.1.2.3:80", true),
+        ("[::1]:8080", true), ("[::1]", true), ("evil.example", false), ("127.0.0.1.evil.example", false),
+        ("localhost.evil.example:80", false), ("[::2]:80", false), ("128.0.0.1", false), ("", false), ("127.0.0.256", false),
+    ])
+    func authorities(authority: String, loopback: Bool) {
+        #expect(LocalOnlyAccess.isLoopback(authority: authority) == loopback)
+        #expect(LocalOnlyAccess.isLoopback(origin: "http://" + authority) == loopback)
+    }
+}

@@ -18,6 +18,14 @@ struct FirstHourTests {
             #expect(first.status == 200, "\(first.body)")
             let engines = cluster.workers.values.flatMap { children(of: $0.pid, matching: "llama-server") }
             #expect(!engines.isEmpty)
+            // The engine's environment holds none of the worker's CARAVAN_* settings (the worker
+            // runs with CARAVAN_HUB_URL, the tests with CARAVAN_TEST_*) and only its own API key.
+            for pid in engines {
+                let environ = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data(), as: UTF8.self)
+                    .split(separator: "\0")
+                #expect(!environ.isEmpty && !environ.contains { $0.hasPrefix("CARAVAN_") }, "\(environ.filter { $0.hasPrefix("CARAVAN") })")
+                #expect(environ.filter { $0.hasPrefix("LLAMA_API_KEY=") }.count == 1)
+            }
             // kill -9 every engine: the next requests are served by new ones.
             for pid in engines { kill(pid, SIGKILL) }
             for _ in 0..<3 {
@@ -29,6 +37,22 @@ struct FirstHourTests {
             // The admin JSON names MiB fields as *_mib.
             let admin = try await cluster.request("GET", "/admin/workers", token: .some(cluster.adminToken))
             #expect(admin.body.contains(#""vram_estimate_mib""#) && !admin.body.contains("mi_b"), "\(admin.body)")
+        }
+    }
+
+    @Test("a preloaded model whose engine is killed comes back by itself, before any request")
+    func preloadedRestarts() async throws {
+        let spec = TestCluster.WorkerSpec(name: "w", fake: true, preload: true, extra: "restart_backoff: 200ms")
+        try await TestCluster.start(specs: [spec]).using { cluster in
+            try await cluster.waitForModel("w") { $0["state"] as? String == "ready" }
+            let before = cluster.engines(of: "w")
+            #expect(before.count == 1)
+            for pid in before { kill(pid, SIGKILL) }
+            try await cluster.waitUntil("a new engine", timeout: .seconds(15)) {
+                let now = cluster.engines(of: "w")
+                return now.count == 1 && now != before
+            }
+            try await cluster.waitForModel("w") { $0["state"] as? String == "ready" }
         }
     }
 

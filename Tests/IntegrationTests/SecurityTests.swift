@@ -196,11 +196,21 @@ struct SecurityTests {
                 Row(name: "wrong aud", token: .some(try await hs(claims { $0.aud = AudienceClaim(value: ["other"]) })), status: 401, type: "authentication_error"),
                 Row(name: "model not in the models claim", token: .some(try await hs(claims { $0.models = ["llama-*"] })), status: 403, type: "permission_error", code: "model_not_allowed"),
                 Row(name: "model matching a models pattern", token: .some(try await hs(claims { $0.models = ["ti*"] })), status: 200),
+                Row(name: "alias matching the models claim, its model not (aliases resolved first)", body: chatBody(model: "tiny-chat"),
+                    token: .some(try await hs(claims { $0.models = ["tiny-c*"] })), status: 403, type: "permission_error", code: "model_not_allowed"),
+                Row(name: "alias of a model the claim allows", body: chatBody(model: "tiny-chat"),
+                    token: .some(try await hs(claims { $0.models = ["tiny"] })), status: 200),
                 Row(name: "worker token used as a client token", token: .some(workerToken), status: 401, type: "authentication_error"),
                 Row(name: "client token used to register a worker", path: "/internal/v1/workers/register", body: "{}", token: .some(valid), status: 401, type: "authentication_error"),
                 Row(name: "worker a's credential reporting as worker b", path: "/internal/v1/workers/register",
                     body: #"{"name":"b","url":"http://127.0.0.1:9","version":"x","sequence":1,"models":[],"gpus":[],"in_flight":0,"weight":1}"#,
                     token: .some(workerToken), status: 403, type: "permission_error", code: "worker_name_mismatch"),
+                Row(name: "worker report with an absurd slot count (a compromised worker)", path: "/internal/v1/workers/heartbeat",
+                    body: #"{"name":"a","url":"http://127.0.0.1:9","version":"x","sequence":99,"models":[{"name":"tiny","aliases":[],"state":"ready","slots_total":10000000,"slots_busy":0}],"gpus":[],"in_flight":0,"weight":1}"#,
+                    token: .some(workerToken), status: 400, type: "invalid_request_error", code: "invalid_report"),
+                Row(name: "worker report with an infinite weight", path: "/internal/v1/workers/heartbeat",
+                    body: #"{"name":"a","url":"http://127.0.0.1:9","version":"x","sequence":99,"models":[],"gpus":[],"in_flight":0,"weight":1e400}"#,
+                    token: .some(workerToken), status: 400, type: "invalid_request_error", code: "invalid_report"),
                 Row(name: "client token on an admin endpoint", method: "GET", path: "/admin/workers", body: nil, token: .some(valid), status: 403, type: "permission_error", code: "insufficient_role"),
                 Row(name: "wrong API key", token: .some("cvn_not_a_key"), status: 401, type: "authentication_error"),
                 Row(name: "body over the cap (100 KB > 0.05 MB)", body: big, token: .some(valid), status: 413, type: "invalid_request_error", code: "request_too_large"),
@@ -227,6 +237,13 @@ struct SecurityTests {
                     #expect(!reply.body.contains(token), "\(row.name): the error must not echo the credential")
                 }
             }
+            // /v1/models lists only what the credential may use.
+            let all = try await cluster.request("GET", "/v1/models", token: .some(valid))
+            #expect(all.body.contains(#""id":"tiny""#), "\(all.body)")
+            let limitedList = try await cluster.request("GET", "/v1/models", token: .some(try await hs(claims { $0.models = ["llama-*"] })))
+            #expect(limitedList.status == 200 && !limitedList.body.contains("tiny"), "\(limitedList.body)")
+            print("caravan-security: /v1/models with models [llama-*] | \(limitedList.status) | lists no other model | -")
+
             // CORS: an actual request from the allowed origin carries the origin back.
             let cors = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(), token: .some(valid),
                                                  headers: [("Origin", "https://app.example.com")])
@@ -296,6 +313,41 @@ struct SecurityTests {
             throw error
         }
         await cluster.shutdown()
+    }
+}
+
+@Suite("Security: --no-auth", .serialized)
+struct NoAuthTests {
+    @Test("--no-auth answers only loopback Host names, refuses cross-site browser requests, keeps admin closed", arguments: [false, true])
+    func noAuth(admin: Bool) async throws {
+        let spec = TestCluster.WorkerSpec(name: "a", fake: true)
+        try await TestCluster.start(specs: [spec], hubArguments: ["--no-auth"] + (admin ? ["--no-auth-admin"] : [])).using { cluster in
+            let plain = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(), token: .some(nil))
+            #expect(plain.status == 200, "\(plain.body)")
+            // DNS rebinding: the page's own name in Host.
+            let rebound = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(), token: .some(nil),
+                                                    headers: [("Host", "evil.example:8080")])
+            #expect(rebound.status == 403 && rebound.errorCode == "host_not_allowed", "\(rebound.body)")
+            // A web page's simple (no preflight) POST.
+            let crossSite = try await cluster.request("POST", "/v1/chat/completions", token: .some(nil),
+                                                      headers: [("Origin", "https://evil.example"), ("Content-Type", "text/plain")],
+                                                      rawBody: Array(chatBody().utf8))
+            #expect(crossSite.status == 403 && crossSite.errorCode == "origin_not_allowed", "\(crossSite.body)")
+            let crossSiteAdmin = try await cluster.request("GET", "/admin/workers", token: .some(nil),
+                                                           headers: [("Origin", "https://evil.example")])
+            #expect(crossSiteAdmin.status == 403)
+            let localPage = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(), token: .some(nil),
+                                                      headers: [("Origin", "http://localhost:8080")])
+            #expect(localPage.status == 200, "\(localPage.body)")
+            let adminReply = try await cluster.request("GET", "/admin/workers", token: .some(nil))
+            if admin {
+                #expect(adminReply.status == 200, "\(adminReply.body)")
+            } else {
+                #expect(adminReply.status == 403 && adminReply.errorCode == "admin_closed", "\(adminReply.body)")
+            }
+            print("caravan-security: --no-auth\(admin ? " --no-auth-admin" : ""): foreign Host \(rebound.status), "
+                + "cross-site text/plain POST \(crossSite.status), admin \(adminReply.status)")
+        }
     }
 }
 

@@ -291,7 +291,8 @@ struct SupervisionFaultTests {
         try await TestCluster.start(specs: [spec]).using { cluster in
             let slow = try await cluster.chat("slow")
             #expect(slow.status == 503 && slow.errorCode == "model_unavailable", "\(slow.body)")
-            #expect(slow.body.contains("not ready within"))
+            #expect(slow.body.contains("did not become ready within 1"), "\(slow.body)")
+            #expect(!slow.body.contains("listening"), "no engine output reaches the client: \(slow.body)")
             try await cluster.waitUntil("failed state reported") { try await cluster.state(of: "slow", on: "f") == "failed" }
             #expect(cluster.engines(of: "f", model: "slow").isEmpty, "the slow engine was stopped")
 
@@ -324,6 +325,8 @@ struct SupervisionFaultTests {
             for _ in 0..<5 {
                 let reply = try await cluster.chat("crashy")
                 #expect(reply.status == 503 && reply.body.contains("crash loop"), "\(reply.body)")
+                // The engine's output (its exit status, its log lines) stays in the admin API.
+                #expect(!reply.body.contains("exit status") && !reply.body.contains("fake engine"), "\(reply.body)")
             }
             try await Task.sleep(for: .seconds(1))
             #expect(starts() == 3, "no restart storm")

@@ -83,7 +83,7 @@ final class TestCluster: Sendable {
     /// Starts a hub with `hubSettings` (extra YAML under `hub:`) and the given workers.
     /// A worker `offline` serving `ghost` is declared but never started.
     static func start(specs: [WorkerSpec], hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
-                      heartbeat: String = "200ms", trusting caFile: String? = nil,
+                      heartbeat: String = "200ms", trusting caFile: String? = nil, hubArguments: [String] = [],
                       prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
         let (server, model) = try engine()
         let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
@@ -150,7 +150,7 @@ final class TestCluster: Sendable {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         try prepare(directory)
         return try await launch(directory: directory, configPath: configPath, workers: specs.map { ($0.name, $0.logLevel) },
-                                clientSecret: clientSecret, trusting: caFile)
+                                clientSecret: clientSecret, trusting: caFile, hubArguments: hubArguments)
     }
 
     /// Starts a hub and workers from the repository's `cluster.example.yaml` exactly as a user
@@ -188,9 +188,11 @@ final class TestCluster: Sendable {
 
     /// Starts the hub and `workers` from a written config file and waits until all are live.
     private static func launch(directory: URL, configPath: String, workers names: [(String, String?)],
-                               clientSecret: String, trusting caFile: String?) async throws -> TestCluster {
+                               clientSecret: String, trusting caFile: String?, hubArguments: [String] = [])
+        async throws -> TestCluster
+    {
         let hub = try ManagedProcess(name: "hub", executable: binDirectory.appendingPathComponent("caravan-hub"),
-                                     arguments: ["--config", configPath])
+                                     arguments: ["--config", configPath] + hubArguments)
         let line = try await hub.waitForLine(containing: "caravan-hub listening on ")
         let hubURL = String(line.split(separator: " ").last!)
         var workers: [String: ManagedProcess] = [:]

@@ -194,4 +194,38 @@ struct WireCodingTests {
         #expect(!text.contains("mi_b"))
         #expect(try WireCoding.decoder().decode(WorkerReport.self, from: data) == report)
     }
+
+    static func sample() -> WorkerReport {
+        WorkerReport(name: "a", url: "http://a:1", version: "1", sequence: 1,
+                     models: [ModelReport(name: "m", state: .ready, slotsTotal: 4, slotsBusy: 1, vramEstimateMiB: 500)],
+                     gpus: [GPUReport(index: 0, name: "g", memoryTotalMiB: 24000, memoryFreeMiB: 1000)], inFlight: 2, weight: 1)
+    }
+
+    typealias Edit = @Sendable (inout WorkerReport) -> Void
+    static let hostile: [(String, Edit)] = [
+        ("weight", { $0.weight = .infinity }), ("weight", { $0.weight = .nan }), ("weight", { $0.weight = 1e12 }),
+        ("weight", { $0.weight = -1 }), ("in_flight", { $0.inFlight = -5 }), ("in_flight", { $0.inFlight = Int.max }),
+        ("models[0].slots_total", { $0.models[0].slotsTotal = 10_000_000 }), ("models[0].slots_total", { $0.models[0].slotsTotal = -1 }),
+        ("models[0].slots_busy", { $0.models[0].slotsBusy = 5 }), ("models[0].slots_busy", { $0.models[0].slotsBusy = -1 }),
+        ("models[0].vram_estimate_mib", { $0.models[0].vramEstimateMiB = Int.max }),
+        ("models[0].idle_seconds", { $0.models[0].idleSeconds = .nan }),
+        ("models[0].recent_crashes", { $0.models[0].recentCrashes = -1 }),
+        ("gpus[0].memory_total_mib", { $0.gpus[0].memoryTotalMiB = Int.max }),
+        ("gpus[0].memory_free_mib", { $0.gpus[0].memoryFreeMiB = -1 }),
+        ("vram_budget_mib", { $0.vramBudgetMiB = -1 }),
+        ("models count", { $0.models = Array(repeating: $0.models[0], count: 5000) }),
+        ("gpus count", { $0.gpus = Array(repeating: $0.gpus[0], count: 300) }),
+        ("name length", { $0.name = String(repeating: "n", count: 200) }),
+        ("url length", { $0.url = "" }),
+        ("models[0].aliases", { $0.models[0].aliases = [String(repeating: "a", count: 300)] }),
+        ("models[0].reason length", { $0.models[0].reason = String(repeating: "r", count: 20_000) }),
+    ]
+
+    @Test("every number and list of a worker report is bounded; a hostile one names its field", arguments: hostile)
+    func bounds(field: String, edit: Edit) {
+        #expect(Self.sample().problem == nil)
+        var report = Self.sample()
+        edit(&report)
+        #expect(report.problem?.hasPrefix(field) == true, "\(report.problem ?? "accepted")")
+    }
 }
