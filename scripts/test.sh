@@ -24,7 +24,8 @@ prepare_model
 
 say "validating docker-compose.yaml"
 # Placeholder secrets: the file requires them, and config only validates.
-CARAVAN_CLIENT_SECRET=check CARAVAN_WORKER_SECRET=check docker-compose -f docker-compose.yaml config -q
+CARAVAN_CLIENT_SECRET=check CARAVAN_WORKER_SECRET=check CARAVAN_WORKER_A_CREDENTIAL=check CARAVAN_WORKER_B_CREDENTIAL=check \
+  docker-compose -f docker-compose.yaml config -q
 
 export CARAVAN_TEST_LLAMA_SERVER="$LLAMA_SERVER_BIN"
 export CARAVAN_TEST_MODEL="$TINY_MODEL"

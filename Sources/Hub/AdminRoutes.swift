@@ -14,7 +14,7 @@ import Shared
 struct AdminRoutes {
     let state: HubState
     let forwarder: UpstreamForwarder
-    let credential: WorkerCredential
+    let keys: WorkerKeys
     let logger: Logger
 
     /// One worker as the admin API shows it.
@@ -85,7 +85,7 @@ struct AdminRoutes {
         let options = UpstreamForwarder.Options(headTimeout: .seconds(30),
                                                 idleTimeout: streaming ? .seconds(24 * 3600) : .seconds(30))
         let result = await forwarder.forward(url: url, method: request.method,
-                                             headers: [("Authorization", try await credential.header())],
+                                             headers: [("Authorization", try await keys.header(for: worker.name))],
                                              body: ByteBuffer(), options: options, logger: logger)
         switch result {
         case .response(let response): return response

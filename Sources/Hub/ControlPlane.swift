@@ -3,12 +3,16 @@ import Hummingbird
 import Logging
 import Shared
 
-/// Routes workers use to register, heartbeat and leave. Authenticated with the worker
-/// credential (`role: worker`, `sub` = worker name): a client token cannot register a
-/// worker and one worker cannot report for another.
+/// Routes workers use to register, heartbeat and leave. Authenticated with each worker's
+/// own credential (``WorkerKeys``; `role: worker`, `sub` = worker name): a client token
+/// cannot register a worker, one worker cannot report for another, a name the cluster
+/// file does not list cannot join, and a worker's data-plane URL must be on the host its
+/// entry names.
 struct ControlPlane {
     let state: HubState
-    let verifier: TokenVerifier
+    let keys: WorkerKeys
+    /// Worker entries of the cluster file, by name (for the URL check).
+    let entries: [String: WorkerConfig]
     let heartbeatInterval: Duration
     let logger: Logger
 
@@ -46,7 +50,10 @@ struct ControlPlane {
 
     private func authenticate(_ request: Request) async throws -> CaravanClaims {
         do {
-            return try await verifier.verify(bearerToken(request.headers[.authorization]), roles: [.worker])
+            return try await keys.verify(bearerToken(request.headers[.authorization]))
+        } catch where error == TokenError.unknownWorker {
+            throw OpenAIError(.forbidden, type: "permission_error", code: "unknown_worker_name",
+                              message: "Only workers listed in the cluster file may register")
         } catch {
             throw OpenAIError.unauthorized("worker credential rejected: \(error.reason)")
         }
@@ -57,6 +64,10 @@ struct ControlPlane {
         let body = try await request.body.collect(upTo: 1024 * 1024)
         let report = try decode(WorkerReport.self, body)
         guard report.name == claims.subject else { throw impersonation(report.name) }
+        if let host = entries[report.name]?.requiredURLHost, URLComponents(string: report.url)?.host?.lowercased() != host {
+            throw OpenAIError(.forbidden, type: "permission_error", code: "worker_url_mismatch",
+                              message: "Worker '\(report.name)' must report a data-plane URL on \(host) (its advertise or listen address)")
+        }
         if let problem = report.problem {
             logger.warning("worker report refused", metadata: ["worker": "\(report.name)", "problem": "\(problem)"])
             throw OpenAIError.invalidRequest("Worker report out of bounds: \(problem)", code: "invalid_report")

@@ -45,7 +45,8 @@ struct HubApplication {
         }
         let auth = config.hub.auth
         let authenticator: ClientAuthenticator? = options.noAuth ? nil : try await ClientAuthenticator(auth: auth)
-        let workerVerifier = await TokenVerifier(secret: auth.workerSecret!, leeway: auth.leeway)
+        let workerKeys = WorkerKeys(current: auth.workerSecret!, previous: auth.previousWorkerSecret,
+                                    names: Set(config.workers.map(\.name)), leeway: auth.leeway)
         let hub = config.hub
         let breaker = CircuitBreaker.Policy(
             window: hub.breaker.window, minSamples: hub.breaker.minSamples, failureRate: hub.breaker.failureRate,
@@ -73,16 +74,17 @@ struct HubApplication {
             return try jsonResponse(ReadyStatus(status: live > 0 ? "ready" : "no_live_workers", liveWorkers: live),
                                     status: live > 0 ? .ok : .serviceUnavailable)
         }
-        ControlPlane(state: state, verifier: workerVerifier, heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
+        ControlPlane(state: state, keys: workerKeys,
+                     entries: Dictionary(config.workers.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first }),
+                     heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
             .addRoutes(to: router)
         let local = options.noAuth ? LocalOnlyAccess(corsOrigins: Set(hub.corsOrigins), admin: options.noAuthAdmin) : nil
         let api = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, local: local, limiter: limiter))
         let forwarder = UpstreamForwarder(client: client)
-        let credential = WorkerCredential(signer: workerVerifier)
-        OpenAIRoutes(state: state, forwarder: forwarder, credential: credential, config: hub, logger: logger)
+        OpenAIRoutes(state: state, forwarder: forwarder, keys: workerKeys, config: hub, logger: logger)
             .addRoutes(to: api)
         let admin = router.group().add(middleware: ClientAuthMiddleware(authenticator: authenticator, local: local, roles: [.admin]))
-        AdminRoutes(state: state, forwarder: forwarder, credential: credential, logger: logger).addRoutes(to: admin)
+        AdminRoutes(state: state, forwarder: forwarder, keys: workerKeys, logger: logger).addRoutes(to: admin)
 
         let bound = listen
         let scheme = hub.tls == nil ? "http" : "https"

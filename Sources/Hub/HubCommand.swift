@@ -10,7 +10,8 @@ struct HubCommand: AsyncParsableCommand {
         commandName: "caravan-hub",
         abstract: "Caravan hub: one OpenAI-compatible URL in front of many llama.cpp workers.",
         version: caravanVersion,
-        subcommands: [Serve.self, Token.self, InitCommand.self, APIKeyCommand.self, RoutingBenchmark.self],
+        subcommands: [Serve.self, Token.self, InitCommand.self, APIKeyCommand.self, WorkerSecretCommand.self,
+                      RoutingBenchmark.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -13,7 +13,7 @@ struct OpenAIRoutes {
 
     let state: HubState
     let forwarder: UpstreamForwarder
-    let credential: WorkerCredential
+    let keys: WorkerKeys
     let config: HubConfig
     let logger: Logger
 
@@ -54,8 +54,7 @@ struct OpenAIRoutes {
                 throw Self.notAllowed(fields.model)
             }
         }
-        var headers = HTTPForwarding.requestHeaders(request.headers)
-        headers.append(("Authorization", try await credential.header()))
+        let headers = HTTPForwarding.requestHeaders(request.headers)
         let target = path + (request.uri.query.map { "?\($0)" } ?? "")
         let queueDeadline = ContinuousClock.now + config.queue.timeout
         var tried: [Int] = []
@@ -101,7 +100,9 @@ struct OpenAIRoutes {
                 clientWriteTimeout: config.clientWriteTimeout)
             let breaker = config.breaker
             let result = await forwarder.forward(
-                url: pick.url + target, method: request.method, headers: headers + [(modelHeaderName, pick.model), (streamHeaderName, String(fields.stream))],
+                url: pick.url + target, method: request.method,
+                headers: headers + [("Authorization", try await keys.header(for: pick.worker)), (modelHeaderName, pick.model),
+                                    (streamHeaderName, String(fields.stream))],
                 body: body, options: options, logger: logger, clientDeparture: context.clientDeparture,
                 onFirstByte: { lease.firstByteArrived() }
             ) { finish in

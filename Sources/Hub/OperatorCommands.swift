@@ -28,12 +28,16 @@ struct InitCommand: ParsableCommand {
 
     func run() throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let files = ["cluster.yaml", "client.secret", "worker.secret"].map { (dir as NSString).appendingPathComponent($0) }
+        let files = ["cluster.yaml", "client.secret", "worker.secret", "gpu-a.credential"]
+            .map { (dir as NSString).appendingPathComponent($0) }
         if !force, let existing = files.first(where: { FileManager.default.fileExists(atPath: $0) }) {
             throw ValidationError("\(existing) exists (use --force to overwrite)")
         }
+        let workerKey = randomHexSecret()
         try writePrivate(randomHexSecret() + "\n", to: files[1])
-        try writePrivate(randomHexSecret() + "\n", to: files[2])
+        try writePrivate(workerKey + "\n", to: files[2])
+        // The worker's own credential: copy only this file (and cluster.yaml) to the GPU box.
+        try writePrivate(WorkerKey.derive(clusterKey: Secret(workerKey), worker: "gpu-a").value + "\n", to: files[3])
         try writePrivate(Self.template, to: files[0])
         print("wrote \(files.joined(separator: ", "))")
         print("next: edit the workers section, then: caravan-hub --config \(files[0])")
@@ -46,7 +50,8 @@ struct InitCommand: ParsableCommand {
           heartbeat_interval: 2s
           expire_after: 3
           auth:
-            # Random secrets, readable by their owner only. Keep them out of version control.
+            # Random secrets, readable by their owner only, on the hub only. Keep them out of
+            # version control. More workers: caravan-hub worker-secret --name NAME > NAME.credential
             client_secret_file: client.secret
             worker_secret_file: worker.secret
           limits:
@@ -56,6 +61,8 @@ struct InitCommand: ParsableCommand {
         workers:
           - name: gpu-a
             hubs: ["http://127.0.0.1:8080"]
+            # The worker's own credential: the only secret its machine needs.
+            credential_file: gpu-a.credential
             listen: "127.0.0.1:9101"
             llama_server: llama-server
             ports: "20000-20099"
@@ -85,5 +92,29 @@ struct APIKeyCommand: ParsableCommand {
         print("key (shown once; give it to \(name)): \(key)")
         print("add to hub.auth.api_keys:")
         print("  - {name: \(name), role: \(role), sha256: \(digest)}")
+    }
+}
+
+/// `caravan-hub worker-secret`: one worker's own credential, derived from the cluster's
+/// worker key (``WorkerKey``). Give each worker only its own, as its `credential_file`.
+struct WorkerSecretCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker-secret", abstract: "Print a worker's own credential (for its credential_file).")
+
+    @Option(name: .long, help: "Cluster YAML file (its hub.auth.worker_secret_file is read).")
+    var config: String
+
+    @Option(name: .long, help: "The worker's name.")
+    var name: String
+
+    func run() throws {
+        let cluster = try loadConfigOrExit(config)
+        guard cluster.workers.contains(where: { $0.name == name }) else {
+            throw ValidationError("no worker named \(name) in \(config)")
+        }
+        guard let key = cluster.hub.auth.workerSecret else {
+            throw ValidationError("hub.auth.worker_secret_file is required to derive worker credentials")
+        }
+        print(WorkerKey.derive(clusterKey: key, worker: name).value)
     }
 }

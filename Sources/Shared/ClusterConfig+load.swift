@@ -6,6 +6,10 @@ extension ClusterConfig {
     public enum Environment {
         public static let clientSecret = "CARAVAN_CLIENT_SECRET"
         public static let workerSecret = "CARAVAN_WORKER_SECRET"
+        /// The cluster worker key being rotated out (hub only).
+        public static let previousWorkerSecret = "CARAVAN_PREVIOUS_WORKER_SECRET"
+        /// A worker's own credential (``WorkerKey``).
+        public static let workerCredential = "CARAVAN_WORKER_CREDENTIAL"
         public static let hubListen = "CARAVAN_HUB_LISTEN"
         public static let hubURL = "CARAVAN_HUB_URL"
         public static let workerListen = "CARAVAN_WORKER_LISTEN"
@@ -13,21 +17,56 @@ extension ClusterConfig {
         public static let llamaServer = "CARAVAN_LLAMA_SERVER"
     }
 
-    /// Reads, validates and resolves a cluster file. Every failure is a one-line ``ConfigError``.
+    /// Reads, validates and resolves a cluster file as the hub does (every secret of
+    /// `hub.auth`). Every failure is a one-line ``ConfigError``.
     public static func load(
         path: String,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(ConfigError) -> ClusterConfig {
+        var config = try read(path)
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        try config.applyEnvironment(environment, relativeTo: base)
+        return config
+    }
+
+    /// Reads a cluster file as worker `name` does: its own entry with its address overrides
+    /// and its own credential, and none of the hub's secrets (a worker never needs the
+    /// client secret, and reads the cluster worker key only when it was given no credential
+    /// of its own: see ``WorkerConfig/credentialSource``).
+    public static func loadWorker(
+        path: String, name: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> (cluster: ClusterConfig, worker: WorkerConfig) {
+        var config = try read(path)
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+        config.hub.auth.baseDirectory = base.path
+        var worker = try config.worker(named: name, environment: environment)
+        let index = config.workers.firstIndex { $0.name == name }!
+        if let own = try secret(env: environment[Environment.workerCredential], file: worker.credentialFile,
+                                key: "workers[\(index)].credential_file", envName: Environment.workerCredential, base: base) {
+            worker.credential = own
+            worker.credentialSource = .own
+        } else if let clusterKey = try secret(
+            env: environment[Environment.workerSecret], file: config.hub.auth.workerSecretFile,
+            key: "hub.auth.worker_secret_file", envName: Environment.workerSecret, base: base)
+        {
+            worker.credential = WorkerKey.derive(clusterKey: clusterKey, worker: name)
+            worker.credentialSource = .derivedFromClusterKey
+        } else {
+            throw ConfigError(key: "workers[\(index)].credential_file",
+                              "required: the worker's own credential (caravan-hub worker-secret --name \(name); or set \(Environment.workerCredential))")
+        }
+        return (config, worker)
+    }
+
+    private static func read(_ path: String) throws(ConfigError) -> ClusterConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(key: "", "cannot read config file \(path)")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(key: "", "config file \(path) is not UTF-8")
         }
-        var config = try parse(text)
-        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
-        try config.applyEnvironment(environment, relativeTo: base)
-        return config
+        return try parse(text)
     }
 
     /// Parses YAML text into a validated config (no environment, no secret files).
@@ -74,6 +113,9 @@ extension ClusterConfig {
         hub.auth.workerSecret = try Self.secret(
             env: env[Environment.workerSecret], file: hub.auth.workerSecretFile,
             key: "hub.auth.worker_secret_file", envName: Environment.workerSecret, base: base)
+        hub.auth.previousWorkerSecret = try Self.secret(
+            env: env[Environment.previousWorkerSecret], file: hub.auth.previousWorkerSecretFile,
+            key: "hub.auth.previous_worker_secret_file", envName: Environment.previousWorkerSecret, base: base)
     }
 
     /// The entry of the worker called `name`, with its address overrides applied.

@@ -220,8 +220,12 @@ public struct BreakerConfig: Decodable, Sendable, Equatable {
 public struct AuthConfig: Decodable, Sendable {
     /// File holding the HS256 secret that client JWTs are signed with (`CARAVAN_CLIENT_SECRET` overrides).
     public var clientSecretFile: String?
-    /// File holding the secret shared by hub and workers (`CARAVAN_WORKER_SECRET` overrides).
+    /// File holding the cluster's worker key, on the hub only (`CARAVAN_WORKER_SECRET`
+    /// overrides): each worker's credential is derived from it (``WorkerKey``).
     public var workerSecretFile: String?
+    /// The worker key being rotated out: workers' credentials derived from it stay valid
+    /// while it is set (`CARAVAN_PREVIOUS_WORKER_SECRET` overrides).
+    public var previousWorkerSecretFile: String?
     /// Required `iss` claim of client tokens, when set.
     public var issuer: String?
     /// Required `aud` claim of client tokens, when set.
@@ -239,11 +243,13 @@ public struct AuthConfig: Decodable, Sendable {
     /// Resolved secrets (filled by ``ClusterConfig/load(path:environment:)``).
     public var clientSecret: Secret?
     public var workerSecret: Secret?
+    public var previousWorkerSecret: Secret?
     /// The folder relative key files are read from.
     public var baseDirectory = "."
 
     enum CodingKeys: String, CodingKey {
         case clientSecretFile = "client_secret_file", workerSecretFile = "worker_secret_file"
+        case previousWorkerSecretFile = "previous_worker_secret_file"
         case issuer, audience, leeway, keys, jwksFile = "jwks_file", apiKeys = "api_keys"
     }
 
@@ -259,6 +265,7 @@ public struct AuthConfig: Decodable, Sendable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         clientSecretFile = try c.optional(String.self, .clientSecretFile)
         workerSecretFile = try c.optional(String.self, .workerSecretFile)
+        previousWorkerSecretFile = try c.optional(String.self, .previousWorkerSecretFile)
         issuer = try c.optional(String.self, .issuer)
         audience = try c.optional(String.self, .audience)
         if let v = try c.optional(ConfigDuration.self, .leeway) { leeway = v.duration }
@@ -423,6 +430,29 @@ public struct WorkerConfig: Decodable, Sendable {
     public var engineLogLevel: String
     /// Where the worker records its engines' PIDs, to clean up after a crash of its own.
     public var stateDir: String?
+    /// File holding this worker's own credential (``WorkerKey``; `CARAVAN_WORKER_CREDENTIAL` overrides).
+    public var credentialFile: String?
+    /// Resolved by ``ClusterConfig/loadWorker(path:name:environment:)``.
+    public var credential: Secret?
+    public var credentialSource = CredentialSource.own
+
+    /// The host the worker's reported data-plane URL must be on: its `advertise` URL's host,
+    /// else its `listen` host when that is one address; nil (any host) when it listens on
+    /// every address without an `advertise` (then only its credential vouches for it).
+    public var requiredURLHost: String? {
+        if let advertise, let host = URLComponents(string: advertise)?.host { return host.lowercased() }
+        let host = listen.host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
+        return ["0.0.0.0", "::", ""].contains(host) ? nil : host
+    }
+
+    /// Where a worker's credential came from.
+    public enum CredentialSource: Sendable {
+        /// Its own (`credential_file` or `CARAVAN_WORKER_CREDENTIAL`): it holds nothing else.
+        case own
+        /// Derived from the cluster worker key it was given: that key could sign for any
+        /// worker, so this is the compatibility case, logged as a warning.
+        case derivedFromClusterKey
+    }
 
     enum CodingKeys: String, CodingKey {
         case name, hubs, listen, advertise, llamaServer = "llama_server", ports, preload
@@ -430,7 +460,7 @@ public struct WorkerConfig: Decodable, Sendable {
         case modelsDir = "models_dir", maxLoaded = "max_loaded", vramBudgetMiB = "vram_budget_mb", ttl
         case stopGrace = "stop_grace", restartBackoff = "restart_backoff", crashLimit = "crash_limit"
         case crashWindow = "crash_window", logLines = "log_lines", engineLogLevel = "engine_log_level"
-        case stateDir = "state_dir"
+        case stateDir = "state_dir", credentialFile = "credential_file"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -496,6 +526,7 @@ public struct WorkerConfig: Decodable, Sendable {
             throw c.error(.engineLogLevel, "expected one of \(levels.joined(separator: ", "))")
         }
         stateDir = try c.optional(String.self, .stateDir)
+        credentialFile = try c.optional(String.self, .credentialFile)
         var seen: Set<String> = []
         for (index, model) in models.enumerated() {
             for label in [model.name] + model.aliases {

@@ -74,6 +74,8 @@ public struct TokenError: Error, Equatable, CustomStringConvertible {
     public init(_ reason: String) { self.reason = reason }
     /// A valid token whose role may not use this endpoint (403 rather than 401).
     public static let roleRejected = TokenError("token role not accepted here")
+    /// A worker token for a name the cluster file does not list (403: no such worker may join).
+    public static let unknownWorker = TokenError("no worker of that name in the cluster file")
     public var description: String { reason }
 }
 
@@ -183,6 +185,17 @@ public struct TokenVerifier: Sendable {
         guard let alg = header["alg"] as? String else { throw TokenError("malformed token: header has no alg") }
         if alg.lowercased() == "none" { throw TokenError("unsigned tokens (alg none) are not accepted") }
         return (alg, header["kid"] as? String)
+    }
+
+    /// The `sub` and `role` of a token, read without checking anything: only to choose the
+    /// key that then verifies it (per-worker credentials).
+    public static func unverifiedClaims(of token: String) -> (subject: String, role: String?)? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let bytes = base64URLDecode(parts[1]),
+            let payload = (try? JSONSerialization.jsonObject(with: bytes)) as? [String: Any],
+            let subject = payload["sub"] as? String
+        else { return nil }
+        return (subject, payload["role"] as? String)
     }
 
     /// Verifies header, signature and claims, and requires one of `roles` (a missing role reads as `.client`).

@@ -3,7 +3,9 @@ import Hummingbird
 import Shared
 import Synchronization
 
-/// Lets only the hub use the data plane: a `role: hub` JWT signed with the worker secret.
+/// Lets only the hub use the data plane: a `role: hub` JWT signed with this worker's own
+/// credential and naming this worker as its audience (a token the hub made for another
+/// worker is refused).
 ///
 /// The hub reuses one token for minutes; `TokenVerifier` checks its signature once and
 /// its expiry on every request.

@@ -30,12 +30,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let cluster: ClusterConfig
         let worker: WorkerConfig
         do {
-            cluster = try ClusterConfig.load(path: config)
-            worker = try cluster.worker(named: name)
-            guard cluster.hub.auth.workerSecret != nil else {
-                throw ConfigError(key: "hub.auth.worker_secret_file",
-                                  "required: the worker authenticates to the hub with it (or set \(ClusterConfig.Environment.workerSecret))")
-            }
+            (cluster, worker) = try ClusterConfig.loadWorker(path: config, name: name)
         } catch {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             throw ExitCode(2)
@@ -45,7 +40,7 @@ struct WorkerCommand: AsyncParsableCommand {
         OpenFileLimit.raise(logger: logger)
         try await WorkerApplication(
             cluster: cluster, worker: worker, logger: logger,
-            loadConfig: { try ClusterConfig.load(path: path).worker(named: name) }
+            loadConfig: { try ClusterConfig.loadWorker(path: path, name: name).worker }
         ).run()
     }
 }
@@ -59,8 +54,15 @@ struct WorkerApplication {
     let loadConfig: @Sendable () throws -> WorkerConfig
 
     func run() async throws {
-        let secret = cluster.hub.auth.workerSecret!
-        let verifier = await TokenVerifier(secret: secret, leeway: cluster.hub.auth.leeway)
+        if worker.credentialSource == .derivedFromClusterKey {
+            logger.warning("""
+                this worker was given the cluster's worker key, which can sign for any worker and as the hub; \
+                give it only its own credential (credential_file, from caravan-hub worker-secret --name \(worker.name))
+                """)
+        }
+        // Its own credential: it signs this worker's reports, and verifies the hub's requests,
+        // which must name this worker as their audience.
+        let verifier = await TokenVerifier(secret: worker.credential!, audience: worker.name, leeway: cluster.hub.auth.leeway)
         let hub = cluster.hub
         let base = cluster.hub.auth.baseDirectory
         // The control plane's client (hubs, engine health): it trusts hub_ca_file for https hubs.

@@ -12,6 +12,13 @@ func report(_ name: String, seq: UInt64 = 1, weight: Double = 1,
                  inFlight: 0, weight: weight)
 }
 
+/// A worker that reports one GPU and one model `m` that is not loaded yet.
+func gpuReport(_ name: String, totalMiB: Int, freeMiB: Int, needMiB: Int) -> WorkerReport {
+    var worker = report(name, models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: needMiB)])
+    worker.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: totalMiB, memoryFreeMiB: freeMiB)]
+    return worker
+}
+
 extension Registry.Decision {
     var worker: String? {
         if case .picked(let pick) = self { return pick.worker }
@@ -220,12 +227,8 @@ struct RegistryTests {
     @Test("a model that fits the free VRAM loads there first; one that needs evictions is a later choice")
     func vram() {
         var registry = Registry(expiry: .seconds(6))
-        var small = report("small", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 8000)])
-        small.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 8192, memoryFreeMiB: 4000)]
-        var big = report("big", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 8000)])
-        big.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 24000, memoryFreeMiB: 20000)]
-        registry.register(small, now: t0)
-        registry.register(big, now: t0)
+        registry.register(gpuReport("small", totalMiB: 8192, freeMiB: 4000, needMiB: 8000), now: t0)
+        registry.register(gpuReport("big", totalMiB: 24000, freeMiB: 20000, needMiB: 8000), now: t0)
         let picks = (0..<8).compactMap { _ in registry.pick("m", now: t0).decision.worker }
         #expect(picks == ["big", "big", "big", "big", "small", "small", "small", "small"])
         #expect(registry.pick("m", now: t0).decision == .saturated)
@@ -249,8 +252,7 @@ struct RegistryTests {
     @Test("a model larger than every live worker's VRAM budget gets a reason at once, not a queue")
     func neverFits() {
         var registry = Registry(expiry: .seconds(6))
-        var gpu = report("gpu", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 30000)])
-        gpu.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 24000, memoryFreeMiB: 24000)]
+        let gpu = gpuReport("gpu", totalMiB: 24000, freeMiB: 24000, needMiB: 30000)
         registry.register(gpu, now: t0)
         guard case .doesNotFit(let reason) = registry.pick("m", now: t0).decision else {
             Issue.record("expected doesNotFit")
@@ -268,12 +270,8 @@ struct RegistryTests {
     @Test("among workers that must load the model, the most free VRAM after the load is preferred")
     func headroom() {
         var registry = Registry(expiry: .seconds(6))
-        var tight = report("tight", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 7000)])
-        tight.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 8192, memoryFreeMiB: 8192)]
-        var roomy = report("roomy", models: [ModelReport(name: "m", state: .notLoaded, vramEstimateMiB: 7000)])
-        roomy.gpus = [GPUReport(index: 0, name: "g", memoryTotalMiB: 49152, memoryFreeMiB: 49152)]
-        registry.register(tight, now: t0)
-        registry.register(roomy, now: t0)
+        registry.register(gpuReport("tight", totalMiB: 8192, freeMiB: 8192, needMiB: 7000), now: t0)
+        registry.register(gpuReport("roomy", totalMiB: 49152, freeMiB: 49152, needMiB: 7000), now: t0)
         #expect(registry.pick("m", now: t0).decision.worker == "roomy")
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Synchronization
 import Testing
@@ -339,5 +340,53 @@ struct LocalOnlyAccessTests {
     func authorities(authority: String, loopback: Bool) {
         #expect(LocalOnlyAccess.isLoopback(authority: authority) == loopback)
         #expect(LocalOnlyAccess.isLoopback(origin: "http://" + authority) == loopback)
+    }
+}
+
+@Suite("Worker keys")
+struct WorkerKeysTests {
+    let k1 = Secret(String(repeating: "1", count: 64))
+    let k2 = Secret(String(repeating: "2", count: 64))
+
+    func token(_ name: String, under key: Secret, role: TokenRole = .worker) async throws -> String {
+        try await TokenVerifier(secret: WorkerKey.derive(clusterKey: key, worker: name))
+            .sign(CaravanClaims(sub: name, expires: Date().addingTimeInterval(60), role: role))
+    }
+
+    @Test("each worker's key is its own: derived per name, verified per name, unknown names refused")
+    func perWorker() async throws {
+        #expect(WorkerKey.derive(clusterKey: k1, worker: "a") != WorkerKey.derive(clusterKey: k1, worker: "b"))
+        #expect(WorkerKey.derive(clusterKey: k1, worker: "a") == WorkerKey.derive(clusterKey: k1, worker: "a"))
+        #expect(WorkerKey.derive(clusterKey: k1, worker: "a").value.count == 64)
+        let keys = WorkerKeys(current: k1, previous: nil, names: ["a", "b"], leeway: .seconds(30))
+        #expect(try await keys.verify(token("a", under: k1)).subject == "a")
+        // a's key claiming to be b.
+        let forged = try await TokenVerifier(secret: WorkerKey.derive(clusterKey: k1, worker: "a"))
+            .sign(CaravanClaims(sub: "b", expires: Date().addingTimeInterval(60), role: .worker))
+        await #expect(throws: TokenError.self) { try await keys.verify(forged) }
+        await #expect(throws: TokenError.unknownWorker) { try await keys.verify(try await token("c", under: k1)) }
+        // A hub token is no worker token.
+        await #expect(throws: TokenError.self) { try await keys.verify(try await token("a", under: k1, role: .hub)) }
+    }
+
+    @Test("rotation: the previous key's credentials verify while it is configured, and the hub answers each worker in its generation")
+    func rotation() async throws {
+        let rotating = WorkerKeys(current: k2, previous: k1, names: ["a"], leeway: .seconds(30))
+        _ = try await rotating.verify(token("a", under: k1))
+        let header = try await rotating.header(for: "a")
+        let workerSide = await TokenVerifier(secret: WorkerKey.derive(clusterKey: k1, worker: "a"), audience: "a")
+        let claims = try await workerSide.verify(String(header.dropFirst("Bearer ".count)), roles: [.hub])
+        #expect(claims.role == .hub)
+        // Once the worker has its new credential, the hub follows.
+        _ = try await rotating.verify(token("a", under: k2))
+        let next = try await rotating.header(for: "a")
+        let renewed = await TokenVerifier(secret: WorkerKey.derive(clusterKey: k2, worker: "a"), audience: "a")
+        #expect(try await renewed.verify(String(next.dropFirst("Bearer ".count)), roles: [.hub]).role == .hub)
+        // The previous key removed: its credentials are refused.
+        let rotated = WorkerKeys(current: k2, previous: nil, names: ["a"], leeway: .seconds(30))
+        await #expect(throws: TokenError.self) { try await rotated.verify(try await token("a", under: k1)) }
+        // Another worker refuses a hub token made for "a".
+        let other = await TokenVerifier(secret: WorkerKey.derive(clusterKey: k2, worker: "a"), audience: "b")
+        await #expect(throws: TokenError.self) { try await other.verify(String(next.dropFirst("Bearer ".count)), roles: [.hub]) }
     }
 }

@@ -169,7 +169,8 @@ struct SecurityTests {
             }, kid: nil)
             let workerToken = try await Self.sign(
                 CaravanClaims(sub: "a", expires: now.addingTimeInterval(600), role: .worker),
-                with: { await $0.add(hmac: HMACKey(from: cluster.secrets.worker), digestAlgorithm: .sha256) }, kid: nil)
+                with: { await $0.add(hmac: HMACKey(from: WorkerKey.derive(clusterKey: Secret(cluster.secrets.worker), worker: "a").value),
+                                     digestAlgorithm: .sha256) }, kid: nil)
             let big = chatBody().replacingOccurrences(of: "Say hello", with: String(repeating: "x", count: 100_000))
 
             let rows: [Row] = [

@@ -127,6 +127,7 @@ final class TestCluster: Sendable {
                     weight: \(spec.weight)
                     preload: \(spec.preload)
                     state_dir: \(directory.path)
+                    credential_file: \(spec.name).credential
                 \(spec.extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
                     models:
 
@@ -148,6 +149,7 @@ final class TestCluster: Sendable {
         }
         let configPath = directory.appendingPathComponent("cluster.yaml").path
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        try writeCredentials(directory, workers: (specs + [WorkerSpec(name: "offline")]).map(\.name))
         try prepare(directory)
         return try await launch(directory: directory, configPath: configPath, workers: specs.map { ($0.name, $0.logLevel) },
                                 clientSecret: clientSecret, trusting: caFile, hubArguments: hubArguments)
@@ -182,8 +184,19 @@ final class TestCluster: Sendable {
         try randomSecret().write(to: directory.appendingPathComponent("worker.secret"), atomically: true, encoding: .utf8)
         let configPath = directory.appendingPathComponent("cluster.yaml").path
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        try writeCredentials(directory, workers: names)
         return try await launch(directory: directory, configPath: configPath, workers: names.map { ($0, nil) },
                                 clientSecret: clientSecret, trusting: nil)
+    }
+
+    /// Writes `NAME.credential` for each worker: its own credential, derived from the
+    /// cluster's `worker.secret` as `caravan-hub worker-secret` would.
+    static func writeCredentials(_ directory: URL, workers names: [String]) throws {
+        let clusterKey = Secret(try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8))
+        for name in names {
+            try WorkerKey.derive(clusterKey: clusterKey, worker: name).value
+                .write(to: directory.appendingPathComponent("\(name).credential"), atomically: true, encoding: .utf8)
+        }
     }
 
     /// Starts the hub and `workers` from a written config file and waits until all are live.
