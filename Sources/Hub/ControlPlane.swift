@@ -36,6 +36,26 @@ struct ControlPlane {
                                   message: "This hub does not know worker '\(report.name)'; register first")
             }
         }
+        router.post(RouterPath(ControlPath.join)) { request, context in
+            do throws(TokenError) {
+                _ = try await keys.verifyJoin(try bearerToken(request.headers[.authorization]))
+            } catch {
+                throw OpenAIError.unauthorized("join token rejected: \(error.reason)")
+            }
+            let body = try await request.body.collect(upTo: 64 * 1024)
+            let name = try decode(JoinRequest.self, body).name
+            guard (1...128).contains(name.utf8.count), name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+                throw OpenAIError.invalidRequest("A worker name is 1-128 letters, digits, '-', '_' or '.'", code: "invalid_worker_name")
+            }
+            // A name of the cluster file gets its credential from the operator, never from a
+            // token; a name in use belongs to the worker using it.
+            guard entries[name] == nil, !state.liveWorkers().contains(where: { $0.name == name }) else {
+                throw OpenAIError(.forbidden, type: "permission_error", code: "worker_name_taken",
+                                  message: "The name '\(name)' is listed in the cluster file or in use")
+            }
+            logger.notice("worker joined with a join token", metadata: ["worker": "\(name)"])
+            return try jsonResponse(JoinResponse(credential: keys.credential(for: name).value))
+        }
         router.post(RouterPath(ControlPath.deregister)) { request, context in
             let claims = try await authenticate(request)
             let body = try await request.body.collect(upTo: 64 * 1024)

@@ -45,8 +45,10 @@ struct HubApplication {
         }
         let auth = config.hub.auth
         let authenticator: ClientAuthenticator? = options.noAuth ? nil : try await ClientAuthenticator(auth: auth)
+        let joinVerifier: TokenVerifier? = config.hub.join
+            ? await TokenVerifier(secret: WorkerKey.joinKey(clusterKey: auth.workerSecret!), leeway: auth.leeway) : nil
         let workerKeys = WorkerKeys(current: auth.workerSecret!, previous: auth.previousWorkerSecret,
-                                    names: Set(config.workers.map(\.name)), leeway: auth.leeway)
+                                    names: Set(config.workers.map(\.name)), leeway: auth.leeway, joinVerifier: joinVerifier)
         let hub = config.hub
         let breaker = CircuitBreaker.Policy(
             window: hub.breaker.window, minSamples: hub.breaker.minSamples, failureRate: hub.breaker.failureRate,

@@ -95,6 +95,33 @@ struct APIKeyCommand: ParsableCommand {
     }
 }
 
+/// `caravan-hub join-token`: a token with which workers the cluster file does not list can
+/// join (the hub must have `hub.join: true`); each gets its own credential in exchange.
+struct JoinTokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "join-token", abstract: "Mint a join token for workers the cluster file does not list (hub.join).")
+
+    @Option(name: .long, help: "Cluster YAML file (its hub.auth.worker_secret_file is read).")
+    var config: String
+
+    @Option(name: .long, help: "How long the token admits new workers, e.g. 30m, 1h, 24h.")
+    var ttl: String = "1h"
+
+    func run() async throws {
+        let cluster = try loadConfigOrExit(config)
+        guard let lifetime = ConfigDuration.parse(ttl), lifetime > .zero else {
+            throw ValidationError("--ttl: expected a duration like 30m or 1h")
+        }
+        guard let key = cluster.hub.auth.workerSecret else {
+            throw ValidationError("hub.auth.worker_secret_file is required to mint join tokens")
+        }
+        let now = Date()
+        let signer = await TokenVerifier(secret: WorkerKey.joinKey(clusterKey: key))
+        print(try await signer.sign(CaravanClaims(sub: "join", expires: now.addingTimeInterval(Double(lifetime.components.seconds)),
+                                                  issuedAt: now, role: .join)))
+    }
+}
+
 /// `caravan-hub worker-secret`: one worker's own credential, derived from the cluster's
 /// worker key (``WorkerKey``). Give each worker only its own, as its `credential_file`.
 struct WorkerSecretCommand: ParsableCommand {

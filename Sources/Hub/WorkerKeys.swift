@@ -21,15 +21,30 @@ final class WorkerKeys: Sendable {
 
     private let clusterKeys: [Secret]
     private let leeway: Duration
-    /// Worker names of the cluster file: only they may register.
+    /// Worker names of the cluster file: only they may register, unless `joinVerifier` is set.
     let names: Set<String>
+    /// With `hub.join`: verifies join tokens; a worker that joined may then report under any
+    /// name its credential was derived for (only this hub's key derives one).
+    let joinVerifier: TokenVerifier?
     private let entries = Mutex<[String: Entry]>([:])
     private let lifetime: TimeInterval = 600
 
-    init(current: Secret, previous: Secret?, names: Set<String>, leeway: Duration) {
+    init(current: Secret, previous: Secret?, names: Set<String>, leeway: Duration, joinVerifier: TokenVerifier? = nil) {
         clusterKeys = [current] + (previous.map { [$0] } ?? [])
         self.names = names
         self.leeway = leeway
+        self.joinVerifier = joinVerifier
+    }
+
+    /// The credential a worker that joins under `name` gets.
+    func credential(for name: String) -> Secret {
+        WorkerKey.derive(clusterKey: clusterKeys[0], worker: name)
+    }
+
+    /// Verifies a join token (`role: join`, not expired); fails when joining is off.
+    func verifyJoin(_ token: String) async throws(TokenError) -> CaravanClaims {
+        guard let joinVerifier else { throw TokenError("this hub does not let workers join (hub.join)") }
+        return try await joinVerifier.verify(token, roles: [.join])
     }
 
     private func entry(_ name: String) async -> Entry {
@@ -51,7 +66,7 @@ final class WorkerKeys: Sendable {
     func verify(_ token: String) async throws(TokenError) -> CaravanClaims {
         guard let (name, role) = TokenVerifier.unverifiedClaims(of: token) else { throw TokenError("malformed token") }
         guard role == TokenRole.worker.rawValue else { throw TokenError("not a worker credential") }
-        guard names.contains(name) else { throw TokenError.unknownWorker }
+        guard names.contains(name) || joinVerifier != nil else { throw TokenError.unknownWorker }
         let entry = await entry(name)
         var last = TokenError("invalid token")
         for (generation, verifier) in entry.verifiers.enumerated() {

@@ -10,6 +10,8 @@ extension ClusterConfig {
         public static let previousWorkerSecret = "CARAVAN_PREVIOUS_WORKER_SECRET"
         /// A worker's own credential (``WorkerKey``).
         public static let workerCredential = "CARAVAN_WORKER_CREDENTIAL"
+        /// A join token (`caravan-hub join-token`) for a worker the hub's cluster file does not list.
+        public static let joinToken = "CARAVAN_JOIN_TOKEN"
         public static let hubListen = "CARAVAN_HUB_LISTEN"
         public static let hubURL = "CARAVAN_HUB_URL"
         public static let workerListen = "CARAVAN_WORKER_LISTEN"
@@ -42,10 +44,17 @@ extension ClusterConfig {
         config.hub.auth.baseDirectory = base.path
         var worker = try config.worker(named: name, environment: environment)
         let index = config.workers.firstIndex { $0.name == name }!
-        if let own = try secret(env: environment[Environment.workerCredential], file: worker.credentialFile,
+        let joinToken = environment[Environment.joinToken].flatMap { $0.isEmpty ? nil : Secret($0) }
+        // A worker joining with a token has no credential file yet: it writes it once joined.
+        let credentialFile = worker.credentialFile.flatMap { file in
+            joinToken != nil && !FileManager.default.fileExists(atPath: ServerSettings.path(file, base.path)) ? nil : file
+        }
+        if let own = try secret(env: environment[Environment.workerCredential], file: credentialFile,
                                 key: "workers[\(index)].credential_file", envName: Environment.workerCredential, base: base) {
             worker.credential = own
             worker.credentialSource = .own
+        } else if let joinToken {
+            worker.credentialSource = .join(joinToken)
         } else if let clusterKey = try secret(
             env: environment[Environment.workerSecret], file: config.hub.auth.workerSecretFile,
             key: "hub.auth.worker_secret_file", envName: Environment.workerSecret, base: base)

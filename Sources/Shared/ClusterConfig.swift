@@ -72,6 +72,9 @@ public struct HubConfig: Decodable, Sendable {
     public var tls: TLSConfig?
     /// CA that signed the workers' certificates, when they serve HTTPS.
     public var workerCAFile: String?
+    /// Whether workers that the cluster file does not list may join with a join token
+    /// (`caravan-hub join-token`); off by default.
+    public var join = false
 
     enum CodingKeys: String, CodingKey {
         case listen, heartbeatInterval = "heartbeat_interval", expireAfter = "expire_after"
@@ -79,7 +82,7 @@ public struct HubConfig: Decodable, Sendable {
         case connectTimeout = "connect_timeout", idleTimeout = "idle_timeout", requestTimeout = "request_timeout"
         case retries, queue, breaker, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
         case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
-        case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file"
+        case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file", join
     }
 
     public init() {}
@@ -109,6 +112,7 @@ public struct HubConfig: Decodable, Sendable {
         breaker = try c.optional(BreakerConfig.self, .breaker) ?? BreakerConfig()
         limits = try c.optional(LimitsConfig.self, .limits) ?? LimitsConfig()
         corsOrigins = try c.optional([String].self, .corsOrigins) ?? []
+        join = try c.optional(Bool.self, .join) ?? false
         for (index, origin) in corsOrigins.enumerated() where !isHTTPURL(origin) || origin.hasSuffix("/") {
             throw ConfigError(key: renderKeyPath(c.codingPath + [CodingKeys.corsOrigins]) + "[\(index)]",
                               "expected an origin like https://app.example.com, got \"\(origin)\"")
@@ -446,12 +450,14 @@ public struct WorkerConfig: Decodable, Sendable {
     }
 
     /// Where a worker's credential came from.
-    public enum CredentialSource: Sendable {
+    public enum CredentialSource: Sendable, Equatable {
         /// Its own (`credential_file` or `CARAVAN_WORKER_CREDENTIAL`): it holds nothing else.
         case own
         /// Derived from the cluster worker key it was given: that key could sign for any
         /// worker, so this is the compatibility case, logged as a warning.
         case derivedFromClusterKey
+        /// None yet: the worker joins with this token (`CARAVAN_JOIN_TOKEN`) and gets its own.
+        case join(Secret)
     }
 
     enum CodingKeys: String, CodingKey {

@@ -42,7 +42,7 @@ public enum ServerSettings {
         return configuration
     }
 
-    static func path(_ file: String, _ base: String) -> String {
+    public static func path(_ file: String, _ base: String) -> String {
         file.hasPrefix("/") ? file : base + "/" + file
     }
 }

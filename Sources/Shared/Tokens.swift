@@ -13,6 +13,9 @@ public enum TokenRole: String, Codable, Sendable {
     case worker
     /// The hub forwarding a request to a worker's data plane.
     case hub
+    /// A join token: lets a worker that the cluster file does not list get its own
+    /// credential, when the hub allows dynamic workers (`hub.join`).
+    case join
 }
 
 /// Claims Caravan reads. Registered claims are checked by ``TokenVerifier`` (with leeway),

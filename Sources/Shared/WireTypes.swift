@@ -6,6 +6,20 @@ public enum ControlPath {
     public static let register = "/internal/v1/workers/register"
     public static let heartbeat = "/internal/v1/workers/heartbeat"
     public static let deregister = "/internal/v1/workers/deregister"
+    /// A worker the cluster file does not list exchanges a join token for its credential.
+    public static let join = "/internal/v1/workers/join"
+}
+
+/// A dynamic worker asking to join (with a join token as its bearer credential).
+public struct JoinRequest: Codable, Sendable {
+    public var name: String
+    public init(name: String) { self.name = name }
+}
+
+/// The hub's answer to a join: the worker's own credential (``WorkerKey``).
+public struct JoinResponse: Codable, Sendable {
+    public var credential: String
+    public init(credential: String) { self.credential = credential }
 }
 
 /// Header the hub sets on forwarded requests: the canonical model name it routed by,

@@ -15,10 +15,20 @@ import Foundation
 public enum WorkerKey {
     static let salt = Data("caravan worker credential v1".utf8)
 
+    /// The key join tokens are signed with (``TokenRole/join``): derived apart from every
+    /// worker's credential, so no worker credential can mint one.
+    public static func joinKey(clusterKey: Secret) -> Secret {
+        derive(clusterKey: clusterKey, info: "caravan join tokens")
+    }
+
     /// The secret of worker `name` under `clusterKey` (64 hex digits).
     public static func derive(clusterKey: Secret, worker name: String) -> Secret {
+        derive(clusterKey: clusterKey, info: "worker:" + name)
+    }
+
+    private static func derive(clusterKey: Secret, info: String) -> Secret {
         let key = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: Data(clusterKey.value.utf8)),
-                                         salt: salt, info: Data(name.utf8), outputByteCount: 32)
+                                         salt: salt, info: Data(info.utf8), outputByteCount: 32)
         return Secret(key.withUnsafeBytes { bytes in bytes.map { String(format: "%02x", $0) }.joined() })
     }
 }

@@ -54,21 +54,34 @@ struct WorkerApplication {
     let loadConfig: @Sendable () throws -> WorkerConfig
 
     func run() async throws {
-        if worker.credentialSource == .derivedFromClusterKey {
-            logger.warning("""
-                this worker was given the cluster's worker key, which can sign for any worker and as the hub; \
-                give it only its own credential (credential_file, from caravan-hub worker-secret --name \(worker.name))
-                """)
-        }
-        // Its own credential: it signs this worker's reports, and verifies the hub's requests,
-        // which must name this worker as their audience.
-        let verifier = await TokenVerifier(secret: worker.credential!, audience: worker.name, leeway: cluster.hub.auth.leeway)
         let hub = cluster.hub
         let base = cluster.hub.auth.baseDirectory
         // The control plane's client (hubs, engine health): it trusts hub_ca_file for https hubs.
         let client = UpstreamForwarder.makeControlClient(
             connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout),
             tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base))
+        var credential = worker.credential
+        switch worker.credentialSource {
+        case .own:
+            break
+        case .derivedFromClusterKey:
+            logger.warning("""
+                this worker was given the cluster's worker key, which can sign for any worker and as the hub; \
+                give it only its own credential (credential_file, from caravan-hub worker-secret --name \(worker.name))
+                """)
+        case .join(let token):
+            let joined = try await JoinClient(hubs: worker.hubs, name: worker.name, client: client, logger: logger).join(with: token)
+            credential = joined
+            if let file = worker.credentialFile {
+                // Kept for the next start: the join token expires, the credential does not.
+                let path = ServerSettings.path(file, base)
+                logger.notice("joined the cluster; credential saved", metadata: ["file": "\(path)"])
+                FileManager.default.createFile(atPath: path, contents: Data(joined.value.utf8), attributes: [.posixPermissions: 0o600])
+            }
+        }
+        // Its own credential: it signs this worker's reports, and verifies the hub's requests,
+        // which must name this worker as their audience.
+        let verifier = await TokenVerifier(secret: credential!, audience: worker.name, leeway: cluster.hub.auth.leeway)
         // llama-server closes a connection idle for 5 s; reuse stops well before.
         let engineClient = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: .seconds(2), logger: logger)
         let trigger = ReportTrigger()

@@ -103,3 +103,94 @@ struct ClusterCredentialTests {
         }
     }
 }
+
+@Suite("Security: joining", .serialized)
+struct JoinTests {
+    @Test("hub.join: a worker the cluster file does not list joins with a join token, keeps its credential and serves; expired tokens and listed names are refused")
+    func join() async throws {
+        try await TestCluster.start(specs: [.init(name: "a", fake: true)], hubSettings: "join: true").using { cluster in
+            let hubBinary = TestCluster.binDirectory.appendingPathComponent("caravan-hub").path
+            let token = try runCommand(hubBinary, ["join-token", "--config", cluster.configPath, "--ttl", "10m"])
+            #expect(token.split(separator: ".").count == 3)
+            // The joining worker's own file: the cluster's, plus its entry (the hub's has none).
+            let base = Int.random(in: 580...640) * 100
+            let entry = """
+                  - name: dyn
+                    hubs: ["http://127.0.0.1:1"]
+                    listen: "127.0.0.1:0"
+                    llama_server: \(TestCluster.binDirectory.appendingPathComponent("FakeEngine").path)
+                    ports: "\(base)-\(base + 99)"
+                    state_dir: \(cluster.directory.path)
+                    credential_file: dyn.credential
+                    models:
+                      - {name: tiny, path: /models/tiny.gguf, env: {FAKE_NAME: dyn}}
+
+                """
+            let ownFile = cluster.directory.appendingPathComponent("dyn.yaml").path
+            try (try String(contentsOfFile: cluster.configPath, encoding: .utf8) + "\n" + entry)
+                .write(toFile: ownFile, atomically: true, encoding: .utf8)
+            let worker = try ManagedProcess(name: "worker-dyn", executable: TestCluster.binDirectory.appendingPathComponent("caravan-worker"),
+                                            arguments: ["--config", ownFile, "--name", "dyn"],
+                                            environment: ["CARAVAN_HUB_URL": cluster.hubURL, "CARAVAN_JOIN_TOKEN": token])
+            do {
+                try await cluster.waitForLiveWorkers(2)
+                var servedBy: Set<String> = []
+                for _ in 0..<8 {
+                    let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
+                    #expect(reply.status == 200)
+                    servedBy.insert(reply.servedBy ?? "?")
+                }
+                #expect(servedBy.contains("dyn"), "\(servedBy)")
+                let saved = try String(contentsOf: cluster.directory.appendingPathComponent("dyn.credential"), encoding: .utf8)
+                #expect(saved == WorkerKey.derive(clusterKey: Secret(cluster.secrets.worker), worker: "dyn").value)
+            } catch {
+                await worker.stop()
+                throw error
+            }
+            await worker.stop()
+
+            let joinURL = cluster.hubURL + ControlPath.join
+            let joinKey = WorkerKey.joinKey(clusterKey: Secret(cluster.secrets.worker)).value
+            let expired = try await ClusterCredentialTests.token(
+                CaravanClaims(sub: "join", expires: Date().addingTimeInterval(-120), role: .join), secret: joinKey)
+            let stolenWorker = try await ClusterCredentialTests.token(
+                CaravanClaims(sub: "a", expires: Date().addingTimeInterval(60), role: .worker),
+                secret: WorkerKey.derive(clusterKey: Secret(cluster.secrets.worker), worker: "a").value)
+            for (label, bearer, name, status) in [
+                ("an expired join token", expired, "late", 401),
+                ("a worker credential used as a join token", stolenWorker, "other", 401),
+                ("a join token for a name the cluster file lists", token, "a", 403),
+            ] {
+                let reply = try await ClusterCredentialTests.post(joinURL, token: bearer, body: #"{"name":"\#(name)"}"#)
+                print("caravan-security: join with \(label) | \(reply.status)")
+                #expect(reply.status == status, "\(label): \(reply.body)")
+                #expect(!reply.body.contains("credential\":"), "\(label): no credential handed out")
+            }
+        }
+    }
+
+    @Test("a hub without hub.join refuses join tokens and unlisted names")
+    func joinDisabled() async throws {
+        try await TestCluster.start(specs: [.init(name: "a", fake: true)]).using { cluster in
+            let joinKey = WorkerKey.joinKey(clusterKey: Secret(cluster.secrets.worker)).value
+            let token = try await ClusterCredentialTests.token(
+                CaravanClaims(sub: "join", expires: Date().addingTimeInterval(600), role: .join), secret: joinKey)
+            let reply = try await ClusterCredentialTests.post(cluster.hubURL + ControlPath.join, token: token, body: #"{"name":"dyn"}"#)
+            #expect(reply.status == 401 && reply.body.contains("does not let workers join"), "\(reply.body)")
+        }
+    }
+}
+
+/// Runs a command to completion and returns its standard output, trimmed.
+func runCommand(_ executable: String, _ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw TestFailure("\(executable) \(arguments) exited \(process.terminationStatus)") }
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
