@@ -84,7 +84,9 @@ struct ClusterCredentialTests {
 
     @Test("rotating the worker key: with the old key as previous, workers on old and new credentials both serve")
     func rotation() async throws {
-        let specs = [TestCluster.WorkerSpec(name: "old", fake: true), TestCluster.WorkerSpec(name: "new", fake: true)]
+        // Preloaded, so both are loaded and share the traffic (a lazily started pair can leave one unloaded).
+        let specs = [TestCluster.WorkerSpec(name: "old", fake: true, preload: true),
+                     TestCluster.WorkerSpec(name: "new", fake: true, preload: true)]
         let previous = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         try await TestCluster.start(specs: specs, authSettings: "previous_worker_secret_file: worker.secret.old", prepare: { directory in
             try previous.write(to: directory.appendingPathComponent("worker.secret.old"), atomically: true, encoding: .utf8)
@@ -92,6 +94,7 @@ struct ClusterCredentialTests {
             try WorkerKey.derive(clusterKey: Secret(previous), worker: "old").value
                 .write(to: directory.appendingPathComponent("old.credential"), atomically: true, encoding: .utf8)
         }).using { cluster in
+            for name in ["old", "new"] { try await cluster.waitForModel(name) { $0["state"] as? String == "ready" } }
             var servedBy: Set<String> = []
             for _ in 0..<8 {
                 let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
@@ -108,7 +111,7 @@ struct ClusterCredentialTests {
 struct JoinTests {
     @Test("hub.join: a worker the cluster file does not list joins with a join token, keeps its credential and serves; expired tokens and listed names are refused")
     func join() async throws {
-        try await TestCluster.start(specs: [.init(name: "a", fake: true)], hubSettings: "join: true").using { cluster in
+        try await TestCluster.start(specs: [.init(name: "a", fake: true, preload: true)], hubSettings: "join: true").using { cluster in
             let hubBinary = TestCluster.binDirectory.appendingPathComponent("caravan-hub").path
             let token = try runCommand(hubBinary, ["join-token", "--config", cluster.configPath, "--ttl", "10m"])
             #expect(token.split(separator: ".").count == 3)
@@ -122,6 +125,7 @@ struct JoinTests {
                     ports: "\(base)-\(base + 99)"
                     state_dir: \(cluster.directory.path)
                     credential_file: dyn.credential
+                    preload: true
                     models:
                       - {name: tiny, path: /models/tiny.gguf, env: {FAKE_NAME: dyn}}
 
@@ -134,6 +138,7 @@ struct JoinTests {
                                             environment: ["CARAVAN_HUB_URL": cluster.hubURL, "CARAVAN_JOIN_TOKEN": token])
             do {
                 try await cluster.waitForLiveWorkers(2)
+                for name in ["a", "dyn"] { try await cluster.waitForModel(name) { $0["state"] as? String == "ready" } }
                 var servedBy: Set<String> = []
                 for _ in 0..<8 {
                     let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
