@@ -8,8 +8,16 @@ import Shared
 
 /// The OpenAI-compatible API: model listing and the routed inference endpoints.
 struct OpenAIRoutes {
-    /// Inference endpoints routed by their `model` field.
-    static let routedPaths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+    /// Endpoints routed by the `model` field of their JSON body: OpenAI's, and llama.cpp's
+    /// own (which llama-server serves for its one model; the hub picks the engine by `model`).
+    static let routedPaths = [
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/reranking",
+        "/completion", "/completions", "/infill", "/embedding", "/embeddings", "/rerank", "/reranking",
+        "/tokenize", "/detokenize", "/apply-template",
+    ]
+
+    /// `GET` endpoints routed by a `model` query parameter.
+    static let routedQueryPaths = ["/props"]
 
     let state: HubState
     let forwarder: UpstreamForwarder
@@ -26,9 +34,29 @@ struct OpenAIRoutes {
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: json)))
         }
+        group.get("/v1/models/{id}") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            guard state.servedModels().contains(id), context.identity?.allows(id) ?? true else {
+                throw OpenAIError.modelNotFound(id)
+            }
+            let json = try JSONSerialization.data(withJSONObject: [
+                "id": id, "object": "model", "created": Int(Date().timeIntervalSince1970), "owned_by": "caravan",
+            ] as [String: Any], options: [.sortedKeys])
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: json)))
+        }
         for path in Self.routedPaths {
             group.post(RouterPath(path)) { request, context in
                 try await route(request, path: path, context: context)
+            }
+        }
+        for path in Self.routedQueryPaths {
+            group.get(RouterPath(path)) { request, context in
+                guard let model = request.uri.queryParameters.get("model"), !model.isEmpty else {
+                    throw OpenAIError.invalidRequest("GET \(path) needs ?model=NAME to choose the engine", code: "missing_model",
+                                                     param: "model")
+                }
+                return try await route(request, path: path, context: context,
+                                       known: (RoutingFields(model: model, stream: false), ByteBuffer()))
             }
         }
     }
@@ -41,10 +69,19 @@ struct OpenAIRoutes {
     /// answer, or a 502 for transport errors. When every worker is at capacity the request
     /// waits in the model's FIFO queue, holding no response headers, so the outcome can
     /// still be 429 or 503.
-    func route(_ request: Request, path: String, context: HubRequestContext) async throws -> Response {
-        let body = try await request.collectBody(upTo: config.maxBodyBytes, within: config.clientBodyTimeout,
+    /// - Parameter known: the routing fields and body when they do not come from a JSON body
+    ///   (a `GET` routed by its query).
+    func route(_ request: Request, path: String, context: HubRequestContext,
+               known: (fields: RoutingFields, body: ByteBuffer)? = nil) async throws -> Response {
+        let body: ByteBuffer
+        let fields: RoutingFields
+        if let known {
+            (fields, body) = known
+        } else {
+            body = try await request.collectBody(upTo: config.maxBodyBytes, within: config.clientBodyTimeout,
                                                  departure: context.clientDeparture)
-        let fields = try RoutingFields.parse(body)
+            fields = try RoutingFields.parse(body)
+        }
         // The `models` claim names canonical models: an alias is resolved first, so an alias
         // that matches a pattern cannot reach a model outside it. (The pick is checked again:
         // an alias may name different models on different workers.)

@@ -4,7 +4,7 @@ import Logging
 import Shared
 import Synchronization
 
-/// The worker's HTTP front: forwards `/v1/*`, `/completion` and `/infill` to the
+/// The worker's HTTP front: forwards `/v1/*` and llama.cpp's own endpoints to the
 /// llama-server of the requested model, starting it on first use, streaming the answer.
 struct DataPlane: Sendable {
     let supervisor: EngineSupervisor
@@ -17,9 +17,12 @@ struct DataPlane: Sendable {
     let logger: Logger
 
     func addRoutes(to group: RouterGroup<WorkerRequestContext>) {
-        for path in ["/v1/**", "/completion", "/completions", "/infill"] {
+        for path in ["/v1/**", "/completion", "/completions", "/infill", "/embedding", "/embeddings", "/rerank", "/reranking",
+                     "/tokenize", "/detokenize", "/apply-template"] {
             group.post(RouterPath(path)) { request, context in try await forward(request, context: context) }
         }
+        // Read-only engine facts, routed by the hub's model header.
+        group.get("/props") { request, context in try await forward(request, context: context) }
     }
 
     func forward(_ request: Request, context: WorkerRequestContext) async throws -> Response {
