@@ -40,6 +40,18 @@ struct FirstHourTests {
         }
     }
 
+    @Test("caravan-hub init's output, edited as it asks: the worker holds only its own credential, and the cluster serves")
+    func initOutput() async throws {
+        try await TestCluster.startInit().using { cluster in
+            let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(model: "my-model"))
+            #expect(reply.status == 200, "\(reply.body)")
+            // The worker logged no warning about holding the cluster's worker key.
+            #expect(!(cluster.workers["gpu-a"]?.output ?? []).contains { $0.contains("was given the cluster's worker key") })
+            let mode = try FileManager.default.attributesOfItem(atPath: cluster.directory.appendingPathComponent("gpu-a.credential").path)[.posixPermissions] as? Int
+            #expect(mode == 0o600)
+        }
+    }
+
     @Test("a preloaded model whose engine is killed comes back by itself, before any request")
     func preloadedRestarts() async throws {
         let spec = TestCluster.WorkerSpec(name: "w", fake: true, preload: true, extra: "restart_backoff: 200ms")

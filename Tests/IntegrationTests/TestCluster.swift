@@ -189,6 +189,31 @@ final class TestCluster: Sendable {
                                 clientSecret: clientSecret, trusting: nil)
     }
 
+    /// Starts a hub and its one worker from what `caravan-hub init` writes, as a user would
+    /// after the edit it asks for: the model path and llama-server substituted, loopback
+    /// addresses with free ports.
+    static func startInit() async throws -> TestCluster {
+        let (server, model) = try engine()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-init-\(UUID().uuidString.prefix(8))")
+        _ = try runCommand(binDirectory.appendingPathComponent("caravan-hub").path, ["init", "--dir", directory.path])
+        let configPath = directory.appendingPathComponent("cluster.yaml").path
+        var yaml = try String(contentsOfFile: configPath, encoding: .utf8)
+        let base = Int.random(in: 300...560) * 100
+        for (from, to) in [
+            (#"listen: "0.0.0.0:8080""#, #"listen: "127.0.0.1:0""#), (#"listen: "127.0.0.1:9101""#, #"listen: "127.0.0.1:0""#),
+            ("llama_server: llama-server", "llama_server: \(server)"), (#"ports: "20000-20099""#, #"ports: "\#(base)-\#(base + 99)""#),
+            ("path: /models/my-model.gguf", "path: \(model)"),
+        ] {
+            guard yaml.contains(from) else { throw TestFailure("caravan-hub init output no longer contains \(from)") }
+            yaml = yaml.replacingOccurrences(of: from, with: to)
+        }
+        try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let clientSecret = try String(contentsOf: directory.appendingPathComponent("client.secret"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return try await launch(directory: directory, configPath: configPath, workers: [("gpu-a", nil)],
+                                clientSecret: clientSecret, trusting: nil)
+    }
+
     /// Writes `NAME.credential` for each worker: its own credential, derived from the
     /// cluster's `worker.secret` as `caravan-hub worker-secret` would.
     static func writeCredentials(_ directory: URL, workers names: [String]) throws {
@@ -213,6 +238,7 @@ final class TestCluster: Sendable {
             workers[name] = try startWorker(name, configPath: configPath, hubURL: hubURL, logLevel: logLevel)
         }
         let workerSecret = try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         let verifier = await TokenVerifier(secret: Secret(clientSecret))
         let token = try await verifier.sign(CaravanClaims(sub: "tests", expires: Date().addingTimeInterval(3600)))
         let admin = try await verifier.sign(CaravanClaims(sub: "ops", expires: Date().addingTimeInterval(3600), role: .admin))
