@@ -434,6 +434,10 @@ public struct WorkerConfig: Decodable, Sendable {
     public var engineLogLevel: String
     /// Where the worker records its engines' PIDs, to clean up after a crash of its own.
     public var stateDir: String?
+    /// How often a ready engine's `/health` is checked.
+    public var healthInterval: Duration
+    /// Failed checks in a row after which an engine is restarted as unhealthy (0: no checks).
+    public var healthFailures: Int
     /// File holding this worker's own credential (``WorkerKey``; `CARAVAN_WORKER_CREDENTIAL` overrides).
     public var credentialFile: String?
     /// Resolved by ``ClusterConfig/loadWorker(path:name:environment:)``.
@@ -467,6 +471,7 @@ public struct WorkerConfig: Decodable, Sendable {
         case stopGrace = "stop_grace", restartBackoff = "restart_backoff", crashLimit = "crash_limit"
         case crashWindow = "crash_window", logLines = "log_lines", engineLogLevel = "engine_log_level"
         case stateDir = "state_dir", credentialFile = "credential_file"
+        case healthInterval = "health_interval", healthFailures = "health_failures"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -533,6 +538,9 @@ public struct WorkerConfig: Decodable, Sendable {
         }
         stateDir = try c.optional(String.self, .stateDir)
         credentialFile = try c.optional(String.self, .credentialFile)
+        healthInterval = try c.positiveDuration(.healthInterval) ?? .seconds(5)
+        healthFailures = try c.optional(Int.self, .healthFailures) ?? 3
+        guard healthFailures >= 0 else { throw c.error(.healthFailures, "must be 0 (no checks) or more") }
         var seen: Set<String> = []
         for (index, model) in models.enumerated() {
             for label in [model.name] + model.aliases {

@@ -74,6 +74,8 @@ actor EngineSupervisor: Service {
         var retiring = false
         /// The last slot counts `/slots` gave, kept when it is too slow to answer under load.
         var lastSlots: (total: Int, busy: Int)?
+        /// `/health` checks of the running engine that failed in a row.
+        var healthFailures = 0
         let log: EngineLog
     }
 
@@ -158,6 +160,7 @@ actor EngineSupervisor: Service {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.sweepIdle() }
+                group.addTask { await self.watchHealth() }
                 for await event in self.events {
                     switch event {
                     case .exited(let model, let pid, let status): await self.engineExited(model, pid: pid, status: status)
@@ -505,6 +508,39 @@ actor EngineSupervisor: Service {
                 await stop(name, reason: "idle for \(ttl) (ttl)")
             }
             try? await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    /// Checks every ready engine's `/health` every `health_interval`. An engine that is alive
+    /// but stops answering (a deadlock, a wedged GPU driver) is noticed by nothing else: after
+    /// `health_failures` failed checks in a row it is reported unhealthy, stopped (which takes it
+    /// out of routing at once) and counted as a crash, so it restarts after the backoff and a
+    /// model that keeps hanging ends in a crash loop.
+    private func watchHealth() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: config.healthInterval)
+            guard config.healthFailures > 0 else { continue }  // checks off (a reload may turn them on)
+            for name in order {
+                guard let runtime = models[name], case .ready(let engine) = runtime.phase, !runtime.retiring else { continue }
+                let status = await healthStatus(engine)
+                // The engine may have been stopped or replaced while the check was out.
+                guard case .ready(let current) = models[name]?.phase, current.process.pid == engine.process.pid else { continue }
+                if status == 200 {
+                    models[name]?.healthFailures = 0
+                    continue
+                }
+                let failures = (models[name]?.healthFailures ?? 0) + 1
+                models[name]?.healthFailures = failures
+                logger.warning("engine health check failed", metadata: [
+                    "model": "\(name)", "status": "\(status.map(String.init) ?? "no answer")", "failures": "\(failures)",
+                ])
+                guard failures >= config.healthFailures else { continue }
+                let reason = "unhealthy: /health failed \(failures) times in a row (\(status.map { "HTTP \($0)" } ?? "no answer")); restarted"
+                logger.error("engine unhealthy; restarting", metadata: ["model": "\(name)", "reason": "\(reason)"])
+                await stop(name, reason: reason)
+                models[name]?.healthFailures = 0
+                recordCrash(name, reason: reason, whileReady: true)
+            }
         }
     }
 

@@ -24,6 +24,7 @@ import UnixSignals
 /// | `FAKE_SLOTS` / `slots` | slots reported by `/slots` (default 4) |
 /// | `FAKE_SLOTS_DELAY_MS` / `slots_delay_ms` | `/slots` answers this late (an engine too busy to report) |
 /// | `FAKE_PAD` / `pad` | bytes of padding in each streamed token (fills socket buffers fast) |
+/// | `health_hang` (JSON only) | `/health` never answers (alive but wedged) |
 /// | `FAKE_NAME` | sent back in `X-Served-By`, so tests can see who answered |
 /// | `FAKE_EXIT_AFTER_MS` | exit (status 3) this long after start: a crash while ready |
 /// | `FAKE_IGNORE_SIGTERM` | `1`: ignore SIGTERM, so only SIGKILL stops it |
@@ -40,10 +41,11 @@ struct FakeEngine {
         var slots = 4
         var slotsDelayMs = 0
         var pad = 0
+        var healthHang = false
 
         enum CodingKeys: String, CodingKey {
             case ttfbMs = "ttfb_ms", tokenMs = "token_ms", tokens, status, hang, crashAfter = "crash_after"
-            case healthDelayMs = "health_delay_ms", slots, slotsDelayMs = "slots_delay_ms", pad
+            case healthDelayMs = "health_delay_ms", slots, slotsDelayMs = "slots_delay_ms", pad, healthHang = "health_hang"
         }
 
         init() {}
@@ -61,6 +63,7 @@ struct FakeEngine {
             slots = try c.decodeIfPresent(Int.self, forKey: .slots) ?? base.slots
             slotsDelayMs = try c.decodeIfPresent(Int.self, forKey: .slotsDelayMs) ?? base.slotsDelayMs
             pad = try c.decodeIfPresent(Int.self, forKey: .pad) ?? base.pad
+            healthHang = try c.decodeIfPresent(Bool.self, forKey: .healthHang) ?? false
         }
 
         static func fromEnvironment() -> Behaviour {
@@ -109,6 +112,7 @@ struct FakeEngine {
         let busy = Atomic<Int>(0)
         let router = Router()
         router.get("/health") { _, _ -> Response in
+            if Behaviour.current().healthHang { try await Task.sleep(for: .seconds(3600)) }
             let ready = ContinuousClock.now - started >= .milliseconds(Behaviour.current().healthDelayMs)
             return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: ready ? #"{"status":"ok"}"# : #"{"error":"loading"}"#)))

@@ -423,3 +423,29 @@ final class TextCollector: Sendable {
     func append(_ text: String) { storage.withLock { $0 += text } }
     var text: String { storage.withLock { $0 } }
 }
+
+@Suite("Engine health checks", .serialized)
+struct EngineHealthTests {
+    @Test("an engine that is alive but stops answering /health leaves routing and is restarted")
+    func hungEngine() async throws {
+        let spec = TestCluster.WorkerSpec(name: "f", fake: true, preload: true,
+                                          extra: "health_interval: 200ms\nhealth_failures: 3\nrestart_backoff: 200ms\nstop_grace: 1s")
+        try await TestCluster.start(specs: [spec]).using { cluster in
+            try await cluster.waitForModel("f") { $0["state"] as? String == "ready" }
+            let before = cluster.engines(of: "f")
+            #expect(before.count == 1)
+            try cluster.control("f", #"{"health_hang": true}"#)
+            try await cluster.waitUntil("the hung engine restarted", timeout: .seconds(20)) {
+                !cluster.workerLines("f", "engine unhealthy; restarting").isEmpty
+            }
+            try await cluster.waitUntil("the hung process stopped", timeout: .seconds(10)) { before.allSatisfy { !isRunning($0) } }
+            try cluster.control("f", "{}")
+            try await cluster.waitForModel("f", timeout: .seconds(20)) {
+                $0["state"] as? String == "ready" && ($0["recent_crashes"] as? Int ?? 0) >= 1
+            }
+            let after = cluster.engines(of: "f")
+            #expect(after.count == 1 && after != before, "a new engine serves")
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200)
+        }
+    }
+}
