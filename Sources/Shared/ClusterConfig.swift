@@ -609,9 +609,14 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
     public var ctx: Int?
     /// VRAM the model needs, in MiB; estimated from the GGUF size when absent (docs/worker.md).
     public var vramMiB: Int?
+    /// What the worker changes in request bodies for this model (`strip_params`,
+    /// `set_params`, `default_params`, `use_model_name`).
+    public var rewrite = BodyRewrite()
 
     enum CodingKeys: String, CodingKey {
         case name, path, args, aliases, env, ttl, pin, unlisted, parallel, ctx, vramMiB = "vram_mb"
+        case stripParams = "strip_params", setParams = "set_params", defaultParams = "default_params"
+        case useModelName = "use_model_name"
     }
 
     public init(name: String, path: String, args: [String] = [], aliases: [String] = [], env: [String: String] = [:],
@@ -663,6 +668,14 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         }
         vramMiB = try c.optional(Int.self, .vramMiB)
         if let vramMiB, vramMiB < 0 { throw c.error(.vramMiB, "must not be negative") }
+        rewrite = BodyRewrite(
+            strip: Set(try c.optional([String].self, .stripParams) ?? []),
+            set: (try c.optional([String: JSONText].self, .setParams) ?? [:]).mapValues(\.text),
+            defaults: (try c.optional([String: JSONText].self, .defaultParams) ?? [:]).mapValues(\.text),
+            modelName: try c.optional(String.self, .useModelName))
+        if let clash = rewrite.strip.first(where: { rewrite.set[$0] != nil || rewrite.defaults[$0] != nil }) {
+            throw c.error(.stripParams, "\"\(clash)\" is also set; strip it or set it, not both")
+        }
     }
 
     /// The llama-server arguments after the worker's own (`-m`, `--host`, `--port`, `--alias`).

@@ -26,14 +26,14 @@ struct DataPlane: Sendable {
     }
 
     func forward(_ request: Request, context: WorkerRequestContext) async throws -> Response {
-        let body = try await request.collectBody(upTo: maxBodyBytes, within: bodyTimeout, departure: context.clientDeparture)
+        let received = try await request.collectBody(upTo: maxBodyBytes, within: bodyTimeout, departure: context.clientDeparture)
         let requested: String
         let stream: Bool
         if let header = request.headers[modelHeader] {
             requested = header
             stream = request.headers[streamHeader] == "true"
         } else {
-            let fields = try RoutingFields.parse(body)
+            let fields = try RoutingFields.parse(received)
             (requested, stream) = (fields.model, fields.stream)
         }
         guard let model = supervisor.canonicalName(requested) else { throw OpenAIError.modelNotFound(requested) }
@@ -47,6 +47,8 @@ struct DataPlane: Sendable {
             throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
                               message: "Model '\(model)' could not be started: \(reason)")
         }
+        // The model's rewriting: only the named members change; other bodies pass as they came.
+        let body = supervisor.rewrite(for: model).apply(to: received)
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", "Bearer \(engine.apiKey)"))
         // llama-server closes the connection after every streamed response. Pooled, such a

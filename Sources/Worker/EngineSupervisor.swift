@@ -117,6 +117,8 @@ actor EngineSupervisor: Service {
     /// Requested name or alias -> canonical model name; read without entering the actor.
     private nonisolated let labels = Mutex<[String: String]>([:])
     private nonisolated let usage = Mutex<[String: Usage]>([:])
+    /// Request rewriting per canonical model; read without entering the actor.
+    private nonisolated let rewrites = Mutex<[String: BodyRewrite]>([:])
 
     /// - Parameter loadConfig: re-reads this worker's entry from the cluster file (reload).
     /// - Parameter onChange: called after every state change (sends a heartbeat now).
@@ -139,6 +141,11 @@ actor EngineSupervisor: Service {
             order.append(spec.name)
         }
         labels.withLock { $0 = Self.labelMap(specs) }
+        rewrites.withLock { $0 = Self.rewriteMap(specs) }
+    }
+
+    private static func rewriteMap(_ specs: [ModelSpec]) -> [String: BodyRewrite] {
+        Dictionary(specs.filter { !$0.config.rewrite.isEmpty }.map { ($0.name, $0.config.rewrite) }, uniquingKeysWith: { first, _ in first })
     }
 
     private static func labelMap(_ specs: [ModelSpec]) -> [String: String] {
@@ -184,6 +191,11 @@ actor EngineSupervisor: Service {
     nonisolated var budget: VRAMBudget { budgetBox.withLock { $0 } }
 
     // MARK: Requests
+
+    /// The request rewriting of a canonical model (empty when it has none).
+    nonisolated func rewrite(for model: String) -> BodyRewrite {
+        rewrites.withLock { $0[model] } ?? BodyRewrite()
+    }
 
     /// The canonical model for a requested name or alias, nil when this worker lacks it.
     nonisolated func canonicalName(_ requested: String) -> String? {
@@ -636,6 +648,7 @@ actor EngineSupervisor: Service {
         }
         order = specs.map(\.name)
         labels.withLock { $0 = Self.labelMap(specs) }
+        rewrites.withLock { $0 = Self.rewriteMap(specs) }
         logger.notice("configuration reloaded", metadata: [
             "added": "\(summary.added)", "removed": "\(summary.removed)", "restarted": "\(summary.restarted)",
             "unchanged": "\(summary.unchanged.count)",

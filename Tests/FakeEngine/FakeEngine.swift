@@ -25,6 +25,7 @@ import UnixSignals
 /// | `FAKE_SLOTS_DELAY_MS` / `slots_delay_ms` | `/slots` answers this late (an engine too busy to report) |
 /// | `FAKE_PAD` / `pad` | bytes of padding in each streamed token (fills socket buffers fast) |
 /// | `health_hang` (JSON only) | `/health` never answers (alive but wedged) |
+/// | `FAKE_RECORD` | a file the last request body is written to, byte for byte |
 /// | `FAKE_NAME` | sent back in `X-Served-By`, so tests can see who answered |
 /// | `FAKE_EXIT_AFTER_MS` | exit (status 3) this long after start: a crash while ready |
 /// | `FAKE_IGNORE_SIGTERM` | `1`: ignore SIGTERM, so only SIGKILL stops it |
@@ -130,6 +131,9 @@ struct FakeEngine {
         for path in ["/v1/chat/completions", "/v1/completions"] {
             router.post(RouterPath(path)) { request, _ -> Response in
                 let body = try await request.body.collect(upTo: 1 << 24)
+                if let record = ProcessInfo.processInfo.environment["FAKE_RECORD"] {
+                    FileManager.default.createFile(atPath: record, contents: Data(body.readableBytesView))
+                }
                 let stream = String(buffer: body).contains(#""stream":true"#)
                 let behaviour = Behaviour.current()
                 busy.add(1, ordering: .relaxed)

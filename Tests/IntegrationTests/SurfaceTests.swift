@@ -148,3 +148,24 @@ extension SurfaceTests {
         }
     }
 }
+
+extension SurfaceTests {
+    @Test("request rewriting: the engine receives the model's rewrite, and a body without those fields byte for byte")
+    func rewriting() async throws {
+        let spec = TestCluster.WorkerSpec(name: "w", fake: true, models: """
+            - {name: tiny, path: /models/t.gguf, env: {FAKE_RECORD: "$DIR/received.json"}, strip_params: [logit_bias], set_params: {temperature: 0.2}, use_model_name: tiny-engine}
+            - {name: plain, path: /models/p.gguf, env: {FAKE_RECORD: "$DIR/received-plain.json"}, strip_params: [logit_bias]}
+            """)
+        try await TestCluster.start(specs: [spec]).using { cluster in
+            let sent = #"{"model":"tiny","logit_bias":{"1":5},"temperature":1.5,"messages":[{"role":"user","content":"hi, {there}"}]}"#
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: sent).status == 200)
+            let received = try String(contentsOf: cluster.directory.appendingPathComponent("received.json"), encoding: .utf8)
+            #expect(received == #"{"model":"tiny-engine","temperature":0.2,"messages":[{"role":"user","content":"hi, {there}"}]}"#, "\(received)")
+            // No field to rewrite: the engine gets the client's exact bytes (spacing and order too).
+            let untouched = "{ \"messages\" : [ {\"role\":\"user\", \"content\":\"x\"} ],\n \"model\": \"plain\" }"
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: untouched).status == 200)
+            let plain = try String(contentsOf: cluster.directory.appendingPathComponent("received-plain.json"), encoding: .utf8)
+            #expect(plain == untouched)
+        }
+    }
+}
