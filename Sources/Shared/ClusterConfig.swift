@@ -609,6 +609,15 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
     public var ctx: Int?
     /// VRAM the model needs, in MiB; estimated from the GGUF size when absent (docs/worker.md).
     public var vramMiB: Int?
+    /// Another engine than llama-server: the executable and its arguments, with `${PORT}`,
+    /// `${MODEL_PATH}`, `${API_KEY}` and `${MODEL}` filled in (vLLM, SGLang, whisper.cpp's
+    /// server, an older llama-server...). The worker supervises it the same way.
+    public var cmd: [String]?
+    /// The path that answers `readyStatus` once the engine is ready (default `/health`).
+    public var healthPath = "/health"
+    public var readyStatus = 200
+    /// Request slots, for an engine without llama-server's `/slots`.
+    public var slots: Int?
     /// What the worker changes in request bodies for this model (`strip_params`,
     /// `set_params`, `default_params`, `use_model_name`).
     public var rewrite = BodyRewrite()
@@ -616,7 +625,7 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case name, path, args, aliases, env, ttl, pin, unlisted, parallel, ctx, vramMiB = "vram_mb"
         case stripParams = "strip_params", setParams = "set_params", defaultParams = "default_params"
-        case useModelName = "use_model_name"
+        case useModelName = "use_model_name", cmd, healthPath = "health_path", readyStatus = "ready_status", slots
     }
 
     public init(name: String, path: String, args: [String] = [], aliases: [String] = [], env: [String: String] = [:],
@@ -668,6 +677,19 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         }
         vramMiB = try c.optional(Int.self, .vramMiB)
         if let vramMiB, vramMiB < 0 { throw c.error(.vramMiB, "must not be negative") }
+        cmd = try c.optional([String].self, .cmd)
+        if let cmd {
+            guard let first = cmd.first, !first.isEmpty else { throw c.error(.cmd, "needs an executable") }
+            guard args.isEmpty, ctx == nil, parallel == nil else {
+                throw c.error(.cmd, "args, ctx and parallel are llama-server's; with cmd, put the engine's arguments in cmd")
+            }
+        }
+        healthPath = try c.optional(String.self, .healthPath) ?? "/health"
+        guard healthPath.hasPrefix("/") else { throw c.error(.healthPath, "must start with /") }
+        readyStatus = try c.optional(Int.self, .readyStatus) ?? 200
+        guard (200...299).contains(readyStatus) else { throw c.error(.readyStatus, "must be a 2xx status") }
+        slots = try c.optional(Int.self, .slots)
+        if let slots, !(1...65_536).contains(slots) { throw c.error(.slots, "must be within 1...65536") }
         rewrite = BodyRewrite(
             strip: Set(try c.optional([String].self, .stripParams) ?? []),
             set: (try c.optional([String: JSONText].self, .setParams) ?? [:]).mapValues(\.text),

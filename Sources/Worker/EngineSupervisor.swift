@@ -7,12 +7,19 @@ import ServiceLifecycle
 import Shared
 import Synchronization
 
-/// A running llama-server serving one model.
+/// A running engine (llama-server, or the model's `cmd`) serving one model.
 struct Engine: Sendable {
     let model: String
     let port: Int
     let apiKey: String
     let process: ChildProcess
+    /// Where readiness is read, and the status that means ready.
+    var healthPath = "/health"
+    var readyStatus = 200
+    /// Fixed slot count for an engine without llama-server's `/slots` (a `cmd` engine).
+    var fixedSlots: Int?
+    /// llama-server (it has `/slots` and knows `--api-key`), or another engine.
+    var isLlamaServer = true
     var baseURL: String { "http://127.0.0.1:\(port)" }
 }
 
@@ -292,16 +299,16 @@ actor EngineSupervisor: Service {
             throw fail(name, "no free port in \(config.ports.lower)-\(config.ports.upper)", publicReason: "the worker has no free engine port")
         }
         let apiKey = randomKey()
-        let arguments = ["-m", spec.config.path, "--host", "127.0.0.1", "--port", String(port), "--alias", name, "--metrics"]
-            + spec.config.engineArguments
+        let (executable, arguments) = spec.launchCommand(llamaServer: config.llamaServer, port: port, apiKey: apiKey)
         var environment = spec.config.env
         environment["LLAMA_API_KEY"] = apiKey  // kept out of argv, which other users can read
-        logger.info("starting llama-server", metadata: ["model": "\(name)", "port": "\(port)"])
+        environment["ENGINE_API_KEY"] = apiKey  // the same, for a `cmd` engine
+        logger.info("starting engine", metadata: ["model": "\(name)", "port": "\(port)", "executable": "\(executable)"])
         let process: ChildProcess
         let level = Logger.Level(rawValue: config.engineLogLevel) ?? .info
         do {
             process = try await ChildProcess.launch(
-                executable: config.llamaServer, arguments: arguments, environment: environment,
+                executable: executable, arguments: arguments, environment: environment,
                 onLine: { [logger] line in
                     log.append(line)
                     logger.log(level: level, "[\(name)] \(line)")
@@ -312,7 +319,9 @@ actor EngineSupervisor: Service {
         }
         models[name]?.process = process
         saveRecord()
-        let engine = Engine(model: name, port: port, apiKey: apiKey, process: process)
+        let engine = Engine(model: name, port: port, apiKey: apiKey, process: process, healthPath: spec.config.healthPath,
+                            readyStatus: spec.config.readyStatus, fixedSlots: spec.config.slots,
+                            isLlamaServer: spec.config.cmd == nil)
         let deadline = ContinuousClock.now + config.loadTimeout
         while true {
             if let status = process.exitStatus {
@@ -321,7 +330,7 @@ actor EngineSupervisor: Service {
                 recordCrash(name, reason: reason, whileReady: false)
                 throw EngineError(description: models[name]?.reason ?? reason)
             }
-            if await healthStatus(engine) == 200 {
+            if await healthStatus(engine) == engine.readyStatus {
                 // Prove the answer came from our process: only it knows this API key. Another
                 // process that grabbed the port first would answer 401 here.
                 guard await ownsPort(engine) else {
@@ -537,7 +546,7 @@ actor EngineSupervisor: Service {
                 let status = await healthStatus(engine)
                 // The engine may have been stopped or replaced while the check was out.
                 guard case .ready(let current) = models[name]?.phase, current.process.pid == engine.process.pid else { continue }
-                if status == 200 {
+                if status == engine.readyStatus {
                     models[name]?.healthFailures = 0
                     continue
                 }
@@ -729,9 +738,9 @@ actor EngineSupervisor: Service {
         record.save(entries)
     }
 
-    /// `GET /health`: 200 ready, 503 loading, nil when nothing answers.
+    /// `GET /health` (or the model's `health_path`): 200 ready, 503 loading, nil when nothing answers.
     private func healthStatus(_ engine: Engine) async -> Int? {
-        var request = HTTPClientRequest(url: engine.baseURL + "/health")
+        var request = HTTPClientRequest(url: engine.baseURL + engine.healthPath)
         request.method = .GET
         guard let response = try? await client.execute(request, timeout: .seconds(2)) else { return nil }
         _ = try? await response.body.collect(upTo: 64 * 1024)
@@ -740,6 +749,9 @@ actor EngineSupervisor: Service {
 
     /// Whether the process answering on the engine's port knows the engine's API key.
     private func ownsPort(_ engine: Engine) async -> Bool {
+        // Only llama-server is known to check its API key on `/slots`; another engine's
+        // port is taken on trust (the port range is the worker's own).
+        guard engine.isLlamaServer else { return !engine.process.hasExited }
         var request = HTTPClientRequest(url: engine.baseURL + "/slots")
         request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
         guard let response = try? await client.execute(request, timeout: .seconds(2)) else { return false }
@@ -751,6 +763,8 @@ actor EngineSupervisor: Service {
     /// one-field struct: llama-server's slot objects are large, and `JSONSerialization`'s
     /// dictionaries for thousands of them cost tens of MiB on every heartbeat.
     private func slots(_ engine: Engine) async -> (total: Int, busy: Int)? {
+        if let fixed = engine.fixedSlots { return (fixed, min(fixed, leases(engine.model))) }
+        guard engine.isLlamaServer else { return (1, min(1, leases(engine.model))) }
         struct Slot: Decodable {
             var isProcessing: Bool?
             enum CodingKeys: String, CodingKey { case isProcessing = "is_processing" }

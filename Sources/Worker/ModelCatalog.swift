@@ -18,8 +18,25 @@ struct ModelSpec: Sendable, Equatable {
     }
 
     func commandLine(executable: String) -> CommandLine {
-        CommandLine(executable: executable, path: config.path, arguments: config.engineArguments,
-                    environment: config.env)
+        if let cmd = config.cmd {
+            return CommandLine(executable: cmd[0], path: config.path, arguments: Array(cmd.dropFirst()), environment: config.env)
+        }
+        return CommandLine(executable: executable, path: config.path, arguments: config.engineArguments,
+                           environment: config.env)
+    }
+
+    /// The executable and arguments that start this model's engine on `port` with `apiKey`:
+    /// llama-server with the worker's own flags, or the model's `cmd` with its placeholders filled.
+    func launchCommand(llamaServer: String, port: Int, apiKey: String) -> (executable: String, arguments: [String]) {
+        guard let cmd = config.cmd else {
+            return (llamaServer, ["-m", config.path, "--host", "127.0.0.1", "--port", String(port), "--alias", name, "--metrics"]
+                + config.engineArguments)
+        }
+        let filled = cmd.map {
+            $0.replacingOccurrences(of: "${PORT}", with: String(port)).replacingOccurrences(of: "${MODEL_PATH}", with: config.path)
+                .replacingOccurrences(of: "${API_KEY}", with: apiKey).replacingOccurrences(of: "${MODEL}", with: name)
+        }
+        return (filled[0], Array(filled.dropFirst()))
     }
 
     /// The VRAM estimate for a model without `vram_mb`: the GGUF size (all parts, and its
