@@ -13,6 +13,8 @@ struct Identity: Sendable, Equatable {
     var rps: Double?
     var burst: Double?
     var concurrency: Int?
+    /// May use the raw pass-through `/upstream/{model}/...`.
+    var upstream = false
 
     /// Whether this caller may use `model` (403 otherwise).
     func allows(_ model: String) -> Bool {
@@ -122,11 +124,12 @@ final class ClientAuthenticator: Sendable {
             for (candidate, config) in apiKeys where constantTimeEqual(candidate, digest) { match = config }
             guard let match else { throw TokenError("invalid API key") }
             guard roles.contains(match.role) else { throw TokenError.roleRejected }
-            return Identity(subject: "key:\(match.name)", role: match.role, models: match.models)
+            return Identity(subject: "key:\(match.name)", role: match.role, models: match.models, upstream: match.role == .admin)
         }
         let claims = try await verifier().verify(credential, roles: roles)
         return Identity(subject: claims.subject, role: claims.role ?? .client, models: claims.models,
-                        rps: claims.rps, burst: claims.burst, concurrency: claims.concurrency)
+                        rps: claims.rps, burst: claims.burst, concurrency: claims.concurrency,
+                        upstream: claims.upstream == true || claims.role == .admin)
     }
 }
 

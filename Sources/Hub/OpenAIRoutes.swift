@@ -49,6 +49,23 @@ struct OpenAIRoutes {
                 try await route(request, path: path, context: context)
             }
         }
+        // The raw pass-through to one model's engine (llama-swap's /upstream): any method and
+        // path, forwarded untouched; admins, or tokens with the `upstream` claim.
+        for method in [HTTPRequest.Method.get, .post, .put, .delete] {
+            group.on("/upstream/{model}/**", method: method) { request, context in
+                guard context.identity?.upstream ?? true else {
+                    throw OpenAIError(.forbidden, type: "permission_error", code: "upstream_not_allowed",
+                                      message: "The /upstream pass-through needs an admin credential or the upstream claim")
+                }
+                let model = context.parameters.get("model") ?? ""
+                let rest = context.parameters.getCatchAll().joined(separator: "/")
+                let body = try await request.collectBody(upTo: config.maxBodyBytes, within: config.clientBodyTimeout,
+                                                         departure: context.clientDeparture)
+                let stream = (try? RoutingFields.parse(body))?.stream ?? false
+                return try await route(request, path: "/upstream/\(model)/\(rest)", context: context,
+                                       known: (RoutingFields(model: model, stream: stream), body))
+            }
+        }
         for path in Self.routedQueryPaths {
             group.get(RouterPath(path)) { request, context in
                 guard let model = request.uri.queryParameters.get("model"), !model.isEmpty else {

@@ -34,6 +34,8 @@ public struct CaravanClaims: JWTPayload, Equatable {
     public var rps: Double?
     public var burst: Double?
     public var concurrency: Int?
+    /// May use `/upstream/{model}/...`, the raw pass-through to a model's engine (admins may anyway).
+    public var upstream: Bool?
 
     public init(sub: String, expires: Date, issuedAt: Date? = nil, role: TokenRole? = nil,
                 models: [String]? = nil, issuer: String? = nil, audience: String? = nil) {

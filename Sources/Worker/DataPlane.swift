@@ -23,9 +23,21 @@ struct DataPlane: Sendable {
         }
         // Read-only engine facts, routed by the hub's model header.
         group.get("/props") { request, context in try await forward(request, context: context) }
+        // The hub's raw pass-through: the rest of the path goes to the engine as it is, unrewritten.
+        for method in [HTTPRequest.Method.get, .post, .put, .delete] {
+            group.on("/upstream/{model}/**", method: method) { request, context in
+                let rest = "/" + context.parameters.getCatchAll().joined(separator: "/")
+                return try await forward(request, context: context, enginePath: rest, rewrite: false)
+            }
+        }
     }
 
-    func forward(_ request: Request, context: WorkerRequestContext) async throws -> Response {
+    /// - Parameters:
+    ///   - enginePath: the engine's path (default: the request's own).
+    ///   - rewrite: apply the model's request rewriting (not for the raw pass-through).
+    func forward(_ request: Request, context: WorkerRequestContext, enginePath: String? = nil, rewrite: Bool = true)
+        async throws -> Response
+    {
         let received = try await request.collectBody(upTo: maxBodyBytes, within: bodyTimeout, departure: context.clientDeparture)
         let requested: String
         let stream: Bool
@@ -48,7 +60,7 @@ struct DataPlane: Sendable {
                               message: "Model '\(model)' could not be started: \(reason)")
         }
         // The model's rewriting: only the named members change; other bodies pass as they came.
-        let body = supervisor.rewrite(for: model).apply(to: received)
+        let body = rewrite ? supervisor.rewrite(for: model).apply(to: received) : received
         var headers = HTTPForwarding.requestHeaders(request.headers)
         headers.append(("Authorization", "Bearer \(engine.apiKey)"))
         // llama-server closes the connection after every streamed response. Pooled, such a
@@ -56,7 +68,7 @@ struct DataPlane: Sendable {
         // is seen, and that request fails (18 % of streams at 16 connections before this).
         // Saying so up front keeps it out of the pool.
         if stream { headers.append(("Connection", "close")) }
-        let target = engine.baseURL + request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
+        let target = engine.baseURL + (enginePath ?? request.uri.path) + (request.uri.query.map { "?\($0)" } ?? "")
         // The lease keeps the model from being evicted or unloaded until the last byte.
         inFlight.add(1)
         let finish: @Sendable (UpstreamForwarder.Finish) -> Void = { [inFlight, supervisor] _ in

@@ -169,3 +169,33 @@ extension SurfaceTests {
         }
     }
 }
+
+extension SurfaceTests {
+    @Test("/upstream/{model}/...: the raw pass-through to a model's engine, for admins and the upstream claim")
+    func upstream() async throws {
+        try await TestCluster.start(workers: ["a"]).using { cluster in
+            let health = try await cluster.request("GET", "/upstream/tiny/health", token: .some(cluster.adminToken))
+            #expect(health.status == 200 && health.json?["status"] as? String == "ok", "\(health.body)")
+            let models = try await cluster.request("GET", "/upstream/tiny-chat/v1/models", token: .some(cluster.adminToken))
+            #expect(models.status == 200 && models.body.contains("tiny"), "\(models.body.prefix(300))")
+            let completion = try await cluster.request("POST", "/upstream/tiny/completion", body: #"{"prompt":"Hi","n_predict":3}"#,
+                                                       token: .some(cluster.adminToken))
+            #expect(completion.status == 200 && completion.json?["content"] is String, "\(completion.body.prefix(300))")
+            let denied = try await cluster.request("GET", "/upstream/tiny/health")
+            #expect(denied.status == 403 && denied.errorCode == "upstream_not_allowed", "\(denied.body)")
+            let claim = try await TokenVerifier(secret: Secret(cluster.secrets.client))
+                .sign(CaravanClaims(sub: "ops-tool", expires: Date().addingTimeInterval(600)).with { $0.upstream = true })
+            #expect(try await cluster.request("GET", "/upstream/tiny/health", token: .some(claim)).status == 200)
+            let unknown = try await cluster.request("GET", "/upstream/nope/health", token: .some(cluster.adminToken))
+            #expect(unknown.status == 404 && unknown.errorCode == "model_not_found", "\(unknown.body)")
+        }
+    }
+}
+
+extension CaravanClaims {
+    func with(_ edit: (inout CaravanClaims) -> Void) -> CaravanClaims {
+        var copy = self
+        edit(&copy)
+        return copy
+    }
+}
