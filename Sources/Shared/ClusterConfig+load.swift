@@ -44,6 +44,14 @@ extension ClusterConfig {
         config.hub.auth.baseDirectory = base.path
         var worker = try config.worker(named: name, environment: environment)
         let index = config.workers.firstIndex { $0.name == name }!
+        for (modelIndex, model) in worker.models.enumerated() {
+            guard let file = model.apiKeyFile else { continue }
+            let path = ServerSettings.path(file, base.path)
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                throw ConfigError(key: "workers[\(index)].models[\(modelIndex)].api_key_file", "cannot read \(path)")
+            }
+            worker.models[modelIndex].apiKey = Secret(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
         let joinToken = environment[Environment.joinToken].flatMap { $0.isEmpty ? nil : Secret($0) }
         // A worker joining with a token has no credential file yet: it writes it once joined.
         let credentialFile = worker.credentialFile.flatMap { file in

@@ -616,8 +616,14 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
     /// The path that answers `readyStatus` once the engine is ready (default `/health`).
     public var healthPath = "/health"
     public var readyStatus = 200
-    /// Request slots, for an engine without llama-server's `/slots`.
+    /// Request slots, for an engine without llama-server's `/slots` (and a remote upstream).
     public var slots: Int?
+    /// A remote OpenAI-compatible API root (`https://api.example.com/v1`) serving this model
+    /// instead of a local engine; its key (`api_key_file`) stays on the worker.
+    public var upstream: String?
+    public var apiKeyFile: String?
+    /// Resolved by ``ClusterConfig/loadWorker(path:name:environment:)``.
+    public var apiKey: Secret?
     /// What the worker changes in request bodies for this model (`strip_params`,
     /// `set_params`, `default_params`, `use_model_name`).
     public var rewrite = BodyRewrite()
@@ -626,6 +632,7 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         case name, path, args, aliases, env, ttl, pin, unlisted, parallel, ctx, vramMiB = "vram_mb"
         case stripParams = "strip_params", setParams = "set_params", defaultParams = "default_params"
         case useModelName = "use_model_name", cmd, healthPath = "health_path", readyStatus = "ready_status", slots
+        case upstream, apiKeyFile = "api_key_file"
     }
 
     public init(name: String, path: String, args: [String] = [], aliases: [String] = [], env: [String: String] = [:],
@@ -649,8 +656,11 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.required(String.self, .name)
         guard !name.isEmpty else { throw c.error(.name, "must not be empty") }
-        path = try c.required(String.self, .path)
-        guard !path.isEmpty else { throw c.error(.path, "must not be empty") }
+        upstream = try c.optional(String.self, .upstream)
+        if let upstream, !isHTTPURL(upstream) { throw c.error(.upstream, "expected an http:// or https:// URL, got \"\(upstream)\"") }
+        path = try upstream == nil ? c.required(String.self, .path) : (c.optional(String.self, .path) ?? "")
+        guard !path.isEmpty || upstream != nil else { throw c.error(.path, "must not be empty") }
+        apiKeyFile = try c.optional(String.self, .apiKeyFile)
         args = try c.optional([String].self, .args) ?? []
         let reserved = ["--host", "--port", "--alias", "--api-key", "-m", "--model"]
         if let clash = args.first(where: { reserved.contains($0) }) {
@@ -678,6 +688,7 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         vramMiB = try c.optional(Int.self, .vramMiB)
         if let vramMiB, vramMiB < 0 { throw c.error(.vramMiB, "must not be negative") }
         cmd = try c.optional([String].self, .cmd)
+        if upstream != nil && cmd != nil { throw c.error(.cmd, "a model is served by upstream or by cmd, not both") }
         if let cmd {
             guard let first = cmd.first, !first.isEmpty else { throw c.error(.cmd, "needs an executable") }
             guard args.isEmpty, ctx == nil, parallel == nil else {

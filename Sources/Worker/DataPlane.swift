@@ -49,26 +49,39 @@ struct DataPlane: Sendable {
             (requested, stream) = (fields.model, fields.stream)
         }
         guard let model = supervisor.canonicalName(requested) else { throw OpenAIError.modelNotFound(requested) }
-        let engine: Engine
-        do {
-            engine = try await supervisor.acquire(model)
-        } catch {
-            // The reason, not the engine's output: that stays in the logs and the admin API.
-            let reason = (error as? EngineError)?.publicReason
-                ?? "it failed to load (see the worker's logs for model \(model))"
-            throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
-                              message: "Model '\(model)' could not be started: \(reason)")
+        let path = enginePath ?? request.uri.path
+        let base: String
+        let key: String?
+        if let remote = supervisor.remote(model) {
+            // A remote OpenAI-compatible endpoint: its `/v1` base replaces ours; its key stays here.
+            supervisor.leaseRemote(model)
+            base = remote.url
+            key = remote.apiKey?.value
+        } else {
+            let engine: Engine
+            do {
+                engine = try await supervisor.acquire(model)
+            } catch {
+                // The reason, not the engine's output: that stays in the logs and the admin API.
+                let reason = (error as? EngineError)?.publicReason
+                    ?? "it failed to load (see the worker's logs for model \(model))"
+                throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
+                                  message: "Model '\(model)' could not be started: \(reason)")
+            }
+            base = engine.baseURL
+            key = engine.apiKey
         }
         // The model's rewriting: only the named members change; other bodies pass as they came.
         let body = rewrite ? supervisor.rewrite(for: model).apply(to: received) : received
         var headers = HTTPForwarding.requestHeaders(request.headers)
-        headers.append(("Authorization", "Bearer \(engine.apiKey)"))
+        if let key { headers.append(("Authorization", "Bearer \(key)")) }
         // llama-server closes the connection after every streamed response. Pooled, such a
         // connection could be picked for the next request in the instant before its close
         // is seen, and that request fails (18 % of streams at 16 connections before this).
         // Saying so up front keeps it out of the pool.
         if stream { headers.append(("Connection", "close")) }
-        let target = engine.baseURL + (enginePath ?? request.uri.path) + (request.uri.query.map { "?\($0)" } ?? "")
+        let target = Self.url(base: base, path: path, remote: supervisor.remote(model) != nil)
+            + (request.uri.query.map { "?\($0)" } ?? "")
         // The lease keeps the model from being evicted or unloaded until the last byte.
         inFlight.add(1)
         let finish: @Sendable (UpstreamForwarder.Finish) -> Void = { [inFlight, supervisor] _ in
@@ -90,8 +103,16 @@ struct DataPlane: Sendable {
         case .failed(_, let reason):
             inFlight.add(-1)
             supervisor.release(model)
-            throw OpenAIError.upstream("llama-server for '\(model)' failed: \(reason)", code: "engine_error")
+            throw OpenAIError.upstream("the engine for '\(model)' failed: \(reason)", code: "engine_error")
         }
+    }
+
+    /// A remote upstream's URL ends in its API root (`https://api.example.com/v1`): an OpenAI
+    /// path's `/v1` is that root, so `/v1/chat/completions` becomes `<root>/chat/completions`.
+    static func url(base: String, path: String, remote: Bool) -> String {
+        guard remote else { return base + path }
+        let root = base.hasSuffix("/") ? String(base.dropLast()) : base
+        return root + (path.hasPrefix("/v1/") ? String(path.dropFirst(3)) : path)
     }
 }
 

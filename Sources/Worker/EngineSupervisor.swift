@@ -126,6 +126,8 @@ actor EngineSupervisor: Service {
     private nonisolated let usage = Mutex<[String: Usage]>([:])
     /// Request rewriting per canonical model; read without entering the actor.
     private nonisolated let rewrites = Mutex<[String: BodyRewrite]>([:])
+    /// Remote upstreams per canonical model; read without entering the actor.
+    private nonisolated let remotes = Mutex<[String: (url: String, apiKey: Secret?)]>([:])
 
     /// - Parameter loadConfig: re-reads this worker's entry from the cluster file (reload).
     /// - Parameter onChange: called after every state change (sends a heartbeat now).
@@ -149,6 +151,13 @@ actor EngineSupervisor: Service {
         }
         labels.withLock { $0 = Self.labelMap(specs) }
         rewrites.withLock { $0 = Self.rewriteMap(specs) }
+        remotes.withLock { $0 = Self.remoteMap(specs) }
+    }
+
+    private static func remoteMap(_ specs: [ModelSpec]) -> [String: (url: String, apiKey: Secret?)] {
+        var map: [String: (url: String, apiKey: Secret?)] = [:]
+        for spec in specs { if let url = spec.config.upstream { map[spec.name] = (url, spec.config.apiKey) } }
+        return map
     }
 
     private static func rewriteMap(_ specs: [ModelSpec]) -> [String: BodyRewrite] {
@@ -198,6 +207,19 @@ actor EngineSupervisor: Service {
     nonisolated var budget: VRAMBudget { budgetBox.withLock { $0 } }
 
     // MARK: Requests
+
+    /// A remote upstream serving `model` (its API root and key), nil for a local engine.
+    nonisolated func remote(_ model: String) -> (url: String, apiKey: Secret?)? {
+        remotes.withLock { $0[model] }
+    }
+
+    /// A request to a remote model starts: counted like an engine lease (its busy slots).
+    nonisolated func leaseRemote(_ model: String) {
+        usage.withLock { usage in
+            usage[model, default: Usage()].leases += 1
+            usage[model]?.lastUsed = .now
+        }
+    }
 
     /// The request rewriting of a canonical model (empty when it has none).
     nonisolated func rewrite(for model: String) -> BodyRewrite {
@@ -469,7 +491,7 @@ actor EngineSupervisor: Service {
 
     /// Starts a model with no request waiting (preload, pin), after any backoff.
     private func ensure(_ name: String) async {
-        guard let runtime = models[name], !runtime.crashLooped else { return }
+        guard let runtime = models[name], !runtime.crashLooped, runtime.spec.config.upstream == nil else { return }
         if let retryAt = runtime.retryAt, retryAt > .now { try? await Task.sleep(until: retryAt) }
         guard !Task.isCancelled else { return }
         do { _ = try await readyEngine(name) } catch {
@@ -658,6 +680,7 @@ actor EngineSupervisor: Service {
         order = specs.map(\.name)
         labels.withLock { $0 = Self.labelMap(specs) }
         rewrites.withLock { $0 = Self.rewriteMap(specs) }
+        remotes.withLock { $0 = Self.remoteMap(specs) }
         logger.notice("configuration reloaded", metadata: [
             "added": "\(summary.added)", "removed": "\(summary.removed)", "restarted": "\(summary.restarted)",
             "unchanged": "\(summary.unchanged.count)",
@@ -693,6 +716,16 @@ actor EngineSupervisor: Service {
         for name in order {
             guard let runtime = models[name] else { continue }
             var entry = ModelReport(name: name, aliases: runtime.spec.config.aliases, state: .notLoaded)
+            if runtime.spec.config.upstream != nil {
+                // A remote endpoint: always ready, with the capacity its entry declares.
+                let total = runtime.spec.config.slots ?? 4
+                entry.state = .ready
+                entry.slotsTotal = total
+                entry.slotsBusy = min(total, leases(name))
+                entry.unlisted = runtime.spec.config.unlisted
+                reports.append(entry)
+                continue
+            }
             entry.vramEstimateMiB = runtime.spec.vramMiB
             entry.pinned = runtime.spec.config.pin
             entry.unlisted = runtime.spec.config.unlisted

@@ -518,3 +518,53 @@ struct CommandEngineTests {
         }
     }
 }
+
+extension CommandEngineTests {
+    @Test("a remote OpenAI-compatible upstream is routed like any worker; its key stays on the worker")
+    func remoteUpstream() async throws {
+        let key = "sk-remote-" + UUID().uuidString
+        let port = try freePort()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-remote-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Self.engine.write(to: directory.appendingPathComponent("remote.py"), atomically: true, encoding: .utf8)
+        let remote = try ManagedProcess(name: "remote", executable: URL(fileURLWithPath: "/usr/bin/env"),
+                                        arguments: ["python3", directory.appendingPathComponent("remote.py").path, String(port), key])
+        defer { kill(remote.pid, SIGKILL) }
+        let spec = TestCluster.WorkerSpec(name: "w", models: """
+            - {name: cloud, upstream: "http://127.0.0.1:\(port)/v1", api_key_file: cloud.key, slots: 3}
+            """)
+        try await TestCluster.start(specs: [spec], prepare: { directory in
+            try key.write(to: directory.appendingPathComponent("cloud.key"), atomically: true, encoding: .utf8)
+        }).using { cluster in
+            try await cluster.waitForModel("w") { $0["state"] as? String == "ready" && $0["slots_total"] as? Int == 3 }
+            try await cluster.waitUntil("the remote server", timeout: .seconds(10)) {
+                (try? rawConnection(to: "http://127.0.0.1:\(port)")).map { close($0); return true } ?? false
+            }
+            let plain = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(model: "cloud"))
+            #expect(plain.status == 200 && plain.body.contains("python engine"), "\(plain.body)")
+            let streamed = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(model: "cloud", stream: true))
+            #expect(streamed.status == 200 && streamed.body.contains("data: [DONE]"), "\(streamed.body)")
+            #expect(!plain.body.contains(key) && !streamed.body.contains(key))
+            let logs = (cluster.hub.output + (cluster.workers["w"]?.output ?? [])).joined(separator: "\n")
+            #expect(!logs.contains(key), "the remote key never appears in logs")
+            let admin = try await cluster.request("GET", "/admin/workers", token: .some(cluster.adminToken))
+            #expect(!admin.body.contains(key))
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw TestFailure("no free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
