@@ -51,11 +51,15 @@ extension SurfaceTests {
         return try #require(object?["result"] as? [String: Any], "\(line)")
     }
 
-    @Test("the official openai SDK, sync and async: models list and retrieve, chat (plain, streamed, include_usage), completions, embeddings, and the error class of every status")
+    @Test("the official openai SDK, sync and async: models list and retrieve, chat (plain, streamed, include_usage, tools), completions, embeddings, and the error class of every status")
     func openAISDKSurface() async throws {
         let fake = TestCluster.WorkerSpec(name: "busy", fake: true,
                                           models: "- {name: always-busy, path: /models/b.gguf, env: {FAKE_STATUS: \"503\"}}")
-        try await TestCluster.start(specs: [TestCluster.WorkerSpec(name: "a"), fake],
+        // --jinja: llama-server applies the chat template with the request's tools.
+        let jinja = TestCluster.WorkerSpec(name: "a", models: TestCluster.tinyModel(
+            "tiny", "aliases: [tiny-chat]",
+            args: #"["-c", "512", "--parallel", "2", "-t", "1", "--embeddings", "--pooling", "mean", "--jinja"]"#))
+        try await TestCluster.start(specs: [jinja, fake],
                                     hubSettings: "max_body_mb: 0.05\nretries: 0\nbreaker: {min_samples: 1000, consecutive_failures: 0}")
             .using { cluster in
             let limited = try await TokenVerifier(secret: Secret(cluster.secrets.client))
@@ -75,6 +79,11 @@ extension SurfaceTests {
                     stream_options={"include_usage": True}, messages=[{"role": "user", "content": "hi"}]))
                 out["stream_chunks"] = len(chunks)
                 out["stream_usage"] = chunks[-1].usage.total_tokens if chunks[-1].usage else None
+                tools = [{"type": "function", "function": {"name": "get_weather", "description": "weather of a city",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+                with_tools = client.chat.completions.create(model="tiny", max_tokens=4, tools=tools,
+                    messages=[{"role": "user", "content": "weather in Paris?"}])
+                out["tools"] = with_tools.choices[0].finish_reason is not None and with_tools.usage.prompt_tokens > 20
                 out["completion"] = client.completions.create(model="tiny", prompt="Hello", max_tokens=3).choices[0].text is not None
                 out["embedding"] = len(client.embeddings.create(model="tiny", input="hello").data[0].embedding)
                 def error(call):
@@ -113,6 +122,7 @@ extension SurfaceTests {
             #expect((result["stream_chunks"] as? Int ?? 0) >= 3)
             #expect((result["stream_usage"] as? Int ?? 0) > 0, "include_usage: the last chunk carries usage")
             #expect(result["completion"] as? Bool == true)
+            #expect(result["tools"] as? Bool == true, "a request with tools reaches the engine's template: \(result)")
             #expect((result["embedding"] as? Int ?? 0) > 0)
             #expect(result["400"] as? String == "BadRequestError:400", "\(result)")
             #expect(result["401"] as? String == "AuthenticationError:401", "\(result)")
