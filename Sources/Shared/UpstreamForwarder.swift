@@ -32,7 +32,7 @@ public struct UpstreamForwarder: Sendable {
         /// The upstream failed or went silent after the client had bytes, or its 5xx answer
         /// was passed on (the last attempt): a failure of the upstream either way.
         case upstreamFailed(String, Timing)
-        /// The upstream's 429 was passed on: it was busy, which says nothing about its health.
+        /// The upstream's 429 (busy) or 501 (not supported) was passed on: nothing about its health.
         case busy
         /// The client went away, or stopped reading until `clientWriteTimeout`.
         case clientGone(Timing)
@@ -136,7 +136,9 @@ public struct UpstreamForwarder: Sendable {
         let status = Int(upstream.head.status.code)
         let responseStatus = HTTPResponse.Status(code: status, reasonPhrase: upstream.head.status.reasonPhrase)
         let responseHeaders = HTTPForwarding.responseHeaders(upstream.head.headers)
-        let retryable = options.interceptRetryable && (status >= 500 || status == 429)
+        // 501 is the engine saying it cannot do this at all (llama-server without --reranking, a
+        // model without FIM tokens): another worker's copy would say the same.
+        let retryable = options.interceptRetryable && (status >= 500 && status != 501 || status == 429)
         switch upstream.body {
         case .complete(let bytes):
             if retryable {
@@ -207,10 +209,12 @@ public struct UpstreamForwarder: Sendable {
     }
 
     /// How an answer that was passed on ends for the breaker: a 5xx is the upstream's
-    /// failure even when no retry is left to intercept it; a 429 says it was busy.
+    /// failure even when no retry is left to intercept it; a 429 says it was busy and a 501
+    /// that it does not support the request, neither of which is about its health (a client
+    /// calling /rerank on a model without reranking must not open the breaker for everyone).
     static func finish(status: Int, timing: Timing) -> Finish {
+        if status == 429 || status == 501 { return .busy }
         if status >= 500 { return .upstreamFailed("HTTP \(status)", timing) }
-        if status == 429 { return .busy }
         return .completed(timing)
     }
 

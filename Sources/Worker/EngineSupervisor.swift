@@ -325,7 +325,8 @@ actor EngineSupervisor: Service {
         var environment = spec.config.env
         environment["LLAMA_API_KEY"] = apiKey  // kept out of argv, which other users can read
         environment["ENGINE_API_KEY"] = apiKey  // the same, for a `cmd` engine
-        logger.info("starting engine", metadata: ["model": "\(name)", "port": "\(port)", "executable": "\(executable)"])
+        logger.info(spec.config.cmd == nil ? "starting llama-server" : "starting engine",
+                    metadata: ["model": "\(name)", "port": "\(port)", "executable": "\(executable)"])
         let process: ChildProcess
         let level = Logger.Level(rawValue: config.engineLogLevel) ?? .info
         do {

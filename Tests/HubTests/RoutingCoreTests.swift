@@ -114,7 +114,8 @@ struct CircuitBreakerTests {
     }
 
     @Test("an answer passed on without a retry left: 5xx is a failure, 429 says nothing, 2xx and 4xx are successes",
-          arguments: [(500, "failure"), (502, "failure"), (503, "failure"), (429, "neutral"), (200, "success"), (404, "success")])
+          arguments: [(500, "failure"), (502, "failure"), (503, "failure"), (429, "neutral"), (501, "neutral"), (200, "success"),
+                     (404, "success")])
     func lastAttempt(status: Int, expected: String) {
         let sample = OpenAIRoutes.sample(UpstreamForwarder.finish(status: status, timing: .init()), policy: BreakerConfig())
         let kind = switch sample {

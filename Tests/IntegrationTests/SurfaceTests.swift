@@ -33,6 +33,18 @@ struct SurfaceTests {
             #expect(missing.status == 404 && missing.errorCode == "model_not_found", "\(missing.body)")
             let unknownModel = try await cluster.request("POST", "/tokenize", body: #"{"model":"nope","content":"x"}"#)
             #expect(unknownModel.status == 404 && unknownModel.errorCode == "model_not_found", "\(unknownModel.body)")
+            // Routed to the engine, which cannot do these with the tiny model: its own 501 comes
+            // back, and it is not held against the worker (the breaker stays closed).
+            for (path, body) in [("/infill", #"{"model":"tiny","input_prefix":"a","input_suffix":"b"}"#),
+                                 ("/rerank", #"{"model":"tiny","query":"q","documents":["d"]}"#),
+                                 ("/v1/rerank", #"{"model":"tiny","query":"q","documents":["d"]}"#)]
+                + Array(repeating: ("/reranking", #"{"model":"tiny","query":"q","documents":["d"]}"#), count: 5)
+            {
+                let reply = try await cluster.request("POST", path, body: body)
+                #expect(reply.status == 501 && reply.body.contains("support"), "\(path): \(reply.body)")
+            }
+            #expect(try await cluster.adminModel("a")?["breaker"] as? String == "closed")
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200)
             let notProxied = try await cluster.request("POST", "/v1/nope", body: chatBody())
             #expect(notProxied.status == 404 && notProxied.json?["error"] is [String: Any], "\(notProxied.body)")
         }
