@@ -102,7 +102,7 @@ struct OpenAIRoutes {
         // The `models` claim names canonical models: an alias is resolved first, so an alias
         // that matches a pattern cannot reach a model outside it. (The pick is checked again:
         // an alias may name different models on different workers.)
-        if let identity = context.identity {
+        if let identity = context.identity, identity.models != nil {  // no claim: every model, nothing to resolve
             let canonical = state.canonicalModels(for: fields.model)
             guard canonical.isEmpty ? identity.allows(fields.model) : canonical.allSatisfy(identity.allows) else {
                 throw Self.notAllowed(fields.model)
@@ -139,7 +139,7 @@ struct OpenAIRoutes {
                                   headers: [.retryAfter: "5"])
             }
             let lease = Lease(pick, state: state)
-            if let identity = context.identity, !identity.allows(pick.model) {
+            if let identity = context.identity, identity.models != nil, !identity.allows(pick.model) {
                 lease.release(.neutral)
                 throw Self.notAllowed(fields.model)
             }
