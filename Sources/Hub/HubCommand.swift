@@ -16,6 +16,22 @@ struct HubCommand: AsyncParsableCommand {
     )
 }
 
+/// A token lifetime given as `--ttl` (30m, 1h, 24h...), or a validation error.
+func tokenLifetime(_ ttl: String) throws -> Duration {
+    guard let lifetime = ConfigDuration.parse(ttl), lifetime > .zero else {
+        throw ValidationError("--ttl: expected a duration like 30m or 1h")
+    }
+    return lifetime
+}
+
+/// The cluster's worker key, which join tokens and worker credentials derive from.
+func clusterWorkerKey(_ cluster: ClusterConfig) throws -> Secret {
+    guard let key = cluster.hub.auth.workerSecret else {
+        throw ValidationError("hub.auth.worker_secret_file is required: worker credentials and join tokens derive from it")
+    }
+    return key
+}
+
 /// Loads the cluster file or exits with the one-line error.
 func loadConfigOrExit(_ path: String) throws -> ClusterConfig {
     do {
@@ -79,9 +95,7 @@ extension HubCommand {
 
         func run() async throws {
             let cluster = try loadConfigOrExit(config)
-            guard let lifetime = ConfigDuration.parse(ttl), lifetime > .zero else {
-                throw ValidationError("--ttl: expected a duration like 30m or 1h")
-            }
+            let lifetime = try tokenLifetime(ttl)
             guard let role = TokenRole(rawValue: role), role == .client || role == .admin else {
                 throw ValidationError("--role: expected client or admin")
             }

@@ -108,13 +108,8 @@ struct JoinTokenCommand: AsyncParsableCommand {
     var ttl: String = "1h"
 
     func run() async throws {
-        let cluster = try loadConfigOrExit(config)
-        guard let lifetime = ConfigDuration.parse(ttl), lifetime > .zero else {
-            throw ValidationError("--ttl: expected a duration like 30m or 1h")
-        }
-        guard let key = cluster.hub.auth.workerSecret else {
-            throw ValidationError("hub.auth.worker_secret_file is required to mint join tokens")
-        }
+        let lifetime = try tokenLifetime(ttl)
+        let key = try clusterWorkerKey(loadConfigOrExit(config))
         let now = Date()
         let signer = await TokenVerifier(secret: WorkerKey.joinKey(clusterKey: key))
         print(try await signer.sign(CaravanClaims(sub: "join", expires: now.addingTimeInterval(Double(lifetime.components.seconds)),
@@ -139,9 +134,6 @@ struct WorkerSecretCommand: ParsableCommand {
         guard cluster.workers.contains(where: { $0.name == name }) else {
             throw ValidationError("no worker named \(name) in \(config)")
         }
-        guard let key = cluster.hub.auth.workerSecret else {
-            throw ValidationError("hub.auth.worker_secret_file is required to derive worker credentials")
-        }
-        print(WorkerKey.derive(clusterKey: key, worker: name).value)
+        print(WorkerKey.derive(clusterKey: try clusterWorkerKey(cluster), worker: name).value)
     }
 }
