@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
+import ServiceLifecycle
 import Shared
 
 /// Operator API (admin token): `GET /admin/workers`, the cluster view, and per-worker
@@ -11,11 +13,20 @@ import Shared
 /// | `GET /admin/workers/{name}/logs?model=M[&lines=N][&follow=true]` | `GET /logs?...` |
 /// | `POST /admin/workers/{name}/reload` | `POST /admin/reload` |
 /// | `POST /admin/workers/{name}/models/{model}/reset` | `POST /admin/models/{model}/reset` |
+/// | `POST /admin/workers/{name}/models/{model}/unload` | `POST /admin/models/{model}/unload` |
+/// | `POST /admin/workers/{name}/models/{model}/load` | `POST /admin/models/{model}/load` |
+/// | `POST /admin/workers/{name}/drain`, `/undrain` | `POST /admin/drain`, `/admin/undrain` (and at once on this hub) |
+/// | `GET /admin/workers/{name}/metrics` | `GET /metrics` |
+///
+/// and the hub's own: `GET /admin/events` (SSE of state changes), `POST /admin/reload`,
+/// `GET /metrics`.
 struct AdminRoutes {
     let state: HubState
     let forwarder: UpstreamForwarder
     let keys: WorkerKeys
     let logger: Logger
+    var metrics: HubMetrics?
+    var reloader: HubReloader?
 
     /// One worker as the admin API shows it.
     struct WorkerView: Encodable {
@@ -25,6 +36,8 @@ struct AdminRoutes {
         var heartbeatAgeMs: Int
         var weight: Double
         var inFlight: Int
+        /// Takes no new requests (drained on this hub or on the worker).
+        var draining: Bool
         var gpus: [GPUReport]
         var models: [ModelView]
     }
@@ -66,12 +79,77 @@ struct AdminRoutes {
         group.post("/admin/workers/{name}/reload") { request, context in
             try await relay(request, worker: context.parameters.get("name"), path: "/admin/reload", streaming: false)
         }
-        group.post("/admin/workers/{name}/models/{model}/reset") { request, context in
-            let model = context.parameters.get("model") ?? ""
-            let escaped = model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? model
-            return try await relay(request, worker: context.parameters.get("name"),
-                                   path: "/admin/models/\(escaped)/reset", streaming: false)
+        for action in ["reset", "unload", "load"] {
+            group.post(RouterPath("/admin/workers/{name}/models/{model}/\(action)")) { request, context in
+                let model = context.parameters.get("model") ?? ""
+                let escaped = model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? model
+                return try await relay(request, worker: context.parameters.get("name"),
+                                       path: "/admin/models/\(escaped)/\(action)", streaming: false)
+            }
         }
+        group.get("/admin/workers/{name}/metrics") { request, context in
+            try await relay(request, worker: context.parameters.get("name"), path: "/metrics", streaming: false)
+        }
+        for (action, drained) in [("drain", true), ("undrain", false)] {
+            group.post(RouterPath("/admin/workers/{name}/\(action)")) { request, context in
+                let name = context.parameters.get("name") ?? ""
+                // Here at once; on the worker so every hub (and its next report) agrees.
+                guard state.setDrained(name, drained) else {
+                    throw OpenAIError(.notFound, type: "invalid_request_error", code: "worker_not_found",
+                                      message: "No live worker named '\(name)'")
+                }
+                logger.notice(drained ? "worker drained by an admin" : "worker undrained by an admin", metadata: ["worker": "\(name)"])
+                let answer = try? await relay(request, worker: name, path: "/admin/\(action)", streaming: false)
+                return try jsonResponse(DrainAnswer(worker: name, draining: drained, workerAcknowledged: answer?.status == .ok,
+                                                    inFlight: state.liveWorkers().first { $0.name == name }?.report.inFlight ?? 0))
+            }
+        }
+        group.get("/admin/events") { _, _ in events() }
+        if let reloader {
+            group.post("/admin/reload") { _, _ in
+                do {
+                    return try jsonResponse(try await reloader.reload())
+                } catch {
+                    logger.error("reload failed; the running configuration is unchanged", metadata: ["reason": "\(error)"])
+                    throw OpenAIError(.badRequest, type: "invalid_request_error", code: "reload_failed",
+                                      message: "reload failed, nothing changed: \(error)")
+                }
+            }
+        }
+        if let metrics {
+            group.get("/metrics") { _, _ in metricsResponse(metrics) }
+        }
+    }
+
+    struct DrainAnswer: Encodable {
+        var worker: String
+        var draining: Bool
+        /// The worker itself took the drain (so its reports to every hub say so).
+        var workerAcknowledged: Bool
+        var inFlight: Int
+    }
+
+    /// The Prometheus exposition (also served by the open metrics listener).
+    func metricsResponse(_ metrics: HubMetrics) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                 body: .init(byteBuffer: ByteBuffer(string: metrics.render(snapshot()))))
+    }
+
+    /// `GET /admin/events`: the recent events, the current snapshot, then changes as they
+    /// happen and a snapshot every second. Ends when the client leaves or the hub stops.
+    private func events() -> Response {
+        let (id, frames) = state.events.subscribe()
+        let events = state.events
+        let first = (try? WireCoding.encoder().encode(EventTicker.Snapshot(workers: snapshot().workers, queued: snapshot().queued,
+                                                                            rates: [:])))
+            .map { ClusterEvents.frame(type: "snapshot", data: $0) }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                        body: ResponseBody { writer in
+                            defer { events.unsubscribe(id) }
+                            if let first { try await writer.write(first) }
+                            for await frame in frames.cancelOnGracefulShutdown() { try await writer.write(frame) }
+                            try await writer.finish(nil)
+                        })
     }
 
     /// Sends the call to a live worker with the hub's credential and relays its answer
@@ -100,7 +178,7 @@ struct AdminRoutes {
             WorkerView(
                 name: worker.name, url: worker.report.url, version: worker.report.version,
                 heartbeatAgeMs: Int((now - worker.lastSeen) / .milliseconds(1)), weight: worker.report.weight,
-                inFlight: worker.report.inFlight, gpus: worker.report.gpus,
+                inFlight: worker.report.inFlight, draining: worker.isDraining, gpus: worker.report.gpus,
                 models: zip(worker.report.models, pairs).map { model, state in
                     let (pair, breaker) = state
                     return ModelView(

@@ -10,13 +10,14 @@ import Shared
 /// `Access-Control-Allow-Origin` echoing that origin; others get no CORS headers, so the
 /// browser keeps the answer from the page.
 struct CORSAllowList<Context: RequestContext>: RouterMiddleware {
-    let origins: Set<String>
+    /// The allowed origins in force (`hub.cors_origins`; a reload replaces them).
+    let allowed: @Sendable () -> Set<String>
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
         guard let origin = request.headers[.origin] else { return try await next(request, context) }
-        let allowed = origins.contains(origin)
+        let allowed = self.allowed().contains(origin)
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
             guard allowed else {
                 throw OpenAIError(.forbidden, type: "permission_error", code: "origin_not_allowed",

@@ -55,7 +55,7 @@ struct CircuitBreaker: Sendable {
         var reason: String
     }
 
-    let policy: Policy
+    private(set) var policy: Policy
     private(set) var state: State = .closed
     /// Consecutive openings without a full close in between (drives the doubling).
     private(set) var openings = 0
@@ -66,12 +66,23 @@ struct CircuitBreaker: Sendable {
     private var buckets: [(start: Instant, successes: Int, failures: Int)] = []
     /// When the newest bucket stops taking samples.
     private var bucketEnds: Instant?
-    private let bucketWidth: Duration
+    private var bucketWidth: Duration
     private static let bucketCount = 10
 
     init(policy: Policy) {
         self.policy = policy
         bucketWidth = policy.window / Self.bucketCount
+    }
+
+    /// Takes a reloaded policy. The state is kept; the window's samples are kept unless the
+    /// window's length changed (then they no longer mean what the new policy counts).
+    mutating func adopt(_ next: Policy) {
+        if next.window != policy.window {
+            buckets = []
+            bucketEnds = nil
+            bucketWidth = next.window / Self.bucketCount
+        }
+        policy = next
     }
 
     /// Whether a request may be sent now. In half-open this admits exactly one probe and

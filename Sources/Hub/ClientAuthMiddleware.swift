@@ -10,7 +10,8 @@ import Shared
 struct ClientAuthMiddleware: RouterMiddleware {
     typealias Context = HubRequestContext
 
-    let authenticator: ClientAuthenticator?
+    /// The authenticator in force (nil under `--no-auth`; a reload replaces it).
+    let settings: HubSettings
     /// The rules of `--no-auth` (nil with authentication).
     var local: LocalOnlyAccess?
     var roles: Set<TokenRole> = [.client, .admin]
@@ -20,7 +21,8 @@ struct ClientAuthMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
-        guard let authenticator else {
+        if limiter != nil { context.access?.update { $0.isAPI = true } }
+        guard let authenticator = settings.current.authenticator else {
             try local?.check(request, admin: roles == [.admin])
             return try await next(request, context)
         }
@@ -35,6 +37,7 @@ struct ClientAuthMiddleware: RouterMiddleware {
             throw OpenAIError.unauthorized(error.reason)
         }
         context.identity = identity
+        context.access?.update { $0.subject = identity.subject }
         guard let limiter else { return try await next(request, context) }
         switch limiter.acquire(identity) {
         case .failure(let retry):

@@ -12,7 +12,9 @@ struct ControlPlane {
     let state: HubState
     let keys: WorkerKeys
     /// Worker entries of the cluster file, by name (for the URL check).
-    let entries: [String: WorkerConfig]
+    let settings: HubSettings
+    /// Worker entries of the cluster file in force, by name.
+    var entries: [String: WorkerConfig] { settings.current.entries }
     let heartbeatInterval: Duration
     let logger: Logger
 

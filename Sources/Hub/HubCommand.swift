@@ -58,11 +58,15 @@ extension HubCommand {
         @Option(name: .long, help: "trace, debug, info, notice, warning, error, critical.")
         var logLevel: String = ProcessInfo.processInfo.environment["CARAVAN_LOG_LEVEL"] ?? "info"
 
+        @Option(name: .long, help: "text or json (one JSON object per line).")
+        var logFormat: String = ProcessInfo.processInfo.environment["CARAVAN_LOG_FORMAT"] ?? "text"
+
         func run() async throws {
-            bootstrapLogging(level: Logger.Level(text: logLevel))
+            guard let format = LogFormat(rawValue: logFormat) else { throw ValidationError("--log-format: expected text or json") }
+            bootstrapLogging(level: Logger.Level(text: logLevel), format: format)
             let cluster = try loadConfigOrExit(config)
             guard noAuth || !noAuthAdmin else { throw ValidationError("--no-auth-admin needs --no-auth") }
-            let options = HubOptions(noAuth: noAuth, noAuthAdmin: noAuthAdmin)
+            let options = HubOptions(noAuth: noAuth, noAuthAdmin: noAuthAdmin, configPath: config)
             do {
                 try HubApplication.checkSecrets(cluster, options: options)
             } catch {

@@ -20,15 +20,47 @@ final class HubState: Sendable {
 
     private let guarded: Mutex<Guarded>
     let now: Now
-    let queueCapacity: Int
+    private let capacity: Atomic<Int>
     let logger: Logger
+    /// Where state changes are announced (`GET /admin/events`).
+    let events: ClusterEvents
+    /// Breaker transitions are counted here.
+    let metrics: HubMetrics?
 
     init(registry: Registry, queueCapacity: Int = 64, logger: Logger = Logger(label: "caravan.hub"),
+         events: ClusterEvents = ClusterEvents(), metrics: HubMetrics? = nil,
          now: @escaping Now = { ContinuousClock.now }) {
         self.guarded = Mutex(Guarded(registry: registry))
-        self.queueCapacity = queueCapacity
+        self.capacity = Atomic(queueCapacity)
         self.logger = logger
+        self.events = events
+        self.metrics = metrics
         self.now = now
+    }
+
+    /// Requests that may wait per model (`queue.size`; a reload changes it).
+    var queueCapacity: Int { capacity.load(ordering: .relaxed) }
+
+    /// Applies a reloaded configuration's routing and queue settings.
+    func reconfigure(declaredModels: [String: String], discoveringWorkers: Set<String>,
+                     breakerPolicy: CircuitBreaker.Policy, aheadPerSlot: Int, queueCapacity: Int) {
+        capacity.store(queueCapacity, ordering: .relaxed)
+        guarded.withLock {
+            $0.registry.reconfigure(declaredModels: declaredModels, discoveringWorkers: discoveringWorkers,
+                                    breakerPolicy: breakerPolicy, aheadPerSlot: aheadPerSlot)
+        }
+        drainQueues()
+    }
+
+    /// Drains or undrains a worker on this hub at once (its own report follows); false when
+    /// no such worker is registered.
+    func setDrained(_ name: String, _ drained: Bool) -> Bool {
+        let found = guarded.withLock { $0.registry.setDrained(name, drained) }
+        if found {
+            events.publish(.init(type: drained ? "worker_draining" : "worker_undrained", worker: name))
+            if !drained { drainQueues() }
+        }
+        return found
     }
 
     // MARK: Routing
@@ -159,31 +191,68 @@ final class HubState: Sendable {
         logger.warning("circuit breaker \(transition.from) -> \(transition.to)", metadata: [
             "worker": "\(pick.worker)", "model": "\(pick.model)", "reason": "\(transition.reason)",
         ])
+        metrics?.breakerTransition(worker: pick.worker, model: pick.model, to: "\(transition.to)")
+        events.publish(.init(type: "breaker", worker: pick.worker, model: pick.model, from: "\(transition.from)",
+                             to: "\(transition.to)", reason: transition.reason))
     }
 
     // MARK: Membership
 
     func register(_ report: WorkerReport) {
         let instant = now()
-        guarded.withLock { $0.registry.register(report, now: instant) }
+        let previous = guarded.withLock { state in
+            defer { state.registry.register(report, now: instant) }
+            return state.registry.worker(named: report.name)?.report
+        }
+        if previous == nil { events.publish(.init(type: "worker_registered", worker: report.name, to: report.url)) }
+        announceChanges(from: previous, to: report)
         drainQueues()
     }
 
     func heartbeat(_ report: WorkerReport) -> Registry.HeartbeatResult {
         let instant = now()
-        let result = guarded.withLock { $0.registry.heartbeat(report, now: instant) }
-        if result == .accepted { drainQueues() }
+        let (result, previous) = guarded.withLock { state in
+            let previous = state.registry.worker(named: report.name)?.report
+            return (state.registry.heartbeat(report, now: instant), previous)
+        }
+        if result == .accepted {
+            announceChanges(from: previous, to: report)
+            drainQueues()
+        }
         return result
+    }
+
+    /// Publishes what changed between two reports of one worker: model states, engine
+    /// crashes, and the worker's own drain.
+    private func announceChanges(from previous: WorkerReport?, to report: WorkerReport) {
+        let before = Dictionary((previous?.models ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for model in report.models {
+            let old = before[model.name]
+            if old?.state != model.state {
+                events.publish(.init(type: "model_state", worker: report.name, model: model.name,
+                                     from: old.map { $0.state.rawValue }, to: model.state.rawValue, reason: model.reason))
+            }
+            if (model.recentCrashes ?? 0) > (old?.recentCrashes ?? 0) {
+                events.publish(.init(type: "engine_crash", worker: report.name, model: model.name, reason: model.reason))
+            }
+        }
+        if let previous, (previous.draining ?? false) != (report.draining ?? false) {
+            events.publish(.init(type: report.draining == true ? "worker_draining" : "worker_undrained", worker: report.name))
+        }
     }
 
     @discardableResult
     func deregister(_ name: String) -> Bool {
-        guarded.withLock { $0.registry.deregister(name) }
+        let removed = guarded.withLock { $0.registry.deregister(name) }
+        if removed { events.publish(.init(type: "worker_left", worker: name)) }
+        return removed
     }
 
     func expire() -> [String] {
         let instant = now()
-        return guarded.withLock { $0.registry.expire(now: instant) }
+        let expired = guarded.withLock { $0.registry.expire(now: instant) }
+        for name in expired { events.publish(.init(type: "worker_expired", worker: name)) }
+        return expired
     }
 
     /// Live workers with the routing state and breaker of each of their models (report order).
@@ -209,6 +278,17 @@ final class HubState: Sendable {
     func servedModels() -> [String] {
         let instant = now()
         return guarded.withLock { $0.registry.servedModels(now: instant) }
+    }
+
+    /// Per canonical model: how many live workers have it in each state.
+    func modelPlacement() -> [String: [String: Int]] {
+        var placement: [String: [String: Int]] = [:]
+        for worker in liveWorkers() {
+            for model in worker.report.models {
+                placement[model.name, default: [:]][worker.isDraining ? "draining" : model.state.rawValue, default: 0] += 1
+            }
+        }
+        return placement
     }
 }
 

@@ -22,14 +22,25 @@ struct OpenAIRoutes {
     let state: HubState
     let forwarder: UpstreamForwarder
     let keys: WorkerKeys
-    let config: HubConfig
+    let settings: HubSettings
     let logger: Logger
+    /// Ends streams still running when the shutdown grace is over.
+    var shutdown: ShutdownGrace?
+
+    /// The hub section in force (a reload replaces it between requests).
+    var config: HubConfig { settings.current.hub }
 
     func addRoutes(to group: RouterGroup<HubRequestContext>) {
         group.get("/v1/models") { _, context in
             let created = Int(Date().timeIntervalSince1970)
             // Only what this credential may use: a token limited to some models learns nothing of the others.
-            let data = state.servedModels().filter { context.identity?.allows($0) ?? true }.map { ["id": $0, "object": "model", "created": created, "owned_by": "caravan"] as [String: Any] }
+            // `caravan`: where each model runs (the SDK ignores unknown fields).
+            let placement = state.modelPlacement()
+            let data = state.servedModels().filter { context.identity?.allows($0) ?? true }.map { id -> [String: Any] in
+                let states = placement[id] ?? [:]
+                return ["id": id, "object": "model", "created": created, "owned_by": "caravan",
+                        "caravan": ["workers": states.values.reduce(0, +), "states": states]]
+            }
             let json = try JSONSerialization.data(withJSONObject: ["object": "list", "data": data], options: [.sortedKeys])
             return Response(status: .ok, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: json)))
@@ -108,7 +119,16 @@ struct OpenAIRoutes {
                 throw Self.notAllowed(fields.model)
             }
         }
-        let headers = HTTPForwarding.requestHeaders(request.headers)
+        let config = self.config
+        let access = context.access
+        var logger = self.logger
+        var headers = HTTPForwarding.requestHeaders(request.headers)
+        if let access {
+            logger[metadataKey: "request_id"] = "\(access.id)"
+            headers.append((RequestID.header, access.id))
+            let known = state.canonicalModels(for: fields.model)
+            access.update { $0.model = known.count == 1 ? known.first : (known.isEmpty ? nil : fields.model) }
+        }
         let target = path + (request.uri.query.map { "?\($0)" } ?? "")
         let queueDeadline = ContinuousClock.now + config.queue.timeout
         var tried: [Int] = []
@@ -122,6 +142,12 @@ struct OpenAIRoutes {
                 pick = chosen
             case .saturated:
                 // Waiting ends the moment the client leaves (its place goes to the next in line).
+                let waitStart = ContinuousClock.now
+                defer {
+                    let waited = ContinuousClock.now - waitStart
+                    access?.update { $0.queueWait = ($0.queueWait ?? .zero) + waited }
+                    if let model = access?.current.model { state.metrics?.queueWait(model: model, waited) }
+                }
                 pick = try await state.waitForCapacity(fields.model, deadline: queueDeadline,
                                                        clientDeparture: context.clientDeparture)
             case .unknownModel:
@@ -139,6 +165,10 @@ struct OpenAIRoutes {
                                   headers: [.retryAfter: "5"])
             }
             let lease = Lease(pick, state: state)
+            access?.update { fields in
+                fields.model = pick.model
+                fields.worker = pick.worker
+            }
             if let identity = context.identity, identity.models != nil, !identity.allows(pick.model) {
                 lease.release(.neutral)
                 throw Self.notAllowed(fields.model)
@@ -151,7 +181,7 @@ struct OpenAIRoutes {
             let options = UpstreamForwarder.Options(
                 headTimeout: fields.stream ? config.firstByteTimeout : config.requestTimeout,
                 idleTimeout: config.idleTimeout, interceptRetryable: attempt < config.retries,
-                clientWriteTimeout: config.clientWriteTimeout)
+                clientWriteTimeout: config.clientWriteTimeout, readUsage: true, shutdown: shutdown)
             let breaker = config.breaker
             let result = await forwarder.forward(
                 url: pick.url + target, method: request.method,
@@ -160,6 +190,7 @@ struct OpenAIRoutes {
                 body: body, options: options, logger: logger, clientDeparture: context.clientDeparture,
                 onFirstByte: { lease.firstByteArrived() }
             ) { finish in
+                access?.finished(finish)
                 lease.release(Self.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead,
                                           firstByteJudged: lease.firstByteJudged),
                               ttft: finish.timing?.firstByte)
@@ -174,6 +205,10 @@ struct OpenAIRoutes {
                 let status = reply.map { $0.status.code }
                 lease.release(status == 429 || lease.firstByteJudged ? .neutral : .failure(reason))
                 tried.append(pick.slot)
+                if attempt < config.retries {
+                    access?.update { $0.retries += 1 }
+                    state.metrics?.retry(model: pick.model, worker: pick.worker)
+                }
                 lastFailure = "worker \(pick.worker): \(reason)"
                 lastReply = reply
                 logger.warning("attempt failed before the first byte", metadata: [

@@ -57,9 +57,14 @@ struct RateBuckets: Sendable {
 /// The shared limiter: one lock around the buckets.
 final class RateLimiter: Sendable {
     private let buckets = Mutex(RateBuckets())
-    let defaults: RateBuckets.Limits
+    private let configured: Mutex<RateBuckets.Limits>
+    /// The `hub.limits` in force (a reload replaces them).
+    var defaults: RateBuckets.Limits {
+        get { configured.withLock { $0 } }
+        set { configured.withLock { $0 = newValue } }
+    }
 
-    init(defaults: RateBuckets.Limits) { self.defaults = defaults }
+    init(defaults: RateBuckets.Limits) { configured = Mutex(defaults) }
 
     /// Limits for a caller: its token's claims override the configured defaults.
     func limits(for identity: Identity) -> RateBuckets.Limits {

@@ -50,6 +50,8 @@ struct Registry: Sendable {
         var dispatched = 0
         /// The breaker's admission state, mirrored from `breakers[pair id]` after every change.
         var gate = Gate.closed
+        /// The worker is drained (by an admin, here or on the worker): not a candidate.
+        var drained = false
     }
 
     /// What the pick loop reads for one pair, derived from the pair by `refresh(_:)`.
@@ -165,7 +167,11 @@ struct Registry: Sendable {
         var aliveAt: Instant
         /// Pair ids, in the order of `report.models`.
         var pairs: [Int]
+        /// Drained through this hub's admin API (the worker's own report may say so too).
+        var drainedHere = false
         var name: String { report.name }
+        /// Takes no new requests: drained here or on the worker.
+        var isDraining: Bool { drainedHere || report.draining == true }
     }
 
     /// The worker chosen for one attempt.
@@ -211,14 +217,14 @@ struct Registry: Sendable {
     static let assumedSlots = 4
 
     let expiry: Duration
-    let declaredModels: [String: String]
+    private(set) var declaredModels: [String: String]
     /// Workers whose entries have a `models_dir`: while one of them is not live, a name no
     /// one knows may be one of its discovered models, so it gets 503 (try later), not 404.
-    let discoveringWorkers: Set<String>
-    let breakerPolicy: CircuitBreaker.Policy
+    private(set) var discoveringWorkers: Set<String>
+    private(set) var breakerPolicy: CircuitBreaker.Policy
     /// Requests per slot the hub may send to a loaded worker whose slots are all busy
     /// (`queue.ahead_per_slot`); see ``Tier/ahead``.
-    let aheadPerSlot: Int
+    private(set) var aheadPerSlot: Int
     private(set) var slots: [Worker?] = []
     private(set) var pairs: [Pair] = []
     /// Circuit breakers, indexed like `pairs`.
@@ -295,6 +301,7 @@ struct Registry: Sendable {
             seenModels.formUnion(model.aliases)
             let fit = budget.fit(needMiB: model.vramEstimateMiB, freeMiB: freeVRAM)
             if let id = reuse[model.name] {
+                pairs[id].drained = worker.drainedHere || report.draining == true
                 pairs[id].model = index
                 pairs[id].lastSeen = nanos(now)
                 pairs[id].weight = report.weight
@@ -314,8 +321,9 @@ struct Registry: Sendable {
                 ids.append(id)
             } else {
                 incarnations += 1
-                let pair = Pair(slot: slot, model: index, incarnation: incarnations, lastSeen: nanos(now), weight: report.weight, state: model.state,
+                var pair = Pair(slot: slot, model: index, incarnation: incarnations, lastSeen: nanos(now), weight: report.weight, state: model.state,
                                 slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fit: fit)
+                pair.drained = worker.drainedHere || report.draining == true
                 let id: Int
                 if let free = pairs.firstIndex(where: { $0.slot == -1 }) {
                     id = free
@@ -341,6 +349,31 @@ struct Registry: Sendable {
         slots[slot] = worker
         let isNew = oldIDs.isEmpty
         if isNew || oldNames != report.models.map(\.name) || oldAliases != report.models.map(\.aliases) { rebuildRoutes() }
+    }
+
+    /// Drains (or undrains) a worker from this hub: its pairs stop being candidates at once,
+    /// requests in flight finish. False when no such worker is registered.
+    mutating func setDrained(_ name: String, _ drained: Bool) -> Bool {
+        guard let slot = slotByName[name], var worker = slots[slot] else { return false }
+        worker.drainedHere = drained
+        slots[slot] = worker
+        for id in worker.pairs {
+            pairs[id].drained = worker.isDraining
+            refresh(id)
+        }
+        return true
+    }
+
+    /// Applies a reloaded configuration's routing settings. Breakers keep their state and
+    /// history under the new policy; balancer state is kept.
+    mutating func reconfigure(declaredModels: [String: String], discoveringWorkers: Set<String>,
+                              breakerPolicy: CircuitBreaker.Policy, aheadPerSlot: Int) {
+        self.declaredModels = declaredModels
+        self.discoveringWorkers = discoveringWorkers
+        self.breakerPolicy = breakerPolicy
+        self.aheadPerSlot = aheadPerSlot
+        for id in breakers.indices { breakers[id].adopt(breakerPolicy) }
+        for id in pairs.indices { refresh(id) }
     }
 
     /// Removes a worker that is leaving on purpose; false when it was not registered.
@@ -402,6 +435,10 @@ struct Registry: Sendable {
         guard !memberships[id].isEmpty else { return }
         guard pair.slot >= 0 else {
             for (route, position) in memberships[id] { routes[route].set(position, to: Candidate()) }
+            return
+        }
+        if pair.drained {
+            for (route, position) in memberships[id] { routes[route].set(position, to: Candidate(slot: pair.slot)) }
             return
         }
         let (tier, free) = Self.capacity(pair, aheadPerSlot: aheadPerSlot)
@@ -611,7 +648,7 @@ struct Registry: Sendable {
         var anyCouldServe = false
         for id in ids {
             let pair = pairs[id]
-            guard pair.slot >= 0, now - pair.lastSeen <= expiryNanos else { continue }
+            guard pair.slot >= 0, now - pair.lastSeen <= expiryNanos, !pair.drained else { continue }
             anyLive = true
             if pair.state != .ready, pair.state != .loading, case .never(let need, let budget) = pair.fit {
                 if tooLarge.map({ budget > $0.budget }) ?? true { tooLarge = (need, budget) }

@@ -19,10 +19,12 @@ final class WorkerKeys: Sendable {
         var header: (value: String, generation: Int, renewAt: Date)?
     }
 
-    private let clusterKeys: [Secret]
+    private let keys: Mutex<[Secret]>
+    private var clusterKeys: [Secret] { keys.withLock { $0 } }
     private let leeway: Duration
+    private let allowed: Mutex<Set<String>>
     /// Worker names of the cluster file: only they may register, unless `joinVerifier` is set.
-    let names: Set<String>
+    var names: Set<String> { allowed.withLock { $0 } }
     /// With `hub.join`: verifies join tokens; a worker that joined may then report under any
     /// name its credential was derived for (only this hub's key derives one).
     let joinVerifier: TokenVerifier?
@@ -30,10 +32,22 @@ final class WorkerKeys: Sendable {
     private let lifetime: TimeInterval = 600
 
     init(current: Secret, previous: Secret?, names: Set<String>, leeway: Duration, joinVerifier: TokenVerifier? = nil) {
-        clusterKeys = [current] + (previous.map { [$0] } ?? [])
-        self.names = names
+        keys = Mutex([current] + (previous.map { [$0] } ?? []))
+        allowed = Mutex(names)
         self.leeway = leeway
         self.joinVerifier = joinVerifier
+    }
+
+    /// Takes a reloaded cluster file's worker names and previous key (rotation). The current
+    /// key stays: every worker's credential derives from it (changing it needs a restart).
+    func update(names: Set<String>, previous: Secret?) {
+        allowed.withLock { $0 = names }
+        let changed = keys.withLock { keys in
+            let next = [keys[0]] + (previous.map { [$0] } ?? [])
+            defer { keys = next }
+            return next.map(\.value) != keys.map(\.value)
+        }
+        if changed { entries.withLock { $0 = [:] } }
     }
 
     /// The credential a worker that joins under `name` gets.

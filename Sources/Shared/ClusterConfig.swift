@@ -75,8 +75,14 @@ public struct HubConfig: Decodable, Sendable {
     /// Whether workers that the cluster file does not list may join with a join token
     /// (`caravan-hub join-token`); off by default.
     public var join = false
+    /// Where `GET /metrics` is served (admin credential on the API listener by default).
+    public var metrics = MetricsConfig()
+    /// On SIGTERM: how long in-flight requests and streams may run on before they are ended
+    /// (a stream with a final SSE error event). Workers use the same grace.
+    public var shutdownGrace: Duration = .seconds(30)
 
     enum CodingKeys: String, CodingKey {
+        case metrics, shutdownGrace = "shutdown_grace"
         case listen, heartbeatInterval = "heartbeat_interval", expireAfter = "expire_after"
         case maxBodyMB = "max_body_mb", firstByteTimeout = "first_byte_timeout", auth
         case connectTimeout = "connect_timeout", idleTimeout = "idle_timeout", requestTimeout = "request_timeout"
@@ -113,6 +119,8 @@ public struct HubConfig: Decodable, Sendable {
         limits = try c.optional(LimitsConfig.self, .limits) ?? LimitsConfig()
         corsOrigins = try c.optional([String].self, .corsOrigins) ?? []
         join = try c.optional(Bool.self, .join) ?? false
+        metrics = try c.optional(MetricsConfig.self, .metrics) ?? MetricsConfig()
+        shutdownGrace = try c.optional(ConfigDuration.self, .shutdownGrace)?.duration ?? shutdownGrace
         for (index, origin) in corsOrigins.enumerated() where !isHTTPURL(origin) || origin.hasSuffix("/") {
             throw ConfigError(key: renderKeyPath(c.codingPath + [CodingKeys.corsOrigins]) + "[\(index)]",
                               "expected an origin like https://app.example.com, got \"\(origin)\"")
@@ -131,6 +139,29 @@ public struct HubConfig: Decodable, Sendable {
 
     /// How long after its last heartbeat a worker stops being routed to.
     public var expiry: Duration { heartbeatInterval * expireAfter }
+}
+
+/// `GET /metrics` (Prometheus text format).
+public struct MetricsConfig: Decodable, Sendable, Equatable {
+    /// Also serve `/metrics` without a credential on `listen` (for a Prometheus on a private
+    /// network); the API listener's `/metrics` keeps asking for one.
+    public var `public` = false
+    /// The address of the open `/metrics` listener; required with `public: true`.
+    public var listen: ListenAddress?
+
+    enum CodingKeys: String, CodingKey { case `public`, listen }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        `public` = try c.optional(Bool.self, .public) ?? false
+        listen = try c.optional(ListenAddress.self, .listen)
+        if `public` && listen == nil {
+            throw c.error(.listen, "required with public: true (a separate address, e.g. 127.0.0.1:9100)")
+        }
+    }
 }
 
 /// The per-model wait queue used when every worker is at capacity.
@@ -443,6 +474,8 @@ public struct WorkerConfig: Decodable, Sendable {
     /// Resolved by ``ClusterConfig/loadWorker(path:name:environment:)``.
     public var credential: Secret?
     public var credentialSource = CredentialSource.own
+    /// Where the worker's `GET /metrics` is served (the hub's credential by default).
+    public var metrics = MetricsConfig()
 
     /// The host the worker's reported data-plane URL must be on: its `advertise` URL's host,
     /// else its `listen` host when that is one address; nil (any host) when it listens on
@@ -471,7 +504,7 @@ public struct WorkerConfig: Decodable, Sendable {
         case stopGrace = "stop_grace", restartBackoff = "restart_backoff", crashLimit = "crash_limit"
         case crashWindow = "crash_window", logLines = "log_lines", engineLogLevel = "engine_log_level"
         case stateDir = "state_dir", credentialFile = "credential_file"
-        case healthInterval = "health_interval", healthFailures = "health_failures"
+        case healthInterval = "health_interval", healthFailures = "health_failures", metrics
     }
 
     public init(from decoder: any Decoder) throws {
@@ -487,6 +520,7 @@ public struct WorkerConfig: Decodable, Sendable {
                               "expected an http:// or https:// URL, got \"\(hub)\"")
         }
         listen = try c.optional(ListenAddress.self, .listen) ?? ListenAddress(host: "127.0.0.1", port: 9090)
+        metrics = try c.optional(MetricsConfig.self, .metrics) ?? MetricsConfig()
         advertise = try c.optional(String.self, .advertise)
         if let advertise, !isHTTPURL(advertise) {
             throw c.error(.advertise, "expected an http:// or https:// URL, got \"\(advertise)\"")

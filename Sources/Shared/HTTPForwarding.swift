@@ -16,6 +16,7 @@ public enum HTTPForwarding {
             let name = field.name.canonicalName
             if dropped.contains(name) || name == "authorization" || name == "cookie" { continue }
             if name == modelHeaderName.lowercased() || name == streamHeaderName.lowercased() { continue }  // ours to set
+            if name == "x-request-id" { continue }  // the accepted id is set by the caller
             out.append((field.name.rawName, field.value))
         }
         return out

@@ -43,7 +43,7 @@ public final class UpstreamClient: Sendable {
     /// ``ClientDeparted`` when `departure` completes before the answer was handed over).
     public func execute(_ request: UpstreamRequest, headTimeout: Duration, idleTimeout: Duration,
                         maxBufferedBody: Int, departure: ClientDeparture? = nil,
-                        onFirstByte: (@Sendable () -> Void)? = nil) async throws -> UpstreamResponse {
+                        onFirstByte: (@Sendable () -> Void)? = nil, readUsage: Bool = false) async throws -> UpstreamResponse {
         let target = try UpstreamTarget(request.url)
         let start = NIODeadline.now()
         let headDeadline = start + TimeAmount(headTimeout)  // a retry gets what is left, not a new timeout
@@ -54,7 +54,7 @@ public final class UpstreamClient: Sendable {
                 id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
                 headDeadline: headDeadline, headTimeout: headTimeout, idleTimeout: TimeAmount(idleTimeout),
                 maxBufferedBody: maxBufferedBody, start: start, promise: loop.makePromise(of: UpstreamResponse.self),
-                onFirstByte: onFirstByte)
+                onFirstByte: onFirstByte, readUsage: readUsage)
             let handler = connection.handler
             loop.execute { handler.value.begin(exchange) }
             let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
@@ -178,11 +178,19 @@ public struct UpstreamEventStream: AsyncSequence, Sendable {
 
     let producer: Producer
     let timingBox: TimingBox
+    let delegate: StreamDelegate
 
     /// First-byte time and the longest silence; final once the loop has ended.
     public var timing: UpstreamForwarder.Timing { timingBox.value }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: producer.makeAsyncIterator()) }
+
+    /// Ends the stream now with `error` (the reader's next chunk throws it) and closes the
+    /// upstream connection: a process shutting down ends the streams its grace did not cover.
+    public func abort(_ error: UpstreamError) {
+        let delegate = self.delegate
+        delegate.handler.eventLoop.execute { delegate.handler.value.abort(delegate.id, error) }
+    }
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: Producer.AsyncIterator
@@ -205,6 +213,8 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The connection closed (or was reset) after the request was sent and before any answer.
     case closedBeforeAnswer
     case tooLarge(Int)
+    /// This process is shutting down and the stream outlived its grace.
+    case shuttingDown
     /// TLS failures, unparsable HTTP, I/O errors on an open connection.
     case protocolError(String)
 
@@ -231,6 +241,7 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
         case .closedBeforeAnswer: "connection closed by upstream before it answered"
         case .tooLarge(let limit): "response larger than \(limit) bytes"
         case .protocolError(let reason): reason
+        case .shuttingDown: "the server is shutting down"
         }
     }
 }
@@ -305,6 +316,8 @@ struct Exchange: Sendable {
     var promise: EventLoopPromise<UpstreamResponse>
     /// Called on the connection's loop when an event stream's first body byte arrives.
     var onFirstByte: (@Sendable () -> Void)?
+    /// Keep an event stream's last bytes and read its token usage at the end (``ResponseTail``).
+    var readUsage = false
 }
 
 /// A connection in the pool, with its handler (usable only on the connection's loop).
@@ -413,6 +426,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private var readPending = false
     private var timing = UpstreamForwarder.Timing()
     private var lastChunk = NIODeadline.now()
+    /// The stream's last bytes, when its exchange reads usage.
+    private var tail: ResponseTail?
 
     init(key: String, pool: ConnectionPool) {
         self.key = key
@@ -431,6 +446,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         state = .awaitingHead(exchange)
         reusable = !exchange.head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }
         timing = .init()
+        tail = exchange.readUsage ? ResponseTail() : nil
         deadline = context.eventLoop.assumeIsolated().scheduleTask(deadline: exchange.headDeadline) { [self] in
             fail(.headTimeout(exchange.headTimeout))
         }
@@ -461,10 +477,16 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Ends a stream in progress with `error` (see ``UpstreamEventStream/abort(_:)``).
+    func abort(_ id: Int, _ error: UpstreamError) {
+        guard case .streaming(let exchange, _, _) = state, exchange.id == id else { return }
+        fail(error)
+    }
+
     /// The stream's reader stopped before the end (its client left): stop the upstream.
     func readerLeft(_ id: Int) {
         guard case .streaming(let exchange, _, let box) = state, exchange.id == id else { return }
-        box.value = timing
+        box.value = finalTiming()
         state = .closed
         deadline?.cancel()
         context?.close(promise: nil)
@@ -483,14 +505,15 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             if isEventStream {
                 deadline?.cancel()
                 let box = TimingBox()
+                let delegate = StreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: exchange.id)
                 let stream = UpstreamEventStream.Producer.makeSequence(
                     backPressureStrategy: .init(lowWatermark: 4, highWatermark: 32), finishOnDeinit: false,
-                    delegate: StreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: exchange.id))
+                    delegate: delegate)
                 state = .streaming(exchange, stream.source, box)
                 lastChunk = .now()
                 watchSilence(exchange.idleTimeout)
                 exchange.promise.succeed(UpstreamResponse(head: head, body: .stream(
-                    UpstreamEventStream(producer: stream.sequence, timingBox: box))))
+                    UpstreamEventStream(producer: stream.sequence, timingBox: box, delegate: delegate))))
             } else {
                 state = .collecting(exchange, head, context.channel.allocator.buffer(capacity: 0))
             }
@@ -512,6 +535,9 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
                     timing.maxGap = max(timing.maxGap, .nanoseconds((now - lastChunk).nanoseconds))
                 }
                 lastChunk = now
+                timing.chunks += 1
+                timing.lastByte = .nanoseconds((now - exchange.start).nanoseconds)
+                tail?.append(chunk)
                 if case .stopProducing = source.yield(chunk), !readsPaused {
                     readsPaused = true
                     pausedSince = now
@@ -525,7 +551,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
                 finished()
                 exchange.promise.succeed(UpstreamResponse(head: head, body: .complete(collected)))
             case .streaming(_, let source, let box):
-                box.value = timing
+                box.value = finalTiming()
                 finished()
                 source.finish()
             default:
@@ -545,6 +571,13 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             return fail(.closedBeforeAnswer)
         }
         fail(UpstreamError.connectionError(error))
+    }
+
+    /// The stream's timing with the usage read from its tail.
+    private func finalTiming() -> UpstreamForwarder.Timing {
+        var final = timing
+        final.usage = tail?.usage()
+        return final
     }
 
     /// The exchange ended cleanly: park the connection for the next one, or close it.
@@ -576,7 +609,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .awaitingHead(let exchange), .collecting(let exchange, _, _):
             exchange.promise.fail(error)
         case .streaming(_, let source, let box):
-            box.value = timing
+            box.value = finalTiming()
             source.finish(error)
         case .idle, .closed:
             break

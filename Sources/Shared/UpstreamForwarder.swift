@@ -24,6 +24,17 @@ public struct UpstreamForwarder: Sendable {
     public struct Timing: Sendable, Equatable {
         public var firstByte: Duration?
         public var maxGap: Duration = .zero
+        /// Body chunks received, and when the last one came (from the request's start).
+        public var chunks = 0
+        public var lastByte: Duration?
+        /// Tokens in and out, from the answer's final `usage` (or `timings`), when asked for.
+        public var usage: TokenUsage?
+
+        /// The mean silence between chunks after the first (nil with fewer than two chunks).
+        public var meanGap: Duration? {
+            guard chunks > 1, let firstByte, let lastByte else { return nil }
+            return (lastByte - firstByte) / (chunks - 1)
+        }
     }
 
     /// How a relayed response ended, reported exactly once.
@@ -79,9 +90,16 @@ public struct UpstreamForwarder: Sendable {
         /// Longest a write to the client may wait for it to read; then its connection is
         /// closed and the stream ends as ``Finish/clientGone(_:)`` at once (nil: no limit).
         public var clientWriteTimeout: Duration?
+        /// Read the answer's token usage into ``Timing/usage`` (the hub's metrics and access log).
+        public var readUsage: Bool
+        /// Ends streams still running when this process's shutdown grace is over.
+        public var shutdown: ShutdownGrace?
 
         public init(headTimeout: Duration, idleTimeout: Duration, interceptRetryable: Bool = false,
-                    maxBufferedBody: Int = 256 * 1024 * 1024, clientWriteTimeout: Duration? = nil) {
+                    maxBufferedBody: Int = 256 * 1024 * 1024, clientWriteTimeout: Duration? = nil,
+                    readUsage: Bool = false, shutdown: ShutdownGrace? = nil) {
+            self.readUsage = readUsage
+            self.shutdown = shutdown
             self.headTimeout = headTimeout
             self.idleTimeout = idleTimeout
             self.interceptRetryable = interceptRetryable
@@ -127,7 +145,7 @@ public struct UpstreamForwarder: Sendable {
             // that leaves meanwhile must stop it, not leave the GPU working for nobody.
             upstream = try await client.execute(request, headTimeout: options.headTimeout, idleTimeout: options.idleTimeout,
                                                 maxBufferedBody: options.maxBufferedBody, departure: clientDeparture,
-                                                onFirstByte: onFirstByte)
+                                                onFirstByte: onFirstByte, readUsage: options.readUsage)
         } catch is ClientDeparted {
             return .clientGone
         } catch {
@@ -147,7 +165,9 @@ public struct UpstreamForwarder: Sendable {
             }
             // No first-byte time: llama-server sends a non-streamed head only after generating
             // every token, so that time measures the whole generation, not the worker's health.
-            onFinish(Self.finish(status: status, timing: Timing()))
+            var timing = Timing()
+            if options.readUsage { timing.usage = ResponseTail.usage(in: bytes) }
+            onFinish(Self.finish(status: status, timing: timing))
             return .response(Response(status: responseStatus, headers: responseHeaders, body: .init(byteBuffer: bytes)))
         case .stream(let events) where retryable:
             var bytes = ByteBuffer()
@@ -171,6 +191,8 @@ public struct UpstreamForwarder: Sendable {
                     finish(.clientGone(events.timing))
                 }
                 defer { deadline?.stop() }
+                let watch = options.shutdown?.onExpiry { events.abort(.shuttingDown) }
+                defer { options.shutdown?.cancel(watch) }
                 var clientGone = false
                 do {
                     for try await chunk in events {
@@ -190,6 +212,14 @@ public struct UpstreamForwarder: Sendable {
                     finish(.clientGone(events.timing))
                     clientDeparture?.closeConnection()
                     throw UpstreamError.readerStalled(limit)
+                } catch UpstreamError.shuttingDown where !clientGone {
+                    // Not the upstream's failure: this process ran out of shutdown grace.
+                    logger.notice("stream ended: shutdown grace is over", metadata: ["url": "\(url)"])
+                    deadline?.begin()
+                    try await writer.write(OpenAIError(.serviceUnavailable, type: "server_error", code: "server_shutting_down",
+                                                       message: "The server is shutting down; the stream was ended. Retry the request.").sseEvent)
+                    deadline?.end()
+                    finish(.clientGone(events.timing))
                 } catch where !clientGone {
                     let reason = Self.describe(error)
                     logger.warning("upstream stream failed", metadata: ["url": "\(url)", "error": "\(reason)"])

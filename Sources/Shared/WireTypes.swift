@@ -58,6 +58,8 @@ public struct WorkerReport: Codable, Sendable, Equatable {
     /// The VRAM budget the worker admits models against (`vram_budget_mb`, else its GPUs'
     /// total); absent when it has none. The hub judges fit with the same ``VRAMBudget``.
     public var vramBudgetMiB: Int?
+    /// An admin drained the worker: it takes no new requests and finishes those in flight.
+    public var draining: Bool?
 
     /// The worker's budget as the worker itself computes it.
     public var budget: VRAMBudget { VRAMBudget(totalMiB: vramBudgetMiB ?? VRAMBudget(gpus: gpus).totalMiB) }

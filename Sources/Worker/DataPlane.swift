@@ -15,6 +15,8 @@ struct DataPlane: Sendable {
     let bodyTimeout: Duration
     let options: UpstreamForwarder.Options
     let logger: Logger
+    /// An admin's drain: new requests are refused (the hub retries them elsewhere).
+    let drain: DrainSwitch
 
     func addRoutes(to group: RouterGroup<WorkerRequestContext>) {
         for path in ["/v1/**", "/completion", "/completions", "/infill", "/embedding", "/embeddings", "/rerank", "/reranking",
@@ -38,6 +40,11 @@ struct DataPlane: Sendable {
     func forward(_ request: Request, context: WorkerRequestContext, enginePath: String? = nil, rewrite: Bool = true)
         async throws -> Response
     {
+        guard !drain.isDraining else {
+            throw OpenAIError(.serviceUnavailable, type: "server_error", code: "worker_draining",
+                              message: "This worker is drained by an admin and takes no new requests",
+                              headers: [.retryAfter: "1"])
+        }
         let received = try await request.collectBody(upTo: maxBodyBytes, within: bodyTimeout, departure: context.clientDeparture)
         let requested: String
         let stream: Bool
@@ -49,6 +56,10 @@ struct DataPlane: Sendable {
             (requested, stream) = (fields.model, fields.stream)
         }
         guard let model = supervisor.canonicalName(requested) else { throw OpenAIError.modelNotFound(requested) }
+        let access = context.access
+        access?.update { $0.model = model }
+        var logger = self.logger
+        if let access { logger[metadataKey: "request_id"] = "\(access.id)" }
         let path = enginePath ?? request.uri.path
         let base: String
         let key: String?
@@ -75,6 +86,7 @@ struct DataPlane: Sendable {
         let body = rewrite ? supervisor.rewrite(for: model).apply(to: received) : received
         var headers = HTTPForwarding.requestHeaders(request.headers)
         if let key { headers.append(("Authorization", "Bearer \(key)")) }
+        if let access { headers.append((RequestID.header, access.id)) }
         // llama-server closes the connection after every streamed response. Pooled, such a
         // connection could be picked for the next request in the instant before its close
         // is seen, and that request fails (18 % of streams at 16 connections before this).
@@ -84,7 +96,8 @@ struct DataPlane: Sendable {
             + (request.uri.query.map { "?\($0)" } ?? "")
         // The lease keeps the model from being evicted or unloaded until the last byte.
         inFlight.add(1)
-        let finish: @Sendable (UpstreamForwarder.Finish) -> Void = { [inFlight, supervisor] _ in
+        let finish: @Sendable (UpstreamForwarder.Finish) -> Void = { [inFlight, supervisor] finish in
+            access?.finished(finish)
             inFlight.add(-1)
             supervisor.release(model)
         }

@@ -79,6 +79,8 @@ actor EngineSupervisor: Service {
         var retryAt: ContinuousClock.Instant?
         /// Its command line changed or it was removed: stop once idle (reported `draining`).
         var retiring = false
+        /// An admin unloads it: stop once idle (reported `draining`), then stay stopped.
+        var unloading = false
         /// The last slot counts `/slots` gave, kept when it is too slow to answer under load.
         var lastSlots: (total: Int, busy: Int)?
         /// `/health` checks of the running engine that failed in a row.
@@ -104,11 +106,14 @@ actor EngineSupervisor: Service {
         case ensure(String)
         /// Drain a retiring model, stop it, and drop it when it was removed.
         case retire(String)
+        /// Drain a model an admin unloads, and stop it.
+        case unload(String)
     }
 
     private var config: WorkerConfig
     private let client: HTTPClient
     private let logger: Logger
+    private let metrics: WorkerMetrics?
     private let onChange: @Sendable () -> Void
     private let loadConfig: @Sendable () throws -> WorkerConfig
     private var models: [String: Runtime] = [:]
@@ -131,13 +136,14 @@ actor EngineSupervisor: Service {
 
     /// - Parameter loadConfig: re-reads this worker's entry from the cluster file (reload).
     /// - Parameter onChange: called after every state change (sends a heartbeat now).
-    init(config: WorkerConfig, client: HTTPClient, gpus: GPUMonitor, logger: Logger,
+    init(config: WorkerConfig, client: HTTPClient, gpus: GPUMonitor, logger: Logger, metrics: WorkerMetrics? = nil,
          loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
          onChange: @escaping @Sendable () -> Void = {}) {
         self.config = config
         self.client = client
         self.gpus = gpus
         self.logger = logger
+        self.metrics = metrics
         self.loadConfig = loadConfig
         self.onChange = onChange
         self.ports = PortAllocator(range: config.ports.ports)
@@ -189,6 +195,7 @@ actor EngineSupervisor: Service {
                     case .exited(let model, let pid, let status): await self.engineExited(model, pid: pid, status: status)
                     case .ensure(let model): group.addTask { await self.ensure(model) }
                     case .retire(let model): group.addTask { await self.retire(model) }
+                    case .unload(let model): group.addTask { await self.drainAndUnload(model) }
                     }
                 }
             }
@@ -325,6 +332,8 @@ actor EngineSupervisor: Service {
         var environment = spec.config.env
         environment["LLAMA_API_KEY"] = apiKey  // kept out of argv, which other users can read
         environment["ENGINE_API_KEY"] = apiKey  // the same, for a `cmd` engine
+        let launchedAt = ContinuousClock.now
+        metrics?.engineStarted(name)
         logger.info(spec.config.cmd == nil ? "starting llama-server" : "starting engine",
                     metadata: ["model": "\(name)", "port": "\(port)", "executable": "\(executable)"])
         let process: ChildProcess
@@ -375,6 +384,7 @@ actor EngineSupervisor: Service {
         }
         models[name]?.phase = .ready(engine)
         models[name]?.reason = nil
+        metrics?.loaded(name, after: ContinuousClock.now - launchedAt)
         usage.withLock { $0[name, default: Usage()].lastUsed = .now }
         logger.info("model ready", metadata: ["model": "\(name)", "port": "\(port)", "pid": "\(process.pid)"])
         changed()
@@ -416,6 +426,7 @@ actor EngineSupervisor: Service {
             }
             if let victim = idle.keys.min(by: { lastUsed($0) < lastUsed($1) }) {
                 let why = countFits ? "VRAM budget" : "max_loaded \(config.maxLoaded ?? 0)"
+                metrics?.engineEvicted(victim)
                 await stop(victim, reason: "evicted (least recently used) to make room for \(name): \(why)")
                 continue
             }
@@ -452,6 +463,7 @@ actor EngineSupervisor: Service {
     /// it a crash loop after `crash_limit` exits within `crash_window`.
     private func recordCrash(_ name: String, reason: String, whileReady: Bool) {
         guard var runtime = models[name] else { return }
+        metrics?.engineCrashed(name)
         let now = ContinuousClock.now
         runtime.crashes = runtime.crashes.filter { now - $0 < config.crashWindow } + [now]
         runtime.process = nil
@@ -549,6 +561,7 @@ actor EngineSupervisor: Service {
                 guard let runtime = models[name], case .ready = runtime.phase, !runtime.spec.config.pin,
                     let ttl = runtime.spec.config.ttl ?? config.ttl, !isBusy(name), now - lastUsed(name) >= ttl
                 else { continue }
+                metrics?.engineUnloaded(name, reason: "ttl")
                 await stop(name, reason: "idle for \(ttl) (ttl)")
             }
             try? await Task.sleep(for: .milliseconds(250))
@@ -605,6 +618,48 @@ actor EngineSupervisor: Service {
         } else if runtime.spec.config.pin {
             await ensure(name)
         }
+    }
+
+    /// An admin's unload: new requests for the model start it again; this one drains
+    /// (requests in flight finish, reported `draining`) and stops it.
+    func unload(_ name: String) throws {
+        guard let runtime = models[name] else { throw EngineError.plain("model \(name) is not served by this worker") }
+        guard case .ready = runtime.phase, !runtime.unloading else { return }
+        models[name]?.unloading = true
+        eventSink.yield(.unload(name))
+        changed()
+    }
+
+    /// An admin's load: starts the model now, without a request (after any crash backoff).
+    func load(_ name: String) throws {
+        guard models[name] != nil else { throw EngineError.plain("model \(name) is not served by this worker") }
+        eventSink.yield(.ensure(name))
+    }
+
+    private func drainAndUnload(_ name: String) async {
+        let deadline = ContinuousClock.now + .seconds(600)
+        while leases(name) > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        metrics?.engineUnloaded(name, reason: "admin")
+        await stop(name, reason: "unloaded by an admin")
+        models[name]?.unloading = false
+        changed()
+    }
+
+    /// Each running llama-server's own `/metrics` text (it runs with `--metrics`).
+    func engineMetrics() async -> [(model: String, exposition: String)] {
+        var result: [(String, String)] = []
+        for name in order {
+            guard case .ready(let engine) = models[name]?.phase, engine.isLlamaServer else { continue }
+            var request = HTTPClientRequest(url: engine.baseURL + "/metrics")
+            request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
+            guard let response = try? await client.execute(request, timeout: .seconds(2)), response.status == .ok,
+                let body = try? await response.body.collect(upTo: 4 * 1024 * 1024)
+            else { continue }
+            result.append((name, String(buffer: body)))
+        }
+        return result
     }
 
     /// Stops every engine (worker shutdown).
@@ -742,7 +797,7 @@ actor EngineSupervisor: Service {
             case .ready(let engine):
                 // A model whose replacement waits for it to drain takes no new requests here
                 // while another worker can serve them.
-                entry.state = runtime.retiring ? .draining : .ready
+                entry.state = runtime.retiring || runtime.unloading ? .draining : .ready
                 if let slots = await slots(engine) {
                     models[name]?.lastSlots = slots
                     (entry.slotsTotal, entry.slotsBusy) = slots

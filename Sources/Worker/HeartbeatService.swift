@@ -26,7 +26,8 @@ final class ReportTrigger: Sendable {
 /// Registers with every configured hub and keeps each informed with heartbeats.
 ///
 /// A hub that answers 404 to a heartbeat does not know this worker (it restarted), so the
-/// worker registers again at once. On graceful shutdown it deregisters from each hub.
+/// worker registers again at once. On graceful shutdown it deregisters from each hub first,
+/// before the server drains, so no hub sends it another request.
 final class HeartbeatService: Service, Sendable {
     let config: WorkerConfig
     let interval: Duration
@@ -34,6 +35,7 @@ final class HeartbeatService: Service, Sendable {
     let supervisor: EngineSupervisor
     let gpus: GPUMonitor
     let inFlight: InFlightCounter
+    let drain: DrainSwitch
     let advertised: AdvertisedURL
     let credential: TokenVerifier
     let client: HTTPClient
@@ -41,8 +43,9 @@ final class HeartbeatService: Service, Sendable {
     private let sequence = Atomic<UInt64>(0)
 
     init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor, gpus: GPUMonitor,
-         inFlight: InFlightCounter, advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient,
+         inFlight: InFlightCounter, drain: DrainSwitch, advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient,
          logger: Logger) {
+        self.drain = drain
         self.config = config
         self.interval = interval
         self.trigger = trigger
@@ -110,6 +113,7 @@ final class HeartbeatService: Service, Sendable {
             models: await supervisor.report(), gpus: gpus.current,
             inFlight: inFlight.value, weight: config.weight ?? budget.autoWeight)
         report.vramBudgetMiB = budget.totalMiB
+        report.draining = drain.isDraining ? true : nil
         return report
     }
 

@@ -12,8 +12,17 @@ import Shared
 /// | `GET /logs?model=M&follow=true` | the same, then new lines as they come (SSE `data:` events) |
 /// | `POST /admin/reload` | re-reads the cluster file and applies this worker's entry |
 /// | `POST /admin/models/{model}/reset` | clears a crash loop so the model starts again |
+/// | `POST /admin/models/{model}/unload` | drains the model's engine and stops it |
+/// | `POST /admin/models/{model}/load` | starts the model's engine now |
+/// | `POST /admin/drain`, `/admin/undrain` | stops (resumes) taking new requests; reported to every hub |
+/// | `GET /metrics` | the worker's Prometheus series and its engines' own |
 struct WorkerAdminRoutes: Sendable {
     let supervisor: EngineSupervisor
+    let drain: DrainSwitch
+    let metrics: WorkerMetrics
+    let inFlight: InFlightCounter
+    /// Sends a heartbeat now (a drain must reach every hub at once).
+    let trigger: ReportTrigger
     /// Longest silence on a log follow: an SSE comment is sent then, so proxies in front of
     /// the hub keep a quiet engine's follow open, and a client that left is noticed by the
     /// failed write (its follower released) instead of at the engine's next line.
@@ -29,12 +38,34 @@ struct WorkerAdminRoutes: Sendable {
                                   message: "reload failed, nothing changed: \(error)")
             }
         }
-        group.post("/admin/models/{model}/reset") { _, context in
-            let model = context.parameters.get("model") ?? ""
-            guard let name = supervisor.canonicalName(model) else { throw OpenAIError.modelNotFound(model) }
-            try await supervisor.reset(name)
-            return try jsonResponse(["reset": name])
+        for action in ["reset", "unload", "load"] {
+            group.post(RouterPath("/admin/models/{model}/\(action)")) { _, context in
+                let model = context.parameters.get("model") ?? ""
+                guard let name = supervisor.canonicalName(model) else { throw OpenAIError.modelNotFound(model) }
+                switch action {
+                case "reset": try await supervisor.reset(name)
+                case "unload": try await supervisor.unload(name)
+                default: try await supervisor.load(name)
+                }
+                return try jsonResponse([action: name])
+            }
         }
+        for (action, draining) in [("drain", true), ("undrain", false)] {
+            group.post(RouterPath("/admin/\(action)")) { _, _ in
+                drain.set(draining)
+                trigger.fire()
+                return try jsonResponse(["draining": draining])
+            }
+        }
+        group.get("/metrics") { _, _ in await metricsResponse() }
+    }
+
+    /// The Prometheus exposition (also served by the open metrics listener).
+    func metricsResponse() async -> Response {
+        let text = metrics.render(models: await supervisor.report(), engines: await supervisor.engineMetrics(),
+                                  draining: drain.isDraining, inFlight: inFlight.value)
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     private func logs(_ request: Request) async throws -> Response {

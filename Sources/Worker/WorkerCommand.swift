@@ -25,8 +25,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = ProcessInfo.processInfo.environment["CARAVAN_LOG_LEVEL"] ?? "info"
 
+    @Option(name: .long, help: "text or json (one JSON object per line).")
+    var logFormat: String = ProcessInfo.processInfo.environment["CARAVAN_LOG_FORMAT"] ?? "text"
+
     func run() async throws {
-        bootstrapLogging(level: Logger.Level(text: logLevel))
+        guard let format = LogFormat(rawValue: logFormat) else { throw ValidationError("--log-format: expected text or json") }
+        bootstrapLogging(level: Logger.Level(text: logLevel), format: format)
         let cluster: ClusterConfig
         let worker: WorkerConfig
         do {
@@ -86,13 +90,19 @@ struct WorkerApplication {
         let engineClient = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: .seconds(2), logger: logger)
         let trigger = ReportTrigger()
         let gpus = GPUMonitor(declared: worker.gpus, interval: cluster.hub.heartbeatInterval, logger: logger)
-        let supervisor = EngineSupervisor(config: worker, client: client, gpus: gpus, logger: logger, loadConfig: loadConfig,
-                                          onChange: { trigger.fire() })
+        let metrics = WorkerMetrics()
+        let supervisor = EngineSupervisor(config: worker, client: client, gpus: gpus, logger: logger, metrics: metrics,
+                                          loadConfig: loadConfig, onChange: { trigger.fire() })
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
+        let drain = DrainSwitch()
+        let grace = ShutdownGrace(grace: hub.shutdownGrace)
 
         let router = Router(context: WorkerRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware())
+        router.middlewares.add(AccessLogMiddleware(logger: Logger(label: "caravan.access"), quiet: { path in
+            path.hasPrefix("/health") || path == "/metrics" || path == "/logs"
+        }))
         router.get("/health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"],
                                                  body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
         let guarded = router.group().add(middleware: HubAuthMiddleware(verifier: verifier))
@@ -102,14 +112,16 @@ struct WorkerApplication {
                                  // Twice the hub's: a client that stops reading is cut off by the
                                  // hub first (its lease, breaker-neutral); this one only guards
                                  // against a hub that stopped reading.
-                                 clientWriteTimeout: hub.clientWriteTimeout * 2),
-                  logger: logger)
+                                 clientWriteTimeout: hub.clientWriteTimeout * 2, shutdown: grace),
+                  logger: logger, drain: drain)
             .addRoutes(to: guarded)
-        WorkerAdminRoutes(supervisor: supervisor, keepalive: min(.seconds(15), hub.idleTimeout / 3)).addRoutes(to: guarded)
+        let admin = WorkerAdminRoutes(supervisor: supervisor, drain: drain, metrics: metrics, inFlight: inFlight, trigger: trigger,
+                                      keepalive: min(.seconds(15), hub.idleTimeout / 3))
+        admin.addRoutes(to: guarded)
 
         let heartbeat = HeartbeatService(
             config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, gpus: gpus,
-            inFlight: inFlight,
+            inFlight: inFlight, drain: drain,
             advertised: advertised, credential: verifier, client: client, logger: logger)
         let listen = worker.listen
         let app = Application(
@@ -118,8 +130,6 @@ struct WorkerApplication {
                                               maxHeaderBytes: hub.maxHeaderKB * 1024),
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker",
                                  backlog: ServerSettings.backlog),
-            // Shut down in reverse: the server drains, heartbeats deregister, then engines stop.
-            services: [gpus, supervisor, heartbeat, ReloadOnHangup(supervisor: supervisor, logger: logger)],
             onServerRunning: { [worker] channel in
                 let port = channel.localAddress?.port ?? listen.port
                 let url = worker.advertisedURL(boundPort: port)
@@ -128,8 +138,19 @@ struct WorkerApplication {
             },
             logger: logger
         )
+        // Shut down in reverse: heartbeats deregister (no hub sends more), the server drains
+        // within the shutdown grace, then engines stop.
+        var services: [any Service] = [gpus, supervisor, ReloadOnHangup(supervisor: supervisor, logger: logger)]
+        if worker.metrics.public, let address = worker.metrics.listen {
+            services.append(MetricsListener.application(address: address, serverName: "caravan-worker", logger: logger) {
+                await admin.metricsResponse()
+            })
+        }
+        services += [GracefulServer(app, grace: grace), heartbeat] as [any Service]
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
         do {
-            try await app.runService()
+            try await group.run()
         } catch {
             engineClient.shutdown()
             try? await client.shutdown()

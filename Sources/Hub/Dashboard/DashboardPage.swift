@@ -1,0 +1,45 @@
+extension Dashboard {
+    static let html = """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>Caravan</title>
+        <link rel="stylesheet" href="/ui/app.css">
+        <script src="/ui/app.js" defer></script>
+        </head>
+        <body>
+        <header>
+          <h1>Caravan</h1>
+          <span id="status" class="status">signed out</span>
+          <button id="logout" hidden>Sign out</button>
+        </header>
+        <section id="login">
+          <form id="login-form">
+            <label for="token">Admin token or API key</label>
+            <input id="token" type="password" autocomplete="off" spellcheck="false">
+            <button id="login-button" type="submit">Sign in</button>
+            <p id="login-error" class="error"></p>
+          </form>
+        </section>
+        <main id="main" hidden>
+          <section>
+            <h2>Workers</h2>
+            <div id="workers"></div>
+          </section>
+          <section class="side">
+            <h2>Queues</h2>
+            <ul id="queues"><li class="muted">empty</li></ul>
+            <h2>Recent events</h2>
+            <ul id="events"></ul>
+          </section>
+        </main>
+        <section id="logs" hidden>
+          <header><h2 id="logs-title">Logs</h2><button id="logs-close">Close</button></header>
+          <pre id="logs-text"></pre>
+        </section>
+        </body>
+        </html>
+        """
+}

@@ -1,0 +1,221 @@
+extension Dashboard {
+    static let script = #"""
+        "use strict";
+        const KEY = "caravan.token";
+        const HISTORY = 60;
+        const history = new Map(); // "worker/model" -> {rps:[], ttft:[], tps:[]}
+        let stream = null;
+        let logStream = null;
+
+        const $ = (id) => document.getElementById(id);
+        function el(tag, attrs, ...children) {
+          const node = document.createElement(tag);
+          for (const [k, v] of Object.entries(attrs || {})) {
+            if (k === "class") node.className = v;
+            else if (k.startsWith("data-")) node.setAttribute(k, v);
+            else node[k] = v;
+          }
+          for (const child of children) {
+            if (child === null || child === undefined) continue;
+            node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+          }
+          return node;
+        }
+        function token() { return sessionStorage.getItem(KEY); }
+        function authHeaders() { return { "Authorization": "Bearer " + token() }; }
+        function setStatus(text, ok) { const s = $("status"); s.textContent = text; s.className = "status " + (ok ? "ok" : "bad"); }
+
+        async function api(method, path) {
+          const response = await fetch(path, { method, headers: authHeaders() });
+          let body = null;
+          try { body = await response.json(); } catch (e) { /* not JSON */ }
+          if (!response.ok) throw new Error((body && body.error && body.error.message) || ("HTTP " + response.status));
+          return body;
+        }
+
+        async function signIn(value) {
+          sessionStorage.setItem(KEY, value);
+          try {
+            await api("GET", "/admin/workers");
+          } catch (error) {
+            sessionStorage.removeItem(KEY);
+            $("login-error").textContent = "Sign-in failed: " + error.message;
+            return;
+          }
+          $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
+          $("login-error").textContent = "";
+          connect();
+        }
+
+        function signOut() {
+          sessionStorage.removeItem(KEY);
+          if (stream) stream.abort();
+          if (logStream) logStream.abort();
+          $("main").hidden = true; $("logs").hidden = true; $("login").hidden = false; $("logout").hidden = true;
+          setStatus("signed out", false);
+        }
+
+        // Server-sent events over fetch (EventSource cannot send an Authorization header).
+        async function readEvents(path, controller, onEvent) {
+          const response = await fetch(path, { headers: authHeaders(), signal: controller.signal });
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          const reader = response.body.getReader();
+          const decoder = new TextDecoder();
+          let buffer = "";
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) return;
+            buffer += decoder.decode(value, { stream: true });
+            let end;
+            while ((end = buffer.indexOf("\n\n")) >= 0) {
+              const frame = buffer.slice(0, end); buffer = buffer.slice(end + 2);
+              let type = "message"; const data = [];
+              for (const line of frame.split("\n")) {
+                if (line.startsWith("event: ")) type = line.slice(7);
+                else if (line.startsWith("data: ")) data.push(line.slice(6));
+              }
+              if (data.length) onEvent(type, data.join("\n"));
+            }
+          }
+        }
+
+        async function connect() {
+          if (stream) stream.abort();
+          const controller = new AbortController();
+          stream = controller;
+          try {
+            setStatus("live", true);
+            await readEvents("/admin/events", controller, (type, data) => {
+              const event = JSON.parse(data);
+              if (type === "snapshot") renderSnapshot(event); else addEvent(event);
+            });
+          } catch (error) {
+            if (controller.signal.aborted) return;
+          }
+          if (stream !== controller || !token()) return;
+          setStatus("reconnecting", false);
+          setTimeout(connect, 2000);
+        }
+
+        function remember(key, rates) {
+          const h = history.get(key) || { rps: [], ttft: [], tps: [] };
+          h.rps.push(rates ? rates.requests_per_second : 0);
+          h.tps.push(rates ? rates.tokens_per_second : 0);
+          h.ttft.push(rates && rates.ttft_p50_ms != null ? rates.ttft_p50_ms : null);
+          for (const list of [h.rps, h.tps, h.ttft]) while (list.length > HISTORY) list.shift();
+          history.set(key, h);
+          return h;
+        }
+
+        function sparkline(values, label) {
+          const ns = "http://www.w3.org/2000/svg";
+          const svg = document.createElementNS(ns, "svg");
+          svg.setAttribute("viewBox", "0 0 60 16"); svg.setAttribute("class", "spark");
+          const numbers = values.map((v) => (v === null ? 0 : v));
+          const max = Math.max(1e-9, ...numbers);
+          const points = numbers.map((v, i) => (i * 60 / Math.max(1, HISTORY - 1)).toFixed(1) + "," + (15 - v / max * 14).toFixed(1));
+          const line = document.createElementNS(ns, "polyline");
+          line.setAttribute("points", points.join(" "));
+          svg.append(line);
+          const last = values.length ? values[values.length - 1] : null;
+          return el("span", { class: "metric", title: label }, svg, el("span", {}, last === null ? "–" : (Math.round(last * 10) / 10) + " " + label));
+        }
+
+        function actionButton(label, action, worker, model, path) {
+          return el("button", {
+            class: "action", "data-action": action, "data-worker": worker, "data-model": model || "",
+            onclick: async (event) => {
+              event.target.disabled = true;
+              try { await api("POST", path); addEvent({ type: "action", worker, model, to: action, time: new Date().toISOString() }); }
+              catch (error) { addEvent({ type: "action_failed", worker, model, reason: action + ": " + error.message, time: new Date().toISOString() }); }
+              event.target.disabled = false;
+            },
+          }, label);
+        }
+
+        function renderSnapshot(snapshot) {
+          const container = $("workers");
+          const cards = [];
+          for (const worker of snapshot.workers) {
+            const w = encodeURIComponent(worker.name);
+            const gpus = el("div", { class: "gpus" });
+            for (const gpu of worker.gpus) {
+              const used = gpu.memory_total_mb - gpu.memory_free_mb;
+              const bar = el("div", { class: "bar" }, el("div", { class: "fill" }));
+              bar.firstChild.style.width = (gpu.memory_total_mb ? used / gpu.memory_total_mb * 100 : 0).toFixed(1) + "%";
+              gpus.append(el("div", { class: "gpu" }, el("span", {}, "GPU " + gpu.index + " " + gpu.name), bar,
+                el("span", { class: "muted" }, used + " / " + gpu.memory_total_mb + " MiB")));
+            }
+            const rows = el("tbody");
+            for (const model of worker.models) {
+              const m = encodeURIComponent(model.name);
+              const h = remember(worker.name + "/" + model.name, snapshot.rates[worker.name + "/" + model.name]);
+              rows.append(el("tr", { "data-model": model.name },
+                el("td", {}, model.name),
+                el("td", { class: "state " + model.state }, model.state, model.reason ? el("div", { class: "muted reason" }, model.reason) : null),
+                el("td", {}, model.slots_busy + " / " + model.slots_total),
+                el("td", { class: "breaker " + model.breaker }, model.breaker),
+                el("td", {}, sparkline(h.rps, "req/s")),
+                el("td", {}, sparkline(h.ttft, "ms TTFT")),
+                el("td", {}, sparkline(h.tps, "tok/s")),
+                el("td", { class: "actions" },
+                  actionButton("Load", "load", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/load"),
+                  actionButton("Unload", "unload", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/unload"),
+                  model.state === "failed" ? actionButton("Reset", "reset", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/reset") : null,
+                  el("button", { class: "action", "data-action": "logs", onclick: () => openLogs(worker.name, model.name) }, "Logs"))));
+            }
+            const table = el("table", {}, el("thead", {}, el("tr", {}, ...["Model", "State", "Slots", "Breaker", "Requests", "TTFT p50", "Tokens", ""].map((t) => el("th", {}, t)))), rows);
+            cards.push(el("article", { class: "worker" + (worker.draining ? " draining" : ""), "data-worker": worker.name },
+              el("header", {},
+                el("h3", {}, worker.name),
+                el("span", { class: "muted" }, worker.url + " · v" + worker.version + " · heartbeat " + (worker.heartbeat_age_ms / 1000).toFixed(1) + " s ago · " + worker.in_flight + " in flight"),
+                worker.draining ? el("span", { class: "badge" }, "draining") : null,
+                worker.draining
+                  ? actionButton("Undrain", "undrain", worker.name, null, "/admin/workers/" + w + "/undrain")
+                  : actionButton("Drain", "drain", worker.name, null, "/admin/workers/" + w + "/drain")),
+              gpus, table));
+          }
+          if (!cards.length) cards.push(el("p", { class: "muted" }, "No live workers."));
+          container.replaceChildren(...cards);
+          const queues = Object.entries(snapshot.queued || {});
+          $("queues").replaceChildren(...(queues.length ? queues.map(([model, n]) => el("li", {}, model + ": " + n + " waiting")) : [el("li", { class: "muted" }, "empty")]));
+        }
+
+        function addEvent(event) {
+          const list = $("events");
+          const time = event.time ? new Date(event.time).toLocaleTimeString() : "";
+          const what = [event.worker, event.model].filter(Boolean).join(" / ");
+          const change = event.from || event.to ? (event.from || "") + " → " + (event.to || "") : "";
+          list.prepend(el("li", { class: "event " + event.type }, el("span", { class: "muted" }, time + " "), el("b", {}, event.type), " " + what + " " + change,
+            event.reason ? el("div", { class: "muted reason" }, event.reason) : null));
+          while (list.children.length > 50) list.lastChild.remove();
+        }
+
+        async function openLogs(worker, model) {
+          if (logStream) logStream.abort();
+          const controller = new AbortController();
+          logStream = controller;
+          $("logs").hidden = false;
+          $("logs-title").textContent = "Logs: " + worker + " / " + model;
+          const text = $("logs-text");
+          text.textContent = "";
+          const path = "/admin/workers/" + encodeURIComponent(worker) + "/logs?model=" + encodeURIComponent(model) + "&lines=200&follow=true";
+          try {
+            await readEvents(path, controller, (_, line) => {
+              text.append(line + "\n");
+              if (text.childNodes.length > 2000) text.firstChild.remove();
+              text.scrollTop = text.scrollHeight;
+            });
+          } catch (error) {
+            if (!controller.signal.aborted) text.append("[" + error.message + "]\n");
+          }
+        }
+
+        document.addEventListener("DOMContentLoaded", () => {
+          $("login-form").addEventListener("submit", (event) => { event.preventDefault(); signIn($("token").value.trim()); });
+          $("logout").addEventListener("click", signOut);
+          $("logs-close").addEventListener("click", () => { if (logStream) logStream.abort(); $("logs").hidden = true; });
+          if (token()) signIn(token());
+        });
+        """#
+}
