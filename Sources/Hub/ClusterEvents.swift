@@ -11,7 +11,7 @@ import Synchronization
 final class ClusterEvents: Sendable {
     struct Event: Encodable, Sendable {
         var type: String
-        var time = Date()
+        var time = Date().formatted(.iso8601)
         var worker: String?
         var model: String?
         var from: String?

@@ -585,7 +585,7 @@ struct Registry: Sendable {
     /// Routing weight = the worker's static `weight` x free slots (0 when saturated), before
     /// the VRAM headroom and latency factors.
     static func weight(_ pair: Pair) -> Double {
-        pair.weight * Double(max(0, capacity(pair).free))
+        pair.drained ? 0 : pair.weight * Double(max(0, capacity(pair).free))
     }
 
     // MARK: Decision

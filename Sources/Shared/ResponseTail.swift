@@ -47,7 +47,7 @@ public struct ResponseTail: Sendable {
             return TokenUsage(prompt: prompt, completion: object["completion_tokens"] as? Int ?? 0)
         }
         if let object = lastObject(named: "timings", in: bytes), let prompt = object["prompt_n"] as? Int {
-            return TokenUsage(prompt: prompt, completion: object["predicted_n"] as? Int ?? 0)
+            return TokenUsage(prompt: prompt + (object["cache_n"] as? Int ?? 0), completion: object["predicted_n"] as? Int ?? 0)
         }
         return nil
     }

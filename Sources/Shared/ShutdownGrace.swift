@@ -46,18 +46,26 @@ public final class ShutdownGrace: Sendable {
     /// Runs `server` (which drains on graceful shutdown) and, once graceful shutdown has
     /// begun, expires after `grace`.
     public func run(_ server: some Service) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.run() }
+        try await withThrowingTaskGroup(of: GraceChild.self) { group in
+            group.addTask {
+                try await server.run()
+                return .server
+            }
             group.addTask {
                 try await gracefulShutdown()
                 try await Task.sleep(for: self.grace)
                 self.expire()
+                return .timer
             }
             defer { group.cancelAll() }
-            try await group.next()
+            // The timer ending is not the end: the server still writes the final events.
+            while let child = try await group.next(), child != .server {}
         }
     }
 }
+
+/// Which of ``ShutdownGrace/run(_:)``'s tasks ended.
+enum GraceChild: Sendable { case server, timer }
 
 /// A service run under a ``ShutdownGrace``.
 public struct GracefulServer<Server: Service>: Service {

@@ -27,6 +27,7 @@ import UnixSignals
 /// | `health_hang` (JSON only) | `/health` never answers (alive but wedged) |
 /// | `FAKE_RECORD` | a file the last request body is written to, byte for byte |
 /// | `FAKE_NAME` | sent back in `X-Served-By`, so tests can see who answered |
+/// | body `"fake_tokens": N` | tokens for this one answer (overrides `FAKE_TOKENS`) |
 /// | `FAKE_EXIT_AFTER_MS` | exit (status 3) this long after start: a crash while ready |
 /// | `FAKE_IGNORE_SIGTERM` | `1`: ignore SIGTERM, so only SIGKILL stops it |
 @main
@@ -135,7 +136,13 @@ struct FakeEngine {
                     FileManager.default.createFile(atPath: record, contents: Data(body.readableBytesView))
                 }
                 let stream = String(buffer: body).contains(#""stream":true"#)
-                let behaviour = Behaviour.current()
+                var behaviour = Behaviour.current()
+                let text = String(buffer: body)
+                if let range = text.range(of: #""fake_tokens":\d+"#, options: .regularExpression),
+                    let count = Int(text[range].split(separator: ":").last ?? "")
+                {
+                    behaviour.tokens = count
+                }
                 busy.add(1, ordering: .relaxed)
                 defer { busy.add(-1, ordering: .relaxed) }
                 if behaviour.hang { try await Task.sleep(for: .seconds(3600)) }
@@ -150,13 +157,14 @@ struct FakeEngine {
                     try await Task.sleep(for: .milliseconds(behaviour.tokenMs * behaviour.tokens))
                     let text = String(repeating: "x", count: behaviour.tokens)
                     return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string:
-                        #"{"object":"chat.completion","model":"\#(model)","choices":[{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}]}"#)))
+                        #"{"object":"chat.completion","model":"\#(model)","choices":[{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":\#(behaviour.tokens),"total_tokens":\#(behaviour.tokens + 3)}}"#)))
                 }
                 let padding = String(repeating: "p", count: behaviour.pad)
+                let streamed = behaviour
                 return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-                    for index in 0..<behaviour.tokens {
-                        if index > 0 { try await Task.sleep(for: .milliseconds(behaviour.tokenMs)) }
-                        if let crash = behaviour.crashAfter, index >= crash { exit(1) }
+                    for index in 0..<streamed.tokens {
+                        if index > 0 { try await Task.sleep(for: .milliseconds(streamed.tokenMs)) }
+                        if let crash = streamed.crashAfter, index >= crash { exit(1) }
                         try await writer.write(ByteBuffer(string:
                             #"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t\#(index)\#(padding)"}}]}"# + "\n\n"))
                     }

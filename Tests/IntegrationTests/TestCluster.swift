@@ -84,6 +84,7 @@ final class TestCluster: Sendable {
     /// A worker `offline` serving `ghost` is declared but never started.
     static func start(specs: [WorkerSpec], hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
                       heartbeat: String = "200ms", trusting caFile: String? = nil, hubArguments: [String] = [],
+                      environment: [String: String] = [:],
                       prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
         let (server, model) = try engine()
         let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
@@ -152,7 +153,8 @@ final class TestCluster: Sendable {
         try writeCredentials(directory, workers: (specs + [WorkerSpec(name: "offline")]).map(\.name))
         try prepare(directory)
         return try await launch(directory: directory, configPath: configPath, workers: specs.map { ($0.name, $0.logLevel) },
-                                clientSecret: clientSecret, trusting: caFile, hubArguments: hubArguments)
+                                clientSecret: clientSecret, trusting: caFile, hubArguments: hubArguments,
+                                environment: environment)
     }
 
     /// Starts a hub and workers from the repository's `cluster.example.yaml` exactly as a user
@@ -226,16 +228,18 @@ final class TestCluster: Sendable {
 
     /// Starts the hub and `workers` from a written config file and waits until all are live.
     private static func launch(directory: URL, configPath: String, workers names: [(String, String?)],
-                               clientSecret: String, trusting caFile: String?, hubArguments: [String] = [])
+                               clientSecret: String, trusting caFile: String?, hubArguments: [String] = [],
+                               environment: [String: String] = [:])
         async throws -> TestCluster
     {
         let hub = try ManagedProcess(name: "hub", executable: binDirectory.appendingPathComponent("caravan-hub"),
-                                     arguments: ["--config", configPath] + hubArguments)
+                                     arguments: ["--config", configPath] + hubArguments, environment: environment)
         let line = try await hub.waitForLine(containing: "caravan-hub listening on ")
         let hubURL = String(line.split(separator: " ").last!)
         var workers: [String: ManagedProcess] = [:]
         for (name, logLevel) in names {
-            workers[name] = try startWorker(name, configPath: configPath, hubURL: hubURL, logLevel: logLevel)
+            workers[name] = try startWorker(name, configPath: configPath, hubURL: hubURL, logLevel: logLevel,
+                                            environment: environment)
         }
         let workerSecret = try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -311,10 +315,12 @@ final class TestCluster: Sendable {
         throw TestFailure("worker \(worker) never reached the expected state: \(String(describing: try await adminModel(worker)))")
     }
 
-    static func startWorker(_ name: String, configPath: String, hubURL: String, logLevel: String? = nil) throws -> ManagedProcess {
+    static func startWorker(_ name: String, configPath: String, hubURL: String, logLevel: String? = nil,
+                            environment: [String: String] = [:]) throws -> ManagedProcess {
         try ManagedProcess(name: "worker-\(name)", executable: binDirectory.appendingPathComponent("caravan-worker"),
                            arguments: ["--config", configPath, "--name", name],
-                           environment: ["CARAVAN_HUB_URL": hubURL].merging(logLevel.map { ["CARAVAN_LOG_LEVEL": $0] } ?? [:]) { $1 })
+                           environment: environment.merging(["CARAVAN_HUB_URL": hubURL]) { $1 }
+                               .merging(logLevel.map { ["CARAVAN_LOG_LEVEL": $0] } ?? [:]) { $1 })
     }
 
     /// Runs `body` against this cluster and always shuts it down, pass or fail.

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Drives the hub's dashboard (/ui) in headless Chromium, as an operator would.
+
+usage: ui-check.py HUB_URL ADMIN_TOKEN WORKER_TO_DRAIN [SCREENSHOT.png]
+
+Signs in with the token, waits for the live worker list, clicks "Drain" on the given
+worker and waits until the page shows it draining. Prints JSON:
+{"workers": [...], "drained_in_page": true}. Needs Debian's chromium and chromium-driver
+and PyPI's selenium (no browser download: selenium-manager is kept offline)."""
+import json
+import os
+import sys
+
+os.environ["SE_AVOID_STATS"] = "true"
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+url, token, target = sys.argv[1], sys.argv[2], sys.argv[3]
+screenshot = sys.argv[4] if len(sys.argv) > 4 else None
+
+options = webdriver.ChromeOptions()
+for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,900"]:
+    options.add_argument(flag)
+options.binary_location = next(p for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] if os.path.exists(p))
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+try:
+    wait = WebDriverWait(driver, 20)
+    driver.get(url + "/ui")
+    wait.until(EC.presence_of_element_located((By.ID, "token"))).send_keys(token)
+    driver.find_element(By.ID, "login-button").click()
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.worker")) >= 2)
+    workers = sorted(e.get_attribute("data-worker") for e in driver.find_elements(By.CSS_SELECTOR, "article.worker"))
+    # A couple of snapshots so the sparklines have points.
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "article.worker svg.spark"))
+    button = wait.until(EC.element_to_be_clickable(
+        (By.CSS_SELECTOR, f'button[data-action="drain"][data-worker="{target}"]')))
+    button.click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'article.worker.draining[data-worker="{target}"]'))
+    if screenshot:
+        driver.save_screenshot(screenshot)
+    print(json.dumps({"workers": workers, "drained_in_page": True}))
+finally:
+    driver.quit()
