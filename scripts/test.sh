@@ -11,9 +11,17 @@ if ! command -v docker-compose >/dev/null 2>&1; then
   say "installing docker-compose (apt-get) to validate docker-compose.yaml"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 fi
-if ! python3 -c "import openai" >/dev/null 2>&1; then
-  say "installing PyPI package openai (the client used by compatibility tests)"
-  python3 -m pip install -q openai >&2
+if ! python3 -c "import openai, selenium, prometheus_client" >/dev/null 2>&1; then
+  say "installing PyPI packages openai (compatibility tests), selenium (dashboard test), prometheus_client (metrics parser)"
+  python3 -m pip install -q openai selenium prometheus_client >&2
+fi
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if ((${#missing[@]})); then
+  say "installing ${missing[*]} (apt-get): the dashboard's browser test and the systemd unit check"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The engine's download step runs even when llama-server is cached, so a registry change
 # that breaks it fails here rather than on a user's fresh machine.
@@ -32,7 +40,10 @@ export CARAVAN_TEST_MODEL="$TINY_MODEL"
 say "building (a first debug build takes 5-10 minutes on 2 cores)"
 start=$(date +%s)
 swift build --build-tests
-say "build took $(( $(date +%s) - start ))s; running tests"
+say "build took $(( $(date +%s) - start ))s"
+say "checking the systemd units (deploy/systemd) with systemd-analyze verify"
+bash "$ROOT/scripts/check-systemd.sh" "$(swift build --show-bin-path)"
+say "running tests"
 start=$(date +%s)
 log="$STATE/test-output.log"
 set +e
