@@ -55,12 +55,20 @@ final class HubState: Sendable {
     /// Drains or undrains a worker on this hub at once (its own report follows); false when
     /// no such worker is registered.
     func setDrained(_ name: String, _ drained: Bool) -> Bool {
-        let found = guarded.withLock { $0.registry.setDrained(name, drained) }
-        if found {
-            events.publish(.init(type: drained ? "worker_draining" : "worker_undrained", worker: name))
-            if !drained { drainQueues() }
+        let (found, before, after) = guarded.withLock { state in
+            let before = state.registry.worker(named: name)?.isDraining
+            let found = state.registry.setDrained(name, drained)
+            return (found, before, state.registry.worker(named: name)?.isDraining)
         }
+        announceDrain(name, from: before, to: after)
+        if found && !drained { drainQueues() }
         return found
+    }
+
+    /// Publishes a change of a worker's effective drain (here or on the worker), once.
+    private func announceDrain(_ name: String, from before: Bool?, to after: Bool?) {
+        guard let before, let after, before != after else { return }
+        events.publish(.init(type: after ? "worker_draining" : "worker_undrained", worker: name))
     }
 
     // MARK: Routing
@@ -200,30 +208,33 @@ final class HubState: Sendable {
 
     func register(_ report: WorkerReport) {
         let instant = now()
-        let previous = guarded.withLock { state in
-            defer { state.registry.register(report, now: instant) }
-            return state.registry.worker(named: report.name)?.report
+        let (previous, after) = guarded.withLock { state in
+            let previous = state.registry.worker(named: report.name)
+            state.registry.register(report, now: instant)
+            return (previous, state.registry.worker(named: report.name)?.isDraining)
         }
         if previous == nil { events.publish(.init(type: "worker_registered", worker: report.name, to: report.url)) }
-        announceChanges(from: previous, to: report)
+        announceChanges(from: previous?.report, to: report)
+        announceDrain(report.name, from: previous?.isDraining ?? false, to: after)
         drainQueues()
     }
 
     func heartbeat(_ report: WorkerReport) -> Registry.HeartbeatResult {
         let instant = now()
-        let (result, previous) = guarded.withLock { state in
-            let previous = state.registry.worker(named: report.name)?.report
-            return (state.registry.heartbeat(report, now: instant), previous)
+        let (result, previous, after) = guarded.withLock { state in
+            let previous = state.registry.worker(named: report.name)
+            let result = state.registry.heartbeat(report, now: instant)
+            return (result, previous, state.registry.worker(named: report.name)?.isDraining)
         }
         if result == .accepted {
-            announceChanges(from: previous, to: report)
+            announceChanges(from: previous?.report, to: report)
+            announceDrain(report.name, from: previous?.isDraining, to: after)
             drainQueues()
         }
         return result
     }
 
-    /// Publishes what changed between two reports of one worker: model states, engine
-    /// crashes, and the worker's own drain.
+    /// Publishes what changed between two reports of one worker: model states and engine crashes.
     private func announceChanges(from previous: WorkerReport?, to report: WorkerReport) {
         let before = Dictionary((previous?.models ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for model in report.models {
@@ -235,9 +246,6 @@ final class HubState: Sendable {
             if (model.recentCrashes ?? 0) > (old?.recentCrashes ?? 0) {
                 events.publish(.init(type: "engine_crash", worker: report.name, model: model.name, reason: model.reason))
             }
-        }
-        if let previous, (previous.draining ?? false) != (report.draining ?? false) {
-            events.publish(.init(type: report.draining == true ? "worker_draining" : "worker_undrained", worker: report.name))
         }
     }
 

@@ -58,7 +58,9 @@ struct OperateTests {
 
     @Test("Hub and worker /metrics after real traffic: a real parser reads them, the counts match the traffic")
     func metrics() async throws {
-        try await TestCluster.start(workers: ["a", "b"]).using { cluster in
+        let open = #"metrics: {public: true, listen: "127.0.0.1:0"}"#
+        let specs = [TestCluster.WorkerSpec(name: "a", extra: open), TestCluster.WorkerSpec(name: "b")]
+        try await TestCluster.start(specs: specs, hubSettings: open).using { cluster in
             var completion = 0.0
             var prompt = 0.0
             for _ in 0..<4 {
@@ -116,6 +118,19 @@ struct OperateTests {
             }
             #expect(starts >= 1)
             #expect(engineTokens == completion, "the engines' own token counters, re-exported with a model label")
+
+            // `metrics.public`: the same expositions on their own addresses, without a credential.
+            for (process, label) in [(cluster.hub, "caravan-hub metrics on "), (try #require(cluster.workers["a"]), "caravan-worker metrics on ")] {
+                let line = try await process.waitForLine(containing: label)
+                let url = String(line.split(separator: " ").last!)
+                let response = try await cluster.client.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+                #expect(response.status == .ok)
+                let text = String(buffer: try await response.body.collect(upTo: 4 << 20))
+                #expect(!(try Self.parse(text)).isEmpty)
+                let other = try await cluster.client.execute(HTTPClientRequest(url: url.replacingOccurrences(of: "/metrics", with: "/v1/models")),
+                                                             timeout: .seconds(10))
+                #expect(other.status == .notFound, "the open listener serves /metrics only")
+            }
         }
     }
 
@@ -185,6 +200,8 @@ struct OperateTests {
                 return text.contains("event: worker_draining") && text.contains("event: worker_undrained")
                     && text.contains(#""to":"not-loaded""#) && text.contains(#""to":"ready""#)
             }
+            // One event per change, whichever side (hub or worker report) saw it first.
+            #expect(events.text.components(separatedBy: "event: worker_draining").count == 2)
         }
     }
 
