@@ -99,6 +99,10 @@ curl -fs "$HUB/health/ready" | grep -q '"live_workers":2' || { cat "$RUN"/*.log 
 
 TOKEN="$("$BIN/caravan-hub" token --config "$RUN/cluster.yaml" --sub quickstart --ttl 24h)"
 echo "$TOKEN" > "$RUN/token"
+# For the dashboard (/ui), /metrics and the admin API.
+(umask 077; "$BIN/caravan-hub" token --config "$RUN/cluster.yaml" --sub quickstart-admin --role admin --ttl 24h > "$RUN/admin-token")
+metrics="$(curl -fs "$HUB/metrics" -H "Authorization: Bearer $(cat "$RUN/admin-token")")" || true
+[[ "$metrics" == *caravan_hub_build_info* ]] || { echo "the hub's /metrics did not answer" >&2; exit 1; }
 
 echo
 echo "--- one chat completion through the hub (POST $HUB/v1/chat/completions)"
@@ -121,6 +125,7 @@ cat <<MSG
 Caravan is running.
   URL:    $HUB/v1   (OpenAI-compatible; model "tiny" or "tiny-chat")
   Token:  $RUN/token   (valid 24h; export CARAVAN_TOKEN=\$(cat $RUN/token))
+  Admin:  $HUB/ui   (the dashboard; sign in with the admin token in $RUN/admin-token)
   Logs:   $RUN/hub.log, $RUN/gpu-a.log, $RUN/gpu-b.log
   Stop:   scripts/quickstart.sh --stop
 MSG

@@ -10,6 +10,7 @@ and PyPI's selenium (no browser download: selenium-manager is kept offline)."""
 import json
 import os
 import sys
+import time
 
 os.environ["SE_AVOID_STATS"] = "true"
 from selenium import webdriver  # noqa: E402
@@ -33,8 +34,9 @@ try:
     driver.find_element(By.ID, "login-button").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.worker")) >= 2)
     workers = sorted(e.get_attribute("data-worker") for e in driver.find_elements(By.CSS_SELECTOR, "article.worker"))
-    # A couple of snapshots so the sparklines have points.
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "article.worker svg.spark"))
+    if screenshot:
+        time.sleep(30)  # half a minute of snapshots, so the sparklines in the picture have points
     button = wait.until(EC.element_to_be_clickable(
         (By.CSS_SELECTOR, f'button[data-action="drain"][data-worker="{target}"]')))
     button.click()

@@ -27,6 +27,7 @@ import UnixSignals
 /// | `health_hang` (JSON only) | `/health` never answers (alive but wedged) |
 /// | `FAKE_RECORD` | a file the last request body is written to, byte for byte |
 /// | `FAKE_NAME` | sent back in `X-Served-By`, so tests can see who answered |
+/// | `FAKE_USAGE` | `1`: a stream's last event carries llama-server's `timings` |
 /// | body `"fake_tokens": N` | tokens for this one answer (overrides `FAKE_TOKENS`) |
 /// | `FAKE_EXIT_AFTER_MS` | exit (status 3) this long after start: a crash while ready |
 /// | `FAKE_IGNORE_SIGTERM` | `1`: ignore SIGTERM, so only SIGKILL stops it |
@@ -167,6 +168,10 @@ struct FakeEngine {
                         if let crash = streamed.crashAfter, index >= crash { exit(1) }
                         try await writer.write(ByteBuffer(string:
                             #"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t\#(index)\#(padding)"}}]}"# + "\n\n"))
+                    }
+                    if ProcessInfo.processInfo.environment["FAKE_USAGE"] == "1" {
+                        try await writer.write(ByteBuffer(string:
+                            #"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"length"}],"timings":{"prompt_n":3,"predicted_n":\#(streamed.tokens)}}"# + "\n\n"))
                     }
                     try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
                     try await writer.finish(nil)

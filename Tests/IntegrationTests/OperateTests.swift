@@ -375,9 +375,19 @@ struct OperateTests {
 
     @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers")
     func dashboard() async throws {
-        let specs = ["a", "b"].map { TestCluster.WorkerSpec(name: $0, fake: true) }
+        let specs = ["a", "b"].map {
+            TestCluster.WorkerSpec(name: $0, fake: true, env: ["FAKE_TTFB_MS": "30", "FAKE_TOKEN_MS": "5", "FAKE_TOKENS": "20",
+                                                               "FAKE_USAGE": "1"])
+        }
         try await TestCluster.start(specs: specs).using { cluster in
-            for _ in 0..<4 { _ = try await cluster.request("POST", "/v1/chat/completions", body: chatBody()) }
+            // Traffic while the page is open, so its sparklines have something to draw.
+            let traffic = Task {
+                while !Task.isCancelled {
+                    _ = try? await cluster.request("POST", "/v1/chat/completions", body: #"{"model":"tiny","messages":[],"stream":true}"#)
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            defer { traffic.cancel() }
             var arguments = ["python3", repositoryRoot.appendingPathComponent("scripts/ui-check.py").path, cluster.hubURL,
                              cluster.adminToken, "a"]
             if let shot = ProcessInfo.processInfo.environment["CARAVAN_UI_SCREENSHOT"] { arguments.append(shot) }

@@ -113,7 +113,9 @@ extension Dashboard {
           svg.setAttribute("viewBox", "0 0 60 16"); svg.setAttribute("class", "spark");
           const numbers = values.map((v) => (v === null ? 0 : v));
           const max = Math.max(1e-9, ...numbers);
-          const points = numbers.map((v, i) => (i * 60 / Math.max(1, HISTORY - 1)).toFixed(1) + "," + (15 - v / max * 14).toFixed(1));
+          // Newest point at the right edge; history grows in from the right.
+          const offset = HISTORY - numbers.length;
+          const points = numbers.map((v, i) => ((offset + i) * 60 / (HISTORY - 1)).toFixed(1) + "," + (15 - v / max * 14).toFixed(1));
           const line = document.createElementNS(ns, "polyline");
           line.setAttribute("points", points.join(" "));
           svg.append(line);
