@@ -57,5 +57,10 @@ say "tests took $(( $(date +%s) - start ))s"
 total=$(grep -oE 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
 # A parameterized test fails as 'Test "name" with N test cases failed'.
 failed=$(grep -cE '^✘ Test "[^"]*"( with [0-9]+ test cases?)? failed' "$log" || true)
-echo "$(( total - failed )) passed, ${failed} failed"
+if ! grep -qE 'Test run with [0-9]+ tests?' "$log"; then
+  # No summary: the test process itself died (a crash or a fatal error stops every test).
+  say "the test process ended without a summary (crashed?): see the output above"
+  failed=$(( failed > 0 ? failed : 1 ))
+fi
+echo "$(( total > failed ? total - failed : 0 )) passed, ${failed} failed"
 exit "$status"
