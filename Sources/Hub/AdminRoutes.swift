@@ -140,8 +140,8 @@ struct AdminRoutes {
     private func events() -> Response {
         let (id, frames) = state.events.subscribe()
         let events = state.events
-        let first = (try? WireCoding.encoder().encode(EventTicker.Snapshot(workers: snapshot().workers, queued: snapshot().queued,
-                                                                            rates: [:])))
+        let now = snapshot()
+        let first = (try? WireCoding.encoder().encode(EventTicker.Snapshot(workers: now.workers, queued: now.queued, rates: [:])))
             .map { ClusterEvents.frame(type: "snapshot", data: $0) }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                         body: ResponseBody { writer in

@@ -22,7 +22,7 @@ struct ClientAuthMiddleware: RouterMiddleware {
         async throws -> Response
     {
         if limiter != nil { context.access?.update { $0.isAPI = true } }
-        guard let authenticator = settings.current.authenticator else {
+        guard let authenticator = settings.authenticator else {
             try local?.check(request, admin: roles == [.admin])
             return try await next(request, context)
         }

@@ -95,7 +95,7 @@ struct HubApplication {
                     stats.record(worker: worker, model: model, ttft: fields.ttft, tokens: fields.usage?.completion ?? 0)
                 }
             }))
-        router.middlewares.add(CORSAllowList(allowed: { Set(settings.current.hub.corsOrigins) }))
+        router.middlewares.add(CORSAllowList(allowed: { Set(settings.hub.corsOrigins) }))
         router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
         router.get("/health/ready") { _, _ in
             let live = state.liveWorkers().count

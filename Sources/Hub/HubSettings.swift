@@ -25,6 +25,11 @@ final class HubSettings: Sendable {
 
     var current: Current { state.withLock { $0 } }
 
+    /// The hub section alone (read per request; cheaper than the whole cluster).
+    var hub: HubConfig { state.withLock { $0.cluster.hub } }
+
+    var authenticator: ClientAuthenticator? { state.withLock { $0.authenticator } }
+
     func replace(_ next: Current) { state.withLock { $0 = next } }
 }
 

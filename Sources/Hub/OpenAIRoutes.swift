@@ -28,7 +28,7 @@ struct OpenAIRoutes {
     var shutdown: ShutdownGrace?
 
     /// The hub section in force (a reload replaces it between requests).
-    var config: HubConfig { settings.current.hub }
+    var config: HubConfig { settings.hub }
 
     func addRoutes(to group: RouterGroup<HubRequestContext>) {
         group.get("/v1/models") { _, context in
@@ -126,9 +126,10 @@ struct OpenAIRoutes {
         if let access {
             logger[metadataKey: "request_id"] = "\(access.id)"
             headers.append((RequestID.header, access.id))
-            let known = state.canonicalModels(for: fields.model)
-            access.update { $0.model = known.count == 1 ? known.first : (known.isEmpty ? nil : fields.model) }
         }
+        // The metrics label of a request that ends before a pick: the name as asked, once the
+        // registry has shown it is a known model or alias (never a client's arbitrary text).
+        let labelKnownModel = { access?.update { $0.model = $0.model ?? fields.model } }
         let target = path + (request.uri.query.map { "?\($0)" } ?? "")
         let queueDeadline = ContinuousClock.now + config.queue.timeout
         var tried: [Int] = []
@@ -141,6 +142,7 @@ struct OpenAIRoutes {
             case .picked(let chosen):
                 pick = chosen
             case .saturated:
+                labelKnownModel()
                 // Waiting ends the moment the client leaves (its place goes to the next in line).
                 let waitStart = ContinuousClock.now
                 defer {
@@ -153,11 +155,14 @@ struct OpenAIRoutes {
             case .unknownModel:
                 throw OpenAIError.modelNotFound(fields.model)
             case .noLiveWorker:
+                labelKnownModel()
                 throw OpenAIError.noWorker(fields.model)
             case .doesNotFit(let reason):
+                labelKnownModel()
                 throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_does_not_fit",
                                   message: "No live worker can load the model '\(fields.model)': it \(reason)", param: "model")
             case .exhausted:
+                labelKnownModel()
                 if let lastReply { return lastReply.response }
                 if let lastFailure { throw Self.allFailed(fields.model, lastFailure) }
                 throw OpenAIError(.serviceUnavailable, type: "server_error", code: "no_healthy_worker",
