@@ -37,6 +37,8 @@ if [[ ! -x "$BASE_DIR/bin/caravan-hub" ]]; then
   say "building the base ($BASE) in release mode"
   rm -rf "$BASE_DIR/src"; mkdir -p "$BASE_DIR/bin"
   git worktree add -f --detach "$BASE_DIR/src" "$BASE" >&2
+  # Start from this checkout's build folder: the dependencies are the same, already built.
+  [[ -d "$ROOT/.build-bench-base" ]] || cp -a "$ROOT/.build" "$ROOT/.build-bench-base"
   (cd "$BASE_DIR/src" && swift build -c release --static-swift-stdlib --scratch-path "$ROOT/.build-bench-base" \
      --product caravan-hub >&2 && swift build -c release --static-swift-stdlib --scratch-path "$ROOT/.build-bench-base" \
      --product caravan-worker >&2)

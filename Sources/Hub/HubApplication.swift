@@ -135,7 +135,7 @@ struct HubApplication {
             ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger),
             EventTicker(events: events, stats: stats, snapshot: { adminRoutes.snapshot() }),
         ]
-        if let reloader { services.append(ReloadOnHangup(reloader: reloader, logger: logger)) }
+        if let reloader { services.append(ReloadOnHangup(logger: logger) { _ = try await reloader.reload() }) }
         if hub.metrics.public, let address = hub.metrics.listen {
             services.append(MetricsListener.application(address: address, serverName: "caravan-hub", logger: logger) {
                 adminRoutes.metricsResponse(metrics)

@@ -1,9 +1,7 @@
 import Foundation
 import Logging
 import Shared
-import ServiceLifecycle
 import Synchronization
-import UnixSignals
 
 /// The configuration in force, which a reload (SIGHUP, `POST /admin/reload`) replaces
 /// between requests: routes, middlewares and the control plane read it per request.
@@ -93,17 +91,3 @@ struct HubReloader: Sendable {
     }
 }
 
-/// Reloads the cluster file on SIGHUP (as the worker does).
-struct ReloadOnHangup: Service {
-    let reloader: HubReloader
-    let logger: Logger
-
-    func run() async throws {
-        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
-            logger.notice("SIGHUP: reloading the configuration")
-            do { _ = try await reloader.reload() } catch {
-                logger.error("reload failed; the running configuration is unchanged", metadata: ["reason": "\(error)"])
-            }
-        }
-    }
-}

@@ -140,7 +140,7 @@ struct WorkerApplication {
         )
         // Shut down in reverse: heartbeats deregister (no hub sends more), the server drains
         // within the shutdown grace, then engines stop.
-        var services: [any Service] = [gpus, supervisor, ReloadOnHangup(supervisor: supervisor, logger: logger)]
+        var services: [any Service] = [gpus, supervisor, ReloadOnHangup(logger: logger) { _ = try await supervisor.reload() }]
         if worker.metrics.public, let address = worker.metrics.listen {
             services.append(MetricsListener.application(address: address, serverName: "caravan-worker", logger: logger) {
                 await admin.metricsResponse()
@@ -158,20 +158,5 @@ struct WorkerApplication {
         }
         engineClient.shutdown()
         try await client.shutdown()
-    }
-}
-
-/// Reloads the configuration on SIGHUP.
-struct ReloadOnHangup: Service {
-    let supervisor: EngineSupervisor
-    let logger: Logger
-
-    func run() async throws {
-        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
-            logger.notice("SIGHUP: reloading the configuration")
-            do { _ = try await supervisor.reload() } catch {
-                logger.error("reload failed; the running configuration is unchanged", metadata: ["reason": "\(error)"])
-            }
-        }
     }
 }
