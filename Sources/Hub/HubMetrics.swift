@@ -1,5 +1,6 @@
 import Prometheus
 import Shared
+import Synchronization
 
 /// The hub's Prometheus series (`GET /metrics`; the table is in docs/operations.md).
 ///
@@ -9,6 +10,24 @@ import Shared
 /// model no worker or config names is `unknown`, never the client's text.
 final class HubMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
+
+    /// Series handles, looked up once per label set: the registry validates names and
+    /// labels on every lookup, which cost more than the rest of a request's bookkeeping.
+    private struct RequestKey: Hashable {
+        var model: String
+        var worker: String
+        var outcome: String
+        var code: Int
+    }
+    private struct ModelSeries {
+        var duration: DurationHistogram
+        var ttft: DurationHistogram
+        var gap: DurationHistogram
+        var prompt: Counter
+        var completion: Counter
+    }
+    private let requestCounters = Mutex<[RequestKey: Counter]>([:])
+    private let modelSeries = Mutex<[String: ModelSeries]>([:])
 
     static let durationBuckets: [Duration] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
         .map { Duration.milliseconds(Int64($0 * 1000)) }
@@ -22,31 +41,45 @@ final class HubMetrics: Sendable {
 
     /// One finished request (see ``AccessRecord``).
     func requestFinished(_ fields: AccessRecord.Fields, outcome: String, status: Int, duration: Duration) {
-        let model = fields.model ?? "unknown"
-        let worker = fields.worker ?? "none"
-        registry.counter("caravan_hub_requests_total",
-                             labels: [("model", model), ("worker", worker), ("outcome", outcome), ("code", String(status))],
-                             help: "Requests by model, worker, outcome and HTTP status").increment()
-        guard fields.model != nil else { return }
-        registry.histogram("caravan_hub_request_duration_seconds", labels: [("model", model)],
-                                       buckets: Self.durationBuckets, help: "Time from request to the last byte")
-            .record(duration)
-        if let ttft = fields.ttft {
-            registry.histogram("caravan_hub_ttft_seconds", labels: [("model", model)],
-                                           buckets: Self.durationBuckets, help: "Time to the first byte of streamed answers")
-                .record(ttft)
+        let key = RequestKey(model: fields.model ?? "unknown", worker: fields.worker ?? "none", outcome: outcome, code: status)
+        let counter = requestCounters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = registry.counter(
+                "caravan_hub_requests_total",
+                labels: [("model", key.model), ("worker", key.worker), ("outcome", outcome), ("code", String(status))],
+                help: "Requests by model, worker, outcome and HTTP status")
+            counters[key] = counter
+            return counter
         }
-        if let gap = fields.meanGap {
-            registry.histogram("caravan_hub_stream_gap_seconds", labels: [("model", model)],
-                                           buckets: Self.gapBuckets,
-                                           help: "Mean silence between the chunks of one streamed answer")
-                .record(gap)
-        }
+        counter.increment()
+        guard let model = fields.model else { return }
+        let series = series(for: model)
+        series.duration.record(duration)
+        if let ttft = fields.ttft { series.ttft.record(ttft) }
+        if let gap = fields.meanGap { series.gap.record(gap) }
         if let usage = fields.usage {
-            registry.counter("caravan_hub_prompt_tokens_total", labels: [("model", model)],
-                                 help: "Prompt tokens, from the answers' usage").increment(by: Int64(usage.prompt))
-            registry.counter("caravan_hub_completion_tokens_total", labels: [("model", model)],
-                                 help: "Generated tokens, from the answers' usage").increment(by: Int64(usage.completion))
+            series.prompt.increment(by: Int64(usage.prompt))
+            series.completion.increment(by: Int64(usage.completion))
+        }
+    }
+
+    private func series(for model: String) -> ModelSeries {
+        modelSeries.withLock { all in
+            if let series = all[model] { return series }
+            let labels = [("model", model)]
+            let series = ModelSeries(
+                duration: registry.histogram("caravan_hub_request_duration_seconds", labels: labels,
+                                             buckets: Self.durationBuckets, help: "Time from request to the last byte"),
+                ttft: registry.histogram("caravan_hub_ttft_seconds", labels: labels, buckets: Self.durationBuckets,
+                                         help: "Time to the first byte of streamed answers"),
+                gap: registry.histogram("caravan_hub_stream_gap_seconds", labels: labels, buckets: Self.gapBuckets,
+                                        help: "Mean silence between the chunks of one streamed answer"),
+                prompt: registry.counter("caravan_hub_prompt_tokens_total", labels: labels,
+                                         help: "Prompt tokens, from the answers' usage"),
+                completion: registry.counter("caravan_hub_completion_tokens_total", labels: labels,
+                                             help: "Generated tokens, from the answers' usage"))
+            all[model] = series
+            return series
         }
     }
 

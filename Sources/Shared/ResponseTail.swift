@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 
 /// Tokens a request used, as the engine counted them.
@@ -43,17 +42,44 @@ public struct ResponseTail: Sendable {
     public static func usage(in body: ByteBuffer) -> TokenUsage? {
         let start = max(0, body.readableBytes - capacity)
         guard let bytes = body.getBytes(at: body.readerIndex + start, length: body.readableBytes - start) else { return nil }
-        if let object = lastObject(named: "usage", in: bytes), let prompt = object["prompt_tokens"] as? Int {
-            return TokenUsage(prompt: prompt, completion: object["completion_tokens"] as? Int ?? 0)
+        if let object = lastObject(named: "usage", in: bytes), let prompt = integer("prompt_tokens", in: object) {
+            return TokenUsage(prompt: prompt, completion: integer("completion_tokens", in: object) ?? 0)
         }
-        if let object = lastObject(named: "timings", in: bytes), let prompt = object["prompt_n"] as? Int {
-            return TokenUsage(prompt: prompt + (object["cache_n"] as? Int ?? 0), completion: object["predicted_n"] as? Int ?? 0)
+        if let object = lastObject(named: "timings", in: bytes), let prompt = integer("prompt_n", in: object) {
+            return TokenUsage(prompt: prompt + (integer("cache_n", in: object) ?? 0), completion: integer("predicted_n", in: object) ?? 0)
         }
         return nil
     }
 
-    /// The JSON object value of the last member called `name` in `bytes`, decoded.
-    static func lastObject(named name: String, in bytes: [UInt8]) -> [String: Any]? {
+    /// The non-negative integer value of the member `name` in an object's bytes (nil when
+    /// absent or not an integer). Read directly: a JSON decoder costs more than the rest of
+    /// a proxied request's bookkeeping.
+    static func integer(_ name: String, in object: ArraySlice<UInt8>) -> Int? {
+        let key = Array("\"\(name)\"".utf8)
+        var index = object.startIndex
+        while index + key.count <= object.endIndex {
+            if object[index] == key[0], object[index..<index + key.count].elementsEqual(key) {
+                var cursor = index + key.count
+                while cursor < object.endIndex, object[cursor] == UInt8(ascii: " ") { cursor += 1 }
+                guard cursor < object.endIndex, object[cursor] == UInt8(ascii: ":") else { index += 1; continue }
+                cursor += 1
+                while cursor < object.endIndex, object[cursor] == UInt8(ascii: " ") { cursor += 1 }
+                var value = 0
+                var digits = 0
+                while cursor < object.endIndex, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(object[cursor]), digits < 18 {
+                    value = value * 10 + Int(object[cursor] - UInt8(ascii: "0"))
+                    digits += 1
+                    cursor += 1
+                }
+                return digits > 0 ? value : nil
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// The bytes of the JSON object value of the last member called `name` in `bytes`.
+    static func lastObject(named name: String, in bytes: [UInt8]) -> ArraySlice<UInt8>? {
         let key = Array("\"\(name)\"".utf8)
         var searchEnd = bytes.count
         while let found = lastIndex(of: key, in: bytes, before: searchEnd) {
@@ -64,9 +90,7 @@ public struct ResponseTail: Sendable {
             index += 1
             while index < bytes.count, [UInt8(ascii: " "), UInt8(ascii: "\n")].contains(bytes[index]) { index += 1 }
             guard index < bytes.count, bytes[index] == UInt8(ascii: "{"), let end = matchingBrace(bytes, from: index) else { continue }
-            if let object = try? JSONSerialization.jsonObject(with: Data(bytes[index...end])) as? [String: Any] {
-                return object
-            }
+            return bytes[index...end]
         }
         return nil
     }
