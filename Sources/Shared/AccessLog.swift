@@ -151,6 +151,9 @@ public struct AccessLogMiddleware<Context: AccessRecordingContext>: RouterMiddle
         let fields = record.current
         let duration = ContinuousClock.now - record.start
         let outcome = AccessRecord.outcome(status: status, code: fields.code, finish: fields.finish)
+        defer { onComplete?(record, fields, status, outcome, duration) }
+        let level: Logger.Level = quiet(path) ? .debug : .info
+        guard logger.logLevel <= level else { return }  // the line is built only when it is written
         var metadata: Logger.Metadata = [
             "request_id": "\(record.id)", "method": "\(method)", "path": "\(path)", "status": "\(status)",
             "outcome": "\(outcome)", "duration_ms": "\(Self.milliseconds(duration))",
@@ -165,8 +168,7 @@ public struct AccessLogMiddleware<Context: AccessRecordingContext>: RouterMiddle
         }
         if fields.retries > 0 { metadata["retries"] = "\(fields.retries)" }
         if let code = fields.code { metadata["code"] = "\(code)" }
-        logger.log(level: quiet(path) ? .debug : .info, "\(method) \(path) \(status)", metadata: metadata)
-        onComplete?(record, fields, status, outcome, duration)
+        logger.log(level: level, "\(method) \(path) \(status)", metadata: metadata)
     }
 
     static func milliseconds(_ duration: Duration) -> String {
