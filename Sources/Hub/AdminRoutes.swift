@@ -169,6 +169,7 @@ struct AdminRoutes {
         case .response(let response): return response
         case .failed(_, let reason): throw OpenAIError.upstream("worker \(name) did not answer: \(reason)", code: "worker_unreachable")
         case .clientGone: throw CancellationError()
+        case .shuttingDown: throw OpenAIError.shuttingDown
         }
     }
 

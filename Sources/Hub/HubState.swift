@@ -82,11 +82,12 @@ final class HubState: Sendable {
     }
 
     /// Waits in the model's FIFO queue until a worker has capacity, the deadline passes
-    /// (503), the queue is full (429) or the client leaves (`clientDeparture`; the wait
-    /// is cancelled). Cancelling the calling task also leaves the queue at once.
+    /// (503), the queue is full (429), the client leaves (`clientDeparture`; the wait
+    /// is cancelled) or the shutdown grace is over (503 `server_shutting_down`). Cancelling
+    /// the calling task also leaves the queue at once.
     func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant,
-                         clientDeparture: ClientDeparture? = nil) async throws -> Registry.Pick {
-        enum Outcome: Sendable { case picked(Registry.Pick), deadline, clientGone }
+                         clientDeparture: ClientDeparture? = nil, shutdown: ShutdownGrace? = nil) async throws -> Registry.Pick {
+        enum Outcome: Sendable { case picked(Registry.Pick), deadline, clientGone, shuttingDown }
         return try await withThrowingTaskGroup(of: Outcome.self) { group in
             group.addTask { .picked(try await self.enqueue(model, deadline: deadline)) }
             group.addTask {
@@ -97,6 +98,12 @@ final class HubState: Sendable {
                 group.addTask {
                     await clientDeparture.wait()
                     return .clientGone
+                }
+            }
+            if let shutdown {
+                group.addTask {
+                    await shutdown.waitForExpiry()
+                    return .shuttingDown
                 }
             }
             let first = try await group.next()!
@@ -111,6 +118,10 @@ final class HubState: Sendable {
             if case .clientGone = first {
                 if let late { release(late, sample: .neutral) }
                 throw CancellationError()
+            }
+            if case .shuttingDown = first {
+                if let late { release(late, sample: .neutral) }
+                throw OpenAIError.shuttingDown
             }
             if let late { return late }
             throw OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",

@@ -151,7 +151,7 @@ struct OpenAIRoutes {
                     if let model = access?.current.model { state.metrics?.queueWait(model: model, waited) }
                 }
                 pick = try await state.waitForCapacity(fields.model, deadline: queueDeadline,
-                                                       clientDeparture: context.clientDeparture)
+                                                       clientDeparture: context.clientDeparture, shutdown: shutdown)
             case .unknownModel:
                 throw OpenAIError.modelNotFound(fields.model)
             case .noLiveWorker:
@@ -206,6 +206,9 @@ struct OpenAIRoutes {
             case .clientGone:
                 lease.release(.neutral)
                 throw CancellationError()
+            case .shuttingDown:
+                lease.release(.neutral)
+                throw OpenAIError.shuttingDown
             case .failed(let reply, let reason):
                 let status = reply.map { $0.status.code }
                 lease.release(status == 429 || lease.firstByteJudged ? .neutral : .failure(reason))

@@ -70,6 +70,11 @@ extension OpenAIError {
                     message: "No live worker serves the model '\(model)' right now", param: "model")
     }
 
+    /// The process is shutting down and its grace is over (`shutdown_grace`).
+    public static let shuttingDown = OpenAIError(
+        .serviceUnavailable, type: "server_error", code: "server_shutting_down",
+        message: "The server is shutting down; retry the request", headers: [.retryAfter: "1"])
+
     public static func upstream(_ message: String, code: String = "upstream_error") -> OpenAIError {
         OpenAIError(.badGateway, type: "server_error", code: code, message: message)
     }

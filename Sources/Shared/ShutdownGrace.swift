@@ -33,6 +33,18 @@ public final class ShutdownGrace: Sendable {
         _ = state.withLock { $0.callbacks.removeValue(forKey: id) }
     }
 
+    /// Returns when the grace is over (at once if it is), or when the calling task is cancelled.
+    public func waitForExpiry() async {
+        let (expired, signal) = AsyncStream.makeStream(of: Void.self)
+        let id = onExpiry { signal.finish() }
+        await withTaskCancellationHandler {
+            for await _ in expired {}
+        } onCancel: {
+            signal.finish()
+        }
+        cancel(id)
+    }
+
     /// Ends everything registered, now.
     public func expire() {
         let callbacks = state.withLock { state in

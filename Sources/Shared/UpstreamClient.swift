@@ -43,7 +43,8 @@ public final class UpstreamClient: Sendable {
     /// ``ClientDeparted`` when `departure` completes before the answer was handed over).
     public func execute(_ request: UpstreamRequest, headTimeout: Duration, idleTimeout: Duration,
                         maxBufferedBody: Int, departure: ClientDeparture? = nil,
-                        onFirstByte: (@Sendable () -> Void)? = nil, readUsage: Bool = false) async throws -> UpstreamResponse {
+                        onFirstByte: (@Sendable () -> Void)? = nil, readUsage: Bool = false,
+                        shutdown: ShutdownGrace? = nil) async throws -> UpstreamResponse {
         let target = try UpstreamTarget(request.url)
         let start = NIODeadline.now()
         let headDeadline = start + TimeAmount(headTimeout)  // a retry gets what is left, not a new timeout
@@ -59,6 +60,9 @@ public final class UpstreamClient: Sendable {
             loop.execute { handler.value.begin(exchange) }
             let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
             defer { departure?.cancel(watch) }
+            // An answer still awaited when the shutdown grace is over ends then, too.
+            let stop = shutdown?.onExpiry { loop.execute { handler.value.abort(exchange.id, .shuttingDown) } }
+            defer { shutdown?.cancel(stop) }
             do {
                 return try await exchange.promise.futureResult.get()
             } catch UpstreamError.closedBeforeAnswer where reused {
@@ -186,7 +190,8 @@ public struct UpstreamEventStream: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: producer.makeAsyncIterator()) }
 
     /// Ends the stream now with `error` (the reader's next chunk throws it) and closes the
-    /// upstream connection: a process shutting down ends the streams its grace did not cover.
+    /// upstream connection: a process shutting down ends the streams its grace did not cover
+    /// (an answer not begun yet is ended by ``UpstreamClient/execute(_:headTimeout:idleTimeout:maxBufferedBody:departure:onFirstByte:readUsage:shutdown:)``).
     public func abort(_ error: UpstreamError) {
         let delegate = self.delegate
         delegate.handler.eventLoop.execute { delegate.handler.value.abort(delegate.id, error) }
@@ -479,8 +484,13 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Ends a stream in progress with `error` (see ``UpstreamEventStream/abort(_:)``).
     func abort(_ id: Int, _ error: UpstreamError) {
-        guard case .streaming(let exchange, _, _) = state, exchange.id == id else { return }
-        fail(error)
+        switch state {
+        case .awaitingHead(let exchange) where exchange.id == id, .collecting(let exchange, _, _) where exchange.id == id,
+            .streaming(let exchange, _, _) where exchange.id == id:
+            fail(error)
+        default:
+            break
+        }
     }
 
     /// The stream's reader stopped before the end (its client left): stop the upstream.

@@ -65,6 +65,8 @@ public struct UpstreamForwarder: Sendable {
         /// The client left while the upstream was still working on the answer; the upstream
         /// request was cancelled (its connection closed, so llama-server stops generating).
         case clientGone
+        /// The shutdown grace ended before the answer began (no retry: this process is leaving).
+        case shuttingDown
     }
 
     /// An upstream error answer (5xx, 429) held back for a retry.
@@ -145,9 +147,11 @@ public struct UpstreamForwarder: Sendable {
             // that leaves meanwhile must stop it, not leave the GPU working for nobody.
             upstream = try await client.execute(request, headTimeout: options.headTimeout, idleTimeout: options.idleTimeout,
                                                 maxBufferedBody: options.maxBufferedBody, departure: clientDeparture,
-                                                onFirstByte: onFirstByte, readUsage: options.readUsage)
+                                                onFirstByte: onFirstByte, readUsage: options.readUsage, shutdown: options.shutdown)
         } catch is ClientDeparted {
             return .clientGone
+        } catch UpstreamError.shuttingDown {
+            return .shuttingDown
         } catch {
             return .failed(reply: nil, reason: Self.describe(error))
         }
@@ -216,8 +220,7 @@ public struct UpstreamForwarder: Sendable {
                     // Not the upstream's failure: this process ran out of shutdown grace.
                     logger.notice("stream ended: shutdown grace is over", metadata: ["url": "\(url)"])
                     deadline?.begin()
-                    try await writer.write(OpenAIError(.serviceUnavailable, type: "server_error", code: "server_shutting_down",
-                                                       message: "The server is shutting down; the stream was ended. Retry the request.").sseEvent)
+                    try await writer.write(OpenAIError.shuttingDown.sseEvent)
                     deadline?.end()
                     finish(.clientGone(events.timing))
                 } catch where !clientGone {

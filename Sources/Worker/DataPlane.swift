@@ -113,6 +113,10 @@ struct DataPlane: Sendable {
             inFlight.add(-1)
             supervisor.release(model)
             throw CancellationError()
+        case .shuttingDown:
+            inFlight.add(-1)
+            supervisor.release(model)
+            throw OpenAIError.shuttingDown
         case .failed(_, let reason):
             inFlight.add(-1)
             supervisor.release(model)

@@ -307,6 +307,29 @@ struct OperateTests {
         }
     }
 
+    @Test("SIGTERM: an answer still awaited and a request still queued when the grace ends get 503 server_shutting_down; the hub exits")
+    func shutdownEndsWaiting() async throws {
+        // One slot, no requests sent ahead: the first request holds it (its answer takes 20 s),
+        // the second waits in the hub's queue.
+        let spec = TestCluster.WorkerSpec(name: "a", fake: true, env: ["FAKE_SLOTS": "1", "FAKE_TTFB_MS": "20000"], preload: true)
+        try await TestCluster.start(specs: [spec], hubSettings: "shutdown_grace: 1s\nqueue: {ahead_per_slot: 0, timeout: 60s}").using { cluster in
+            try await cluster.waitForModel("a") { $0["state"] as? String == "ready" && $0["slots_total"] as? Int == 1 }
+            let held = Task { try await cluster.request("POST", "/v1/chat/completions", body: chatBody()) }
+            try await cluster.waitUntil("the slot to be taken") { try await cluster.hubInFlight() == 1 }
+            let queued = Task { try await cluster.request("POST", "/v1/chat/completions", body: chatBody()) }
+            try await cluster.waitUntil("the second request to queue") { try await cluster.queued() == 1 }
+            let signalled = ContinuousClock.now
+            kill(cluster.hub.pid, SIGTERM)
+            for (what, task) in [("awaited answer", held), ("queued request", queued)] {
+                let reply = try await Self.phase(what) { try await task.value }
+                #expect(reply.status == 503, "\(what): \(reply.body)")
+                #expect(reply.errorCode == "server_shutting_down", "\(what)")
+            }
+            try await cluster.waitUntil("the hub to exit", timeout: .seconds(10)) { !cluster.hub.isRunning }
+            #expect(ContinuousClock.now - signalled < .seconds(8), "ended by the grace, not by the 20 s answer or the 60 s queue timeout")
+        }
+    }
+
     @Test("JSON logs: one object per line; request ids answered and carried hub -> worker; no secret in any log")
     func jsonLogsRequestIDsSecrets() async throws {
         let key = "sk-logs-\(UUID().uuidString)"
