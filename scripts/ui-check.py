@@ -4,8 +4,9 @@
 usage: ui-check.py HUB_URL ADMIN_TOKEN WORKER_TO_DRAIN [SCREENSHOT.png]
 
 Signs in with the token, waits for the live worker list, clicks "Drain" on the given
-worker and waits until the page shows it draining. Prints JSON:
-{"workers": [...], "drained_in_page": true}. Needs Debian's chromium and chromium-driver
+worker and waits until the page shows it draining, then opens that worker's engine log
+tail and waits for lines. Prints JSON:
+{"workers": [...], "drained_in_page": true, "log_lines": N}. Needs Debian's chromium and chromium-driver
 and PyPI's selenium (no browser download: selenium-manager is kept offline)."""
 import json
 import os
@@ -43,6 +44,11 @@ try:
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'article.worker.draining[data-worker="{target}"]'))
     if screenshot:
         driver.save_screenshot(screenshot)
-    print(json.dumps({"workers": workers, "drained_in_page": True}))
+    # The engine log tail: the page follows the worker's log endpoint through the hub.
+    driver.find_element(By.CSS_SELECTOR, f'article.worker[data-worker="{target}"] button[data-action="logs"]').click()
+    wait.until(lambda d: d.find_element(By.ID, "logs-text").text.strip() != "")
+    log_lines = len(driver.find_element(By.ID, "logs-text").text.strip().splitlines())
+    driver.find_element(By.ID, "logs-close").click()
+    print(json.dumps({"workers": workers, "drained_in_page": True, "log_lines": log_lines}))
 finally:
     driver.quit()

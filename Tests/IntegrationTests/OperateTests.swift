@@ -396,7 +396,7 @@ struct OperateTests {
         }
     }
 
-    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers")
+    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers, the log tail shows the engine's output")
     func dashboard() async throws {
         let specs = ["a", "b"].map {
             TestCluster.WorkerSpec(name: $0, fake: true, env: ["FAKE_TTFB_MS": "30", "FAKE_TOKEN_MS": "5", "FAKE_TOKENS": "20",
@@ -418,6 +418,7 @@ struct OperateTests {
             let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "ui-check: \(output)")
             #expect(Set(result["workers"] as? [String] ?? []) == ["a", "b"])
             #expect(result["drained_in_page"] as? Bool == true)
+            #expect((result["log_lines"] as? Int ?? 0) > 0, "the engine log tail shows the engine's output")
             #expect(try await cluster.admin().first { $0["name"] as? String == "a" }?["draining"] as? Bool == true)
             #expect(try await cluster.admin().first { $0["name"] as? String == "b" }?["draining"] as? Bool == false)
         }
