@@ -155,7 +155,9 @@ struct OpenAIRoutes {
             case .unknownModel:
                 throw OpenAIError.modelNotFound(fields.model)
             case .noLiveWorker:
-                labelKnownModel()
+                // Also answered for any name while a `models_dir` worker is away: only a name
+                // the cluster knows becomes a label.
+                if !state.canonicalModels(for: fields.model).isEmpty { labelKnownModel() }
                 throw OpenAIError.noWorker(fields.model)
             case .doesNotFit(let reason):
                 labelKnownModel()
