@@ -80,6 +80,16 @@ struct OperateUnitTests {
         #expect(AccessRecord.outcome(status: 499, code: nil, finish: nil) == "client_gone")
     }
 
+    @Test("JSON log timestamps: UTC ISO 8601 with milliseconds, the current time")
+    func timestamps() throws {
+        let stamp = JSONLogHandler.timestamp()
+        #expect(stamp.wholeMatch(of: /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z/) != nil, "\(stamp)")
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let parsed = try #require(formatter.date(from: stamp))
+        #expect(abs(parsed.timeIntervalSinceNow) < 5)
+    }
+
     @Test("JSON log lines: strings escaped, control characters too")
     func jsonQuote() throws {
         let quoted = JSONLogHandler.quote("a\"b\\c\nd\u{01}é")
