@@ -142,6 +142,7 @@ final class HubMetrics: Sendable {
             live.add("caravan_hub_queue_length", Double(length), labels: [("model", model)],
                      help: "Requests waiting for capacity")
         }
+        ProcessMetrics.add(to: &live)
         return registry.emitToString() + live.render()
     }
 }

@@ -51,6 +51,7 @@ final class WorkerMetrics: Sendable {
             live.add("caravan_worker_engine_slots_busy", Double(model.slotsBusy), labels: [("model", model.name)],
                      help: "Busy slots of the model's engine")
         }
+        ProcessMetrics.add(to: &live)
         for engine in engines { live.merge(engine.exposition, adding: ("model", engine.model)) }
         return registry.emitToString() + live.render()
     }

@@ -104,6 +104,9 @@ struct OperateTests {
             #expect(Self.sum(hub, "caravan_model_state", where: ["state": "ready"]) >= 1)
             #expect(Self.sum(hub, "caravan_hub_breaker_state") == 0)
             #expect(Self.sum(hub, "caravan_hub_in_flight") == 0)
+            #expect(Self.sum(hub, "process_resident_memory_bytes") > 1_000_000)
+            #expect(Self.sum(hub, "process_open_fds") > 3)
+            #expect(Self.sum(hub, "process_cpu_seconds_total") > 0)
 
             // Each worker's series and its engine's own, through the hub with the admin credential.
             var engineTokens = 0.0
@@ -115,6 +118,7 @@ struct OperateTests {
                 starts += Self.sum(worker, "caravan_worker_engine_starts_total", where: ["model": "tiny"])
                 engineTokens += Self.sum(worker, "llamacpp:tokens_predicted_total", where: ["model": "tiny"])
                 #expect(Self.sum(worker, "caravan_worker_draining") == 0)
+                #expect(Self.sum(worker, "process_resident_memory_bytes") > 1_000_000)
             }
             #expect(starts >= 1)
             #expect(engineTokens == completion, "the engines' own token counters, re-exported with a model label")
