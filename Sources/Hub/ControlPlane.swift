@@ -84,9 +84,13 @@ struct ControlPlane {
     private func authenticatedReport(_ request: Request, context: some RequestContext) async throws -> WorkerReport {
         let claims = try await authenticate(request)
         let body = try await request.body.collect(upTo: 1024 * 1024)
-        let report = try decode(WorkerReport.self, body)
+        var report = try decode(WorkerReport.self, body)
         guard report.name == claims.subject else { throw impersonation(report.name) }
-        if let host = entries[report.name]?.requiredURLHost, URLComponents(string: report.url)?.host?.lowercased() != host {
+        let entry = entries[report.name]
+        // A number in the hub's file decides the routing weight (a reload changes it at the
+        // worker's next report); `auto` leaves the worker's own VRAM-based weight.
+        if let weight = entry?.weight { report.weight = weight }
+        if let host = entry?.requiredURLHost, URLComponents(string: report.url)?.host?.lowercased() != host {
             throw OpenAIError(.forbidden, type: "permission_error", code: "worker_url_mismatch",
                               message: "Worker '\(report.name)' must report a data-plane URL on \(host) (its advertise or listen address)")
         }

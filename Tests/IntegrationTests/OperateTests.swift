@@ -247,6 +247,16 @@ struct OperateTests {
             #expect(reloaded.json?["workers_added"] as? [String] == ["c"])
             try await cluster.waitForLiveWorkers(2)
 
+            // A weight changed in the file: the hub routes by it from the worker's next report.
+            #expect(try await cluster.admin().first { $0["name"] as? String == "a" }?["weight"] as? Double == 1)
+            let weighted = try String(contentsOfFile: cluster.configPath, encoding: .utf8)
+                .replacingOccurrences(of: "weight: 1.0", with: "weight: 5.0")
+            try weighted.write(toFile: cluster.configPath, atomically: true, encoding: .utf8)
+            #expect(try await cluster.request("POST", "/admin/reload", token: .some(cluster.adminToken)).status == 200)
+            try await cluster.waitUntil("the new weight") {
+                try await cluster.admin().first { $0["name"] as? String == "a" }?["weight"] as? Double == 5
+            }
+
             // Remove the API key; reload with SIGHUP.
             let withoutKey = try String(contentsOfFile: cluster.configPath, encoding: .utf8)
                 .replacingOccurrences(of: "  - {name: ci, sha256: \"\(digest)\"}", with: "  []")
