@@ -27,6 +27,8 @@ struct AdminRoutes {
     let logger: Logger
     var metrics: HubMetrics?
     var reloader: HubReloader?
+    /// How long a write to an event-stream reader may wait (`hub.client_write_timeout`).
+    var writeTimeout: Duration = .seconds(30)
 
     /// One worker as the admin API shows it.
     struct WorkerView: Encodable {
@@ -71,7 +73,7 @@ struct AdminRoutes {
         var queued: [String: Int]
     }
 
-    func addRoutes<Context: RequestContext>(to group: RouterGroup<Context>) {
+    func addRoutes(to group: RouterGroup<HubRequestContext>) {
         group.get("/admin/workers") { _, _ in try jsonResponse(snapshot()) }
         group.get("/admin/workers/{name}/logs") { request, context in
             try await relay(request, worker: context.parameters.get("name"), path: "/logs", streaming: true)
@@ -104,7 +106,7 @@ struct AdminRoutes {
                                                     inFlight: state.liveWorkers().first { $0.name == name }?.report.inFlight ?? 0))
             }
         }
-        group.get("/admin/events") { _, _ in events() }
+        group.get("/admin/events") { _, context in events(departure: context.clientDeparture) }
         if let reloader {
             group.post("/admin/reload") { _, _ in
                 do {
@@ -136,8 +138,10 @@ struct AdminRoutes {
     }
 
     /// `GET /admin/events`: the recent events, the current snapshot, then changes as they
-    /// happen and a snapshot every second. Ends when the client leaves or the hub stops.
-    private func events() -> Response {
+    /// happen and a snapshot every second. Ends when the client leaves or the hub stops; a
+    /// reader that stops reading has its connection closed after `client_write_timeout`, so
+    /// it holds no task or buffer (nor the hub's shutdown).
+    private func events(departure: ClientDeparture?) -> Response {
         let (id, frames) = state.events.subscribe()
         let events = state.events
         let now = snapshot()
@@ -145,9 +149,19 @@ struct AdminRoutes {
             .map { ClusterEvents.frame(type: "snapshot", data: $0) }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                         body: ResponseBody { writer in
-                            defer { events.unsubscribe(id) }
+                            let deadline = WriteDeadline(timeout: writeTimeout, departure: departure) {
+                                events.unsubscribe(id)
+                            }
+                            defer {
+                                deadline?.stop()
+                                events.unsubscribe(id)
+                            }
                             if let first { try await writer.write(first) }
-                            for await frame in frames.cancelOnGracefulShutdown() { try await writer.write(frame) }
+                            for await frame in frames.cancelOnGracefulShutdown() {
+                                deadline?.begin()
+                                try await writer.write(frame)
+                                deadline?.end()
+                            }
                             try await writer.finish(nil)
                         })
     }

@@ -114,7 +114,7 @@ struct HubApplication {
         routes.addRoutes(to: api)
         let admin = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, roles: [.admin]))
         let adminRoutes = AdminRoutes(state: state, forwarder: forwarder, keys: workerKeys, logger: logger, metrics: metrics,
-                                      reloader: reloader)
+                                      reloader: reloader, writeTimeout: hub.clientWriteTimeout)
         adminRoutes.addRoutes(to: admin)
 
         let bound = listen

@@ -304,7 +304,7 @@ final class FinishOnce: Sendable {
 ///
 /// One repeated timer per stream on the client's event loop checks a timestamp that the
 /// relay sets before each write and clears after it; no timer is scheduled per chunk.
-final class WriteDeadline: Sendable {
+public final class WriteDeadline: Sendable {
     /// When the pending write began (NIO uptime nanoseconds), 0 when none waits.
     private final class Stamp: Sendable {
         let value = Atomic<Int64>(0)
@@ -314,7 +314,7 @@ final class WriteDeadline: Sendable {
     private let task: RepeatedTask
 
     /// Nil when there is no limit or no client connection to close.
-    init?(timeout: Duration?, departure: ClientDeparture?, onExpire: @escaping @Sendable () -> Void) {
+    public init?(timeout: Duration?, departure: ClientDeparture?, onExpire: @escaping @Sendable () -> Void) {
         guard let timeout, let departure, let loop = departure.eventLoop else { return nil }
         let limit = TimeAmount(timeout)
         let stamp = pendingSince
@@ -328,7 +328,7 @@ final class WriteDeadline: Sendable {
         }
     }
 
-    func begin() { pendingSince.value.store(Int64(NIODeadline.now().uptimeNanoseconds), ordering: .relaxed) }
-    func end() { pendingSince.value.store(0, ordering: .relaxed) }
-    func stop() { task.cancel() }
+    public func begin() { pendingSince.value.store(Int64(NIODeadline.now().uptimeNanoseconds), ordering: .relaxed) }
+    public func end() { pendingSince.value.store(0, ordering: .relaxed) }
+    public func stop() { task.cancel() }
 }
