@@ -34,18 +34,25 @@ try:
     wait.until(EC.presence_of_element_located((By.ID, "token"))).send_keys(token)
     driver.find_element(By.ID, "login-button").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.worker")) >= 2)
-    workers = sorted(e.get_attribute("data-worker") for e in driver.find_elements(By.CSS_SELECTOR, "article.worker"))
+    # The page re-renders the workers on every snapshot (once a second), so elements are read
+    # and clicked inside one script run, never held across calls (they may be gone by then).
+    workers = driver.execute_script(
+        "return Array.from(document.querySelectorAll('article.worker')).map(e => e.dataset.worker).sort()")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "article.worker svg.spark"))
     if screenshot:
         time.sleep(30)  # half a minute of snapshots, so the sparklines in the picture have points
-    button = wait.until(EC.element_to_be_clickable(
-        (By.CSS_SELECTOR, f'button[data-action="drain"][data-worker="{target}"]')))
-    button.click()
+
+    def click(selector):
+        return driver.execute_script(
+            "const b = document.querySelector(arguments[0]); if (b && !b.disabled) { b.click(); return true } return false",
+            selector)
+
+    wait.until(lambda d: click(f'button[data-action="drain"][data-worker="{target}"]'))
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'article.worker.draining[data-worker="{target}"]'))
     if screenshot:
         driver.save_screenshot(screenshot)
     # The engine log tail: the page follows the worker's log endpoint through the hub.
-    driver.find_element(By.CSS_SELECTOR, f'article.worker[data-worker="{target}"] button[data-action="logs"]').click()
+    wait.until(lambda d: click(f'article.worker[data-worker="{target}"] button[data-action="logs"]'))
     wait.until(lambda d: d.find_element(By.ID, "logs-text").text.strip() != "")
     log_lines = len(driver.find_element(By.ID, "logs-text").text.strip().splitlines())
     driver.find_element(By.ID, "logs-close").click()

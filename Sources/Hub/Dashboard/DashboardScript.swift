@@ -135,7 +135,18 @@ extension Dashboard {
           }, label);
         }
 
+        // The page is redrawn on every snapshot; a button held down is not redrawn under the
+        // pointer (its click would be lost): the snapshot waits for the release.
+        let holding = false;
+        let pending = null;
+        document.addEventListener("pointerdown", (event) => { if (event.target.closest("button")) holding = true; });
+        document.addEventListener("pointerup", () => setTimeout(() => {
+          holding = false;
+          if (pending) { const next = pending; pending = null; renderSnapshot(next); }
+        }, 0));
+
         function renderSnapshot(snapshot) {
+          if (holding) { pending = snapshot; return; }
           const container = $("workers");
           const cards = [];
           for (const worker of snapshot.workers) {
