@@ -31,73 +31,119 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
+        // Sources/Shared: the layers both executables build on, each with only what it needs.
+        // Wire <- Config <- Auth; Wire, Config <- Server <- Proxy (docs/architecture.md).
         .target(
-            name: "Shared",
+            name: "Wire",
+            dependencies: [.product(name: "HTTPTypes", package: "swift-http-types")],
+            path: "Sources/Shared/Wire",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Config",
+            dependencies: ["Wire", .product(name: "Yams", package: "Yams")],
+            path: "Sources/Shared/Config",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Auth",
             dependencies: [
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTLS", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "Wire", "Config",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Yams", package: "Yams"),
-                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Shared/Auth",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Server",
+            dependencies: [
+                "Wire", "Config",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            path: "Sources/Shared/Server",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Proxy",
+            dependencies: [
+                "Wire", "Config", "Server",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Shared/Proxy",
+            swiftSettings: swiftSettings
+        ),
+        // The hub's pure routing core, a library so the routing benchmark can link it.
+        .target(
+            name: "Routing",
+            dependencies: ["Wire", "Config"],
+            path: "Sources/Hub/Routing",
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "Hub",
             dependencies: [
-                "Shared",
+                "Wire", "Config", "Auth", "Server", "Proxy", "Routing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
+            path: "Sources/Hub",
+            exclude: ["Routing"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Shared",
+                "Wire", "Config", "Auth", "Server", "Proxy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(
-            name: "SharedTests",
-            dependencies: ["Shared", .product(name: "HTTPTypes", package: "swift-http-types"),
-                           .product(name: "Logging", package: "swift-log")],
+        // Not shipped: times one routing decision (scripts/bench-routing.sh).
+        .executableTarget(
+            name: "RoutingBench",
+            dependencies: ["Routing", "Wire", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/RoutingBench",
             swiftSettings: swiftSettings
         ),
-        .testTarget(
-            name: "HubTests",
-            dependencies: ["Hub", "Shared", .product(name: "HTTPTypes", package: "swift-http-types")],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Shared"], swiftSettings: swiftSettings),
         // Test support, not a product: a llama-server stand-in that injects faults.
         .executableTarget(
             name: "FakeEngine",
@@ -109,14 +155,73 @@ let package = Package(
             path: "Tests/FakeEngine",
             swiftSettings: swiftSettings
         ),
+        // Test support: processes, clusters, sockets and waits shared by the test targets.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "Wire", "Config", "Auth",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Tests/Support",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Wire"], swiftSettings: swiftSettings),
+        .testTarget(name: "AuthTests", dependencies: ["Auth", "Config"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "Proxy", "Wire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ProxyTests",
+            dependencies: [
+                "Proxy", "Server", "Config", "Wire", "TestSupport",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "HubTests",
+            dependencies: [
+                "Hub", "Routing", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WorkerTests",
+            dependencies: [
+                "Worker", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Shared",
+                "TestSupport", "Wire", "Config", "Auth", "Server", "Proxy",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -14,7 +14,7 @@
 #   4. many concurrent SSE streams (FakeEngine emitting a token every 50 ms, 40 tokens):
 #      100, 1,000 and 10,000 streams opened at once, directly and through Caravan; TTFT
 #      p50/p99, hub and worker RSS while the streams are open, their CPU seconds
-#   5. the routing-decision microbenchmark (caravan-hub bench-routing)
+#   5. the routing-decision microbenchmark (the RoutingBench executable)
 # for 1-2: llama-server directly, nginx (keepalive upstream) in front of it, and Caravan
 # (hub + worker, JWT auth on) in front of a llama-server the worker starts.
 # --write replaces docs/benchmarks.md with the table.
@@ -41,7 +41,7 @@ done
 prepare_engine
 prepare_model
 source "$ROOT/scripts/lib/bench-common.sh"
-bench_setup bench caravan-hub caravan-worker FakeEngine
+bench_setup bench caravan-hub caravan-worker FakeEngine RoutingBench
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 ENGINE_ARGS=(-c 2048 --parallel 4 -t 1)
@@ -256,7 +256,7 @@ for count in $FANOUT; do
     fi
   done
 done
-ROUTING=$("$BIN/caravan-hub" bench-routing --iterations $(( DURATION >= 10 ? 200000 : 20000 )))
+ROUTING=$("$BIN/RoutingBench" --iterations $(( DURATION >= 10 ? 200000 : 20000 )))
 
 field() { echo "${RESULT[$1,$2]}" | awk -v i="$3" '{print $i}'; }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else 'n/a')" "$1" "$2"; }

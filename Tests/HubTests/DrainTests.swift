@@ -1,8 +1,10 @@
+import Wire
 import Foundation
 import Testing
 
 @testable import Hub
-@testable import Shared
+@testable import Routing
+@testable import Config
 
 @Suite("Drain and reload (registry)")
 struct DrainTests {
@@ -56,14 +58,14 @@ struct DrainTests {
         registry.register(report("a"), now: t0)
         for _ in 0..<3 {
             let pick = try #require(registry.pick("m", now: t0).decision.pick)
-            _ = registry.release(pick, sample: .failure("HTTP 500"), now: t0)
+            _ = registry.release(pick, sample: .failure(.httpStatus(500)), now: t0)
         }
         let pair = try #require(registry.worker(named: "a")?.pairs.first)
         #expect(registry.breakers[pair].stateName == "closed", "3 failures: under min_samples, no consecutive rule")
         registry.reconfigure(declaredModels: ["m": "m"], discoveringWorkers: [],
                              breakerPolicy: .init(consecutiveFailures: 2), aheadPerSlot: 0)
         let pick = try #require(registry.pick("m", now: t0).decision.pick)
-        _ = registry.release(pick, sample: .failure("HTTP 500"), now: t0)
+        _ = registry.release(pick, sample: .failure(.httpStatus(500)), now: t0)
         #expect(registry.breakers[pair].stateName == "open", "the new rule counts the failures in a row it already saw")
     }
 }

@@ -2,7 +2,9 @@ import Foundation
 import Testing
 
 @testable import Hub
-@testable import Shared
+@testable import Routing
+@testable import Config
+@testable import Wire
 
 func report(_ name: String, seq: UInt64 = 1, weight: Double = 1,
             models: [ModelReport] = [ModelReport(name: "m", aliases: ["m-alias"], state: .ready, slotsTotal: 4)])
@@ -57,7 +59,7 @@ struct RegistryTests {
         #expect(pick.worker == "busy")
         _ = registry.release(pick, sample: .success, now: t0 + .seconds(5))
         let failed = registry.pick("m", excluding: [registry.worker(named: "busy")!.slot], now: t0 + .seconds(5)).decision.pick!
-        _ = registry.release(failed, sample: .failure("HTTP 500"), now: t0 + .seconds(5))
+        _ = registry.release(failed, sample: .failure(.httpStatus(500)), now: t0 + .seconds(5))
         // 10 s after the last heartbeat: only the worker that answered 5 s ago is live.
         #expect(registry.liveWorkers(now: t0 + .seconds(10)).map(\.name) == ["busy"])
         #expect(registry.pick("m", now: t0 + .seconds(10)).decision.worker == "busy")
@@ -90,7 +92,7 @@ struct RegistryTests {
         registry.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]), now: t0)
         let fresh = registry.pick("m", now: t0).decision.pick!
         #expect(fresh.pair == stale.pair && fresh.incarnation != stale.incarnation)
-        #expect(registry.release(stale, sample: .failure("late"), now: t0) == nil)
+        #expect(registry.release(stale, sample: .failure(.connectionRefused), now: t0) == nil)
         #expect(registry.pick("m", now: t0).decision == .saturated)  // the fresh pick still holds the only slot
     }
 
@@ -404,7 +406,7 @@ struct RegistryTests {
         registry.register(report("b"), now: t0)
         for _ in 0..<4 {
             let pick = registry.pick("m", now: t0).decision.pick!
-            _ = registry.release(pick, sample: pick.worker == "a" ? .failure("500") : .success, now: t0)
+            _ = registry.release(pick, sample: pick.worker == "a" ? .failure(.httpStatus(500)) : .success, now: t0)
         }
         #expect((0..<6).allSatisfy { _ in
             let pick = registry.pick("m", now: t0 + .seconds(1)).decision.pick!

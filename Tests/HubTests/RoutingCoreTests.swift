@@ -1,10 +1,15 @@
-import Foundation
 import HTTPTypes
+import Foundation
 import Synchronization
 import Testing
 
 @testable import Hub
-@testable import Shared
+@testable import Routing
+@testable import Auth
+@testable import Config
+@testable import Proxy
+@testable import Server
+@testable import Wire
 
 @Suite("Smooth weighted round-robin")
 struct SmoothWeightedRoundRobinTests {
@@ -62,7 +67,7 @@ struct CircuitBreakerTests {
     func failing(_ breaker: inout CircuitBreaker, count: Int, at time: ContinuousClock.Instant) -> [CircuitBreaker.Transition] {
         (0..<count).compactMap { _ in
             _ = breaker.admit(now: time)
-            return breaker.record(.failure("HTTP 500"), now: time)
+            return breaker.record(.failure(.httpStatus(500)), now: time)
         }
     }
 
@@ -83,14 +88,14 @@ struct CircuitBreakerTests {
         var rateOnly = policy
         rateOnly.consecutiveFailures = 0
         var breaker = CircuitBreaker(policy: rateOnly)
-        for sample in [CircuitBreaker.Sample.success, .success, .failure("x"), .failure("x")] {
+        for sample in [CircuitBreaker.Sample.success, .success, .failure(.connectionRefused), .failure(.connectionRefused)] {
             _ = breaker.record(sample, now: t0)
         }
         #expect(breaker.state == .closed)  // 2/4 = 0.5 is not above 0.5
         // Twelve seconds later the earlier samples have left the 10 s window.
-        for _ in 0..<3 { _ = breaker.record(.failure("x"), now: t0 + .seconds(12)) }
+        for _ in 0..<3 { _ = breaker.record(.failure(.connectionRefused), now: t0 + .seconds(12)) }
         #expect(breaker.state == .closed)  // only 3 samples in the window
-        _ = breaker.record(.failure("x"), now: t0 + .seconds(12))
+        _ = breaker.record(.failure(.connectionRefused), now: t0 + .seconds(12))
         #expect(breaker.stateName == "open")
     }
 
@@ -99,29 +104,31 @@ struct CircuitBreakerTests {
         var breaker = CircuitBreaker(policy: policy)
         for _ in 0..<20 { _ = breaker.record(.neutral, now: t0) }
         #expect(breaker.state == .closed)
-        #expect(OpenAIRoutes.sample(.clientGone(.init(firstByte: .seconds(100))), policy: BreakerConfig()) == .neutral)
+        #expect(AttemptPolicy.sample(.clientGone(.init(firstByte: .seconds(100))), policy: BreakerConfig()) == .neutral)
     }
 
-    @Test("every failure class counts", arguments: [
-        (UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31))), "slow first byte"),
-        (.completed(.init(firstByte: .seconds(1), maxGap: .seconds(11))), "slow gap"),
-        (.upstreamFailed("connection closed by upstream", .init()), "connection closed"),
+    @Test("every failure class counts, by its kind", arguments: [
+        (UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31))), UpstreamError.Kind.slowFirstByte),
+        (.completed(.init(firstByte: .seconds(1), maxGap: .seconds(11))), .slowGap),
+        (.upstreamFailed(.closedMidStream, .init()), .closedMidStream),
+        (.upstreamFailed(.gapTimeout(.seconds(60)), .init()), .gapTimeout),
     ])
-    func failureClasses(finish: UpstreamForwarder.Finish, reason: String) {
-        let sample = OpenAIRoutes.sample(finish, policy: BreakerConfig())
-        #expect(sample.reason?.contains(reason) == true)
-        #expect(OpenAIRoutes.sample(.completed(.init(firstByte: .seconds(1), maxGap: .seconds(1))), policy: BreakerConfig()) == .success)
+    func failureClasses(finish: UpstreamForwarder.Finish, kind: UpstreamError.Kind) {
+        let sample = AttemptPolicy.sample(finish, policy: BreakerConfig())
+        guard case .failure(let error) = sample else { Issue.record("\(sample) is not a failure"); return }
+        #expect(error.kind == kind)
+        #expect(AttemptPolicy.sample(.completed(.init(firstByte: .seconds(1), maxGap: .seconds(1))), policy: BreakerConfig()) == .success)
     }
 
     @Test("an answer passed on without a retry left: 5xx is a failure, 429 says nothing, 2xx and 4xx are successes",
           arguments: [(500, "failure"), (502, "failure"), (503, "failure"), (429, "neutral"), (501, "neutral"), (200, "success"),
                      (404, "success")])
     func lastAttempt(status: Int, expected: String) {
-        let sample = OpenAIRoutes.sample(UpstreamForwarder.finish(status: status, timing: .init()), policy: BreakerConfig())
+        let sample = AttemptPolicy.sample(UpstreamForwarder.finish(status: status, timing: .init()), policy: BreakerConfig())
         let kind = switch sample {
         case .success: "success"
         case .neutral: "neutral"
-        case .failure(let reason): reason.contains("HTTP \(status)") ? "failure" : "failure without the status"
+        case .failure(let error): error.kind == .httpStatus && error.status == status ? "failure" : "failure of another kind"
         }
         #expect(kind == expected)
     }
@@ -129,17 +136,17 @@ struct CircuitBreakerTests {
     @Test("a request whose first byte was already judged slow is not counted again when it ends")
     func judgedOnce() {
         let late = UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31)))
-        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), firstByteJudged: true) == .neutral)
-        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), firstByteJudged: false) != .neutral)
+        #expect(AttemptPolicy.sample(late, policy: BreakerConfig(), firstByteJudged: true) == .neutral)
+        #expect(AttemptPolicy.sample(late, policy: BreakerConfig(), firstByteJudged: false) != .neutral)
     }
 
     @Test("a request sent ahead to a busy engine waited for a slot: its late first byte is no failure, a slow gap still is")
     func aheadFirstByte() {
         let late = UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31)))
-        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), waitedInEngineQueue: true) == .success)
-        #expect(OpenAIRoutes.sample(late, policy: BreakerConfig(), waitedInEngineQueue: false) != .success)
+        #expect(AttemptPolicy.sample(late, policy: BreakerConfig(), waitedInEngineQueue: true) == .success)
+        #expect(AttemptPolicy.sample(late, policy: BreakerConfig(), waitedInEngineQueue: false) != .success)
         let gap = UpstreamForwarder.Finish.completed(.init(firstByte: .seconds(31), maxGap: .seconds(11)))
-        #expect(OpenAIRoutes.sample(gap, policy: BreakerConfig(), waitedInEngineQueue: true).reason?.contains("slow gap") == true)
+        #expect(AttemptPolicy.sample(gap, policy: BreakerConfig(), waitedInEngineQueue: true).reason?.contains("slow gap") == true)
     }
 
     @Test("half-open admits exactly one probe; close_after successes close it")
@@ -167,7 +174,7 @@ struct CircuitBreakerTests {
             periods.append(until - time)
             time = until
             #expect(breaker.admit(now: time).allowed)
-            #expect(breaker.record(.failure("still slow"), now: time, isProbe: true)?.from == "half-open")
+            #expect(breaker.record(.failure(.slowFirstByte(.seconds(31))), now: time, isProbe: true)?.from == "half-open")
         }
         #expect(periods == [.seconds(5), .seconds(10), .seconds(18), .seconds(18)])
     }
@@ -177,19 +184,19 @@ struct CircuitBreakerTests {
         var breaker = CircuitBreaker(policy: policy)  // consecutive_failures 5 (default)
         for _ in 0..<50 { _ = breaker.record(.success, now: t0) }
         for index in 1...4 {
-            #expect(breaker.record(.failure("HTTP 500"), now: t0 + .seconds(1)) == nil, "failure \(index)")
+            #expect(breaker.record(.failure(.httpStatus(500)), now: t0 + .seconds(1)) == nil, "failure \(index)")
         }
         // A success in between resets the run.
         _ = breaker.record(.success, now: t0 + .seconds(1))
-        for _ in 1...4 { #expect(breaker.record(.failure("HTTP 500"), now: t0 + .seconds(1)) == nil) }
-        let transition = breaker.record(.failure("HTTP 500"), now: t0 + .seconds(1))
+        for _ in 1...4 { #expect(breaker.record(.failure(.httpStatus(500)), now: t0 + .seconds(1)) == nil) }
+        let transition = breaker.record(.failure(.httpStatus(500)), now: t0 + .seconds(1))
         #expect(transition?.to == "open")
         #expect(transition?.reason.hasPrefix("5 consecutive failures") == true)
         var off = policy
         off.consecutiveFailures = 0
         var rateOnly = CircuitBreaker(policy: off)
         for _ in 0..<50 { _ = rateOnly.record(.success, now: t0) }
-        for _ in 0..<20 { _ = rateOnly.record(.failure("HTTP 500"), now: t0) }
+        for _ in 0..<20 { _ = rateOnly.record(.failure(.httpStatus(500)), now: t0) }
         #expect(rateOnly.state == .closed)  // 20/70: the rate rule alone is blind to it
     }
 
@@ -202,9 +209,9 @@ struct CircuitBreakerTests {
         #expect(breaker.record(.success, now: t0 + .seconds(5)) == nil)
         #expect(breaker.record(.success, now: t0 + .seconds(5)) == nil)
         #expect(breaker.state == .halfOpen(probing: true, successes: 0))
-        #expect(breaker.record(.failure("x"), now: t0 + .seconds(5)) == nil)
+        #expect(breaker.record(.failure(.connectionRefused), now: t0 + .seconds(5)) == nil)
         #expect(breaker.stateName == "half-open")
-        #expect(breaker.record(.failure("x"), now: t0 + .seconds(5), isProbe: true)?.to == "open")
+        #expect(breaker.record(.failure(.connectionRefused), now: t0 + .seconds(5), isProbe: true)?.to == "open")
     }
 
     @Test("a probe that ends without a verdict frees the probe slot")

@@ -5,7 +5,11 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
-@testable import Shared
+@testable import Auth
+@testable import Config
+@testable import Wire
+@testable import TestSupport
+
 
 /// What a stolen worker credential opens, tried against a live hub and two workers: each
 /// worker's credential is its own (``WorkerKey``), so it opens nothing but that worker.
@@ -184,18 +188,4 @@ struct JoinTests {
             #expect(reply.status == 401 && reply.body.contains("does not let workers join"), "\(reply.body)")
         }
     }
-}
-
-/// Runs a command to completion and returns its standard output, trimmed.
-func runCommand(_ executable: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else { throw TestFailure("\(executable) \(arguments) exited \(process.terminationStatus)") }
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// End-to-end tests with real processes: hub + workers + the real llama-server.
 /// Serialized: each test runs its own cluster, and the CI machine has two cores.

@@ -1,7 +1,6 @@
-import AsyncHTTPClient
 import Foundation
-import NIOCore
 import Testing
+import TestSupport
 
 /// What an operator meets in the first hour, run the way users run it: the example config
 /// as copied, engines killed, clients that stop reading or trickle their bodies, GPUs too small.
@@ -165,23 +164,4 @@ struct FirstHourTests {
             try await cluster.waitForModel("w", timeout: .seconds(15)) { $0["slots_stale"] == nil }
         }
     }
-}
-
-/// Reads what was buffered (at most 8 MiB: a live stream would go on) and reports whether
-/// the peer has closed the connection (end of stream or a reset) within 5 s.
-func isClosedByPeer(_ fd: Int32) -> Bool {
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    var total = 0
-    while total < 8 << 20 {
-        let n = recv(fd, &buffer, buffer.count, 0)
-        if n > 0 {
-            total += n
-            continue
-        }
-        if n == 0 { return true }
-        return errno == ECONNRESET || errno == EPIPE
-    }
-    return false
 }

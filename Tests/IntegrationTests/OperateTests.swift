@@ -1,11 +1,12 @@
+import Wire
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import NIOCore
 import NIOHTTP1
-import Shared
-import Synchronization
 import Testing
+import Auth
+import Config
+import TestSupport
 
 /// The operator's view and controls: Prometheus metrics read by a real parser, drain and
 /// unload with the event stream, hub reload, graceful shutdown, JSON logs with request ids,
@@ -143,7 +144,7 @@ struct OperateTests {
         let specs = ["a", "b"].map { TestCluster.WorkerSpec(name: $0, fake: true, env: ["FAKE_TOKEN_MS": "40"]) }
         try await TestCluster.start(specs: specs).using { cluster in
             // The event stream, read in the background.
-            let events = EventCollector()
+            let events = TextCollector()
             var request = HTTPClientRequest(url: cluster.hubURL + "/admin/events")
             request.headers.add(name: "Authorization", value: "Bearer \(cluster.adminToken)")
             let response = try await cluster.client.execute(request, timeout: .seconds(120))
@@ -437,39 +438,4 @@ struct OperateTests {
             #expect(try await cluster.admin().first { $0["name"] as? String == "b" }?["draining"] as? Bool == false)
         }
     }
-}
-
-/// Collects an event stream's text as it arrives.
-final class EventCollector: Sendable {
-    private let buffer = Mutex("")
-    func append(_ text: String) { buffer.withLock { $0 += text } }
-    var text: String { buffer.withLock { $0 } }
-}
-
-let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-/// Runs a command to completion with `input` on stdin; its stdout, or a failure with its output.
-func runProcess(_ arguments: [String], input: String, timeout: Duration = .seconds(120)) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = stderr
-    try process.run()
-    stdin.fileHandleForWriting.write(Data(input.utf8))
-    try stdin.fileHandleForWriting.close()
-    let output = stdout.fileHandleForReading.readDataToEndOfFile()
-    let errors = stderr.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw TestFailure("\(arguments.joined(separator: " ")) exited \(process.terminationStatus): "
-            + String(decoding: errors, as: UTF8.self).suffix(2000))
-    }
-    return String(decoding: output, as: UTF8.self)
-}
-
-func sha256Hex(_ text: String) -> String {
-    SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
 }

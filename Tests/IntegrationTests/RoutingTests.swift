@@ -1,5 +1,7 @@
 import Foundation
+import NIOHTTP1
 import Testing
+import TestSupport
 
 /// Routing under faults, with real hub and worker processes in front of the fault-injection
 /// engine. Timing thresholds are generous on purpose: these assert behaviour, not speed.
@@ -325,23 +327,4 @@ struct RoutingTests {
             #expect(workers.first?["heartbeat_age_ms"] is Int)
         }
     }
-}
-
-/// Request indices in the order they finished.
-final class ArrivalLog: Sendable {
-    private let storage = Mutex<[Int]>([])
-    func append(_ value: Int) { storage.withLock { $0.append(value) } }
-    var values: [Int] { storage.withLock { $0 } }
-}
-
-import NIOHTTP1
-import Synchronization
-
-/// Sends one complete HTTP request on a new connection and returns the socket, unread.
-func rawRequest(hubURL: String, token: String, body: String, receiveBuffer: Int32? = nil) throws -> Int32 {
-    let fd = try rawConnection(to: hubURL, receiveBuffer: receiveBuffer)
-    let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n"
-        + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-    _ = request.withCString { send(fd, $0, strlen($0), 0) }
-    return fd
 }

@@ -2,8 +2,14 @@ import Crypto
 import Foundation
 import JWTKit
 import NIOHTTP1
-import Shared
 import Testing
+import AsyncHTTPClient
+import NIOCore
+import Auth
+import Config
+import Proxy
+import TestSupport
+import Wire
 
 /// The hostile-input table: each row is a request against a running hub, asserting status
 /// and the envelope's `type`/`code`. Observed results are printed as `caravan-security:`
@@ -352,44 +358,6 @@ struct NoAuthTests {
     }
 }
 
-/// Sends `request` on a new connection and returns everything the server sends until it
-/// closes (or 5 s pass).
-func rawExchange(hubURL: String, _ request: String) throws -> String {
-    let fd = try rawConnection(to: hubURL)
-    defer { close(fd) }
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    let bytes = Array(request.utf8)
-    var sent = 0
-    while sent < bytes.count {
-        let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        if n <= 0 { break }  // the server may stop reading once it has answered
-        sent += n
-    }
-    var received: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = recv(fd, &buffer, buffer.count, 0)
-        if n <= 0 { break }
-        received += buffer[0..<n]
-    }
-    return String(decoding: received, as: UTF8.self)
-}
-
-/// Opens a TCP connection, sends half a request head, and reports whether the server
-/// closes the connection within `within`.
-func slowClientIsDropped(hubURL: String, within: Duration) throws -> Bool {
-    let fd = try rawConnection(to: hubURL)
-    defer { close(fd) }
-    let partial = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: app"
-    _ = partial.withCString { send(fd, $0, strlen($0), 0) }
-    var timeout = timeval(tv_sec: Int(within.components.seconds), tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var buffer = [UInt8](repeating: 0, count: 1024)
-    let received = recv(fd, &buffer, buffer.count, 0)
-    return received >= 0  // 0 = closed by the server (or an error answer); -1 = still open at the timeout
-}
-
 @Suite("Security: TLS and the worker's data plane", .serialized)
 struct TransportSecurityTests {
     /// A test CA and a certificate for 127.0.0.1 signed by it.
@@ -461,6 +429,3 @@ struct TransportSecurityTests {
         }
     }
 }
-
-import AsyncHTTPClient
-import NIOCore

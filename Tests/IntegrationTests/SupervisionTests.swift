@@ -2,11 +2,11 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
-import Synchronization
 import Testing
+import Glibc
+import TestSupport
 
 #if canImport(Glibc)
-import Glibc
 #endif
 
 extension TestCluster {
@@ -417,13 +417,6 @@ struct SupervisionFaultTests {
     }
 }
 
-/// Text gathered by one task and read by another.
-final class TextCollector: Sendable {
-    private let storage = Mutex("")
-    func append(_ text: String) { storage.withLock { $0 += text } }
-    var text: String { storage.withLock { $0 } }
-}
-
 @Suite("Engine health checks", .serialized)
 struct EngineHealthTests {
     @Test("an engine that is alive but stops answering /health leaves routing and is restarted")
@@ -552,19 +545,4 @@ extension CommandEngineTests {
             #expect(!admin.body.contains(key))
         }
     }
-}
-
-/// A port nothing listens on right now.
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw TestFailure("no free port") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }

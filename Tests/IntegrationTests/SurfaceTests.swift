@@ -1,6 +1,9 @@
 import Foundation
-import Shared
 import Testing
+import Auth
+import Config
+import Server
+import TestSupport
 
 /// The API surface beyond chat: llama.cpp's own endpoints and model retrieval, through the
 /// hub to the real llama-server, routed by `model` like chat.

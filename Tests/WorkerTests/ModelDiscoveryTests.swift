@@ -2,8 +2,8 @@ import Foundation
 import Logging
 import Testing
 
-@testable import Shared
 @testable import Worker
+@testable import Config
 
 @Suite("Model discovery")
 struct ModelDiscoveryTests {

@@ -1,8 +1,7 @@
-import Foundation
 import Logging
+import Foundation
 import Testing
 
-@testable import Shared
 @testable import Worker
 
 @Suite("GPU probe")
@@ -145,6 +144,9 @@ struct ChildProcessTests {
 }
 
 import Synchronization
+@testable import Config
+@testable import Wire
+@testable import TestSupport
 
 final class PIDs: Sendable {
     private let values = Mutex<[pid_t]>([])

@@ -1,0 +1,155 @@
+import Wire
+import UnixSignals
+import Routing
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Auth
+import Config
+import Proxy
+import Server
+
+/// Builds and runs the hub: the API server, the control plane and the expiry sweep.
+struct HubApplication {
+    let config: ClusterConfig
+    let options: HubOptions
+    let logger: Logger
+
+    /// Validates what the hub needs before anything listens.
+    static func checkSecrets(_ config: ClusterConfig, options: HubOptions) throws(ConfigError) {
+        guard let worker = config.hub.auth.workerSecret else {
+            throw ConfigError(key: "hub.auth.worker_secret_file",
+                              "required: workers authenticate with it (or set \(ClusterConfig.Environment.workerSecret))")
+        }
+        if options.noAuth { return }
+        guard let client = config.hub.auth.clientSecret else {
+            throw ConfigError(key: "hub.auth.client_secret_file",
+                              "required unless --no-auth (or set \(ClusterConfig.Environment.clientSecret))")
+        }
+        if client == worker {
+            throw ConfigError(key: "hub.auth", "client and worker secrets must differ")
+        }
+    }
+
+    /// The breaker policy a `hub.breaker` section describes.
+    static func breakerPolicy(_ breaker: BreakerConfig) -> CircuitBreaker.Policy {
+        CircuitBreaker.Policy(
+            window: breaker.window, minSamples: breaker.minSamples, failureRate: breaker.failureRate,
+            openFor: breaker.openFor, maxOpenFor: breaker.maxOpenFor, closeAfter: breaker.closeAfter,
+            consecutiveFailures: breaker.consecutiveFailures)
+    }
+
+    func run() async throws {
+        try Self.checkSecrets(config, options: options)
+        var listen = config.hub.listen
+        if options.noAuth && listen.host != "127.0.0.1" && listen.host != "::1" && listen.host != "localhost" {
+            logger.warning("--no-auth: listening on 127.0.0.1 only", metadata: ["configured": "\(listen)"])
+            listen.host = "127.0.0.1"
+        }
+        let auth = config.hub.auth
+        let authenticator: ClientAuthenticator? = options.noAuth ? nil : try await ClientAuthenticator(auth: auth)
+        let settings = HubSettings(.init(cluster: config, authenticator: authenticator))
+        let joinVerifier: TokenVerifier? = config.hub.join
+            ? await TokenVerifier(secret: WorkerKey.joinKey(clusterKey: auth.workerSecret!), leeway: auth.leeway) : nil
+        let workerKeys = WorkerKeys(current: auth.workerSecret!, previous: auth.previousWorkerSecret,
+                                    names: Set(config.workers.map(\.name)), leeway: auth.leeway, joinVerifier: joinVerifier)
+        let hub = config.hub
+        let metrics = HubMetrics()
+        let events = ClusterEvents()
+        let stats = LiveStats()
+        let state = HubState(
+            registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels,
+                               discoveringWorkers: Set(config.workers.filter { !$0.modelsDirs.isEmpty }.map(\.name)),
+                               breakerPolicy: Self.breakerPolicy(hub.breaker),
+                               aheadPerSlot: hub.queue.aheadPerSlot),
+            queueCapacity: hub.queue.size, logger: logger, events: events, metrics: metrics)
+        // Workers close idle connections after client_idle_timeout; reuse stops well before.
+        let client = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: min(hub.clientIdleTimeout / 2, .seconds(30)),
+                                    tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory),
+                                    logger: logger)
+        let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
+                                                  concurrent: hub.limits.concurrent))
+        let grace = ShutdownGrace(grace: hub.shutdownGrace)
+        let reloader = options.configPath.map {
+            HubReloader(path: $0, options: options, settings: settings, state: state, keys: workerKeys, limiter: limiter,
+                        logger: logger)
+        }
+
+        let router = Router(context: HubRequestContext.self)
+        router.middlewares.add(OpenAIErrorMiddleware())
+        router.middlewares.add(AccessLogMiddleware(
+            logger: Logger(label: "caravan.access"), quiet: Self.isQuiet,
+            onComplete: { _, fields, status, outcome, duration in
+                // Only the API's requests: the control plane, health checks and admin calls are not traffic.
+                guard fields.isAPI else { return }
+                metrics.requestFinished(fields, outcome: outcome, status: status, duration: duration)
+                if let worker = fields.worker, let model = fields.model {
+                    stats.record(worker: worker, model: model, ttft: fields.ttft, tokens: fields.usage?.completion ?? 0)
+                }
+            }))
+        router.middlewares.add(CORSAllowList(allowed: { Set(settings.hub.corsOrigins) }))
+        router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
+        router.get("/health/ready") { _, _ in
+            let live = state.liveWorkers().count
+            return try jsonResponse(ReadyStatus(status: live > 0 ? "ready" : "no_live_workers", liveWorkers: live),
+                                    status: live > 0 ? .ok : .serviceUnavailable)
+        }
+        Dashboard.addRoutes(to: router)
+        ControlPlane(state: state, keys: workerKeys, settings: settings,
+                     heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
+            .addRoutes(to: router)
+        let local = options.noAuth ? LocalOnlyAccess(corsOrigins: Set(hub.corsOrigins), admin: options.noAuthAdmin) : nil
+        let api = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, limiter: limiter))
+        let forwarder = UpstreamForwarder(client: client)
+        var routes = OpenAIRoutes(state: state, forwarder: forwarder, keys: workerKeys, settings: settings, logger: logger)
+        routes.shutdown = grace
+        routes.addRoutes(to: api)
+        let admin = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, roles: [.admin]))
+        let adminRoutes = AdminRoutes(state: state, forwarder: forwarder, keys: workerKeys, logger: logger, metrics: metrics,
+                                      reloader: reloader, writeTimeout: hub.clientWriteTimeout)
+        adminRoutes.addRoutes(to: admin)
+
+        let bound = listen
+        let scheme = hub.tls == nil ? "http" : "https"
+        let app = Application(
+            router: router,
+            server: try ServerSettings.server(tls: hub.tls, baseDirectory: auth.baseDirectory,
+                                              idleTimeout: hub.clientIdleTimeout, maxHeaderBytes: hub.maxHeaderKB * 1024),
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-hub",
+                                 backlog: ServerSettings.backlog),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? bound.port
+                announce("caravan-hub listening on \(scheme)://\(bound.host):\(port)")
+            },
+            logger: logger
+        )
+        var services: [any Service] = [
+            ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger),
+            EventTicker(events: events, stats: stats, snapshot: { adminRoutes.snapshot() }),
+        ]
+        if let reloader { services.append(ReloadOnHangup(logger: logger) { _ = try await reloader.reload() }) }
+        if hub.metrics.public, let address = hub.metrics.listen {
+            services.append(MetricsListener.application(address: address, serverName: "caravan-hub", logger: logger) {
+                adminRoutes.metricsResponse(metrics)
+            })
+        }
+        // Last, so it is the first to stop: it drains, with the grace, before the rest ends.
+        services.append(GracefulServer(app, grace: grace))
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            client.shutdown()
+            throw error
+        }
+        client.shutdown()
+    }
+
+    /// Paths whose access lines are debug-level: the control plane, health checks, scrapes, the dashboard.
+    @Sendable static func isQuiet(_ path: String) -> Bool {
+        path.hasPrefix("/internal/") || path.hasPrefix("/health") || path == "/metrics" || path.hasPrefix("/ui")
+            || path == "/admin/events"
+    }
+}

@@ -1,0 +1,76 @@
+import Proxy
+import Hummingbird
+import Auth
+import Server
+import Wire
+
+/// Authenticates the caller (JWT or API key) with one of `roles`, records the identity in
+/// the context, and applies the caller's rate and concurrency limits.
+///
+/// `authenticator == nil` means `--no-auth`: the hub then listens on loopback only, and
+/// `local` decides who may still call it.
+struct ClientAuthMiddleware: RouterMiddleware {
+    typealias Context = HubRequestContext
+
+    /// The authenticator in force (nil under `--no-auth`; a reload replaces it).
+    let settings: HubSettings
+    /// The rules of `--no-auth` (nil with authentication).
+    var local: LocalOnlyAccess?
+    var roles: Set<TokenRole> = [.client, .admin]
+    /// Nil for endpoints without limits (admin).
+    var limiter: RateLimiter?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        if limiter != nil { context.access?.update { $0.isAPI = true } }
+        guard let authenticator = settings.authenticator else {
+            try local?.check(request, admin: roles == [.admin])
+            return try await next(request, context)
+        }
+        var context = context
+        let identity: Identity
+        do {
+            identity = try await authenticator.authenticate(request.headers[.authorization], roles: roles)
+        } catch where error == TokenError.roleRejected {
+            throw OpenAIError(.forbidden, type: "permission_error", code: "insufficient_role",
+                              message: "This endpoint needs a credential with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
+        } catch {
+            throw OpenAIError.unauthorized(error.reason)
+        }
+        context.identity = identity
+        context.access?.update { $0.subject = identity.subject }
+        guard let limiter else { return try await next(request, context) }
+        switch limiter.acquire(identity) {
+        case .failure(let retry):
+            throw OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "rate_limit_exceeded",
+                              message: "Rate limit for this credential: \(retry.reason)",
+                              headers: [.retryAfter: String(retry.seconds)])
+        case .success(nil):
+            return try await next(request, context)
+        case .success(let permit?):
+            // The slot comes back when the connection ends, too: a write blocked on a client
+            // that stopped reading fails only once its connection is closed.
+            let departure = context.clientDeparture
+            let watch = departure?.onDeparture { permit.release() }
+            var response: Response
+            do {
+                response = try await next(request, context)
+            } catch {
+                departure?.cancel(watch)
+                permit.release()
+                throw error
+            }
+            // The concurrency slot lasts until the last byte of a stream, not just its head.
+            let body = response.body
+            response.body = ResponseBody { writer in
+                defer {
+                    departure?.cancel(watch)
+                    permit.release()
+                }
+                try await body.write(writer)
+            }
+            return response
+        }
+    }
+}

@@ -1,0 +1,314 @@
+import HTTPTypes
+import Routing
+import Logging
+import Synchronization
+import Config
+import Server
+import Wire
+
+/// The hub's shared mutable state: registry, balancer, breakers and wait queues behind one lock.
+///
+/// A `Mutex` rather than an actor: every request touches it briefly and never awaits
+/// while holding it. The clock is injected so tests can move time.
+final class HubState: Sendable {
+    typealias Now = @Sendable () -> ContinuousClock.Instant
+    typealias Waiter = CheckedContinuation<Registry.Pick, any Error>
+
+    private struct Guarded: Sendable {
+        var registry: Registry
+        var queues: [String: WaitQueue<Waiter>] = [:]
+        var nextWaiterID: UInt64 = 0
+    }
+
+    private let guarded: Mutex<Guarded>
+    let now: Now
+    private let capacity: Atomic<Int>
+    let logger: Logger
+    /// Where state changes are announced (`GET /admin/events`).
+    let events: ClusterEvents
+    /// Breaker transitions are counted here.
+    let metrics: HubMetrics?
+
+    init(registry: Registry, queueCapacity: Int = 64, logger: Logger = Logger(label: "caravan.hub"),
+         events: ClusterEvents = ClusterEvents(), metrics: HubMetrics? = nil,
+         now: @escaping Now = { ContinuousClock.now }) {
+        self.guarded = Mutex(Guarded(registry: registry))
+        self.capacity = Atomic(queueCapacity)
+        self.logger = logger
+        self.events = events
+        self.metrics = metrics
+        self.now = now
+    }
+
+    /// Requests that may wait per model (`queue.size`; a reload changes it).
+    var queueCapacity: Int { capacity.load(ordering: .relaxed) }
+
+    /// Applies a reloaded configuration's routing and queue settings.
+    func reconfigure(declaredModels: [String: String], discoveringWorkers: Set<String>,
+                     breakerPolicy: CircuitBreaker.Policy, aheadPerSlot: Int, queueCapacity: Int) {
+        capacity.store(queueCapacity, ordering: .relaxed)
+        guarded.withLock {
+            $0.registry.reconfigure(declaredModels: declaredModels, discoveringWorkers: discoveringWorkers,
+                                    breakerPolicy: breakerPolicy, aheadPerSlot: aheadPerSlot)
+        }
+        drainQueues()
+    }
+
+    /// Drains or undrains a worker on this hub at once (its own report follows); false when
+    /// no such worker is registered.
+    func setDrained(_ name: String, _ drained: Bool) -> Bool {
+        let (found, before, after) = guarded.withLock { state in
+            let before = state.registry.worker(named: name)?.isDraining
+            let found = state.registry.setDrained(name, drained)
+            return (found, before, state.registry.worker(named: name)?.isDraining)
+        }
+        announceDrain(name, from: before, to: after)
+        if found && !drained { drainQueues() }
+        return found
+    }
+
+    /// Publishes a change of a worker's effective drain (here or on the worker), once.
+    private func announceDrain(_ name: String, from before: Bool?, to after: Bool?) {
+        guard let before, let after, before != after else { return }
+        events.publish(.init(type: after ? "worker_draining" : "worker_undrained", worker: name))
+    }
+
+    // MARK: Routing
+
+    /// Picks and reserves a worker for `model`, skipping `excluded` slots.
+    func pick(_ model: String, excluding excluded: [Int] = []) -> Registry.Decision {
+        let instant = now()
+        let (decision, transitions) = guarded.withLock { $0.registry.pick(model, excluding: excluded, now: instant) }
+        for (pick, transition) in transitions { log(transition, pick) }
+        return decision
+    }
+
+    /// Waits in the model's FIFO queue until a worker has capacity, the deadline passes
+    /// (503), the queue is full (429), the client leaves (`clientDeparture`; the wait
+    /// is cancelled) or the shutdown grace is over (503 `server_shutting_down`). Cancelling
+    /// the calling task also leaves the queue at once.
+    func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant,
+                         clientDeparture: ClientDeparture? = nil, shutdown: ShutdownGrace? = nil) async throws -> Registry.Pick {
+        enum Outcome: Sendable { case picked(Registry.Pick), deadline, clientGone, shuttingDown }
+        return try await withThrowingTaskGroup(of: Outcome.self) { group in
+            group.addTask { .picked(try await self.enqueue(model, deadline: deadline)) }
+            group.addTask {
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                return .deadline
+            }
+            if let clientDeparture {
+                group.addTask {
+                    await clientDeparture.wait()
+                    return .clientGone
+                }
+            }
+            if let shutdown {
+                group.addTask {
+                    await shutdown.waitForExpiry()
+                    return .shuttingDown
+                }
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            if case .picked(let pick) = first { return pick }
+            // The waiter was cancelled above; if it was dispatched at the same moment it
+            // still returns a pick, which must be used (deadline) or given back (client gone).
+            var late: Registry.Pick?
+            while let next = try? await group.next() {
+                if case .picked(let pick) = next { late = pick }
+            }
+            if case .clientGone = first {
+                if let late { release(late, sample: .neutral) }
+                throw CancellationError()
+            }
+            if case .shuttingDown = first {
+                if let late { release(late, sample: .neutral) }
+                throw OpenAIError.shuttingDown
+            }
+            if let late { return late }
+            throw OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",
+                              message: "No worker for '\(model)' had capacity within the queue timeout",
+                              headers: [.retryAfter: "1"])
+        }
+    }
+
+    private func enqueue(_ model: String, deadline: ContinuousClock.Instant) async throws -> Registry.Pick {
+        let id = guarded.withLock { state in
+            state.nextWaiterID += 1
+            return state.nextWaiterID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (waiter: Waiter) in
+                enum Admission { case ready(Registry.Pick), full, cancelled, queued }
+                let instant = now()
+                let admission: Admission = guarded.withLock { state in
+                    if Task.isCancelled { return .cancelled }
+                    // Capacity may have freed since the caller's pick: take it rather than queue.
+                    if state.queues[model]?.isEmpty ?? true,
+                        case .picked(let pick) = state.registry.pick(model, now: instant).decision
+                    {
+                        return .ready(pick)
+                    }
+                    var queue = state.queues[model] ?? WaitQueue(capacity: queueCapacity)
+                    guard queue.enqueue(id: id, deadline: deadline, waiter) else { return .full }
+                    state.queues[model] = queue
+                    return .queued
+                }
+                switch admission {
+                case .ready(let pick): waiter.resume(returning: pick)
+                case .cancelled: waiter.resume(throwing: CancellationError())
+                case .full:
+                    waiter.resume(throwing: OpenAIError(
+                        .tooManyRequests, type: "rate_limit_error", code: "queue_full",
+                        message: "Every worker for '\(model)' is busy and the wait queue is full",
+                        headers: [.retryAfter: "1"]))
+                case .queued: break
+                }
+            }
+        } onCancel: {
+            let entry = guarded.withLock { $0.queues[model]?.remove(id: id) }
+            entry?.waiter.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Hands freed capacity to queued requests, oldest first.
+    private func drainQueues() {
+        let instant = now()
+        let ready: [(Waiter, Registry.Pick)] = guarded.withLock { state in
+            var ready: [(Waiter, Registry.Pick)] = []
+            for model in state.queues.keys {
+                while let first = state.queues[model]?.entries.first {
+                    guard case .picked(let pick) = state.registry.pick(model, now: instant).decision else { break }
+                    _ = state.queues[model]?.popFirst()
+                    ready.append((first.waiter, pick))
+                }
+            }
+            return ready
+        }
+        for (waiter, pick) in ready { waiter.resume(returning: pick) }
+    }
+
+    /// Ends a reservation, feeds the breaker (and the TTFT average) and lets queued requests in.
+    func release(_ pick: Registry.Pick, sample: CircuitBreaker.Sample, ttft: Duration? = nil) {
+        let instant = now()
+        let transition = guarded.withLock { $0.registry.release(pick, sample: sample, ttft: ttft, now: instant) }
+        if let transition { log(transition, pick) }
+        drainQueues()
+    }
+
+    /// A reserved request's first byte is overdue: judge it slow now (``Registry/firstByteOverdue(_:after:now:)``).
+    func firstByteOverdue(_ pick: Registry.Pick, after slowTTFB: Duration) {
+        let instant = now()
+        let transition = guarded.withLock { $0.registry.firstByteOverdue(pick, after: slowTTFB, now: instant) }
+        if let transition { log(transition, pick) }
+    }
+
+    /// Requests waiting per model (for the admin API).
+    func queueLengths() -> [String: Int] {
+        guarded.withLock { $0.queues.mapValues(\.count).filter { $0.value > 0 } }
+    }
+
+    private func log(_ transition: CircuitBreaker.Transition, _ pick: Registry.Pick) {
+        logger.warning("circuit breaker \(transition.from) -> \(transition.to)", metadata: [
+            "worker": "\(pick.worker)", "model": "\(pick.model)", "reason": "\(transition.reason)",
+        ])
+        metrics?.breakerTransition(worker: pick.worker, model: pick.model, to: "\(transition.to)")
+        events.publish(.init(type: "breaker", worker: pick.worker, model: pick.model, from: "\(transition.from)",
+                             to: "\(transition.to)", reason: transition.reason))
+    }
+
+    // MARK: Membership
+
+    func register(_ report: WorkerReport) {
+        let instant = now()
+        let (previous, after) = guarded.withLock { state in
+            let previous = state.registry.worker(named: report.name)
+            state.registry.register(report, now: instant)
+            return (previous, state.registry.worker(named: report.name)?.isDraining)
+        }
+        if previous == nil { events.publish(.init(type: "worker_registered", worker: report.name, to: report.url)) }
+        announceChanges(from: previous?.report, to: report)
+        announceDrain(report.name, from: previous?.isDraining ?? false, to: after)
+        drainQueues()
+    }
+
+    func heartbeat(_ report: WorkerReport) -> Registry.HeartbeatResult {
+        let instant = now()
+        let (result, previous, after) = guarded.withLock { state in
+            let previous = state.registry.worker(named: report.name)
+            let result = state.registry.heartbeat(report, now: instant)
+            return (result, previous, state.registry.worker(named: report.name)?.isDraining)
+        }
+        if result == .accepted {
+            announceChanges(from: previous?.report, to: report)
+            announceDrain(report.name, from: previous?.isDraining, to: after)
+            drainQueues()
+        }
+        return result
+    }
+
+    /// Publishes what changed between two reports of one worker: model states and engine crashes.
+    private func announceChanges(from previous: WorkerReport?, to report: WorkerReport) {
+        let before = Dictionary((previous?.models ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for model in report.models {
+            let old = before[model.name]
+            if old?.state != model.state {
+                events.publish(.init(type: "model_state", worker: report.name, model: model.name,
+                                     from: old.map { $0.state.rawValue }, to: model.state.rawValue, reason: model.reason))
+            }
+            if (model.recentCrashes ?? 0) > (old?.recentCrashes ?? 0) {
+                events.publish(.init(type: "engine_crash", worker: report.name, model: model.name, reason: model.reason))
+            }
+        }
+    }
+
+    @discardableResult
+    func deregister(_ name: String) -> Bool {
+        let removed = guarded.withLock { $0.registry.deregister(name) }
+        if removed { events.publish(.init(type: "worker_left", worker: name)) }
+        return removed
+    }
+
+    func expire() -> [String] {
+        let instant = now()
+        let expired = guarded.withLock { $0.registry.expire(now: instant) }
+        for name in expired { events.publish(.init(type: "worker_expired", worker: name)) }
+        return expired
+    }
+
+    /// Live workers with the routing state and breaker of each of their models (report order).
+    func liveWorkerStates() -> [(worker: Registry.Worker, pairs: [(Registry.Pair, CircuitBreaker)])] {
+        let instant = now()
+        return guarded.withLock { state in
+            state.registry.liveWorkers(now: instant).map { worker in
+                (worker, worker.pairs.map { (state.registry.pairs[$0], state.registry.breakers[$0]) })
+            }
+        }
+    }
+
+    func liveWorkers() -> [Registry.Worker] {
+        let instant = now()
+        return guarded.withLock { $0.registry.liveWorkers(now: instant) }
+    }
+
+    /// See ``Registry/canonicalModels(for:)``.
+    func canonicalModels(for requested: String) -> Set<String> {
+        guarded.withLock { $0.registry.canonicalModels(for: requested) }
+    }
+
+    func servedModels() -> [String] {
+        let instant = now()
+        return guarded.withLock { $0.registry.servedModels(now: instant) }
+    }
+
+    /// Per canonical model: how many live workers have it in each state.
+    func modelPlacement() -> [String: [String: Int]] {
+        var placement: [String: [String: Int]] = [:]
+        for worker in liveWorkers() {
+            for model in worker.report.models {
+                placement[model.name, default: [:]][worker.isDraining ? "draining" : model.state.rawValue, default: 0] += 1
+            }
+        }
+        return placement
+    }
+}

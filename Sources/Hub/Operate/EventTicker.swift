@@ -1,0 +1,31 @@
+import Foundation
+import ServiceLifecycle
+import Wire
+
+/// Sends the dashboard's periodic `snapshot` event (workers, queues, rates) while anyone
+/// listens on `GET /admin/events`: one push per second, not a poll per browser.
+struct EventTicker: Service {
+    struct Snapshot: Encodable {
+        var workers: [AdminRoutes.WorkerView]
+        var queued: [String: Int]
+        var rates: [String: LiveStats.Rates]
+    }
+
+    let events: ClusterEvents
+    let stats: LiveStats
+    let snapshot: @Sendable () -> AdminRoutes.Snapshot
+    var interval: Duration = .seconds(1)
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: interval)
+            let rates = stats.take()
+            guard events.subscriberCount > 0 else { continue }
+            let current = snapshot()
+            if let data = try? WireCoding.encoder().encode(Snapshot(workers: current.workers, queued: current.queued, rates: rates)) {
+                events.broadcast(type: "snapshot", data: data)
+            }
+        }
+        events.finishAll()
+    }
+}

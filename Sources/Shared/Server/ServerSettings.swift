@@ -1,0 +1,46 @@
+import NIOCore
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
+import Config
+
+/// How a Caravan listener serves HTTP: HTTP/1.1 with limits against slow or oversized
+/// clients, over TLS when a certificate is configured.
+public enum ServerSettings {
+    /// Pending-connection queue of a listener: a burst of clients (1,000 streams opening at
+    /// once) waits in the kernel instead of being dropped and retried a second later.
+    public static let backlog = 4096
+
+    /// - Parameters:
+    ///   - tls: certificate and key (PEM), or nil for plain HTTP.
+    ///   - idleTimeout: close a connection that sends nothing for this long between requests.
+    ///   - maxHeaderBytes: largest header block a request may send.
+    public static func server(tls: TLSConfig?, baseDirectory: String, idleTimeout: Duration, maxHeaderBytes: Int)
+        throws(ConfigError) -> HTTPServerBuilder
+    {
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [MalformedRequestHandler(), ClientDepartureHandler()],
+            idleTimeout: .init(idleTimeout),
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderBytes, maxHeaderListSize: maxHeaderBytes,
+                                            maxHeaderFieldCount: 200)))
+        guard let tls else { return http1 }
+        let certPath = ConfigFile.path(tls.certFile, relativeTo: baseDirectory)
+        let keyPath = ConfigFile.path(tls.keyFile, relativeTo: baseDirectory)
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certPath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
+            return try .tls(http1, tlsConfiguration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+        } catch {
+            throw ConfigError(key: "tls", "cannot load certificate \(certPath) or key \(keyPath)")
+        }
+    }
+
+    /// TLS settings for a client that must trust `caFile` (nil: the system roots).
+    public static func clientTLS(caFile: String?, baseDirectory: String) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let caFile { configuration.trustRoots = .file(ConfigFile.path(caFile, relativeTo: baseDirectory)) }
+        return configuration
+    }
+
+
+}

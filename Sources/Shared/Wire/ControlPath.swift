@@ -1,0 +1,10 @@
+import Foundation
+
+/// Paths of the hub's control plane, used by workers.
+public enum ControlPath {
+    public static let register = "/internal/v1/workers/register"
+    public static let heartbeat = "/internal/v1/workers/heartbeat"
+    public static let deregister = "/internal/v1/workers/deregister"
+    /// A worker the cluster file does not list exchanges a join token for its credential.
+    public static let join = "/internal/v1/workers/join"
+}

@@ -1,0 +1,125 @@
+import UnixSignals
+import AsyncHTTPClient
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Auth
+import Config
+import Proxy
+import Server
+import Wire
+
+/// Wires the worker's services: engine supervisor, data plane server, heartbeats.
+struct WorkerApplication {
+    let cluster: ClusterConfig
+    let worker: WorkerConfig
+    let logger: Logger
+    /// Re-reads this worker's entry (SIGHUP, `POST /admin/reload`).
+    let loadConfig: @Sendable () throws -> WorkerConfig
+
+    func run() async throws {
+        let hub = cluster.hub
+        let base = cluster.hub.auth.baseDirectory
+        // The control plane's client (hubs, engine health): it trusts hub_ca_file for https hubs.
+        let client = ControlClient.make(
+            connectTimeout: hub.connectTimeout, readTimeout: max(hub.firstByteTimeout, hub.requestTimeout),
+            tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base))
+        var credential = worker.credential
+        switch worker.credentialSource {
+        case .own:
+            break
+        case .derivedFromClusterKey(let clusterKey):
+            credential = WorkerKey.derive(clusterKey: clusterKey, worker: worker.name)
+            logger.warning("""
+                this worker was given the cluster's worker key, which can sign for any worker and as the hub; \
+                give it only its own credential (credential_file, from caravan-hub worker-secret --name \(worker.name))
+                """)
+        case .join(let token):
+            let joined = try await JoinClient(hubs: worker.hubs, name: worker.name, client: client, logger: logger).join(with: token)
+            credential = joined
+            if let file = worker.credentialFile {
+                // Kept for the next start: the join token expires, the credential does not.
+                let path = ConfigFile.path(file, relativeTo: base)
+                logger.notice("joined the cluster; credential saved", metadata: ["file": "\(path)"])
+                FileManager.default.createFile(atPath: path, contents: Data(joined.value.utf8), attributes: [.posixPermissions: 0o600])
+            }
+        }
+        // Its own credential: it signs this worker's reports, and verifies the hub's requests,
+        // which must name this worker as their audience.
+        let verifier = await TokenVerifier(secret: credential!, audience: worker.name, leeway: cluster.hub.auth.leeway)
+        // llama-server closes a connection idle for 5 s; reuse stops well before.
+        let engineClient = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: .seconds(2), logger: logger)
+        let trigger = ReportTrigger()
+        let gpus = GPUMonitor(declared: worker.gpus, interval: cluster.hub.heartbeatInterval, logger: logger)
+        let metrics = WorkerMetrics()
+        let supervisor = EngineSupervisor(config: worker, client: client, gpus: gpus, logger: logger, metrics: metrics,
+                                          loadConfig: loadConfig, onChange: { trigger.fire() })
+        let inFlight = InFlightCounter()
+        let advertised = AdvertisedURL()
+        let drain = DrainSwitch()
+        let grace = ShutdownGrace(grace: hub.shutdownGrace)
+
+        let router = Router(context: WorkerRequestContext.self)
+        router.middlewares.add(OpenAIErrorMiddleware())
+        // Debug level: the hub's access line already names this worker, and a line per request
+        // costs ~25 µs of CPU here (scripts/bench-operate.sh); at debug the same id ties the two.
+        router.middlewares.add(AccessLogMiddleware(logger: Logger(label: "caravan.access"), quiet: { _ in true }))
+        router.get("/health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"],
+                                                 body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
+        let guarded = router.group().add(middleware: HubAuthMiddleware(verifier: verifier))
+        DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: engineClient), inFlight: inFlight,
+                  maxBodyBytes: hub.maxBodyBytes, bodyTimeout: hub.clientBodyTimeout,
+                  options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout,
+                                 // Twice the hub's: a client that stops reading is cut off by the
+                                 // hub first (its lease, breaker-neutral); this one only guards
+                                 // against a hub that stopped reading.
+                                 clientWriteTimeout: hub.clientWriteTimeout * 2, shutdown: grace),
+                  logger: logger, drain: drain)
+            .addRoutes(to: guarded)
+        let admin = WorkerAdminRoutes(supervisor: supervisor, drain: drain, metrics: metrics, inFlight: inFlight, trigger: trigger,
+                                      keepalive: min(.seconds(15), hub.idleTimeout / 3))
+        admin.addRoutes(to: guarded)
+
+        let heartbeat = HeartbeatService(
+            config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, gpus: gpus,
+            inFlight: inFlight, drain: drain,
+            advertised: advertised, credential: verifier, client: client, logger: logger)
+        let listen = worker.listen
+        let app = Application(
+            router: router,
+            server: try ServerSettings.server(tls: worker.tls, baseDirectory: base, idleTimeout: hub.clientIdleTimeout,
+                                              maxHeaderBytes: hub.maxHeaderKB * 1024),
+            configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker",
+                                 backlog: ServerSettings.backlog),
+            onServerRunning: { [worker] channel in
+                let port = channel.localAddress?.port ?? listen.port
+                let url = worker.advertisedURL(boundPort: port)
+                advertised.set(url)
+                announce("caravan-worker \(worker.name) listening on \(url)")
+            },
+            logger: logger
+        )
+        // Shut down in reverse: heartbeats deregister (no hub sends more), the server drains
+        // within the shutdown grace, then engines stop.
+        var services: [any Service] = [gpus, supervisor, ReloadOnHangup(logger: logger) { _ = try await supervisor.reload() }]
+        if worker.metrics.public, let address = worker.metrics.listen {
+            services.append(MetricsListener.application(address: address, serverName: "caravan-worker", logger: logger) {
+                await admin.metricsResponse()
+            })
+        }
+        services += [GracefulServer(app, grace: grace), heartbeat] as [any Service]
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            engineClient.shutdown()
+            try? await client.shutdown()
+            throw error
+        }
+        engineClient.shutdown()
+        try await client.shutdown()
+    }
+}

@@ -1,0 +1,59 @@
+import Prometheus
+import Config
+import Server
+import Wire
+
+/// The worker's Prometheus series (`GET /metrics`): engine lifecycle counters and load
+/// times, model states read at scrape time, and each running llama-server's own `/metrics`
+/// re-exported with a `model` label, so one scrape per worker covers everything.
+final class WorkerMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    static let loadBuckets: [Duration] = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300].map { .milliseconds(Int64($0 * 1000)) }
+
+    init() {
+        registry.gauge("caravan_worker_build_info", labels: [("version", caravanVersion)],
+                       help: "Always 1; the version label says which build runs").set(to: 1.0)
+    }
+
+    func engineStarted(_ model: String) {
+        registry.counter("caravan_worker_engine_starts_total", labels: [("model", model)], help: "Engine processes launched").increment()
+    }
+
+    func engineCrashed(_ model: String) {
+        registry.counter("caravan_worker_engine_crashes_total", labels: [("model", model)],
+                         help: "Engines that exited or hung without being asked to stop").increment()
+    }
+
+    func engineEvicted(_ model: String) {
+        registry.counter("caravan_worker_engine_evictions_total", labels: [("model", model)],
+                         help: "Engines stopped to make room for another model").increment()
+    }
+
+    /// `reason`: ttl (idle) or admin.
+    func engineUnloaded(_ model: String, reason: String) {
+        registry.counter("caravan_worker_engine_unloads_total", labels: [("model", model), ("reason", reason)],
+                         help: "Engines unloaded (idle ttl, or an admin)").increment()
+    }
+
+    func loaded(_ model: String, after duration: Duration) {
+        registry.histogram("caravan_worker_engine_load_seconds", labels: [("model", model)], buckets: Self.loadBuckets,
+                           help: "Time from launch to a ready engine").record(duration)
+    }
+
+    func render(models: [ModelReport], engines: [(model: String, exposition: String)], draining: Bool, inFlight: Int) -> String {
+        var live = MetricsExposition()
+        live.add("caravan_worker_draining", draining ? 1 : 0, help: "1 while an admin has drained this worker")
+        live.add("caravan_worker_requests_in_flight", Double(inFlight), help: "Requests being forwarded to engines")
+        for model in models {
+            live.add("caravan_worker_engine_state", 1, labels: [("model", model.name), ("state", model.state.rawValue)],
+                     help: "1 for the model's current engine state")
+            live.add("caravan_worker_engine_slots_total", Double(model.slotsTotal), labels: [("model", model.name)],
+                     help: "Slots of the model's engine")
+            live.add("caravan_worker_engine_slots_busy", Double(model.slotsBusy), labels: [("model", model.name)],
+                     help: "Busy slots of the model's engine")
+        }
+        ProcessMetrics.add(to: &live)
+        for engine in engines { live.merge(engine.exposition, adding: ("model", engine.model)) }
+        return registry.emitToString() + live.render()
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+import Config
+import Server
+import Wire
+
+/// A running engine (llama-server, or the model's `cmd`) serving one model.
+struct Engine: Sendable {
+    let model: String
+    let port: Int
+    let apiKey: String
+    let process: ChildProcess
+    /// Where readiness is read, and the status that means ready.
+    var healthPath = "/health"
+    var readyStatus = 200
+    /// Fixed slot count for an engine without llama-server's `/slots` (a `cmd` engine).
+    var fixedSlots: Int?
+    /// llama-server (it has `/slots` and knows `--api-key`), or another engine.
+    var isLlamaServer = true
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+}
+
+/// Why a model could not be served.
+///
+/// `description` is the whole story (engine output included) for logs and the admin API;
+/// `publicReason` is what an API client may read. Engine output (paths, build details) never
+/// reaches clients: without a public reason they get a pointer to the worker's logs.
+struct EngineError: Error, CustomStringConvertible {
+    let description: String
+    var publicReason: String?
+
+    init(description: String, publicReason: String? = nil) {
+        self.description = description
+        self.publicReason = publicReason
+    }
+
+    /// A reason that is safe to show anyone (it is all of the description).
+    static func plain(_ text: String) -> EngineError { EngineError(description: text, publicReason: text) }
+}

@@ -1,0 +1,135 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
+import Auth
+import Config
+import Wire
+
+/// Registers with every configured hub and keeps each informed with heartbeats.
+///
+/// A hub that answers 404 to a heartbeat does not know this worker (it restarted), so the
+/// worker registers again at once. On graceful shutdown it deregisters from each hub first,
+/// before the server drains, so no hub sends it another request.
+final class HeartbeatService: Service, Sendable {
+    let config: WorkerConfig
+    let interval: Duration
+    let trigger: ReportTrigger
+    let supervisor: EngineSupervisor
+    let gpus: GPUMonitor
+    let inFlight: InFlightCounter
+    let drain: DrainSwitch
+    let advertised: AdvertisedURL
+    let credential: TokenVerifier
+    let client: HTTPClient
+    let logger: Logger
+    private let sequence = Atomic<UInt64>(0)
+
+    init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor, gpus: GPUMonitor,
+         inFlight: InFlightCounter, drain: DrainSwitch, advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient,
+         logger: Logger) {
+        self.drain = drain
+        self.config = config
+        self.interval = interval
+        self.trigger = trigger
+        self.supervisor = supervisor
+        self.gpus = gpus
+        self.inFlight = inFlight
+        self.advertised = advertised
+        self.credential = credential
+        self.client = client
+        self.logger = logger
+    }
+
+    func run() async throws {
+        let url = await advertised.wait()
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for hub in config.hubs {
+                    // Above the data plane's requests: a worker busy with thousands of streams
+                    // must still report in time, or the hub drops it.
+                    group.addTask(priority: .high) { await self.keepInformed(hub: hub, url: url) }
+                }
+            }
+        } onGracefulShutdown: {}
+        await withTaskGroup(of: Void.self) { group in
+            for hub in config.hubs {
+                group.addTask { await self.deregister(hub: hub) }
+            }
+        }
+    }
+
+    /// The loop for one hub: register until it works, then heartbeat every interval.
+    private func keepInformed(hub: String, url: String) async {
+        var registered = false
+        var failures = 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let seen = trigger.current
+            let report = await makeReport(url: url)
+            let path = registered ? ControlPath.heartbeat : ControlPath.register
+            let status = await post(hub: hub, path: path, body: report)
+            switch status {
+            case 200, 204:
+                if !registered { logger.info("registered with hub", metadata: ["hub": "\(hub)"]) }
+                registered = true
+                failures = 0
+            case 404 where registered, 410 where registered:
+                logger.notice("hub does not know this worker (restarted?); registering again", metadata: ["hub": "\(hub)"])
+                registered = false
+                continue
+            default:
+                failures += 1
+                if failures == 1 || failures % 30 == 0 {
+                    logger.warning("cannot reach hub", metadata: ["hub": "\(hub)", "status": "\(status.map(String.init) ?? "no answer")",
+                                                             "attempts": "\(failures)"])
+                }
+            }
+            await trigger.wait(interval, since: seen)
+        }
+    }
+
+    private func makeReport(url: String) async -> WorkerReport {
+        let budget = supervisor.budget
+        var report = WorkerReport(
+            name: config.name, url: url, version: caravanVersion,
+            sequence: sequence.add(1, ordering: .relaxed).newValue,
+            models: await supervisor.report(), gpus: gpus.current,
+            inFlight: inFlight.value, weight: config.weight ?? budget.autoWeight)
+        report.vramBudgetMiB = budget.totalMiB
+        report.draining = drain.isDraining ? true : nil
+        return report
+    }
+
+    private func deregister(hub: String) async {
+        let status = await post(hub: hub, path: ControlPath.deregister, body: DeregisterRequest(name: config.name))
+        logger.info("deregistered from hub", metadata: ["hub": "\(hub)", "status": "\(status.map(String.init) ?? "no answer")"])
+    }
+
+    /// POSTs a JSON body with the worker credential; returns the status, nil when unreachable.
+    private func post(hub: String, path: String, body: some Encodable) async -> Int? {
+        do {
+            let now = Date()
+            let token = try await credential.sign(CaravanClaims(
+                sub: config.name, expires: now.addingTimeInterval(300), issuedAt: now, role: .worker))
+            var request = HTTPClientRequest(url: hub.trimmingSuffix("/") + path)
+            request.method = .POST
+            request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try WireCoding.encoder().encode(body)))
+            let response = try await client.execute(request, timeout: .seconds(5))
+            _ = try? await response.body.collect(upTo: 64 * 1024)
+            return Int(response.status.code)
+        } catch {
+            return nil
+        }
+    }
+}
+
+extension String {
+    func trimmingSuffix(_ suffix: String) -> String {
+        hasSuffix(suffix) ? String(dropLast(suffix.count)) : self
+    }
+}
