@@ -10,7 +10,11 @@ import Config
 import Proxy
 import Server
 
-/// Builds and runs the hub: the API server, the control plane and the expiry sweep.
+/// The hub: its API server, control plane, admin routes and background services.
+///
+/// ``build()`` assembles everything from the configuration without listening (the
+/// hummingbird-examples `buildApplication` shape); ``run()`` serves what it built. Tests build
+/// the same application and drive its router in-process (HummingbirdTesting's `.router`).
 struct HubApplication {
     let config: ClusterConfig
     let options: HubOptions
@@ -40,7 +44,30 @@ struct HubApplication {
             consecutiveFailures: breaker.consecutiveFailures)
     }
 
+    /// What ``build()`` assembles: the server application and what runs beside it.
+    struct Built {
+        let app: Application<RouterResponder<HubRequestContext>>
+        /// Services that run beside the server (sweeper, event ticker, reload, metrics listener).
+        let services: [any Service]
+        let state: HubState
+        let grace: ShutdownGrace
+        /// The data plane's client: closed when the hub stops.
+        let client: UpstreamClient
+    }
+
+    /// Serves the hub until SIGTERM or SIGINT: the server drains within `shutdown_grace`, then
+    /// the services stop.
     func run() async throws {
+        let built = try await build()
+        // Last, so it is the first to stop: it drains, with the grace, before the rest ends.
+        let group = ServiceGroup(configuration: .init(services: built.services + [GracefulServer(built.app, grace: built.grace)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        defer { built.client.shutdown() }
+        try await group.run()
+    }
+
+    /// Assembles the hub from its configuration; nothing listens yet.
+    func build() async throws -> Built {
         try Self.checkSecrets(config, options: options)
         var listen = config.hub.listen
         if options.noAuth && listen.host != "127.0.0.1" && listen.host != "::1" && listen.host != "localhost" {
@@ -134,17 +161,7 @@ struct HubApplication {
                 adminRoutes.metricsResponse(metrics)
             })
         }
-        // Last, so it is the first to stop: it drains, with the grace, before the rest ends.
-        services.append(GracefulServer(app, grace: grace))
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
-                                                      logger: logger))
-        do {
-            try await group.run()
-        } catch {
-            client.shutdown()
-            throw error
-        }
-        client.shutdown()
+        return Built(app: app, services: services, state: state, grace: grace, client: client)
     }
 
     /// Paths whose access lines are debug-level: the control plane, health checks, scrapes, the dashboard.

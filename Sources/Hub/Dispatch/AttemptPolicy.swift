@@ -80,9 +80,9 @@ struct AttemptPolicy {
         switch finish {
         case .completed(let timing):
             if let first = timing.firstByte, first > policy.slowTTFB, !waitedInEngineQueue {
-                return .failure(.slowFirstByte(first))
+                return .failure(.slowFirstByte(policy.slowTTFB))
             }
-            if timing.maxGap > policy.slowGap { return .failure(.slowGap(timing.maxGap)) }
+            if timing.maxGap > policy.slowGap { return .failure(.slowGap(policy.slowGap)) }
             return .success
         case .upstreamFailed(let error, _):
             return .of(error)

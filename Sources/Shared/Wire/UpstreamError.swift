@@ -66,8 +66,10 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
     public static let closedMidStream = Self(.closedMidStream, "connection closed by upstream")
     public static func tooLarge(_ limit: Int) -> Self { Self(.tooLarge, "response larger than \(limit) bytes") }
     public static func httpStatus(_ status: Int) -> Self { Self(.httpStatus, "HTTP \(status)", status: status) }
-    public static func slowFirstByte(_ took: Duration) -> Self { Self(.slowFirstByte, "slow first byte (\(took))") }
-    public static func slowGap(_ gap: Duration) -> Self { Self(.slowGap, "slow gap between events (\(gap))") }
+    /// The first byte came (or is still due) later than `limit` (`slow_ttfb`).
+    public static func slowFirstByte(_ limit: Duration) -> Self { Self(.slowFirstByte, "first byte slower than \(limit)") }
+    /// A gap between a stream's events was longer than `limit` (`slow_gap`).
+    public static func slowGap(_ limit: Duration) -> Self { Self(.slowGap, "slow gap between events (over \(limit))") }
     public static func transport(_ reason: String) -> Self { Self(.transport, reason) }
     public static func readerStalled(_ limit: Duration) -> Self { Self(.readerStalled, "the client read nothing for \(limit)") }
     public static let shuttingDown = Self(.shuttingDown, "the server is shutting down")

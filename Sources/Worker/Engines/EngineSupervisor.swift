@@ -79,7 +79,7 @@ actor EngineSupervisor: Service {
     }
 
     private var config: WorkerConfig
-    private let client: HTTPClient
+    private let probe: LlamaServerClient
     private let logger: Logger
     private let metrics: WorkerMetrics?
     private let onChange: @Sendable () -> Void
@@ -108,7 +108,7 @@ actor EngineSupervisor: Service {
          loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
          onChange: @escaping @Sendable () -> Void = {}) {
         self.config = config
-        self.client = client
+        self.probe = LlamaServerClient(client: client)
         self.gpus = gpus
         self.logger = logger
         self.metrics = metrics
@@ -180,6 +180,9 @@ actor EngineSupervisor: Service {
 
     /// The VRAM budget this worker admits models against (reported to the hub).
     nonisolated var budget: VRAMBudget { budgetBox.withLock { $0 } }
+
+    /// The decisions for the current configuration (it changes on reload).
+    private var policy: EnginePolicy { EnginePolicy(config: config, budget: budget) }
 
     // MARK: Requests
 
@@ -330,10 +333,10 @@ actor EngineSupervisor: Service {
                 recordCrash(name, reason: reason, whileReady: false)
                 throw EngineError(description: models[name]?.reason ?? reason)
             }
-            if await healthStatus(engine) == engine.readyStatus {
+            if await probe.health(engine) == engine.readyStatus {
                 // Prove the answer came from our process: only it knows this API key. Another
                 // process that grabbed the port first would answer 401 here.
-                guard await ownsPort(engine) else {
+                guard await probe.ownsPort(engine) else {
                     await process.terminate(grace: config.stopGrace)
                     throw fail(name, "port \(port) answered /health but not with this engine's API key (taken by another process)")
                 }
@@ -364,51 +367,44 @@ actor EngineSupervisor: Service {
     /// evicted: then it waits (up to the load timeout) for one to become idle.
     private func makeRoom(for name: String) async throws {
         let need = models[name]?.spec.vramMiB
-        let budget = self.budget
-        if case .never(let need, let total) = budget.fit(needMiB: need, freeMiB: nil) {
-            throw EngineError.plain("model \(name) " + VRAMBudget.neverFitsReason(needMiB: need, budgetMiB: total))
-        }
         let deadline = ContinuousClock.now + config.loadTimeout
         while true {
-            let loaded = models.filter { key, runtime in
-                guard key != name else { return false }
-                switch runtime.phase {
-                case .ready, .stopping: return true
-                case .starting: return runtime.admitted
-                case .stopped, .failed: return false
-                }
-            }
-            let used = loaded.values.map { $0.spec.vramMiB ?? 0 }.reduce(0, +)
-            let countFits = config.maxLoaded.map { loaded.count + 1 <= $0 } ?? true
-            let vramFits = switch budget.fit(needMiB: need, freeMiB: budget.totalMiB.map { $0 - used }) {
-            case .unconstrained, .free: true
-            case .afterEviction, .never: false
-            }
-            if countFits && vramFits {
+            let residents = residents(besides: name)
+            switch policy.admission(for: name, needMiB: need, residents: residents) {
+            case .admit:
                 models[name]?.admitted = true
                 return
-            }
-            let idle = loaded.filter { key, runtime in
-                if case .ready = runtime.phase { return !runtime.spec.config.pin && !isBusy(key) }
-                return false
-            }
-            if let victim = idle.keys.min(by: { lastUsed($0) < lastUsed($1) }) {
-                let why = countFits ? "VRAM budget" : "max_loaded \(config.maxLoaded ?? 0)"
+            case .never(let reason):
+                throw EngineError.plain(reason)
+            case .evict(let victim, let reason):
                 metrics?.engineEvicted(victim)
-                await stop(victim, reason: "evicted (least recently used) to make room for \(name): \(why)")
-                continue
+                await stop(victim, reason: reason)
+            case .awaitStop:
+                for case .stopping(let task) in residents.compactMap({ models[$0.name]?.phase }) {
+                    await task.value
+                    break
+                }
+            case .wait:
+                guard ContinuousClock.now < deadline else {
+                    throw EngineError.plain("no room to load \(name): \(residents.count) model(s) loaded, all busy or pinned")
+                }
+                try await Task.sleep(for: .milliseconds(50))
             }
-            if let stopping = loaded.values.lazy.compactMap({ runtime -> Task<Void, Never>? in
-                if case .stopping(let task) = runtime.phase { return task }
-                return nil
-            }).first {
-                await stopping.value
-                continue
+        }
+    }
+
+    /// The models other than `name` that hold room: ready, stopping, or starting and admitted.
+    private func residents(besides name: String) -> [EnginePolicy.Resident] {
+        models.compactMap { key, runtime -> EnginePolicy.Resident? in
+            guard key != name else { return nil }
+            let stage: EnginePolicy.Resident.Stage
+            switch runtime.phase {
+            case .ready: stage = .ready(evictable: !runtime.spec.config.pin && !isBusy(key), lastUsed: lastUsed(key))
+            case .stopping: stage = .stopping
+            case .starting where runtime.admitted: stage = .starting
+            case .starting, .stopped, .failed: return nil
             }
-            guard ContinuousClock.now < deadline else {
-                throw EngineError.plain("no room to load \(name): \(loaded.count) model(s) loaded, all busy or pinned")
-            }
-            try await Task.sleep(for: .milliseconds(50))
+            return EnginePolicy.Resident(name: key, vramMiB: runtime.spec.vramMiB, stage: stage)
         }
     }
 
@@ -432,22 +428,20 @@ actor EngineSupervisor: Service {
     private func recordCrash(_ name: String, reason: String, whileReady: Bool) {
         guard var runtime = models[name] else { return }
         metrics?.engineCrashed(name)
-        let now = ContinuousClock.now
-        runtime.crashes = runtime.crashes.filter { now - $0 < config.crashWindow } + [now]
+        let verdict: EnginePolicy.CrashVerdict
+        (runtime.crashes, verdict) = policy.crashed(history: runtime.crashes, now: .now)
         runtime.process = nil
         runtime.admitted = false
-        if runtime.crashes.count >= config.crashLimit {
+        switch verdict {
+        case .crashLoop(let count):
             runtime.crashLooped = true
-            let text = "crash loop: \(runtime.crashes.count) exits within \(config.crashWindow); automatic restarts stopped "
+            let text = "crash loop: \(count) exits within \(config.crashWindow); automatic restarts stopped "
                 + "until the model's config changes or an admin resets it. Last: \(reason)"
             runtime.phase = .failed
             runtime.reason = text
             logger.error("model is crash-looping", metadata: ["model": "\(name)", "reason": "\(text)"])
-        } else {
-            var backoff = config.restartBackoff
-            for _ in 1..<runtime.crashes.count { backoff *= 2 }
-            backoff = min(backoff, .seconds(60))
-            runtime.retryAt = now + backoff
+        case .backoff(let backoff, let until):
+            runtime.retryAt = until
             // A crash of a running engine leaves it restartable (not loaded); a failed load is a failure.
             runtime.phase = whileReady ? .stopped : .failed
             runtime.reason = reason
@@ -526,11 +520,13 @@ actor EngineSupervisor: Service {
         while !Task.isCancelled {
             let now = ContinuousClock.now
             for name in order {
-                guard let runtime = models[name], case .ready = runtime.phase, !runtime.spec.config.pin,
-                    let ttl = runtime.spec.config.ttl ?? config.ttl, !isBusy(name), now - lastUsed(name) >= ttl
+                guard let runtime = models[name], case .ready = runtime.phase else { continue }
+                let ttl = runtime.spec.config.ttl ?? config.ttl
+                guard policy.idleExpired(ttl: ttl, pinned: runtime.spec.config.pin, busy: isBusy(name),
+                                         lastUsed: lastUsed(name), now: now)
                 else { continue }
                 metrics?.engineUnloaded(name, reason: "ttl")
-                await stop(name, reason: "idle for \(ttl) (ttl)")
+                await stop(name, reason: "idle for \(ttl.map { "\($0)" } ?? "") (ttl)")
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -547,7 +543,7 @@ actor EngineSupervisor: Service {
             guard config.healthFailures > 0 else { continue }  // checks off (a reload may turn them on)
             for name in order {
                 guard let runtime = models[name], case .ready(let engine) = runtime.phase, !runtime.retiring else { continue }
-                let status = await healthStatus(engine)
+                let status = await probe.health(engine)
                 // The engine may have been stopped or replaced while the check was out.
                 guard case .ready(let current) = models[name]?.phase, current.process.pid == engine.process.pid else { continue }
                 if status == engine.readyStatus {
@@ -559,7 +555,7 @@ actor EngineSupervisor: Service {
                 logger.warning("engine health check failed", metadata: [
                     "model": "\(name)", "status": "\(status.map(String.init) ?? "no answer")", "failures": "\(failures)",
                 ])
-                guard failures >= config.healthFailures else { continue }
+                guard policy.isUnhealthy(failures: failures) else { continue }
                 let reason = "unhealthy: /health failed \(failures) times in a row (\(status.map { "HTTP \($0)" } ?? "no answer")); restarted"
                 logger.error("engine unhealthy; restarting", metadata: ["model": "\(name)", "reason": "\(reason)"])
                 await stop(name, reason: reason)
@@ -619,13 +615,10 @@ actor EngineSupervisor: Service {
     func engineMetrics() async -> [(model: String, exposition: String)] {
         var result: [(String, String)] = []
         for name in order {
-            guard case .ready(let engine) = models[name]?.phase, engine.isLlamaServer else { continue }
-            var request = HTTPClientRequest(url: engine.baseURL + "/metrics")
-            request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
-            guard let response = try? await client.execute(request, timeout: .seconds(2)), response.status == .ok,
-                let body = try? await response.body.collect(upTo: 4 * 1024 * 1024)
+            guard case .ready(let engine) = models[name]?.phase, engine.isLlamaServer,
+                let exposition = await probe.metrics(engine)
             else { continue }
-            result.append((name, String(buffer: body)))
+            result.append((name, exposition))
         }
         return result
     }
@@ -664,13 +657,15 @@ actor EngineSupervisor: Service {
         if next.ports != previous.ports { ports = PortAllocator(range: next.ports.ports) }
         if next.vramBudgetMiB != previous.vramBudgetMiB { resolveBudget() }
         let (specs, skipped) = ModelCatalog.resolve(next)
-        var summary = ReloadSummary(skipped: skipped)
+        let plan = EnginePolicy.reloadPlan(
+            before: order.compactMap { name in models[name].map { (name, $0.spec.commandLine(executable: previous.llamaServer)) } },
+            after: specs.map { ($0.name, $0.commandLine(executable: next.llamaServer)) })
+        var summary = ReloadSummary(added: plan.added, removed: plan.removed, restarted: plan.restarted,
+                                    unchanged: plan.unchanged, skipped: skipped)
         for spec in specs {
             if var runtime = models[spec.name] {
-                let changedCommand = runtime.spec.commandLine(executable: previous.llamaServer)
-                    != spec.commandLine(executable: next.llamaServer)
                 runtime.spec = spec
-                if changedCommand {
+                if plan.restarted.contains(spec.name) {
                     runtime.crashes = []
                     runtime.crashLooped = false
                     runtime.retryAt = nil
@@ -679,20 +674,14 @@ actor EngineSupervisor: Service {
                         runtime.retiring = true
                         eventSink.yield(.retire(spec.name))
                     }
-                    summary.restarted.append(spec.name)
-                } else {
-                    summary.unchanged.append(spec.name)
                 }
                 models[spec.name] = runtime
             } else {
                 models[spec.name] = Runtime(spec: spec, log: EngineLog(capacity: next.logLines))
-                summary.added.append(spec.name)
                 if spec.config.pin || next.preload { eventSink.yield(.ensure(spec.name)) }
             }
         }
-        let kept = Set(specs.map(\.name))
-        for name in order where !kept.contains(name) {
-            summary.removed.append(name)
+        for name in plan.removed {
             switch models[name]?.phase {
             case .ready?:
                 models[name]?.retiring = true
@@ -754,7 +743,7 @@ actor EngineSupervisor: Service {
             entry.pinned = runtime.spec.config.pin
             entry.unlisted = runtime.spec.config.unlisted
             entry.reason = runtime.reason
-            entry.recentCrashes = runtime.crashes.filter { now - $0 < config.crashWindow }.count
+            entry.recentCrashes = policy.recentCrashes(runtime.crashes, now: now)
             let idle = max(.zero, now - lastUsed(name))  // a model never used has no lastUsed yet: "now", read after `now`
             entry.idleSeconds = idle.inSeconds
             switch runtime.phase {
@@ -795,44 +784,12 @@ actor EngineSupervisor: Service {
         record.save(entries)
     }
 
-    /// `GET /health` (or the model's `health_path`): 200 ready, 503 loading, nil when nothing answers.
-    private func healthStatus(_ engine: Engine) async -> Int? {
-        var request = HTTPClientRequest(url: engine.baseURL + engine.healthPath)
-        request.method = .GET
-        guard let response = try? await client.execute(request, timeout: .seconds(2)) else { return nil }
-        _ = try? await response.body.collect(upTo: 64 * 1024)
-        return Int(response.status.code)
-    }
-
-    /// Whether the process answering on the engine's port knows the engine's API key.
-    private func ownsPort(_ engine: Engine) async -> Bool {
-        // Only llama-server is known to check its API key on `/slots`; another engine's
-        // port is taken on trust (the port range is the worker's own).
-        guard engine.isLlamaServer else { return !engine.process.hasExited }
-        var request = HTTPClientRequest(url: engine.baseURL + "/slots")
-        request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
-        guard let response = try? await client.execute(request, timeout: .seconds(2)) else { return false }
-        _ = try? await response.body.collect(upTo: 4 * 1024 * 1024)
-        return response.status == .ok && !engine.process.hasExited
-    }
-
-    /// Slots of a ready engine from llama-server's `/slots` (total, busy). Decoded into a
-    /// one-field struct: llama-server's slot objects are large, and `JSONSerialization`'s
-    /// dictionaries for thousands of them cost tens of MiB on every heartbeat.
+    /// Slots of a ready engine (total, busy): its fixed count, llama-server's `/slots`, or
+    /// one per non-llama-server engine; busy counts come from leases where the engine has no `/slots`.
     private func slots(_ engine: Engine) async -> (total: Int, busy: Int)? {
         if let fixed = engine.fixedSlots { return (fixed, min(fixed, leases(engine.model))) }
         guard engine.isLlamaServer else { return (1, min(1, leases(engine.model))) }
-        struct Slot: Decodable {
-            var isProcessing: Bool?
-            enum CodingKeys: String, CodingKey { case isProcessing = "is_processing" }
-        }
-        var request = HTTPClientRequest(url: engine.baseURL + "/slots")
-        request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
-        guard let response = try? await client.execute(request, timeout: .seconds(2)), response.status == .ok,
-            let body = try? await response.body.collect(upTo: 64 * 1024 * 1024),
-            let slots = try? JSONDecoder().decode([Slot].self, from: Data(body.readableBytesView))
-        else { return nil }
-        return (slots.count, slots.filter { $0.isProcessing == true }.count)
+        return await probe.slots(engine)
     }
 
     private func randomKey() -> String {

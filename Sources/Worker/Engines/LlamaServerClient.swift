@@ -1,0 +1,60 @@
+import NIOHTTP1
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+
+/// The worker's probes of its own engines over loopback: readiness, port ownership, slots
+/// and metrics. Each answers nil (or false) when the engine does not answer within 2 s, so
+/// a wedged engine slows nothing down but itself.
+struct LlamaServerClient: Sendable {
+    let client: HTTPClient
+
+    /// `GET /health` (or the model's `health_path`): 200 ready, 503 loading, nil when nothing answers.
+    func health(_ engine: Engine) async -> Int? {
+        var request = HTTPClientRequest(url: engine.baseURL + engine.healthPath)
+        request.method = .GET
+        guard let response = try? await client.execute(request, timeout: .seconds(2)) else { return nil }
+        _ = try? await response.body.collect(upTo: 64 * 1024)
+        return Int(response.status.code)
+    }
+
+    /// Whether the process answering on the engine's port knows the engine's API key (only it
+    /// does: another process that grabbed the port first would answer 401). Only llama-server
+    /// is known to check its key on `/slots`; another engine's port is taken on trust (the
+    /// port range is the worker's own).
+    func ownsPort(_ engine: Engine) async -> Bool {
+        guard engine.isLlamaServer else { return !engine.process.hasExited }
+        guard let response = try? await client.execute(authorized(engine, "/slots"), timeout: .seconds(2)) else { return false }
+        _ = try? await response.body.collect(upTo: 4 * 1024 * 1024)
+        return response.status == .ok && !engine.process.hasExited
+    }
+
+    /// llama-server's slots (total, busy) from `/slots`. Decoded into a one-field struct:
+    /// its slot objects are large, and `JSONSerialization`'s dictionaries for thousands of
+    /// them cost tens of MiB on every heartbeat.
+    func slots(_ engine: Engine) async -> (total: Int, busy: Int)? {
+        struct Slot: Decodable {
+            var isProcessing: Bool?
+            enum CodingKeys: String, CodingKey { case isProcessing = "is_processing" }
+        }
+        guard let response = try? await client.execute(authorized(engine, "/slots"), timeout: .seconds(2)), response.status == .ok,
+            let body = try? await response.body.collect(upTo: 64 * 1024 * 1024),
+            let slots = try? JSONDecoder().decode([Slot].self, from: Data(body.readableBytesView))
+        else { return nil }
+        return (slots.count, slots.filter { $0.isProcessing == true }.count)
+    }
+
+    /// llama-server's own Prometheus text (it runs with `--metrics`).
+    func metrics(_ engine: Engine) async -> String? {
+        guard let response = try? await client.execute(authorized(engine, "/metrics"), timeout: .seconds(2)), response.status == .ok,
+            let body = try? await response.body.collect(upTo: 4 * 1024 * 1024)
+        else { return nil }
+        return String(buffer: body)
+    }
+
+    private func authorized(_ engine: Engine, _ path: String) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: engine.baseURL + path)
+        request.headers.add(name: "Authorization", value: "Bearer \(engine.apiKey)")
+        return request
+    }
+}
