@@ -26,22 +26,10 @@ struct InProcessHub: Sendable {
     /// `hub.auth:`), runs `prepare` on the folder first (key files), and loads it.
     static func make(hubSettings: String = "", authSettings: String = "", upstreamPort: Int,
                      prepare: (URL) throws -> Void = { _ in }) throws -> InProcessHub {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-hub-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let clientSecret = String(repeating: "c", count: 20) + UUID().uuidString
-        let clusterKey = String(repeating: "w", count: 20) + UUID().uuidString
-        try clientSecret.write(to: directory.appendingPathComponent("client.secret"), atomically: true, encoding: .utf8)
-        try clusterKey.write(to: directory.appendingPathComponent("worker.secret"), atomically: true, encoding: .utf8)
+        let (directory, clientSecret, clusterKey) = try TestCluster.secretsFolder()
         try prepare(directory)
-        let yaml = """
-            hub:
-              listen: "127.0.0.1:0"
-              heartbeat_interval: 1s
-            \(hubSettings.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
-              auth:
-                client_secret_file: client.secret
-                worker_secret_file: worker.secret
-            \(authSettings.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+        let yaml = TestCluster.hubSection(listen: "127.0.0.1:0", heartbeat: "1s", hubSettings: hubSettings, authSettings: authSettings)
+            + """
             workers:
               - name: a
                 hubs: ["http://127.0.0.1:1"]
@@ -106,12 +94,4 @@ extension TestClientProtocol {
         let response = try await execute(uri: path, method: method, headers: fields, body: buffer)
         return (Int(response.status.code), response.headers, String(buffer: response.body))
     }
-}
-
-/// The error envelope's `type` and `code` of a body, if it is one.
-func envelope(_ body: String) -> (type: String?, code: String?)? {
-    guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any],
-        let error = object["error"] as? [String: Any], error["message"] is String
-    else { return nil }
-    return (error["type"] as? String, error["code"] as? String)
 }

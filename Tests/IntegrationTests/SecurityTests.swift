@@ -117,22 +117,4 @@ struct TransportSecurityTests {
             try await untrusting.shutdown()
         }
     }
-
-    @Test("the worker's data plane accepts only the hub's credential")
-    func dataPlane() async throws {
-        try await TestCluster.start(specs: [.init(name: "a", fake: true)]).using { cluster in
-            let url = try #require(try await cluster.admin().first?["url"] as? String)
-            for (label, authorization) in [("no credential", nil), ("a client token", "Bearer \(cluster.clientToken)"),
-                                           ("an admin token", "Bearer \(cluster.adminToken)")] as [(String, String?)] {
-                var request = HTTPClientRequest(url: url + "/v1/chat/completions")
-                request.method = .POST
-                if let authorization { request.headers.add(name: "Authorization", value: authorization) }
-                request.body = .bytes(ByteBuffer(string: chatBody()))
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
-                let body = try await response.body.collect(upTo: 1 << 20)
-                print("caravan-security: worker data plane called directly with \(label) | \(response.status.code) | - | -")
-                #expect(response.status.code == 401, "\(label): \(String(buffer: body))")
-            }
-        }
-    }
 }

@@ -102,24 +102,9 @@ package final class TestCluster: Sendable {
                       prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
         let (server, model) = try engine()
         let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-it-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let clientSecret = randomSecret()
-        try clientSecret.write(to: directory.appendingPathComponent("client.secret"), atomically: true, encoding: .utf8)
-        try randomSecret().write(to: directory.appendingPathComponent("worker.secret"), atomically: true, encoding: .utf8)
-        var yaml = """
-            hub:
-              listen: "127.0.0.1:\(hubPort)"
-              heartbeat_interval: \(heartbeat)
-              expire_after: 3
-            \(hubSettings.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
-              auth:
-                client_secret_file: client.secret
-                worker_secret_file: worker.secret
-            \(authSettings.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
-            workers:
-
-            """
+        let (directory, clientSecret, _) = try secretsFolder()
+        var yaml = hubSection(listen: "127.0.0.1:\(hubPort)", heartbeat: heartbeat, hubSettings: "expire_after: 3\n" + hubSettings,
+                              authSettings: authSettings) + "workers:\n"
         // Disjoint engine port ranges per worker: two workers sharing a range could both pick
         // the same still-unbound port.
         let firstBase = Int.random(in: 300...560) * 100
@@ -402,6 +387,32 @@ package final class TestCluster: Sendable {
         let response = try await client.execute(request, timeout: .seconds(60))
         let bytes = try await response.body.collect(upTo: 16 * 1024 * 1024)
         return Reply(status: Int(response.status.code), headers: response.headers, body: String(buffer: bytes))
+    }
+
+    /// A new temporary folder holding a random `client.secret` and `worker.secret` (the cluster key).
+    package static func secretsFolder() throws -> (directory: URL, clientSecret: String, workerSecret: String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-it-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let (clientSecret, workerSecret) = (randomSecret(), randomSecret())
+        try clientSecret.write(to: directory.appendingPathComponent("client.secret"), atomically: true, encoding: .utf8)
+        try workerSecret.write(to: directory.appendingPathComponent("worker.secret"), atomically: true, encoding: .utf8)
+        return (directory, clientSecret, workerSecret)
+    }
+
+    /// The `hub:` section of a test cluster file using those secrets: `hubSettings` is more
+    /// YAML under `hub:`, `authSettings` under `hub.auth:`.
+    package static func hubSection(listen: String, heartbeat: String, hubSettings: String = "", authSettings: String = "") -> String {
+        """
+        hub:
+          listen: "\(listen)"
+          heartbeat_interval: \(heartbeat)
+        \(hubSettings.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+          auth:
+            client_secret_file: client.secret
+            worker_secret_file: worker.secret
+        \(authSettings.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+
+        """
     }
 
     private static func randomSecret() -> String {

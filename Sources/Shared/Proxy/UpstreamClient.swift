@@ -53,11 +53,13 @@ public final class UpstreamClient: Sendable {
         var (connection, reused) = try await connection(to: target, reuse: true)
         while true {
             let loop = connection.handler.eventLoop
-            let exchange = Exchange(
-                id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, head: request.head(for: target), body: request.body,
-                headDeadline: headDeadline, headTimeout: headTimeout, idleTimeout: TimeAmount(idleTimeout),
-                maxBufferedBody: maxBufferedBody, start: start, promise: loop.makePromise(of: UpstreamResponse.self),
-                onFirstByte: onFirstByte, readUsage: readUsage)
+            let head = request.head(for: target)
+            let limits = UpstreamConnectionStateMachine.Limits(
+                id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, headDeadline: headDeadline, headTimeout: headTimeout,
+                idleTimeout: TimeAmount(idleTimeout), maxBufferedBody: maxBufferedBody, start: start,
+                keepAlive: !head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }, readUsage: readUsage)
+            let exchange = Exchange(head: head, body: request.body, limits: limits,
+                                    promise: loop.makePromise(of: UpstreamResponse.self), onFirstByte: onFirstByte)
             let handler = connection.handler
             loop.execute { handler.value.begin(exchange) }
             let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }

@@ -3,23 +3,18 @@ import Wire
 import NIOCore
 import NIOHTTP1
 
-/// One exchange on a connection, created by the caller and run on the connection's loop.
+/// One exchange on a connection, created by the caller and run on the connection's loop:
+/// the request, what the state machine needs to know (``UpstreamConnectionStateMachine/Limits``)
+/// and where the answer goes.
 struct Exchange: Sendable {
-    var id: Int
     var head: HTTPRequestHead
     var body: ByteBuffer
-    /// When the head must have arrived (one deadline across a retry on a new connection).
-    var headDeadline: NIODeadline
-    /// The caller's head timeout, for the error.
-    var headTimeout: Duration
-    var idleTimeout: TimeAmount
-    var maxBufferedBody: Int
-    var start: NIODeadline
+    var limits: UpstreamConnectionStateMachine.Limits
     var promise: EventLoopPromise<UpstreamResponse>
     /// Called on the connection's loop when an event stream's first body byte arrives.
     var onFirstByte: (@Sendable () -> Void)?
-    /// Keep an event stream's last bytes and read its token usage at the end (``ResponseTail``).
-    var readUsage = false
+
+    var id: Int { limits.id }
 }
 
 /// The handler at the end of an upstream connection's pipeline: performs what its
@@ -51,12 +46,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func begin(_ exchange: Exchange) {
-        let limits = UpstreamConnectionStateMachine.Limits(
-            id: exchange.id, headDeadline: exchange.headDeadline, headTimeout: exchange.headTimeout,
-            idleTimeout: exchange.idleTimeout, maxBufferedBody: exchange.maxBufferedBody, start: exchange.start,
-            keepAlive: !exchange.head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" },
-            readUsage: exchange.readUsage)
-        let action = machine.begin(limits, channelActive: context?.channel.isActive ?? false)
+        let action = machine.begin(exchange.limits, channelActive: context?.channel.isActive ?? false)
         if case .refuse(let error) = action { return exchange.promise.fail(error) }
         self.exchange = exchange
         perform(action)

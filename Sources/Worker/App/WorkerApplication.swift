@@ -11,7 +11,11 @@ import Proxy
 import Server
 import Wire
 
-/// Wires the worker's services: engine supervisor, data plane server, heartbeats.
+/// The worker: engine supervisor, data-plane server, admin routes and heartbeats.
+///
+/// ``build()`` assembles everything from the configuration without listening or starting an
+/// engine; ``run()`` serves what it built. Tests build the same application and drive its
+/// router in-process (HummingbirdTesting's `.router`).
 struct WorkerApplication {
     let cluster: ClusterConfig
     let worker: WorkerConfig
@@ -19,7 +23,44 @@ struct WorkerApplication {
     /// Re-reads this worker's entry (SIGHUP, `POST /admin/reload`).
     let loadConfig: @Sendable () throws -> WorkerConfig
 
+    /// What ``build()`` assembles.
+    struct Built {
+        let app: Application<RouterResponder<WorkerRequestContext>>
+        /// Services that start before the server and stop after it (GPU monitor, engine
+        /// supervisor, reload, metrics listener).
+        let services: [any Service]
+        /// Heartbeats: started last, so on shutdown they stop first and deregister.
+        let heartbeat: HeartbeatService
+        let grace: ShutdownGrace
+        let supervisor: EngineSupervisor
+        let drain: DrainSwitch
+        /// The engines' data-plane client and the control plane's client, closed at the end.
+        let engineClient: UpstreamClient
+        let client: HTTPClient
+    }
+
+    /// Serves the worker until SIGTERM or SIGINT. Shuts down in reverse: heartbeats
+    /// deregister (no hub sends more), the server drains within the shutdown grace, then
+    /// engines stop.
     func run() async throws {
+        let built = try await build()
+        let services = built.services + [GracefulServer(built.app, grace: built.grace), built.heartbeat] as [any Service]
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
+                                                      logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            built.engineClient.shutdown()
+            try? await built.client.shutdown()
+            throw error
+        }
+        built.engineClient.shutdown()
+        try await built.client.shutdown()
+    }
+
+    /// Assembles the worker from its configuration (joining the cluster first when it holds
+    /// a join token); nothing listens and no engine starts yet.
+    func build() async throws -> Built {
         let hub = cluster.hub
         let base = cluster.hub.auth.baseDirectory
         // The control plane's client (hubs, engine health): it trusts hub_ca_file for https hubs.
@@ -101,25 +142,13 @@ struct WorkerApplication {
             },
             logger: logger
         )
-        // Shut down in reverse: heartbeats deregister (no hub sends more), the server drains
-        // within the shutdown grace, then engines stop.
         var services: [any Service] = [gpus, supervisor, ReloadOnHangup(logger: logger) { _ = try await supervisor.reload() }]
         if worker.metrics.public, let address = worker.metrics.listen {
             services.append(MetricsListener.application(address: address, serverName: "caravan-worker", logger: logger) {
                 await admin.metricsResponse()
             })
         }
-        services += [GracefulServer(app, grace: grace), heartbeat] as [any Service]
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
-                                                      logger: logger))
-        do {
-            try await group.run()
-        } catch {
-            engineClient.shutdown()
-            try? await client.shutdown()
-            throw error
-        }
-        engineClient.shutdown()
-        try await client.shutdown()
+        return Built(app: app, services: services, heartbeat: heartbeat, grace: grace, supervisor: supervisor, drain: drain,
+                     engineClient: engineClient, client: client)
     }
 }
