@@ -2,7 +2,8 @@
 # Benchmarks Caravan against a direct llama-server and nginx, side by side in one run
 # (docs/benchmarks.md). Not a test: CI does not run it; `--smoke` runs each step for 2 s.
 #
-#   scripts/bench.sh [--duration SECONDS] [--connections N] [--smoke] [--write]
+#   scripts/bench.sh [--duration SECONDS] [--connections N] [--fanout "100 1000"] [--smoke] [--write]
+#   CARAVAN_BENCH_BIN=DIR scripts/bench.sh ...   # caravan-hub and caravan-worker from another build
 #
 # Measures, on the same machine and the tiny model:
 #   1. non-streamed chat completions (max_tokens 1): req/s, p50/p99 latency (wrk)

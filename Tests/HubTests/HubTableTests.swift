@@ -229,6 +229,49 @@ struct HubTableTests {
         }
     }
 
+    @Test("errors come back in the OpenAI envelope with the right status; the admin view needs an admin token")
+    func envelopesAndAdmin() async throws {
+        let upstream = try await ScriptedUpstream.start { _, _ in .answer }
+        defer { Task { try? await upstream.stop() } }
+        let port = Int(upstream.url.split(separator: ":")[2].split(separator: "/")[0])!
+        let hub = try InProcessHub.make(upstreamPort: port)
+        let client = try await hub.clientToken()
+        let admin = try await hub.clientToken { $0.role = .admin }
+        try await hub.run(upstreamURL: "http://127.0.0.1:\(port)") { http in
+            let cases: [(String, String, String?, Int, String)] = [
+                ("no token", chatBody(), nil, 401, "invalid_api_key"),
+                ("garbage token", chatBody(), "not-a-jwt", 401, "invalid_api_key"),
+                ("unknown model", chatBody(model: "nope"), client, 404, "model_not_found"),
+                ("known model, no live worker", chatBody(model: "ghost-alias"), client, 503, "no_worker_available"),
+                ("invalid JSON", "{oops", client, 400, "invalid_json"),
+                ("missing model", #"{"messages":[]}"#, client, 400, "missing_model"),
+                ("model not a string", #"{"model":7}"#, client, 400, "invalid_model"),
+            ]
+            for (label, body, token, status, code) in cases {
+                let reply = try await http.send(.post, "/v1/chat/completions", body: body, token: token)
+                #expect(reply.status == status, "\(label): \(reply.body)")
+                #expect(envelope(reply.body)?.code == code, "\(label): \(reply.body)")
+                #expect(envelope(reply.body)?.type != nil, "\(label) uses the envelope")
+            }
+            #expect(try await http.send(.post, "/v1/chat/completions", body: chatBody(), token: client).status == 200)
+            let unknownPath = try await http.send(.get, "/v1/nothing", token: client)
+            #expect(unknownPath.status == 404 && envelope(unknownPath.body)?.code == "not_found")
+            #expect(try await http.send(.get, "/health").status == 200, "health stays open")
+            #expect(try await http.send(.get, "/health/ready").status == 200)
+
+            let asClient = try await http.send(.get, "/admin/workers", token: client)
+            #expect(asClient.status == 403 && envelope(asClient.body)?.code == "insufficient_role")
+            #expect(try await http.send(.get, "/admin/workers").status == 401)
+            let view = try await http.send(.get, "/admin/workers", token: admin)
+            let object = try JSONSerialization.jsonObject(with: Data(view.body.utf8)) as? [String: Any]
+            let workers = try #require(object?["workers"] as? [[String: Any]], "\(view.body)")
+            #expect(workers.compactMap { $0["name"] as? String } == ["a"])
+            let model = try #require((workers.first?["models"] as? [[String: Any]])?.first)
+            #expect(model["breaker"] as? String == "closed")
+            #expect(workers.first?["heartbeat_age_ms"] is Int)
+        }
+    }
+
     @Test("--no-auth answers only loopback Host names, refuses cross-site browser requests, keeps admin closed", arguments: [false, true])
     func noAuth(admin: Bool) async throws {
         let upstream = try await ScriptedUpstream.start { _, _ in .answer }

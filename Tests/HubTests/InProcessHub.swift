@@ -15,7 +15,8 @@ import Wire
 /// A hub built by ``HubApplication/build()`` from a cluster file in a temporary folder and
 /// driven in-process (HummingbirdTesting's `.router`: no socket, no process). Worker `a` of
 /// the file is registered through the control plane, as a real worker would, and points at
-/// an in-process upstream that answers every request `200 ok`.
+/// an in-process upstream that answers every request `200 ok`; worker `offline` (model
+/// `ghost`, alias `ghost-alias`) never registers.
 struct InProcessHub: Sendable {
     let directory: URL
     let config: ClusterConfig
@@ -36,6 +37,11 @@ struct InProcessHub: Sendable {
                 listen: "127.0.0.1:\(upstreamPort)"
                 models:
                   - {name: tiny, path: /m/tiny.gguf, aliases: [tiny-chat]}
+              - name: offline
+                hubs: ["http://127.0.0.1:1"]
+                listen: "127.0.0.1:9"
+                models:
+                  - {name: ghost, path: /m/ghost.gguf, aliases: [ghost-alias]}
             """
         let path = directory.appendingPathComponent("cluster.yaml").path
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)

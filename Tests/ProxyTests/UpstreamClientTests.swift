@@ -35,8 +35,10 @@ struct UpstreamClientTests {
 
         func set(_ json: String) throws { try json.write(to: control, atomically: true, encoding: .utf8) }
 
+        /// Stops it at once: its graceful drain would wait out the answers it is still
+        /// delaying (up to seconds), and no test here is about the engine's shutdown.
         func stop() async {
-            await process.stop()
+            await process.stop(grace: .milliseconds(200))
             try? FileManager.default.removeItem(at: control)
         }
     }

@@ -337,7 +337,11 @@ package final class TestCluster: Sendable {
     package func shutdown() async {
         // The test's own connections go first, so no server waits for them to go idle.
         if client !== HTTPClient.shared { try? await client.shutdown() }
-        for worker in workers.values { await worker.stop() }
+        // Workers are independent processes: they stop (deregister, drain, stop their engines)
+        // side by side, then the hub.
+        await withDiscardingTaskGroup { group in
+            for worker in workers.values { group.addTask { await worker.stop() } }
+        }
         await hub.stop()
         try? FileManager.default.removeItem(at: directory)
     }

@@ -83,8 +83,13 @@ struct WorkerApplication {
             if let file = worker.credentialFile {
                 // Kept for the next start: the join token expires, the credential does not.
                 let path = ConfigFile.path(file, relativeTo: base)
-                logger.notice("joined the cluster; credential saved", metadata: ["file": "\(path)"])
-                FileManager.default.createFile(atPath: path, contents: Data(joined.value.utf8), attributes: [.posixPermissions: 0o600])
+                if FileManager.default.createFile(atPath: path, contents: Data(joined.value.utf8),
+                                                  attributes: [.posixPermissions: 0o600]) {
+                    logger.notice("joined the cluster; credential saved", metadata: ["file": "\(path)"])
+                } else {
+                    logger.warning("joined the cluster; the credential could not be saved, so the next start needs a join token again",
+                                   metadata: ["file": "\(path)"])
+                }
             }
         }
         // Its own credential: it signs this worker's reports, and verifies the hub's requests,

@@ -660,7 +660,7 @@ actor EngineSupervisor: Service {
         let plan = EnginePolicy.reloadPlan(
             before: order.compactMap { name in models[name].map { (name, $0.spec.commandLine(executable: previous.llamaServer)) } },
             after: specs.map { ($0.name, $0.commandLine(executable: next.llamaServer)) })
-        var summary = ReloadSummary(added: plan.added, removed: plan.removed, restarted: plan.restarted,
+        let summary = ReloadSummary(added: plan.added, removed: plan.removed, restarted: plan.restarted,
                                     unchanged: plan.unchanged, skipped: skipped)
         for spec in specs {
             if var runtime = models[spec.name] {
