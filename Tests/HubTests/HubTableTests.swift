@@ -190,6 +190,7 @@ struct HubTableTests {
             #expect(all.body.contains(#""id":"tiny""#), "\(all.body)")
             let limitedList = try await http.send(.get, "/v1/models", token: try await hs(claims { $0.models = ["llama-*"] }))
             #expect(limitedList.status == 200 && !limitedList.body.contains("tiny"), "\(limitedList.body)")
+            print("caravan-security: /v1/models with models [llama-*] | \(limitedList.status) | lists no other model | -")
 
             // CORS: an actual request from the allowed origin carries the origin back; another origin gets none.
             let cors = try await http.send(.post, "/v1/chat/completions", body: chatBody(), token: valid,
@@ -208,7 +209,9 @@ struct HubTableTests {
                 if rotatedStatus != 200 { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(rotatedStatus == 200, "the JWKS file reloads within 5 s")
-            #expect(try await http.send(.post, "/v1/chat/completions", body: chatBody(), token: jwksToken).status == 401)
+            let retired = try await http.send(.post, "/v1/chat/completions", body: chatBody(), token: jwksToken).status
+            #expect(retired == 401)
+            print("caravan-security: JWKS rotated: new kid j2 | \(rotatedStatus) | - | - ; retired kid j1 | \(retired)")
 
             // Rate limit from a token claim: 1 request/s, burst 2 -> the third at once is 429.
             let limited = try await hs(claims {
@@ -226,6 +229,7 @@ struct HubTableTests {
                 }
             }
             #expect(statuses == [200, 200, 429])
+            print("caravan-security: over the rate limit (rps 1, burst 2; third request) | \(statuses.last ?? 0) | rate_limit_error | rate_limit_exceeded")
         }
     }
 
