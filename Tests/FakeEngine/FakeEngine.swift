@@ -134,7 +134,7 @@ struct FakeEngine {
             router.post(RouterPath(path)) { request, _ -> Response in
                 let body = try await request.body.collect(upTo: 1 << 24)
                 if let record = ProcessInfo.processInfo.environment["FAKE_RECORD"] {
-                    FileManager.default.createFile(atPath: record, contents: Data(body.readableBytesView))
+                    _ = FileManager.default.createFile(atPath: record, contents: Data(body.readableBytesView))
                 }
                 let stream = String(buffer: body).contains(#""stream":true"#)
                 var behaviour = Behaviour.current()
