@@ -16,6 +16,8 @@ package final class ScriptedUpstream: Sendable {
     private let channel: any Channel
     private let accepted: Counter
     package let url: String
+    /// The port it listens on (127.0.0.1).
+    package let port: Int
 
     /// Connections accepted so far.
     package var connections: Int { accepted.value.load(ordering: .relaxed) }
@@ -25,7 +27,8 @@ package final class ScriptedUpstream: Sendable {
     private init(channel: any Channel, accepted: Counter) {
         self.channel = channel
         self.accepted = accepted
-        url = "http://127.0.0.1:\(channel.localAddress?.port ?? 0)/v1/chat/completions"
+        port = channel.localAddress?.port ?? 0
+        url = "http://127.0.0.1:\(port)/v1/chat/completions"
     }
 
     package static func start(script: @escaping @Sendable (_ connection: Int, _ request: Int) -> Step) async throws -> ScriptedUpstream {
@@ -42,6 +45,19 @@ package final class ScriptedUpstream: Sendable {
     }
 
     package func stop() async throws { try await channel.close() }
+
+    /// Runs `body` with an upstream that answers every request `200 ok`; stops it afterwards, pass or fail.
+    package static func answering<T>(_ body: (ScriptedUpstream) async throws -> T) async throws -> T {
+        let upstream = try await start { _, _ in .answer }
+        do {
+            let value = try await body(upstream)
+            try await upstream.stop()
+            return value
+        } catch {
+            try? await upstream.stop()
+            throw error
+        }
+    }
 
     private final class Handler: ChannelInboundHandler {
         package typealias InboundIn = HTTPServerRequestPart
