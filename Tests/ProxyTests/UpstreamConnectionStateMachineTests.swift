@@ -14,7 +14,7 @@ struct UpstreamConnectionStateMachineTests {
 
     func limits(id: Int = 1, keepAlive: Bool = true, maxBody: Int = 1024, readUsage: Bool = false) -> Machine.Limits {
         Machine.Limits(id: id, headDeadline: t0 + .seconds(5), headTimeout: .seconds(5), idleTimeout: .seconds(2),
-                       maxBufferedBody: maxBody, start: t0, keepAlive: keepAlive, readUsage: readUsage)
+                       stallTimeout: .seconds(1), maxBufferedBody: maxBody, start: t0, keepAlive: keepAlive, readUsage: readUsage)
     }
 
     func head(_ status: HTTPResponseStatus = .ok, stream: Bool = false, close: Bool = false) -> HTTPResponseHead {
@@ -87,24 +87,25 @@ struct UpstreamConnectionStateMachineTests {
         #expect(timing.usage == TokenUsage(prompt: 3, completion: 5))
     }
 
-    @Test("a full reader pauses reads: a read asked for meanwhile is held, and given when the reader wants more")
+    @Test("a full client pauses reads: a read asked for meanwhile is held, and given when the client can take more")
     func backPressure() {
         var machine = sent()
         _ = machine.head(head(stream: true), now: t0)
         #expect(machine.read() == .read)
-        machine.readerFull(now: t0 + .seconds(1))
+        #expect(machine.readerFull(now: t0 + .seconds(1)) == .scheduleSilenceCheck(t0 + .seconds(2)), "the stall deadline")
+        #expect(machine.readerFull(now: t0 + .milliseconds(1500)) == .none, "already paused")
         #expect(machine.read() == .none)
         #expect(machine.readerWantsMore(2, now: t0 + .seconds(1)) == .none, "another exchange's reader")
         #expect(machine.readerWantsMore(1, now: t0 + .seconds(1)) == .read)
         #expect(machine.readerWantsMore(1, now: t0 + .seconds(1)) == .none, "not paused any more")
         // A read held back when the stream ends is given after parking.
-        machine.readerFull(now: t0 + .seconds(2))
+        _ = machine.readerFull(now: t0 + .seconds(2))
         _ = machine.read()
         guard case .finishStream(_, let after) = machine.end() else { Issue.record("not finished"); return }
         #expect(after == .park(read: true))
     }
 
-    @Test("silence: the upstream's is a gap timeout, a paused reader's is a stalled reader, else look again later")
+    @Test("silence: the upstream's is a gap timeout (idle timeout), a paused client's a stalled reader (its write timeout), else look again later")
     func silence() {
         var quiet = sent()
         _ = quiet.head(head(stream: true), now: t0)
@@ -115,10 +116,26 @@ struct UpstreamConnectionStateMachineTests {
 
         var stalled = sent()
         _ = stalled.head(head(stream: true), now: t0)
-        stalled.readerFull(now: t0 + .seconds(1))
-        #expect(stalled.silenceCheck(now: t0 + .milliseconds(2500)) == .scheduleSilenceCheck(t0 + .seconds(3)))
-        guard case .failStream(let reader, _) = stalled.silenceCheck(now: t0 + .seconds(3)) else { Issue.record("not failed"); return }
-        #expect(reader.kind == .readerStalled && !reader.blamesUpstream)
+        _ = stalled.readerFull(now: t0 + .seconds(1))
+        #expect(stalled.silenceCheck(now: t0 + .milliseconds(1500)) == .scheduleSilenceCheck(t0 + .seconds(2)))
+        guard case .failStream(let reader, _) = stalled.silenceCheck(now: t0 + .seconds(2)) else { Issue.record("not failed"); return }
+        #expect(reader == .readerStalled(.seconds(1)) && !reader.blamesUpstream)
+
+        // Resumed in time: the silence clock restarts at the resume.
+        var resumed = sent()
+        _ = resumed.head(head(stream: true), now: t0)
+        _ = resumed.readerFull(now: t0 + .seconds(1))
+        _ = resumed.readerWantsMore(1, now: t0 + .milliseconds(1800))
+        #expect(resumed.silenceCheck(now: t0 + .seconds(2)) == .scheduleSilenceCheck(t0 + .milliseconds(3800)))
+    }
+
+    @Test("an error answer is read whole even when it says event-stream: it can still be retried or passed on with its length")
+    func errorStreamCollected() {
+        var machine = sent()
+        #expect(machine.head(head(.serviceUnavailable, stream: true), now: t0) == .none)
+        _ = machine.body(ByteBuffer(string: "data: busy\n\n"), now: t0)
+        guard case .succeed(let answer, let body, _) = machine.end() else { Issue.record("not collected"); return }
+        #expect(answer.status == .serviceUnavailable && String(buffer: body) == "data: busy\n\n")
     }
 
     @Test("closed before the head is a reset before the answer (retryable); closed mid-stream fails the stream")

@@ -1,6 +1,7 @@
 import Wire
 import UnixSignals
 import Routing
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
@@ -51,8 +52,9 @@ struct HubApplication {
         let services: [any Service]
         let state: HubState
         let grace: ShutdownGrace
-        /// The data plane's client: closed when the hub stops.
+        /// The data plane's client and the control plane's (admin calls to workers): closed when the hub stops.
         let client: UpstreamClient
+        let controlClient: HTTPClient
     }
 
     /// Serves the hub until SIGTERM or SIGINT: the server drains within `shutdown_grace`, then
@@ -63,7 +65,13 @@ struct HubApplication {
         let group = ServiceGroup(configuration: .init(services: built.services + [GracefulServer(built.app, grace: built.grace)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { built.client.shutdown() }
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            try? await built.controlClient.shutdown()
+            throw error
+        }
+        try await built.controlClient.shutdown()
     }
 
     /// Assembles the hub from its configuration; nothing listens yet.
@@ -92,9 +100,11 @@ struct HubApplication {
                                aheadPerSlot: hub.queue.aheadPerSlot),
             queueCapacity: hub.queue.size, logger: logger, events: events, metrics: metrics)
         // Workers close idle connections after client_idle_timeout; reuse stops well before.
+        // A few connections per worker and event loop stay open ahead of need.
+        let workerTLS = ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory)
         let client = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: min(hub.clientIdleTimeout / 2, .seconds(30)),
-                                    tls: ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory),
-                                    logger: logger)
+                                    warm: 2, tls: workerTLS, logger: logger)
+        let controlClient = ControlClient.make(connectTimeout: hub.connectTimeout, readTimeout: .seconds(30), tls: workerTLS)
         let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
                                                   concurrent: hub.limits.concurrent))
         let grace = ShutdownGrace(grace: hub.shutdownGrace)
@@ -103,9 +113,10 @@ struct HubApplication {
                         logger: logger)
         }
 
+        let runner = DataPlaneRunner()
         let router = Router(context: HubRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware())
-        router.middlewares.add(AccessLogMiddleware(
+        let accessLog = AccessLog(
             logger: Logger(label: "caravan.access"), quiet: Self.isQuiet,
             onComplete: { _, fields, status, outcome, duration in
                 // Only the API's requests: the control plane, health checks and admin calls are not traffic.
@@ -114,7 +125,8 @@ struct HubApplication {
                 if let worker = fields.worker, let model = fields.model {
                     stats.record(worker: worker, model: model, ttft: fields.ttft, tokens: fields.usage?.completion ?? 0)
                 }
-            }))
+            })
+        router.middlewares.add(AccessLogMiddleware(accessLog))
         router.middlewares.add(CORSAllowList(allowed: { Set(settings.hub.corsOrigins) }))
         router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
         router.get("/health/ready") { _, _ in
@@ -128,12 +140,11 @@ struct HubApplication {
             .addRoutes(to: router)
         let local = options.noAuth ? LocalOnlyAccess(corsOrigins: Set(hub.corsOrigins), admin: options.noAuthAdmin) : nil
         let api = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, limiter: limiter))
-        let forwarder = UpstreamForwarder(client: client)
-        var routes = OpenAIRoutes(state: state, forwarder: forwarder, keys: workerKeys, settings: settings, logger: logger)
-        routes.shutdown = grace
-        routes.addRoutes(to: api)
+        OpenAIRoutes(state: state).addRoutes(to: api)
+        let plane = HubDataPlane(state: state, forwarder: UpstreamForwarder(client: client), keys: workerKeys, settings: settings,
+                                 limiter: limiter, local: local, logger: logger, shutdown: grace)
         let admin = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, roles: [.admin]))
-        let adminRoutes = AdminRoutes(state: state, forwarder: forwarder, keys: workerKeys, logger: logger, metrics: metrics,
+        let adminRoutes = AdminRoutes(state: state, client: controlClient, keys: workerKeys, logger: logger, metrics: metrics,
                                       reloader: reloader, writeTimeout: hub.clientWriteTimeout)
         adminRoutes.addRoutes(to: admin)
 
@@ -142,9 +153,12 @@ struct HubApplication {
         let app = Application(
             router: router,
             server: try ServerSettings.server(tls: hub.tls, baseDirectory: auth.baseDirectory,
-                                              idleTimeout: hub.clientIdleTimeout, maxHeaderBytes: hub.maxHeaderKB * 1024),
+                                              idleTimeout: hub.clientIdleTimeout, maxHeaderBytes: hub.maxHeaderKB * 1024) {
+                .http1($0, plane: plane, runner: runner, accessLog: accessLog)
+            },
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-hub",
                                  backlog: ServerSettings.backlog),
+            services: [runner],  // stops after the server has drained
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? bound.port
                 announce("caravan-hub listening on \(scheme)://\(bound.host):\(port)")
@@ -161,7 +175,7 @@ struct HubApplication {
                 adminRoutes.metricsResponse(metrics)
             })
         }
-        return Built(app: app, services: services, state: state, grace: grace, client: client)
+        return Built(app: app, services: services, state: state, grace: grace, client: client, controlClient: controlClient)
     }
 
     /// Paths whose access lines are debug-level: the control plane, health checks, scrapes, the dashboard.

@@ -25,52 +25,62 @@ struct ClientAuthMiddleware: RouterMiddleware {
     {
         if limiter != nil { context.access?.update { $0.isAPI = true } }
         guard let authenticator = settings.authenticator else {
-            try local?.check(request, admin: roles == [.admin])
+            try local?.check(authority: request.head.authority, origin: request.headers[.origin], admin: roles == [.admin])
             return try await next(request, context)
         }
         var context = context
-        let identity: Identity
+        let identity = try await Self.identify(request.headers[.authorization], with: authenticator, roles: roles)
+        context.identity = identity
+        context.access?.update { $0.subject = identity.subject }
+        guard let limiter, let permit = try Self.admit(identity, limiter: limiter) else { return try await next(request, context) }
+        // The slot comes back when the connection ends, too: a write blocked on a client
+        // that stopped reading fails only once its connection is closed.
+        let departure = context.clientDeparture
+        let watch = departure?.onDeparture { permit.release() }
+        var response: Response
         do {
-            identity = try await authenticator.authenticate(request.headers[.authorization], roles: roles)
+            response = try await next(request, context)
+        } catch {
+            departure?.cancel(watch)
+            permit.release()
+            throw error
+        }
+        // The concurrency slot lasts until the last byte of a stream, not just its head.
+        let body = response.body
+        response.body = ResponseBody { writer in
+            defer {
+                departure?.cancel(watch)
+                permit.release()
+            }
+            try await body.write(writer)
+        }
+        return response
+    }
+
+    /// The caller of an `Authorization` header, with one of `roles`; the error envelope if not.
+    static func identify(_ authorization: String?, with authenticator: ClientAuthenticator, roles: Set<TokenRole>)
+        async throws(OpenAIError) -> Identity
+    {
+        do {
+            return try await authenticator.authenticate(authorization, roles: roles)
         } catch where error == TokenError.roleRejected {
             throw OpenAIError(.forbidden, type: "permission_error", code: "insufficient_role",
                               message: "This endpoint needs a credential with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
         } catch {
             throw OpenAIError.unauthorized(error.reason)
         }
-        context.identity = identity
-        context.access?.update { $0.subject = identity.subject }
-        guard let limiter else { return try await next(request, context) }
+    }
+
+    /// Admits a request of `identity` under its rate and concurrency limits: the permit to
+    /// give back at its last byte (nil without a concurrency limit), or 429.
+    static func admit(_ identity: Identity, limiter: RateLimiter) throws(OpenAIError) -> RateLimiter.Permit? {
         switch limiter.acquire(identity) {
         case .failure(let retry):
             throw OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "rate_limit_exceeded",
                               message: "Rate limit for this credential: \(retry.reason)",
                               headers: [.retryAfter: String(retry.seconds)])
-        case .success(nil):
-            return try await next(request, context)
-        case .success(let permit?):
-            // The slot comes back when the connection ends, too: a write blocked on a client
-            // that stopped reading fails only once its connection is closed.
-            let departure = context.clientDeparture
-            let watch = departure?.onDeparture { permit.release() }
-            var response: Response
-            do {
-                response = try await next(request, context)
-            } catch {
-                departure?.cancel(watch)
-                permit.release()
-                throw error
-            }
-            // The concurrency slot lasts until the last byte of a stream, not just its head.
-            let body = response.body
-            response.body = ResponseBody { writer in
-                defer {
-                    departure?.cancel(watch)
-                    permit.release()
-                }
-                try await body.write(writer)
-            }
-            return response
+        case .success(let permit):
+            return permit
         }
     }
 }

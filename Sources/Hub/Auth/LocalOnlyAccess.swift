@@ -14,12 +14,12 @@ struct LocalOnlyAccess: Sendable {
     /// Whether the admin routes are open (`--no-auth-admin`).
     let admin: Bool
 
-    func check(_ request: Request, admin isAdminRoute: Bool) throws {
-        guard let authority = request.head.authority, Self.isLoopback(authority: authority) else {
+    func check(authority: String?, origin: String?, admin isAdminRoute: Bool) throws(OpenAIError) {
+        guard let authority, Self.isLoopback(authority: authority) else {
             throw OpenAIError(.forbidden, type: "permission_error", code: "host_not_allowed",
                               message: "Without authentication (--no-auth) the hub answers only requests for localhost, 127.0.0.1 or [::1]")
         }
-        if let origin = request.headers[.origin], !corsOrigins.contains(origin), !Self.isLoopback(origin: origin) {
+        if let origin, !corsOrigins.contains(origin), !Self.isLoopback(origin: origin) {
             throw OpenAIError(.forbidden, type: "permission_error", code: "origin_not_allowed",
                               message: "Without authentication (--no-auth) browser requests from other sites are refused")
         }

@@ -1,8 +1,10 @@
 import Routing
+import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 import ServiceLifecycle
 import Proxy
 import Server
@@ -25,7 +27,8 @@ import Wire
 /// `GET /metrics`.
 struct AdminRoutes {
     let state: HubState
-    let forwarder: UpstreamForwarder
+    /// The control plane's client, for calls relayed to workers.
+    let client: HTTPClient
     let keys: WorkerKeys
     let logger: Logger
     var metrics: HubMetrics?
@@ -176,18 +179,23 @@ struct AdminRoutes {
             throw OpenAIError(.notFound, type: "invalid_request_error", code: "worker_not_found",
                               message: "No live worker named '\(name ?? "")'")
         }
-        let url = worker.report.url + path + (request.uri.query.map { "?\($0)" } ?? "")
-        let options = UpstreamForwarder.Options(headTimeout: .seconds(30),
-                                                idleTimeout: streaming ? .seconds(24 * 3600) : .seconds(30))
-        let result = await forwarder.forward(url: url, method: request.method,
-                                             headers: [("Authorization", try await keys.header(for: worker.name))],
-                                             body: ByteBuffer(), options: options, logger: logger)
-        switch result {
-        case .response(let response): return response
-        case .failed(_, let reason): throw OpenAIError.upstream("worker \(name) did not answer: \(reason)", code: "worker_unreachable")
-        case .clientGone: throw CancellationError()
-        case .shuttingDown: throw OpenAIError.shuttingDown
+        var call = HTTPClientRequest(url: worker.report.url + path + (request.uri.query.map { "?\($0)" } ?? ""))
+        call.method = .init(rawValue: request.method.rawValue)
+        call.headers.add(name: "Authorization", value: try await keys.header(for: worker.name))
+        let answer: HTTPClientResponse
+        do {
+            // A followed log stream lasts as long as the admin reads it.
+            answer = try await client.execute(call, timeout: streaming ? .hours(24) : .seconds(30))
+        } catch {
+            throw OpenAIError.upstream("worker \(name) did not answer: \(UpstreamError.transport(error))", code: "worker_unreachable")
         }
+        let body = answer.body
+        return Response(status: .init(code: Int(answer.status.code), reasonPhrase: answer.status.reasonPhrase),
+                        headers: HTTPForwarding.responseHeaders(answer.headers.map { ($0.name, $0.value) }),
+                        body: ResponseBody { writer in
+                            for try await chunk in body { try await writer.write(chunk) }
+                            try await writer.finish(nil)
+                        })
     }
 
     func snapshot() -> Snapshot {

@@ -7,18 +7,16 @@ import NIOSSL
 import Synchronization
 import Server
 
-/// The data plane's HTTP/1.1 client: one request per pooled connection, answers handed
-/// over whole or, for event streams, as a back-pressured stream of chunks.
+/// The data plane's HTTP/1.1 client: one request per pooled connection, the answer relayed
+/// straight to the client's connection (``UpstreamConnection``).
 ///
-/// Why not AsyncHTTPClient: a proxy hop with it cost several hundred microseconds of CPU per
-/// request (a task group, a connection-pool state machine, a hop per body part). Here a
-/// non-streamed answer crosses from the event loop to the caller once, complete; the head
-/// deadline, the silence limit of a stream, client departure and pooling all live on the
-/// connection's event loop, without locks or extra tasks.
+/// Connections are pooled per (upstream, event loop) and taken on the client's own loop, so
+/// a relayed answer never changes threads. With `warm`, a few connections per (upstream,
+/// loop) are opened ahead of need, so a burst does not pay the connect.
 public final class UpstreamClient: Sendable {
-    private let group: any EventLoopGroup
     private let connectTimeout: TimeAmount
     private let maxIdle: TimeAmount
+    private let warm: Int
     private let tls: TLSConfiguration?
     private let sslContext = Mutex<NIOSSLContext?>(nil)
     private let pool = ConnectionPool()
@@ -28,60 +26,83 @@ public final class UpstreamClient: Sendable {
     /// - Parameters:
     ///   - maxIdle: a pooled connection idle longer than this is closed rather than reused; the
     ///     upstream may be closing it at that very moment (llama-server does after 5 s).
+    ///   - warm: idle connections kept open ahead of need per (upstream, event loop); 0 for
+    ///     llama-server, whose HTTP threads an idle connection would hold.
     ///   - tls: trust settings for `https` upstreams (hubs reaching TLS workers).
     ///   - logger: where a retry on a new connection is noted (debug level).
-    public init(connectTimeout: Duration, maxIdle: Duration = .seconds(2), tls: TLSConfiguration? = nil,
-                logger: Logger = Logger(label: "caravan.upstream"),
-                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        self.group = group
+    public init(connectTimeout: Duration, maxIdle: Duration = .seconds(2), warm: Int = 0, tls: TLSConfiguration? = nil,
+                logger: Logger = Logger(label: "caravan.upstream")) {
         self.logger = logger
         self.connectTimeout = TimeAmount(connectTimeout)
         self.maxIdle = TimeAmount(maxIdle)
+        self.warm = warm
         self.tls = tls
     }
 
-    /// Sends `request` and returns the answer's head and body. The body is complete unless the
-    /// answer is an event stream. Throws ``UpstreamError`` (or
-    /// ``ClientDeparted`` when `departure` completes before the answer was handed over).
-    public func execute(_ request: UpstreamRequest, headTimeout: Duration, idleTimeout: Duration,
-                        maxBufferedBody: Int, departure: ClientDeparture? = nil,
-                        onFirstByte: (@Sendable () -> Void)? = nil, readUsage: Bool = false,
-                        shutdown: ShutdownGrace? = nil) async throws -> UpstreamResponse {
-        let target = try UpstreamTarget(request.url)
+    /// Sends `request` and relays its answer to `writer`, on the writer's event loop.
+    func relay(_ request: UpstreamRequest, to writer: ClientWriter, options: UpstreamForwarder.Options, logger: Logger,
+               onFirstByte: (@Sendable () -> Void)?, onFinish: @escaping @Sendable (UpstreamForwarder.Finish) -> Void)
+        -> EventLoopFuture<RelayOutcome>
+    {
+        let loop = writer.eventLoop
+        let target: UpstreamTarget
+        do {
+            target = try UpstreamTarget(request.url)
+        } catch {
+            return loop.makeSucceededFuture(.failed(nil, error))
+        }
+        let key = ConnectionPool.Key(upstream: target.key, loop: loop)
         let start = NIODeadline.now()
-        let headDeadline = start + TimeAmount(headTimeout)  // a retry gets what is left, not a new timeout
-        var (connection, reused) = try await connection(to: target, reuse: true)
-        while true {
-            let loop = connection.handler.eventLoop
-            let head = request.head(for: target)
-            let limits = UpstreamConnectionStateMachine.Limits(
-                id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue, headDeadline: headDeadline, headTimeout: headTimeout,
-                idleTimeout: TimeAmount(idleTimeout), maxBufferedBody: maxBufferedBody, start: start,
-                keepAlive: !head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" }, readUsage: readUsage)
-            let exchange = Exchange(head: head, body: request.body, limits: limits,
-                                    promise: loop.makePromise(of: UpstreamResponse.self), onFirstByte: onFirstByte)
-            let handler = connection.handler
-            loop.execute { handler.value.begin(exchange) }
-            let watch = departure?.onDeparture { loop.execute { handler.value.abandon(exchange.id) } }
-            defer { departure?.cancel(watch) }
-            // An answer still awaited when the shutdown grace is over ends then, too.
-            let stop = shutdown?.onExpiry { loop.execute { handler.value.abort(exchange.id, UpstreamError.shuttingDown) } }
-            defer { shutdown?.cancel(stop) }
-            do {
-                return try await exchange.promise.futureResult.get()
-            } catch let error as UpstreamError where error.kind == .resetBeforeHead && reused {
+        let head = request.head(for: target)
+        let limits = UpstreamConnectionStateMachine.Limits(
+            id: exchanges.wrappingAdd(1, ordering: .relaxed).newValue,
+            headDeadline: start + TimeAmount(options.headTimeout),  // a retry gets what is left, not a new timeout
+            headTimeout: options.headTimeout, idleTimeout: TimeAmount(options.idleTimeout),
+            stallTimeout: TimeAmount(options.clientWriteTimeout ?? options.idleTimeout),
+            maxBufferedBody: options.maxBufferedBody, start: start,
+            keepAlive: !head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" },
+            readUsage: options.readUsage)
+        let outcome = loop.makePromise(of: RelayOutcome.self)
+
+        func begin(_ connection: PooledConnection, reused: Bool) {
+            guard case .awaitingHead = writer.state else { return outcome.succeed(.clientGone) }
+            let answer = loop.makePromise(of: RelayOutcome.self)
+            connection.handler.value.begin(Exchange(
+                head: head, body: request.body, limits: limits, writer: writer, promise: answer,
+                interceptRetryable: options.interceptRetryable, shutdown: options.shutdown,
+                onFirstByte: onFirstByte, onFinish: onFinish, logger: logger))
+            answer.futureResult.assumeIsolated().whenSuccess { result in
                 // A pooled connection that the upstream closed as we reused it (its idle close
                 // crossed our request): nothing was answered, so the request goes again, once,
                 // on a new connection. A new connection closed unanswered is a real failure.
-                logger.debug("pooled connection closed before answering; retrying on a new one", metadata: ["upstream": "\(target.key)"])
-                (connection, reused) = try await self.connection(to: target, reuse: false)
+                if reused, case .failed(nil, let error) = result, error.kind == .resetBeforeHead {
+                    self.logger.debug("pooled connection closed before answering; retrying on a new one",
+                                      metadata: ["upstream": "\(target.key)"])
+                    return connect()
+                }
+                outcome.succeed(result)
             }
         }
+        func connect() {
+            open(target, key: key, on: loop).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let connection): begin(connection, reused: false)
+                case .failure(let error): outcome.succeed(.failed(nil, .transport(error)))
+                }
+            }
+        }
+        if let parked = pool.take(key, maxIdle: maxIdle) {
+            begin(parked, reused: true)
+        } else {
+            connect()
+        }
+        prewarm(target, key: key, on: loop)
+        return outcome.futureResult
     }
 
     /// Idle pooled connections to the upstream of `url` (for tests).
     func idleConnections(to url: String) -> Int {
-        (try? UpstreamTarget(url)).map { pool.count($0.key) } ?? 0
+        (try? UpstreamTarget(url)).map { pool.count(upstream: $0.key) } ?? 0
     }
 
     /// Closes every pooled connection (at shutdown; exchanges in flight finish on their own).
@@ -89,43 +110,51 @@ public final class UpstreamClient: Sendable {
         for connection in pool.drain() { connection.channel.close(promise: nil) }
     }
 
-    /// A pooled connection (`reused`) when `reuse` allows and one is idle, else a new one.
-    private func connection(to target: UpstreamTarget, reuse: Bool) async throws -> (PooledConnection, reused: Bool) {
-        if reuse, let parked = pool.take(target.key, maxIdle: maxIdle) { return (parked, true) }
+    /// Opens connections ahead of need until `warm` are idle for `key`.
+    private func prewarm(_ target: UpstreamTarget, key: ConnectionPool.Key, on loop: any EventLoop) {
+        guard warm > 0, pool.count(key) < warm else { return }
+        let pool = self.pool
+        open(target, key: key, on: loop).whenSuccess { pool.park(key, $0) }
+    }
+
+    /// A new connection to `target` on `loop`, with errors as ``UpstreamError``s.
+    private func open(_ target: UpstreamTarget, key: ConnectionPool.Key, on loop: any EventLoop) -> EventLoopFuture<PooledConnection> {
         let context: NIOSSLContext?
         do {
             context = try target.tls ? self.context() : nil
         } catch {
-            throw UpstreamError.transport(error)  // an unreadable CA file, say
+            return loop.makeFailedFuture(UpstreamError.transport(error))  // an unreadable CA file, say
         }
         let pool = self.pool
-        let bootstrap = ClientBootstrap(group: group)
+        return ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        do {
-            let connection = try await bootstrap.connect(host: target.host, port: target.port) { channel in
+            .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let context {
                         try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: target.serverName))
                     }
                     try sync.addHTTPClientHandlers()
-                    let handler = UpstreamConnection(key: target.key, pool: pool)
-                    try sync.addHandler(handler)
-                    return PooledConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                    try sync.addHandler(UpstreamConnection(key: key, pool: pool))
                 }
             }
-            return (connection, false)
-        } catch ChannelError.connectTimeout {
-            throw UpstreamError.connectTimeout
-        } catch let error as NIOConnectionError where error.connectionErrors.isEmpty {
-            throw UpstreamError.transport("cannot resolve \(target.host)")
-        } catch is NIOConnectionError {
-            throw UpstreamError.connectionRefused
-        } catch let error as IOError where error.errnoCode == ECONNREFUSED {
-            throw UpstreamError.connectionRefused
-        } catch let error as IOError {
-            throw UpstreamError.transport(error)
+            .connect(host: target.host, port: target.port)
+            .flatMapThrowing { channel in
+                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+                return PooledConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+            }
+            .flatMapErrorThrowing { error in throw Self.connectError(error, host: target.host) }
+    }
+
+    private static func connectError(_ error: any Error, host: String) -> UpstreamError {
+        switch error {
+        case let error as UpstreamError: error
+        case ChannelError.connectTimeout: .connectTimeout
+        case let error as NIOConnectionError where error.connectionErrors.isEmpty: .transport("cannot resolve \(host)")
+        case is NIOConnectionError: .connectionRefused
+        case let error as IOError where error.errnoCode == ECONNREFUSED: .connectionRefused
+        default: .transport(error)
         }
     }
 

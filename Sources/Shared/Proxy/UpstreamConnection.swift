@@ -1,42 +1,64 @@
 import Foundation
-import Wire
+import HTTPTypes
+import Logging
 import NIOCore
 import NIOHTTP1
+import Server
+import Wire
 
-/// One exchange on a connection, created by the caller and run on the connection's loop:
-/// the request, what the state machine needs to know (``UpstreamConnectionStateMachine/Limits``)
-/// and where the answer goes.
-struct Exchange: Sendable {
+/// How a relay ended before or when its answer began.
+enum RelayOutcome {
+    /// The answer is on its way to the client (whole, or its head for a stream); its end
+    /// is reported through the exchange's `onFinish`.
+    case relayed
+    /// No byte reached the client: `reply` is the upstream's error answer when one was held
+    /// back for a retry (nil for transport errors).
+    case failed(UpstreamForwarder.ErrorReply?, UpstreamError)
+    /// The client left before the answer began; the upstream request was stopped.
+    case clientGone
+}
+
+/// One exchange on a connection, on the connection's (and the client's) event loop: the
+/// request, what the state machine needs to know, the client's writer and where the
+/// outcome goes.
+struct Exchange {
     var head: HTTPRequestHead
     var body: ByteBuffer
     var limits: UpstreamConnectionStateMachine.Limits
-    var promise: EventLoopPromise<UpstreamResponse>
-    /// Called on the connection's loop when an event stream's first body byte arrives.
+    var writer: ClientWriter
+    var promise: EventLoopPromise<RelayOutcome>
+    /// Hold back 5xx (but 501) and 429 answers for a retry instead of passing them on.
+    var interceptRetryable: Bool
+    var shutdown: ShutdownGrace?
     var onFirstByte: (@Sendable () -> Void)?
+    var onFinish: @Sendable (UpstreamForwarder.Finish) -> Void
+    var logger: Logger
 
     var id: Int { limits.id }
 }
 
-/// The handler at the end of an upstream connection's pipeline: performs what its
-/// ``UpstreamConnectionStateMachine`` decides (writes the request, hands over or streams the
-/// answer, runs the one timer, parks or closes the connection). It holds the exchange's
-/// promise and the stream's producer; every decision is the machine's.
+/// The handler at the end of an upstream connection's pipeline, and the relay: performs
+/// what its ``UpstreamConnectionStateMachine`` decides, writing the answer straight to the
+/// client's ``ClientWriter`` on the same event loop. A stream's chunks go out as they come;
+/// reads from the upstream pause while the client's connection is not writable (and the
+/// client is cut off when it stays so past its write timeout). No task, no async sequence.
 final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    private let key: String
+    private let key: ConnectionPool.Key
     private let pool: ConnectionPool
     private var context: ChannelHandlerContext?
     private var machine = UpstreamConnectionStateMachine()
-    /// The exchange in progress, and its stream once the answer is one.
     private var exchange: Exchange?
-    private var stream: (source: UpstreamEventStream.Producer.Source, timing: TimingBox)?
+    /// The answer is a stream being relayed (flush the client after each read).
+    private var streaming = false
     /// The head deadline, then the stream's silence check.
     private var timer: Scheduled<Void>?
+    private var shutdownWatch: Int?
 
-    init(key: String, pool: ConnectionPool) {
+    init(key: ConnectionPool.Key, pool: ConnectionPool) {
         self.key = key
         self.pool = pool
     }
@@ -45,23 +67,23 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
+    var isActive: Bool { context?.channel.isActive ?? false }
+
     func begin(_ exchange: Exchange) {
-        let action = machine.begin(exchange.limits, channelActive: context?.channel.isActive ?? false)
-        if case .refuse(let error) = action { return exchange.promise.fail(error) }
+        let action = machine.begin(exchange.limits, channelActive: isActive)
+        if case .refuse(let error) = action { return exchange.promise.succeed(.failed(nil, error)) }
         self.exchange = exchange
+        let id = exchange.id
+        exchange.writer.onGone = { [self] in
+            perform(machine.clientDeparted(id))
+            perform(machine.readerLeft(id))
+        }
+        if let shutdown = exchange.shutdown, let loop = context?.eventLoop {
+            let bound = NIOLoopBound(self, eventLoop: loop)
+            shutdownWatch = shutdown.onExpiry { loop.execute { bound.value.perform(bound.value.machine.abort(id, .shuttingDown)) } }
+        }
         perform(action)
     }
-
-    /// The caller's client left: drop the exchange unless its answer is already handed over.
-    func abandon(_ id: Int) { perform(machine.clientDeparted(id)) }
-
-    /// Ends the exchange `id` with `error` (see ``UpstreamEventStream/abort(_:)``).
-    func abort(_ id: Int, _ error: UpstreamError) { perform(machine.abort(id, error)) }
-
-    func resumeReads(_ id: Int) { perform(machine.readerWantsMore(id, now: .now())) }
-
-    /// The stream's reader stopped before the end (its client left): stop the upstream.
-    func readerLeft(_ id: Int) { perform(machine.readerLeft(id)) }
 
     func read(context: ChannelHandlerContext) { perform(machine.read()) }
 
@@ -71,6 +93,11 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .body(let chunk): perform(machine.body(chunk, now: .now()))
         case .end: perform(machine.end())
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if streaming { exchange?.writer.flush() }
+        context.fireChannelReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -97,42 +124,76 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         case .beginStream(let head, let silenceCheck):
-            guard let context, let exchange else { return }
-            let box = TimingBox()
-            let delegate = StreamDelegate(handler: NIOLoopBound(self, eventLoop: context.eventLoop), id: exchange.id)
-            let producer = UpstreamEventStream.Producer.makeSequence(
-                backPressureStrategy: .init(lowWatermark: 4, highWatermark: 32), finishOnDeinit: false, delegate: delegate)
-            stream = (producer.source, box)
+            guard let exchange else { return }
+            let id = exchange.id
+            streaming = true
             arm(silenceCheck) { $0.silenceCheck(now: .now()) }
-            exchange.promise.succeed(UpstreamResponse(head: head, body: .stream(
-                UpstreamEventStream(producer: producer.sequence, timingBox: box, delegate: delegate))))
+            exchange.writer.onWritable = { [self] in perform(machine.readerWantsMore(id, now: .now())) }
+            exchange.writer.head(Self.response(head))
+            exchange.promise.succeed(.relayed)
+            if !exchange.writer.isWritable { perform(machine.readerFull(now: .now())) }
         case .yield(let chunk, let first):
-            if first { exchange?.onFirstByte?() }
-            if case .stopProducing = stream?.source.yield(chunk) { machine.readerFull(now: .now()) }
+            guard let exchange else { return }
+            if first { exchange.onFirstByte?() }
+            exchange.writer.body(chunk)
+            if !exchange.writer.isWritable { perform(machine.readerFull(now: .now())) }
         case .succeed(let head, let body, let after):
-            let promise = exchange?.promise
+            guard let exchange else { return }
+            let status = Int(head.status.code)
+            // 501 is the engine saying it cannot do this at all (llama-server without --reranking, a
+            // model without FIM tokens): another worker's copy would say the same.
+            if exchange.interceptRetryable && (status >= 500 && status != 501 || status == 429) {
+                let reply = UpstreamForwarder.ErrorReply(status: HTTPResponse.Status(code: status, reasonPhrase: head.status.reasonPhrase),
+                                                         headers: HTTPForwarding.responseHeaders(head.headers), body: body)
+                ended(after)
+                return exchange.promise.succeed(.failed(reply, .httpStatus(status)))
+            }
+            // No first-byte time: llama-server sends a non-streamed head only after generating
+            // every token, so that time measures the whole generation, not the worker's health.
+            var timing = UpstreamForwarder.Timing()
+            if exchange.limits.readUsage { timing.usage = ResponseTail.usage(in: body) }
             ended(after)
-            promise?.succeed(UpstreamResponse(head: head, body: .complete(body)))
+            exchange.onFinish(UpstreamForwarder.finish(status: status, timing: timing))
+            exchange.writer.complete(Self.response(head), body: body)
+            exchange.promise.succeed(.relayed)
         case .finishStream(let timing, let after):
-            let stream = self.stream
-            stream?.timing.value = timing
+            guard let exchange else { return }
             ended(after)
-            stream?.source.finish()
+            exchange.onFinish(.completed(timing))
+            exchange.writer.end()
         case .failAnswer(let failure):
-            let promise = exchange?.promise
+            guard let exchange else { return }
             closed()
             switch failure {
-            case .upstream(let error): promise?.fail(error)
-            case .clientDeparted: promise?.fail(ClientDeparted())
+            case .upstream(let error): exchange.promise.succeed(.failed(nil, error))
+            case .clientDeparted: exchange.promise.succeed(.clientGone)
             }
         case .failStream(let error, let timing):
-            let stream = self.stream
-            stream?.timing.value = timing
+            guard let exchange else { return }
             closed()
-            stream?.source.finish(error)
+            let writer = exchange.writer
+            switch error.kind {
+            case .readerStalled:
+                // The client stopped reading: its problem, not the upstream's.
+                exchange.logger.warning("client stopped reading a stream; connection closed", metadata: ["error": "\(error)"])
+                exchange.onFinish(.clientGone(timing))
+                writer.closeConnection()
+            case .shuttingDown:
+                // Not the upstream's failure: this process ran out of shutdown grace.
+                exchange.logger.notice("stream ended: shutdown grace is over")
+                exchange.onFinish(.clientGone(timing))
+                writer.body(OpenAIError.shuttingDown.sseEvent)
+                writer.end()
+            default:
+                exchange.logger.warning("upstream stream failed", metadata: ["error": "\(error)"])
+                exchange.onFinish(.upstreamFailed(error, timing))
+                writer.body(OpenAIError.upstream("The upstream failed while streaming: \(error)", code: "upstream_stream_error").sseEvent)
+                writer.end()
+            }
         case .abandonStream(let timing):
-            stream?.timing.value = timing
+            guard let exchange else { return }
             closed()
+            exchange.onFinish(.clientGone(timing))
         case .close:
             closed()
         case .read:
@@ -140,6 +201,12 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .scheduleSilenceCheck(let next):
             arm(next) { $0.silenceCheck(now: .now()) }
         }
+    }
+
+    /// The upstream's head as the client gets it: hop-by-hop and CORS headers removed.
+    private static func response(_ head: HTTPResponseHead) -> HTTPResponse {
+        HTTPResponse(status: HTTPResponse.Status(code: Int(head.status.code), reasonPhrase: head.status.reasonPhrase),
+                     headerFields: HTTPForwarding.responseHeaders(head.headers))
     }
 
     /// One timer at a time: the head deadline, then the stream's silence check.
@@ -151,12 +218,21 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// The exchange ended cleanly: park the connection for the next one, or close it.
-    private func ended(_ after: UpstreamConnectionStateMachine.After) {
+    /// Forgets the exchange: its timer, its watch and its hold on the client's writer.
+    private func release() {
         timer?.cancel()
         timer = nil
+        if let watch = shutdownWatch { exchange?.shutdown?.cancel(watch) }
+        shutdownWatch = nil
+        exchange?.writer.onGone = nil
+        exchange?.writer.onWritable = nil
         exchange = nil
-        stream = nil
+        streaming = false
+    }
+
+    /// The exchange ended cleanly: park the connection for the next one, or close it.
+    private func ended(_ after: UpstreamConnectionStateMachine.After) {
+        release()
         guard let context else { return }
         switch after {
         case .park(let read):
@@ -169,10 +245,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The exchange (if any) ended with a failure: the connection closes.
     private func closed() {
-        timer?.cancel()
-        timer = nil
-        exchange = nil
-        stream = nil
+        release()
         context?.close(promise: nil)
     }
 }

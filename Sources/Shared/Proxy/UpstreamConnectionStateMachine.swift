@@ -23,8 +23,10 @@ struct UpstreamConnectionStateMachine {
         var headDeadline: NIODeadline
         /// The caller's head timeout, for the error.
         var headTimeout: Duration
-        /// Longest silence of a stream, and longest a paused reader may take nothing.
+        /// Longest silence of a stream.
         var idleTimeout: TimeAmount
+        /// Longest the client may take nothing while reads are paused for it (its write timeout).
+        var stallTimeout: TimeAmount
         var maxBufferedBody: Int
         /// When the caller began (a retry on a new connection keeps the first start).
         var start: NIODeadline
@@ -64,7 +66,7 @@ struct UpstreamConnectionStateMachine {
         case refuse(UpstreamError)
         /// The answer is an event stream: hand it over, stop the head deadline, arm the silence check.
         case beginStream(HTTPResponseHead, silenceCheck: NIODeadline)
-        /// Give a chunk to the stream's reader (`first`: its first body byte).
+        /// Relay a chunk to the client (`first`: its first body byte).
         case yield(ByteBuffer, first: Bool)
         /// Hand over the whole answer, then park or close.
         case succeed(HTTPResponseHead, ByteBuffer, After)
@@ -134,14 +136,15 @@ struct UpstreamConnectionStateMachine {
 
     // MARK: the stream's reader
 
-    /// The reader took `chunk`s past the high watermark: hold reads until it wants more.
-    mutating func readerFull(now: NIODeadline) {
-        guard case .streaming = state, !readsPaused else { return }
+    /// The client's connection is full: hold reads until it can take more.
+    mutating func readerFull(now: NIODeadline) -> Action {
+        guard case .streaming(let limits) = state, !readsPaused else { return .none }
         readsPaused = true
         pausedSince = now
+        return .scheduleSilenceCheck(now + limits.stallTimeout)
     }
 
-    /// The reader wants more.
+    /// The client's connection can take more.
     mutating func readerWantsMore(_ id: Int, now: NIODeadline) -> Action {
         guard case .streaming(let limits) = state, limits.id == id, readsPaused else { return .none }
         readsPaused = false
@@ -151,7 +154,7 @@ struct UpstreamConnectionStateMachine {
         return .read
     }
 
-    /// The reader stopped before the end (its client left): the upstream must stop.
+    /// The client left before the end: the upstream must stop.
     mutating func readerLeft(_ id: Int) -> Action {
         guard case .streaming(let limits) = state, limits.id == id else { return .none }
         state = .closed
@@ -172,7 +175,10 @@ struct UpstreamConnectionStateMachine {
     mutating func head(_ head: HTTPResponseHead, now: NIODeadline) -> Action {
         guard case .awaitingHead(let limits) = state, head.status.code >= 200 else { return .none }
         reusable = reusable && head.isKeepAlive
-        guard head.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false else {
+        // Only a successful event stream is relayed as it comes; an error answer is read whole,
+        // so it can still be retried elsewhere or passed on with its length.
+        guard (200..<300).contains(head.status.code),
+              head.headers.first(name: "content-type")?.hasPrefix("text/event-stream") ?? false else {
             state = .collecting(limits, head, ByteBuffer())
             return .none
         }
@@ -243,17 +249,17 @@ struct UpstreamConnectionStateMachine {
     }
 
     /// Fails the stream when the upstream stayed silent for the idle timeout, or when its
-    /// reader took nothing for that long while reads were paused; else says when to look again.
+    /// client took nothing for the stall timeout while reads were paused for it; else says
+    /// when to look again.
     mutating func silenceCheck(now: NIODeadline) -> Action {
         guard case .streaming(let limits) = state else { return .none }
-        let limit = limits.idleTimeout
-        if readsPaused, now - pausedSince >= limit {
-            return fail(.upstream(.readerStalled(.nanoseconds(limit.nanoseconds))))
+        if readsPaused, now - pausedSince >= limits.stallTimeout {
+            return fail(.upstream(.readerStalled(.nanoseconds(limits.stallTimeout.nanoseconds))))
         }
-        if !readsPaused, now - lastChunk >= limit {
-            return fail(.upstream(.gapTimeout(.nanoseconds(limit.nanoseconds))))
+        if !readsPaused, now - lastChunk >= limits.idleTimeout {
+            return fail(.upstream(.gapTimeout(.nanoseconds(limits.idleTimeout.nanoseconds))))
         }
-        return .scheduleSilenceCheck((readsPaused ? pausedSince : lastChunk) + limit)
+        return .scheduleSilenceCheck(readsPaused ? pausedSince + limits.stallTimeout : lastChunk + limits.idleTimeout)
     }
 
     // MARK: private

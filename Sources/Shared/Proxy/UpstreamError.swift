@@ -6,7 +6,7 @@ import Wire
 extension UpstreamError {
     /// A short, secret-free ``UpstreamError/Kind/transport`` error for an error raised on an
     /// upstream connection.
-    static func transport(_ error: any Error) -> UpstreamError {
+    package static func transport(_ error: any Error) -> UpstreamError {
         switch error {
         case let error as UpstreamError: error
         case let error as NIOSSLError: .transport("TLS: \(error)")
@@ -19,5 +19,3 @@ extension UpstreamError {
     }
 }
 
-/// The client left before the upstream's answer began.
-public struct ClientDeparted: Error {}

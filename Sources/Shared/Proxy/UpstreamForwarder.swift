@@ -9,16 +9,17 @@ import NIOPosix
 import NIOSSL
 import Server
 
-/// Forwards one buffered request to an upstream and relays the answer unchanged.
+/// Forwards one claimed request to an upstream and relays the answer to its client.
 ///
 /// Used on both hops (hub -> worker, worker -> llama-server), so there is one relay:
 /// - nothing throws; a failure *before the client saw a byte* comes back as
 ///   ``Result/failed(reply:error:)`` so the caller can retry elsewhere;
 /// - a non-streamed answer is read whole first (llama-server sends it in one piece at
 ///   the end anyway), so a failure while reading it is still a clean 502 or a retry;
-/// - an event stream is relayed chunk by chunk as it arrives, never buffered; if it
-///   breaks or stays silent longer than the idle timeout, the client gets a final
-///   `data: {"error":...}` event and a clean end instead of a hang.
+/// - an event stream is relayed chunk by chunk as it arrives, on the client's event loop
+///   (``UpstreamConnection``), never buffered; if it breaks or stays silent longer than the
+///   idle timeout, the client gets a final `data: {"error":...}` event and a clean end
+///   instead of a hang.
 public struct UpstreamForwarder: Sendable {
     /// When the first body byte arrived and the longest silence between two chunks.
     public struct Timing: Sendable, Equatable {
@@ -58,7 +59,9 @@ public struct UpstreamForwarder: Sendable {
     }
 
     public enum Result: Sendable {
-        case response(Response)
+        /// The answer is on its way to the client (whole, or a stream's head); its end is
+        /// reported to `onFinish`.
+        case relayed
         /// No byte reached the client. `reply` is the upstream's intercepted error answer
         /// (nil for transport errors), kept so the last one can still be passed on.
         case failed(reply: ErrorReply?, error: UpstreamError)
@@ -74,10 +77,6 @@ public struct UpstreamForwarder: Sendable {
         public var status: HTTPResponse.Status
         public var headers: HTTPFields
         public var body: ByteBuffer
-
-        public var response: Response {
-            Response(status: status, headers: headers, body: .init(byteBuffer: body))
-        }
     }
 
     public struct Options: Sendable {
@@ -89,8 +88,9 @@ public struct UpstreamForwarder: Sendable {
         public var interceptRetryable: Bool
         /// Largest non-streamed body read into memory.
         public var maxBufferedBody: Int
-        /// Longest a write to the client may wait for it to read; then its connection is
-        /// closed and the stream ends as ``Finish/clientGone(_:)`` at once (nil: no limit).
+        /// Longest a stream's client may take nothing (its connection not writable); then its
+        /// connection is closed and the stream ends as ``Finish/clientGone(_:)`` (nil: the
+        /// idle timeout).
         public var clientWriteTimeout: Duration?
         /// Read the answer's token usage into ``Timing/usage`` (the hub's metrics and access log).
         public var readUsage: Bool
@@ -114,115 +114,32 @@ public struct UpstreamForwarder: Sendable {
 
     public init(client: UpstreamClient) { self.client = client }
 
+    /// Sends the request upstream and relays the answer to `exchange`'s client.
+    /// - Parameters:
+    ///   - onFirstByte: called when a stream's first body byte arrives.
+    ///   - onFinish: called once with how a relayed answer ended (not for the other results).
     public func forward(
         url: String,
         method: HTTPRequest.Method,
         headers: [(String, String)],
         body: ByteBuffer,
         options: Options,
+        to exchange: ClientExchange,
         logger: Logger,
-        clientDeparture: ClientDeparture? = nil,
         onFirstByte: (@Sendable () -> Void)? = nil,
         onFinish: @escaping @Sendable (Finish) -> Void = { _ in }
     ) async -> Result {
         let request = UpstreamRequest(url: url, method: HTTPMethod(rawValue: method.rawValue), headers: headers, body: body)
-        let upstream: UpstreamResponse
-        do {
-            // A non-streamed answer's head comes only after the whole generation: a client
-            // that leaves meanwhile must stop it, not leave the GPU working for nobody.
-            upstream = try await client.execute(request, headTimeout: options.headTimeout, idleTimeout: options.idleTimeout,
-                                                maxBufferedBody: options.maxBufferedBody, departure: clientDeparture,
-                                                onFirstByte: onFirstByte, readUsage: options.readUsage, shutdown: options.shutdown)
-        } catch is ClientDeparted {
-            return .clientGone
-        } catch let error as UpstreamError where error.kind == .shuttingDown {
-            return .shuttingDown
-        } catch {
-            return .failed(reply: nil, error: .transport(error))
-        }
-        let status = Int(upstream.head.status.code)
-        let responseStatus = HTTPResponse.Status(code: status, reasonPhrase: upstream.head.status.reasonPhrase)
-        let responseHeaders = HTTPForwarding.responseHeaders(upstream.head.headers)
-        // 501 is the engine saying it cannot do this at all (llama-server without --reranking, a
-        // model without FIM tokens): another worker's copy would say the same.
-        let retryable = options.interceptRetryable && (status >= 500 && status != 501 || status == 429)
-        switch upstream.body {
-        case .complete(let bytes):
-            if retryable {
-                return .failed(reply: ErrorReply(status: responseStatus, headers: responseHeaders, body: bytes),
-                               error: .httpStatus(status))
-            }
-            // No first-byte time: llama-server sends a non-streamed head only after generating
-            // every token, so that time measures the whole generation, not the worker's health.
-            var timing = Timing()
-            if options.readUsage { timing.usage = ResponseTail.usage(in: bytes) }
-            onFinish(Self.finish(status: status, timing: timing))
-            return .response(Response(status: responseStatus, headers: responseHeaders, body: .init(byteBuffer: bytes)))
-        case .stream(let events) where retryable:
-            var bytes = ByteBuffer()
-            do {
-                for try await chunk in events where bytes.readableBytes < 1024 * 1024 { bytes.writeImmutableBuffer(chunk) }
-            } catch {
-                return .failed(reply: nil, error: UpstreamError(.httpStatus, "HTTP \(status), body unreadable", status: status))
-            }
-            return .failed(reply: ErrorReply(status: responseStatus, headers: responseHeaders, body: bytes),
-                           error: .httpStatus(status))
-        case .stream(let events):
-            let finish = FinishOnce(onFinish)
-            let relay = ResponseBody { writer in
-                // A client that stops reading blocks `write` for as long as its connection
-                // lives. The deadline closes that connection, which fails the write, and ends
-                // the request at once (lease, limits and breaker sample back), even if the
-                // write were never to return.
-                let deadline = WriteDeadline(timeout: options.clientWriteTimeout, departure: clientDeparture) {
-                    logger.warning("client stopped reading a stream; connection closed",
-                                   metadata: ["client_write_timeout": "\(options.clientWriteTimeout.map { "\($0)" } ?? "")"])
-                    finish(.clientGone(events.timing))
-                }
-                defer { deadline?.stop() }
-                let watch = options.shutdown?.onExpiry { events.abort(.shuttingDown) }
-                defer { options.shutdown?.cancel(watch) }
-                var clientGone = false
-                do {
-                    for try await chunk in events {
-                        do {
-                            deadline?.begin()
-                            try await writer.write(chunk)
-                            deadline?.end()
-                        } catch {
-                            clientGone = true
-                            throw error
-                        }
-                    }
-                    finish(Self.finish(status: status, timing: events.timing))
-                } catch let error as UpstreamError where error.kind == .readerStalled {
-                    // The client stopped reading: its problem, not the upstream's.
-                    logger.warning("client stopped reading a stream; upstream stopped", metadata: ["error": "\(error)"])
-                    finish(.clientGone(events.timing))
-                    clientDeparture?.closeConnection()
-                    throw error
-                } catch let error as UpstreamError where error.kind == .shuttingDown && !clientGone {
-                    // Not the upstream's failure: this process ran out of shutdown grace.
-                    logger.notice("stream ended: shutdown grace is over", metadata: ["url": "\(url)"])
-                    deadline?.begin()
-                    try await writer.write(OpenAIError.shuttingDown.sseEvent)
-                    deadline?.end()
-                    finish(.clientGone(events.timing))
-                } catch where !clientGone {
-                    let failure = UpstreamError.transport(error)
-                    logger.warning("upstream stream failed", metadata: ["url": "\(url)", "error": "\(failure)"])
-                    deadline?.begin()
-                    try await writer.write(OpenAIError.upstream("The upstream failed while streaming: \(failure)",
-                                                                 code: "upstream_stream_error").sseEvent)
-                    deadline?.end()
-                    finish(.upstreamFailed(failure, events.timing))
-                } catch {
-                    finish(.clientGone(events.timing))
-                    throw error
-                }
-                try await writer.finish(nil)
-            }
-            return .response(Response(status: responseStatus, headers: responseHeaders, body: relay))
+        let client = self.client
+        let writer = exchange.writer
+        let outcome = try? await exchange.eventLoop.flatSubmit {
+            client.relay(request, to: writer.value, options: options, logger: logger, onFirstByte: onFirstByte, onFinish: onFinish)
+        }.get()
+        switch outcome {
+        case .relayed?: return .relayed
+        case .clientGone?, nil: return .clientGone
+        case .failed(_, let error)? where error.kind == .shuttingDown: return .shuttingDown
+        case .failed(let reply, let error)?: return .failed(reply: reply, error: error)
         }
     }
 

@@ -15,10 +15,12 @@ public enum ServerSettings {
     ///   - tls: certificate and key (PEM), or nil for plain HTTP.
     ///   - idleTimeout: close a connection that sends nothing for this long between requests.
     ///   - maxHeaderBytes: largest header block a request may send.
-    public static func server(tls: TLSConfig?, baseDirectory: String, idleTimeout: Duration, maxHeaderBytes: Int)
+    ///   - http1: builds the HTTP/1 server from its configuration (the data plane adds its dispatcher).
+    public static func server(tls: TLSConfig?, baseDirectory: String, idleTimeout: Duration, maxHeaderBytes: Int,
+                              http1: (HTTP1Channel.Configuration) -> HTTPServerBuilder = { .http1(configuration: $0) })
         throws(ConfigError) -> HTTPServerBuilder
     {
-        let http1 = HTTPServerBuilder.http1(configuration: .init(
+        let http1 = http1(.init(
             additionalChannelHandlers: [MalformedRequestHandler(), ClientDepartureHandler()],
             idleTimeout: .init(idleTimeout),
             httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderBytes, maxHeaderListSize: maxHeaderBytes,

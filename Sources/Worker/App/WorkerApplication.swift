@@ -111,19 +111,21 @@ struct WorkerApplication {
         router.middlewares.add(OpenAIErrorMiddleware())
         // Debug level: the hub's access line already names this worker, and a line per request
         // costs ~25 µs of CPU here (scripts/bench-operate.sh); at debug the same id ties the two.
-        router.middlewares.add(AccessLogMiddleware(logger: Logger(label: "caravan.access"), quiet: { _ in true }))
+        let accessLog = AccessLog(logger: Logger(label: "caravan.access"), quiet: { _ in true })
+        router.middlewares.add(AccessLogMiddleware(accessLog))
         router.get("/health") { _, _ in Response(status: .ok, headers: [.contentType: "application/json"],
                                                  body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#))) }
         let guarded = router.group().add(middleware: HubAuthMiddleware(verifier: verifier))
-        DataPlane(supervisor: supervisor, forwarder: UpstreamForwarder(client: engineClient), inFlight: inFlight,
-                  maxBodyBytes: hub.maxBodyBytes, bodyTimeout: hub.clientBodyTimeout,
-                  options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout,
-                                 // Twice the hub's: a client that stops reading is cut off by the
-                                 // hub first (its lease, breaker-neutral); this one only guards
-                                 // against a hub that stopped reading.
-                                 clientWriteTimeout: hub.clientWriteTimeout * 2, shutdown: grace),
-                  logger: logger, drain: drain)
-            .addRoutes(to: guarded)
+        let plane = WorkerDataPlane(
+            supervisor: supervisor, forwarder: UpstreamForwarder(client: engineClient), verifier: verifier, inFlight: inFlight,
+            maxBodyBytes: hub.maxBodyBytes, bodyTimeout: hub.clientBodyTimeout,
+            options: .init(headTimeout: max(hub.firstByteTimeout, hub.requestTimeout), idleTimeout: hub.idleTimeout,
+                           // Twice the hub's: a client that stops reading is cut off by the
+                           // hub first (its lease, breaker-neutral); this one only guards
+                           // against a hub that stopped reading.
+                           clientWriteTimeout: hub.clientWriteTimeout * 2, shutdown: grace),
+            logger: logger, drain: drain)
+        let runner = DataPlaneRunner()
         let admin = WorkerAdminRoutes(supervisor: supervisor, drain: drain, metrics: metrics, inFlight: inFlight, trigger: trigger,
                                       keepalive: min(.seconds(15), hub.idleTimeout / 3))
         admin.addRoutes(to: guarded)
@@ -136,9 +138,12 @@ struct WorkerApplication {
         let app = Application(
             router: router,
             server: try ServerSettings.server(tls: worker.tls, baseDirectory: base, idleTimeout: hub.clientIdleTimeout,
-                                              maxHeaderBytes: hub.maxHeaderKB * 1024),
+                                              maxHeaderBytes: hub.maxHeaderKB * 1024) {
+                .http1($0, plane: plane, runner: runner, accessLog: accessLog)
+            },
             configuration: .init(address: .hostname(listen.host, port: listen.port), serverName: "caravan-worker",
                                  backlog: ServerSettings.backlog),
+            services: [runner],  // stops after the server has drained
             onServerRunning: { [worker] channel in
                 let port = channel.localAddress?.port ?? listen.port
                 let url = worker.advertisedURL(boundPort: port)

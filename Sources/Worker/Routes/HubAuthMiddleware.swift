@@ -18,12 +18,17 @@ struct HubAuthMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
+        try await Self.check(request.headers[.authorization], with: verifier)
+        return try await next(request, context)
+    }
+
+    /// Lets a request through when its `Authorization` is the hub's; 401 otherwise.
+    static func check(_ authorization: String?, with verifier: TokenVerifier) async throws(OpenAIError) {
         do {
-            let token = try bearerToken(request.headers[.authorization])
+            let token = try bearerToken(authorization)
             _ = try await verifier.verify(token, roles: [.hub])
         } catch {
             throw OpenAIError.unauthorized("hub credential rejected: \(error.reason)")
         }
-        return try await next(request, context)
     }
 }

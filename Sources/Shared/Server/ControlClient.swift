@@ -1,12 +1,12 @@
-import Proxy
 import AsyncHTTPClient
+import NIOCore
 import NIOSSL
 
-/// The worker's control-plane HTTP client (heartbeats to hubs, joins, engine probes): no
-/// redirects, no decompression, connect failures reported at once. The data plane uses
-/// ``UpstreamClient``.
-enum ControlClient {
-    static func make(connectTimeout: Duration, readTimeout: Duration, tls: TLSConfiguration? = nil) -> HTTPClient {
+/// The control plane's HTTP client (a worker's heartbeats, joins and engine probes; the
+/// hub's admin calls relayed to workers): no redirects, no decompression, connect failures
+/// reported at once. The data plane relays with its own client (`UpstreamClient`).
+public enum ControlClient {
+    public static func make(connectTimeout: Duration, readTimeout: Duration, tls: TLSConfiguration? = nil) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             tlsConfiguration: tls,
             redirectConfiguration: .disallow,
