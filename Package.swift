@@ -205,6 +205,7 @@ let package = Package(
             name: "HubTests",
             dependencies: [
                 "Hub", "Routing", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import Proxy
+import AsyncHTTPClient
 import Auth
 import Config
 import Foundation
@@ -13,7 +14,7 @@ import Wire
 @testable import Hub
 
 /// A hub built by ``HubApplication/build()`` from a cluster file in a temporary folder and
-/// driven in-process (HummingbirdTesting's `.router`: no socket, no process). Worker `a` of
+/// driven in-process (HummingbirdTesting's `.live`: its real listener on a free port, no process). Worker `a` of
 /// the file is registered through the control plane, as a real worker would, and points at
 /// an in-process upstream that answers every request `200 ok`; worker `offline` (model
 /// `ghost`, alias `ghost-alias`) never registers.
@@ -57,7 +58,19 @@ struct InProcessHub: Sendable {
         logger.logLevel = .warning
         let built = try await HubApplication(config: config, options: options, logger: logger).build()
         defer { built.client.shutdown() }
-        try await built.app.test(.router) { client in
+        do {
+            try await serve(built, upstreamURL: upstreamURL, test)
+        } catch {
+            try await built.controlClient.shutdown()
+            throw error
+        }
+        try await built.controlClient.shutdown()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func serve(_ built: HubApplication.Built, upstreamURL: String?,
+                       _ test: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        try await built.app.test(.live) { client in
             if let upstreamURL {
                 let report = WorkerReport(
                     name: "a", url: upstreamURL, version: "test", sequence: 1,
@@ -71,7 +84,6 @@ struct InProcessHub: Sendable {
             }
             try await test(client)
         }
-        try? FileManager.default.removeItem(at: directory)
     }
 
     /// A token worker `name` signs its reports with (its own credential, derived from the cluster key).

@@ -68,7 +68,7 @@ struct WorkerTableTests {
                 ("the cluster key itself", try await hubToken(signedWith: clusterKey, audience: "a"), 401),
                 ("the hub's token for this worker", valid, 200),
             ]
-            try await built.app.test(.router) { client in
+            try await built.app.test(.live) { client in
                 func chat(_ token: String?, model: String = "remote") async throws -> (status: Int, body: String) {
                     var headers: HTTPFields = [.contentType: "application/json"]
                     if let token { headers[.authorization] = "Bearer \(token)" }

@@ -14,8 +14,8 @@ import Wire
 ///   answering an earlier one (a pipelining client), are held and replayed in order.
 /// - The connection-state handler before it sees every request and answer, so idle
 ///   timeouts and graceful shutdown (close after the answer in progress) hold for both.
-/// - A claimed body is read whole, up to the plane's limit (413) within its timeout (408);
-///   both answers close the connection (its unread rest cannot be skipped safely).
+/// - A claimed body is read whole, up to the plane's limit (413: the rest is dropped and the
+///   connection kept) within its timeout (408: the connection closes).
 final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -30,7 +30,9 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
         case reading(head: HTTPRequest, body: ByteBuffer, record: AccessRecord, timer: Scheduled<Void>?)
         /// A claimed request is being answered.
         case answering(ClientWriter)
-        /// The connection closes after an early answer (413, 408); nothing more is read.
+        /// The rest of a request answered early (413) is read and dropped; then the next may come.
+        case discarding
+        /// The connection closes after an early answer (408), or has closed; nothing more is read.
         case rejected
     }
 
@@ -78,7 +80,7 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
         case .idle:
             if case .head(let head) = part, passedOpen > 0, plane.claims(head) { return true }
             return false
-        case .passing, .reading, .rejected: return false
+        case .passing, .reading, .discarding, .rejected: return false
         }
     }
 
@@ -94,7 +96,7 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
             let record = AccessRecord(id: RequestIDHeader.accept(head.headerFields[RequestIDHeader.field]))
             let timer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(plane.bodyTimeout)) { [self] in
                 reject(OpenAIError(.requestTimeout, type: "invalid_request_error", code: "request_body_timeout",
-                                   message: "The request body did not arrive within \(plane.bodyTimeout)"))
+                                   message: "The request body did not arrive within \(plane.bodyTimeout)"), close: true)
             }
             state = .reading(head: head, body: context.channel.allocator.buffer(capacity: 0), record: record, timer: timer)
         case (.passing, .end):
@@ -107,14 +109,16 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
             guard body.readableBytes + chunk.readableBytes <= plane.maxBodyBytes else {
                 state = .reading(head: head, body: body, record: record, timer: timer)
                 return reject(OpenAIError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
-                                          message: "Request body is larger than the configured limit"))
+                                          message: "Request body is larger than the configured limit"), close: false)
             }
             body.writeBuffer(&chunk)
             state = .reading(head: head, body: body, record: record, timer: timer)
         case (.reading(let head, let body, let record, let timer), .end):
             timer?.cancel()
             answer(head, body: body, record: record, context: context)
-        case (.rejected, _):
+        case (.discarding, .end):
+            state = .idle
+        case (.discarding, _), (.rejected, _):
             break
         default:
             // A part out of order (the codec guarantees head, body..., end): end the connection.
@@ -155,22 +159,26 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
         replayHeld(context)
     }
 
-    /// Answers a claimed request early (its body too large or too slow) and closes the connection.
-    private func reject(_ error: OpenAIError) {
+    /// Answers a claimed request early: its body too large (the rest is read and dropped, as
+    /// Hummingbird does) or too slow (`close`: the connection ends, its rest cannot be waited for).
+    private func reject(_ error: OpenAIError, close: Bool) {
         guard case .reading(let head, _, let record, let timer) = state, let context else { return }
         timer?.cancel()
-        state = .rejected
-        held.removeAll()
+        state = close ? .rejected : .discarding
         record.update { $0.code = error.code }
         var headers = error.headers
         headers[.contentType] = "application/json"
-        headers[.connection] = "close"
+        if close {
+            headers[.connection] = "close"
+            held.removeAll()
+        }
         headers[RequestIDHeader.field] = record.id
         let body = ByteBuffer(bytes: error.body)
         headers[.contentLength] = String(body.readableBytes)
         context.write(wrapOutboundOut(.head(HTTPResponse(status: error.status, headerFields: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        let end = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close { end.whenComplete { _ in context.close(promise: nil) } }
         let path = String(ClientExchange.requestPath(head.path))
         accessLog.complete(record, method: head.method.rawValue, path: path, status: error.status.code)
     }
