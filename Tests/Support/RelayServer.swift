@@ -78,13 +78,17 @@ package final class RelayServer: Sendable {
 
         func claims(_ head: HTTPRequest) -> Bool { true }
 
-        func answer(_ exchange: ClientExchange) async {
+        func answer(_ exchange: ClientExchange) {
             let finishes = self.finishes
             var headers = [("Content-Type", "application/json")]
             if let close = exchange.request.headerFields[.connection] { headers.append(("Connection", close)) }
-            let result = await forwarder.forward(
+            forwarder.forward(
                 url: target, method: exchange.request.method, headers: headers, body: exchange.body, options: options,
-                to: exchange, logger: Logger(label: "relay"), onFinish: { finish in finishes.list.withLock { $0.append(finish) } })
+                to: exchange, logger: Logger(label: "relay"), onFinish: { finish in finishes.list.withLock { $0.append(finish) } }
+            ).whenSuccess { result in Self.record(result, of: exchange, in: finishes) }
+        }
+
+        private static func record(_ result: UpstreamForwarder.Result, of exchange: ClientExchange, in finishes: Finishes) {
             finishes.results.withLock { results in
                 switch result {
                 case .relayed: results.append("relayed")

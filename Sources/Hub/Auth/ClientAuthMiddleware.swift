@@ -63,12 +63,16 @@ struct ClientAuthMiddleware: RouterMiddleware {
     {
         do {
             return try await authenticator.authenticate(authorization, roles: roles)
-        } catch where error == TokenError.roleRejected {
-            throw OpenAIError(.forbidden, type: "permission_error", code: "insufficient_role",
-                              message: "This endpoint needs a credential with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
         } catch {
-            throw OpenAIError.unauthorized(error.reason)
+            throw rejection(error, roles: roles)
         }
+    }
+
+    /// The envelope for a credential refused with `error` on an endpoint for `roles`.
+    static func rejection(_ error: TokenError, roles: Set<TokenRole>) -> OpenAIError {
+        guard error == TokenError.roleRejected else { return OpenAIError.unauthorized(error.reason) }
+        return OpenAIError(.forbidden, type: "permission_error", code: "insufficient_role",
+                           message: "This endpoint needs a credential with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
     }
 
     /// Admits a request of `identity` under its rate and concurrency limits: the permit to

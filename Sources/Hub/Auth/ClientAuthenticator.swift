@@ -96,6 +96,15 @@ final class ClientAuthenticator: Sendable {
 
     /// Authenticates an `Authorization` header value; `roles` the endpoint accepts.
     func authenticate(_ header: String?, roles: Set<TokenRole>) async throws(TokenError) -> Identity {
+        if let identity = try cachedIdentity(header, roles: roles) { return identity }
+        let credential = try bearerToken(header)
+        return Self.identity(try await verifier().verify(credential, roles: roles))
+    }
+
+    /// The caller, when that needs no signature check: an API key, or a token already
+    /// verified by the keys in force (nil: call ``authenticate(_:roles:)``). Synchronous, for
+    /// the data plane: the token a client sends with every request is checked once.
+    func cachedIdentity(_ header: String?, roles: Set<TokenRole>) throws(TokenError) -> Identity? {
         let credential = try bearerToken(header)
         // (Byte search: `String.contains(String)` is Foundation's NSString search, 1 % of the hub's CPU.)
         if !credential.utf8.contains(UInt8(ascii: ".")), !apiKeys.isEmpty {
@@ -107,9 +116,25 @@ final class ClientAuthenticator: Sendable {
             guard roles.contains(match.role) else { throw TokenError.roleRejected }
             return Identity(subject: "key:\(match.name)", role: match.role, models: match.models, upstream: match.role == .admin)
         }
-        let claims = try await verifier().verify(credential, roles: roles)
-        return Identity(subject: claims.subject, role: claims.role ?? .client, models: claims.models,
-                        rps: claims.rps, burst: claims.burst, concurrency: claims.concurrency,
-                        upstream: claims.upstream == true || claims.role == .admin)
+        guard let verifier = currentVerifier(), let claims = try verifier.cachedClaims(credential, roles: roles) else { return nil }
+        return Self.identity(claims)
+    }
+
+    private static func identity(_ claims: CaravanClaims) -> Identity {
+        Identity(subject: claims.subject, role: claims.role ?? .client, models: claims.models,
+                 rps: claims.rps, burst: claims.burst, concurrency: claims.concurrency,
+                 upstream: claims.upstream == true || claims.role == .admin)
+    }
+
+    /// The verifier in force when the JWKS file (if any) is known unchanged; nil when it is
+    /// due for a check and changed (``verifier()`` reloads it).
+    private func currentVerifier() -> TokenVerifier? {
+        guard let file = auth.jwksFile else { return state.withLock { $0.verifier } }
+        let now = ContinuousClock.now
+        let (current, stamp, due) = state.withLock { state in (state.verifier, state.jwksStamp, now - state.checkedAt >= .seconds(1)) }
+        guard due else { return current }
+        guard Self.modified(auth.path(file)) == stamp else { return nil }
+        state.withLock { $0.checkedAt = now }
+        return current
     }
 }

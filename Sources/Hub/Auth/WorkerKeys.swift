@@ -97,6 +97,14 @@ final class WorkerKeys: Sendable {
         throw last
     }
 
+    /// ``header(for:now:)`` when it needs no signing: the token made earlier, still fresh
+    /// (synchronous, for the data plane; nil when a new one must be signed).
+    func cachedHeader(for name: String, now: Date = Date()) -> String? {
+        guard let entry = entries.withLock({ $0[name] }), let header = entry.header,
+              header.generation == entry.generation, header.renewAt > now else { return nil }
+        return header.value
+    }
+
     /// The `Authorization` value for requests to worker `name`: a `role: hub` token for that
     /// worker only (`aud`), re-minted before it expires.
     func header(for name: String, now: Date = Date()) async throws -> String {

@@ -101,9 +101,18 @@ public struct TokenVerifier: Sendable {
         return (subject, payload["role"] as? String)
     }
 
+    /// The claims of a token this verifier has already checked, with the checks that depend
+    /// on time, configuration and the endpoint done again; nil when it was never verified
+    /// (then ``verify(_:roles:now:)`` checks its signature). Synchronous: the data plane's
+    /// path for the token a client sends with every request.
+    public func cachedClaims(_ token: String, roles: Set<TokenRole>, now: Date = Date()) throws(TokenError) -> CaravanClaims? {
+        guard let claims = verified.claims(for: token) else { return nil }
+        return try check(claims, roles: roles, now: now)
+    }
+
     /// Verifies header, signature and claims, and requires one of `roles` (a missing role reads as `.client`).
     public func verify(_ token: String, roles: Set<TokenRole>, now: Date = Date()) async throws(TokenError) -> CaravanClaims {
-        if let claims = verified.claims(for: token) { return try check(claims, roles: roles, now: now) }
+        if let claims = try cachedClaims(token, roles: roles, now: now) { return claims }
         let header = try Self.header(of: token)
         let expected: String?
         if let kid = header.kid {

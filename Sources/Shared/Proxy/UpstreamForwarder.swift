@@ -114,7 +114,8 @@ public struct UpstreamForwarder: Sendable {
 
     public init(client: UpstreamClient) { self.client = client }
 
-    /// Sends the request upstream and relays the answer to `exchange`'s client.
+    /// Sends the request upstream and relays the answer to `exchange`'s client. Call on the
+    /// exchange's event loop; the result comes back there.
     /// - Parameters:
     ///   - onFirstByte: called when a stream's first body byte arrives.
     ///   - onFinish: called once with how a relayed answer ended (not for the other results).
@@ -128,18 +129,17 @@ public struct UpstreamForwarder: Sendable {
         logger: Logger,
         onFirstByte: (@Sendable () -> Void)? = nil,
         onFinish: @escaping @Sendable (Finish) -> Void = { _ in }
-    ) async -> Result {
+    ) -> EventLoopFuture<Result> {
+        exchange.eventLoop.preconditionInEventLoop()
         let request = UpstreamRequest(url: url, method: HTTPMethod(rawValue: method.rawValue), headers: headers, body: body)
-        let client = self.client
-        let writer = exchange.writer
-        let outcome = try? await exchange.eventLoop.flatSubmit {
-            client.relay(request, to: writer.value, options: options, logger: logger, onFirstByte: onFirstByte, onFinish: onFinish)
-        }.get()
-        switch outcome {
-        case .relayed?: return .relayed
-        case .clientGone?, nil: return .clientGone
-        case .failed(_, let error)? where error.kind == .shuttingDown: return .shuttingDown
-        case .failed(let reply, let error)?: return .failed(reply: reply, error: error)
+        return client.relay(request, to: exchange.writer.value, options: options, logger: logger, onFirstByte: onFirstByte,
+                            onFinish: onFinish).map { outcome in
+            switch outcome {
+            case .relayed: .relayed
+            case .clientGone: .clientGone
+            case .failed(_, let error) where error.kind == .shuttingDown: .shuttingDown
+            case .failed(let reply, let error): .failed(reply: reply, error: error)
+            }
         }
     }
 

@@ -65,6 +65,8 @@ actor EngineSupervisor: Service {
         /// being evicted, but a drain does not wait for them (they wait for the drain).
         var waiting = 0
         var lastUsed = ContinuousClock.now
+        /// The running engine requests may take without asking the actor (see ``acquireReady(_:)``).
+        var ready: Engine?
         var busy: Bool { leases + waiting > 0 }
     }
 
@@ -84,7 +86,9 @@ actor EngineSupervisor: Service {
     private let metrics: WorkerMetrics?
     private let onChange: @Sendable () -> Void
     private let loadConfig: @Sendable () throws -> WorkerConfig
-    private var models: [String: Runtime] = [:]
+    private var models: [String: Runtime] = [:] {
+        didSet { publishReady() }
+    }
     /// Model names in report order.
     private var order: [String] = []
     private var ports: PortAllocator
@@ -229,7 +233,31 @@ actor EngineSupervisor: Service {
         }
     }
 
-    /// Ends a lease taken by ``acquire(_:)``.
+    /// A lease on `model`'s engine when it is running and not draining: the data plane's
+    /// synchronous path, on the request's event loop (nil: ``acquire(_:)`` starts it or waits).
+    /// An eviction decided in the same instant can still stop the engine under the request,
+    /// which then fails before its first byte and the hub retries it elsewhere.
+    nonisolated func acquireReady(_ model: String) -> Engine? {
+        guard let engine = usage.withLock({ $0[model]?.ready }), engine.process.exitStatus == nil else { return nil }
+        usage.withLock { usage in
+            usage[model]?.leases += 1
+            usage[model]?.lastUsed = .now
+        }
+        return engine
+    }
+
+    /// Mirrors the engines that are ready (not retiring or unloading) where ``acquireReady(_:)`` reads them.
+    private func publishReady() {
+        let ready = models.compactMapValues { runtime -> Engine? in
+            guard case .ready(let engine) = runtime.phase, !runtime.retiring, !runtime.unloading else { return nil }
+            return engine
+        }
+        usage.withLock { usage in
+            for name in Set(usage.keys).union(ready.keys) { usage[name, default: Usage()].ready = ready[name] }
+        }
+    }
+
+    /// Ends a lease taken by ``acquire(_:)`` or ``acquireReady(_:)``.
     nonisolated func release(_ model: String) {
         usage.withLock { usage in
             usage[model]?.leases -= 1

@@ -22,6 +22,17 @@ struct HubAuthMiddleware<Context: RequestContext>: RouterMiddleware {
         return try await next(request, context)
     }
 
+    /// Whether `authorization` is the hub's token, when that needs no signature check (a
+    /// token already verified); nil when ``check(_:with:)`` must verify it. Synchronous, for
+    /// the data plane.
+    static func checkCached(_ authorization: String?, with verifier: TokenVerifier) throws(OpenAIError) -> Bool {
+        do {
+            return try verifier.cachedClaims(try bearerToken(authorization), roles: [.hub]) != nil
+        } catch {
+            throw OpenAIError.unauthorized("hub credential rejected: \(error.reason)")
+        }
+    }
+
     /// Lets a request through when its `Authorization` is the hub's; 401 otherwise.
     static func check(_ authorization: String?, with verifier: TokenVerifier) async throws(OpenAIError) {
         do {

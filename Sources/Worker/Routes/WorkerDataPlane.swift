@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Logging
+import NIOCore
 import Auth
 import Config
 import Proxy
@@ -39,38 +40,70 @@ struct WorkerDataPlane: DataPlane {
         }
     }
 
-    func answer(_ exchange: ClientExchange) async {
+    /// Checks the hub's token (a task only the first time it is seen), then forwards.
+    func answer(_ exchange: ClientExchange) {
+        let authorization = exchange.request.headerFields[.authorization]
         do {
-            try await HubAuthMiddleware<WorkerRequestContext>.check(exchange.request.headerFields[.authorization], with: verifier)
-            let path = exchange.path
-            if path.hasPrefix("/upstream/") {
-                // The hub's raw pass-through: the rest of the path goes to the engine as it is, unrewritten.
-                let rest = path.dropFirst("/upstream/".count).drop { $0 != "/" }
-                guard !rest.isEmpty else {
-                    throw OpenAIError(.notFound, type: "invalid_request_error", code: "not_found",
-                                      message: "The pass-through is /upstream/{model}/{path}")
-                }
-                try await forward(exchange, enginePath: String(rest), rewrite: false)
-            } else {
-                try await forward(exchange, enginePath: String(path), rewrite: true)
-            }
-        } catch is CancellationError {
-            // The client left; its connection is closed and its record written.
+            if try HubAuthMiddleware<WorkerRequestContext>.checkCached(authorization, with: verifier) { return forward(exchange) }
         } catch {
-            exchange.respond(OpenAIError.from(error))
+            return exchange.fail(error)
+        }
+        let verifier = self.verifier
+        exchange.run { try await HubAuthMiddleware<WorkerRequestContext>.check(authorization, with: verifier) }
+            .assumeIsolated().whenComplete { result in
+                switch result {
+                case .success: forward(exchange)
+                case .failure(let error): exchange.fail(error)
+                }
+            }
+    }
+
+    /// Finds the model and its engine (starting it in a task when it is not running) and
+    /// relays the request to it.
+    func forward(_ exchange: ClientExchange) {
+        let model: String
+        let stream: Bool
+        do {
+            (model, stream) = try requestedModel(exchange)
+        } catch {
+            return exchange.fail(error)
+        }
+        exchange.access.update { $0.model = model }
+        if let remote = supervisor.remote(model) {
+            // A remote OpenAI-compatible endpoint: its `/v1` base replaces ours; its key stays here.
+            supervisor.leaseRemote(model)
+            return relay(exchange, model: model, stream: stream, base: remote.url, key: remote.apiKey?.value, remote: true)
+        }
+        if let engine = supervisor.acquireReady(model) {
+            return relay(exchange, model: model, stream: stream, base: engine.baseURL, key: engine.apiKey, remote: false)
+        }
+        let supervisor = self.supervisor
+        exchange.run {
+            do {
+                return try await supervisor.acquire(model)
+            } catch {
+                // The reason, not the engine's output: that stays in the logs and the admin API.
+                let reason = (error as? EngineError)?.publicReason ?? "it failed to load (see the worker's logs for model \(model))"
+                throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
+                                  message: "Model '\(model)' could not be started: \(reason)")
+            }
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let engine):
+                relay(exchange, model: model, stream: stream, base: engine.baseURL, key: engine.apiKey, remote: false)
+            case .failure(let error):
+                exchange.fail(error)
+            }
         }
     }
 
-    /// - Parameters:
-    ///   - enginePath: the engine's path.
-    ///   - rewrite: apply the model's request rewriting (not for the raw pass-through).
-    func forward(_ exchange: ClientExchange, enginePath path: String, rewrite: Bool) async throws {
+    /// The canonical model and whether the answer streams: from the hub's headers, else the body.
+    private func requestedModel(_ exchange: ClientExchange) throws -> (model: String, stream: Bool) {
         guard !drain.isDraining else {
             throw OpenAIError(.serviceUnavailable, type: "server_error", code: "worker_draining",
                               message: "This worker is drained by an admin and takes no new requests",
                               headers: [.retryAfter: "1"])
         }
-        let received = exchange.body
         let headerFields = exchange.request.headerFields
         let requested: String
         let stream: Bool
@@ -78,39 +111,26 @@ struct WorkerDataPlane: DataPlane {
             requested = header
             stream = headerFields[streamHeader] == "true"
         } else {
-            let fields = try RoutingFields.parse(received)
+            let fields = try RoutingFields.parse(exchange.body)
             (requested, stream) = (fields.model, fields.stream)
         }
         guard let model = supervisor.canonicalName(requested) else { throw OpenAIError.modelNotFound(requested) }
+        return (model, stream)
+    }
+
+    /// Relays the request to the engine at `base`; the model's lease (taken by the caller)
+    /// ends with the answer.
+    private func relay(_ exchange: ClientExchange, model: String, stream: Bool, base: String, key: String?, remote: Bool) {
         let access = exchange.access
-        access.update { $0.model = model }
         var logger = self.logger
         logger[metadataKey: "request_id"] = "\(access.id)"
-        let base: String
-        let key: String?
-        let remote = supervisor.remote(model)
-        if let remote {
-            // A remote OpenAI-compatible endpoint: its `/v1` base replaces ours; its key stays here.
-            supervisor.leaseRemote(model)
-            base = remote.url
-            key = remote.apiKey?.value
-        } else {
-            let engine: Engine
-            do {
-                engine = try await supervisor.acquire(model)
-            } catch {
-                // The reason, not the engine's output: that stays in the logs and the admin API.
-                let reason = (error as? EngineError)?.publicReason
-                    ?? "it failed to load (see the worker's logs for model \(model))"
-                throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
-                                  message: "Model '\(model)' could not be started: \(reason)")
-            }
-            base = engine.baseURL
-            key = engine.apiKey
-        }
+        // The hub's raw pass-through: the rest of the path goes to the engine as it is, unrewritten.
+        let path = exchange.path
+        let passThrough = path.hasPrefix("/upstream/")
+        let enginePath = passThrough ? String(path.dropFirst("/upstream/".count).drop { $0 != "/" }) : String(path)
         // The model's rewriting: only the named members change; other bodies pass as they came.
-        let body = rewrite ? supervisor.rewrite(for: model).apply(to: received) : received
-        var headers = HTTPForwarding.requestHeaders(headerFields)
+        let body = passThrough ? exchange.body : supervisor.rewrite(for: model).apply(to: exchange.body)
+        var headers = HTTPForwarding.requestHeaders(exchange.request.headerFields)
         if let key { headers.append(("Authorization", "Bearer \(key)")) }
         headers.append((RequestIDHeader.header, access.id))
         // llama-server closes the connection after every streamed response. Pooled, such a
@@ -118,7 +138,7 @@ struct WorkerDataPlane: DataPlane {
         // is seen, and that request fails (18 % of streams at 16 connections before this).
         // Saying so up front keeps it out of the pool.
         if stream { headers.append(("Connection", "close")) }
-        let target = Self.url(base: base, path: path, remote: remote != nil) + (exchange.query.map { "?\($0)" } ?? "")
+        let target = Self.url(base: base, path: enginePath, remote: remote) + (exchange.query.map { "?\($0)" } ?? "")
         // The lease keeps the model from being evicted or unloaded until the last byte.
         inFlight.add(1)
         let release: @Sendable () -> Void = { [inFlight, supervisor] in
@@ -127,23 +147,23 @@ struct WorkerDataPlane: DataPlane {
         }
         // A pooled connection that llama-server closed as it was reused is retried inside the
         // client; any other failure here is the engine's.
-        let result = await forwarder.forward(url: target, method: exchange.request.method, headers: headers, body: body,
-                                             options: options, to: exchange, logger: logger, onFinish: { finish in
-            access.finished(finish)
-            release()
-        })
-        switch result {
-        case .relayed:
-            return
-        case .clientGone:
-            release()
-            throw CancellationError()
-        case .shuttingDown:
-            release()
-            throw OpenAIError.shuttingDown
-        case .failed(_, let reason):
-            release()
-            throw OpenAIError.upstream("the engine for '\(model)' failed: \(reason)", code: "engine_error")
+        forwarder.forward(url: target, method: exchange.request.method, headers: headers, body: body, options: options,
+                          to: exchange, logger: logger, onFinish: { finish in
+                              access.finished(finish)
+                              release()
+                          }).assumeIsolated().whenSuccess { result in
+            switch result {
+            case .relayed:
+                return
+            case .clientGone:
+                release()
+            case .shuttingDown:
+                release()
+                exchange.respond(OpenAIError.shuttingDown)
+            case .failed(_, let reason):
+                release()
+                exchange.respond(OpenAIError.upstream("the engine for '\(model)' failed: \(reason)", code: "engine_error"))
+            }
         }
     }
 

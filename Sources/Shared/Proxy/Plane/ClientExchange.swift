@@ -17,9 +17,11 @@ public final class ClientExchange: Sendable {
     public let eventLoop: any EventLoop
     let writer: NIOLoopBound<ClientWriter>
     private let extraHeaders: ExtraHeaders
+    private let runner: DataPlaneRunner
 
     init(request: HTTPRequest, body: ByteBuffer, access: AccessRecord, departure: ClientDeparture?,
-         writer: NIOLoopBound<ClientWriter>, headers: ExtraHeaders) {
+         writer: NIOLoopBound<ClientWriter>, headers: ExtraHeaders, runner: DataPlaneRunner) {
+        self.runner = runner
         self.request = request
         self.body = body
         self.access = access
@@ -49,6 +51,19 @@ public final class ClientExchange: Sendable {
         extraHeaders.fields.withLock { $0[name] = value }
     }
 
+    /// Runs a step that must wait (a token verification, the queue, an engine start) as a
+    /// child task of the data plane's runner; the result comes back on this exchange's loop.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> EventLoopFuture<T> {
+        runner.run(on: eventLoop, body)
+    }
+
+    /// Answers with `error`'s envelope, or not at all when the client has left
+    /// (`CancellationError`, ``UpstreamForwarder/Result/clientGone``).
+    public func fail(_ error: any Error) {
+        if error is CancellationError { return }
+        respond(OpenAIError.from(error))
+    }
+
     /// Answers with an OpenAI error envelope; the access record notes its code.
     public func respond(_ error: OpenAIError) {
         access.update { $0.code = error.code }
@@ -60,9 +75,9 @@ public final class ClientExchange: Sendable {
     /// Answers with a whole response.
     public func respond(status: HTTPResponse.Status, headers: HTTPFields, body: ByteBuffer) {
         let writer = self.writer
-        eventLoop.execute {
-            writer.value.complete(HTTPResponse(status: status, headerFields: headers), body: body)
-        }
+        let response = HTTPResponse(status: status, headerFields: headers)
+        if eventLoop.inEventLoop { return writer.value.complete(response, body: body) }
+        eventLoop.execute { writer.value.complete(response, body: body) }
     }
 }
 

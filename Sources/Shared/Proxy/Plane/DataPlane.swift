@@ -14,6 +14,8 @@ public protocol DataPlane: Sendable {
     /// Longest a claimed request's body may take to arrive (408 after).
     var bodyTimeout: Duration { get }
     /// Answers one claimed request: relays it with ``UpstreamForwarder`` or answers with
-    /// ``ClientExchange/respond(_:)``. Runs as a child task of the ``DataPlaneRunner``.
-    func answer(_ exchange: ClientExchange) async
+    /// ``ClientExchange/respond(_:)``. Called on the request's event loop, and meant to stay
+    /// there: only a step that must wait (a first token verification, the queue, an engine
+    /// start) runs as a task, through ``ClientExchange/run(_:)``.
+    func answer(_ exchange: ClientExchange)
 }

@@ -142,11 +142,8 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
         state = .answering(writer)
         let exchange = ClientExchange(request: head, body: body, access: record,
                                       departure: ClientDepartureHandler.departure(of: context.channel),
-                                      writer: NIOLoopBound(writer, eventLoop: context.eventLoop), headers: headers)
-        let plane = self.plane
-        guard runner.submit({ await plane.answer(exchange) }) else {
-            return exchange.respond(OpenAIError.shuttingDown)
-        }
+                                      writer: NIOLoopBound(writer, eventLoop: context.eventLoop), headers: headers, runner: runner)
+        plane.answer(exchange)
     }
 
     /// The claimed request's answer is out: the next request may be read.

@@ -1,9 +1,11 @@
+import NIOCore
 import ServiceLifecycle
+import Server
 
-/// Runs each claimed request's ``DataPlane/answer(_:)`` as a child task of one long-lived
-/// task group: structured (no detached tasks), and at shutdown it waits for answers in
-/// progress. Only the decision runs here (authentication, routing, queueing, retries);
-/// the answer's bytes are relayed on the event loop and never cross into a task.
+/// Runs the data plane's waiting steps (a first token verification, a wait in the queue, an
+/// engine start) as child tasks of one long-lived task group: structured (no detached
+/// tasks), and at shutdown it waits for those in progress. Everything else about a request
+/// happens on its event loop, without a task.
 ///
 /// Listed before the server among the application's services, so it stops after the
 /// server has drained.
@@ -14,10 +16,19 @@ public final class DataPlaneRunner: Service, Sendable {
 
     public init() { (jobs, submitter) = AsyncStream.makeStream(of: Job.self) }
 
-    /// False once the runner has stopped (the caller answers 503 instead).
-    func submit(_ job: @escaping Job) -> Bool {
-        if case .terminated = submitter.yield(job) { return false }
-        return true
+    /// Runs `body` as a child task; its result comes back on `loop`. Fails with
+    /// ``OpenAIError/shuttingDown`` once the runner has stopped.
+    func run<T: Sendable>(on loop: any EventLoop, _ body: @escaping @Sendable () async throws -> T) -> EventLoopFuture<T> {
+        let promise = loop.makePromise(of: T.self)
+        let job: Job = {
+            do {
+                promise.succeed(try await body())
+            } catch {
+                promise.fail(error)
+            }
+        }
+        if case .terminated = submitter.yield(job) { promise.fail(OpenAIError.shuttingDown) }
+        return promise.futureResult
     }
 
     public func run() async {

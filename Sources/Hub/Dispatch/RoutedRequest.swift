@@ -1,0 +1,250 @@
+import Routing
+import Foundation
+import HTTPTypes
+import Logging
+import NIOCore
+import Auth
+import Config
+import Proxy
+import Server
+import Wire
+
+/// One claimed request on the hub, on its event loop from start to answer: authenticated,
+/// admitted under its limits, routed to a worker, forwarded, and retried on another worker
+/// before its first byte.
+///
+/// Only the steps that must wait run as tasks (``ClientExchange/run(_:)``): a token seen for
+/// the first time, a wait in the model's queue, signing a new token for a worker. The usual
+/// request (a known token, a free worker) never leaves the loop.
+///
+/// When every attempt fails the client gets the last worker's own error answer, or a 502
+/// for transport errors. When every worker is at capacity the request waits in the model's
+/// FIFO queue, holding no response headers, so the outcome can still be 429 or 503.
+final class RoutedRequest {
+    private let plane: HubDataPlane
+    private let exchange: ClientExchange
+    private let config: HubConfig
+    private var identity: Identity?
+    /// The caller's concurrency slot: back at the answer's last byte, or when no answer is relayed.
+    private var permit: RateLimiter.Permit?
+    private var fields = RoutingFields(model: "", stream: false)
+    /// The worker's path and query.
+    private var target = ""
+    private var headers: [(String, String)] = []
+    private var attempts: AttemptPolicy
+    private let queueDeadline: ContinuousClock.Instant
+    private var logger: Logger
+
+    init(plane: HubDataPlane, exchange: ClientExchange) {
+        self.plane = plane
+        self.exchange = exchange
+        config = plane.config
+        attempts = AttemptPolicy(retries: config.retries, breaker: config.breaker)
+        queueDeadline = .now + config.queue.timeout
+        logger = plane.logger
+        logger[metadataKey: "request_id"] = "\(exchange.access.id)"
+    }
+
+    func start() {
+        exchange.access.update { $0.isAPI = true }
+        let request = exchange.request.headerFields
+        if let origin = request[.origin], config.corsOrigins.contains(origin) {
+            exchange.addResponseHeader(.accessControlAllowOrigin, origin)
+            exchange.addResponseHeader(.vary, "Origin")
+        }
+        guard let authenticator = plane.settings.authenticator else {
+            do {
+                try plane.local?.check(authority: exchange.request.authority, origin: request[.origin], admin: false)
+            } catch {
+                return fail(error)
+            }
+            return admitted()
+        }
+        let authorization = request[.authorization]
+        let roles: Set<TokenRole> = [.client, .admin]
+        do {
+            if let identity = try authenticator.cachedIdentity(authorization, roles: roles) { return authenticated(identity) }
+        } catch {
+            return fail(ClientAuthMiddleware.rejection(error, roles: roles))
+        }
+        exchange.run { try await ClientAuthMiddleware.identify(authorization, with: authenticator, roles: roles) }
+            .assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let identity): self.authenticated(identity)
+                case .failure(let error): self.fail(error)
+                }
+            }
+    }
+
+    private func authenticated(_ identity: Identity) {
+        self.identity = identity
+        exchange.access.update { $0.subject = identity.subject }
+        do {
+            permit = try ClientAuthMiddleware.admit(identity, limiter: plane.limiter)
+        } catch {
+            return fail(error)
+        }
+        admitted()
+    }
+
+    /// Reads the routing fields and checks the caller may use the model.
+    private func admitted() {
+        do {
+            let path: String
+            (fields, path) = try plane.routing(exchange, identity: identity)
+            target = path + (exchange.query.map { "?\($0)" } ?? "")
+            // The `models` claim names canonical models: an alias is resolved first, so an alias
+            // that matches a pattern cannot reach a model outside it. (The pick is checked again:
+            // an alias may name different models on different workers.)
+            if let identity, identity.models != nil {  // no claim: every model, nothing to resolve
+                let canonical = plane.state.canonicalModels(for: fields.model)
+                guard canonical.isEmpty ? identity.allows(fields.model) : canonical.allSatisfy(identity.allows) else {
+                    throw HubDataPlane.notAllowed(fields.model)
+                }
+            }
+        } catch {
+            return fail(error)
+        }
+        headers = HTTPForwarding.requestHeaders(exchange.request.headerFields)
+        headers.append((RequestIDHeader.header, exchange.access.id))
+        attempt()
+    }
+
+    /// The metrics label of a request that ends before a pick: the name as asked, once the
+    /// registry has shown it is a known model or alias (never a client's arbitrary text).
+    private func labelKnownModel() {
+        let model = fields.model
+        exchange.access.update { $0.model = $0.model ?? model }
+    }
+
+    /// Picks a worker (waiting in the queue when all are busy) and forwards.
+    private func attempt() {
+        let state = plane.state
+        switch state.pick(fields.model, excluding: attempts.tried) {
+        case .picked(let pick):
+            send(pick)
+        case .saturated:
+            labelKnownModel()
+            // Waiting ends the moment the client leaves (its place goes to the next in line).
+            let (model, deadline, departure, shutdown) = (fields.model, queueDeadline, exchange.departure, plane.shutdown)
+            let access = exchange.access
+            let waitStart = ContinuousClock.now
+            exchange.run { try await state.waitForCapacity(model, deadline: deadline, clientDeparture: departure, shutdown: shutdown) }
+                .assumeIsolated().whenComplete { result in
+                    let waited = ContinuousClock.now - waitStart
+                    access.update { $0.queueWait = ($0.queueWait ?? .zero) + waited }
+                    if let model = access.current.model { state.metrics?.queueWait(model: model, waited) }
+                    switch result {
+                    case .success(let pick): self.send(pick)
+                    case .failure(let error): self.fail(error)
+                    }
+                }
+        case .unknownModel:
+            fail(OpenAIError.modelNotFound(fields.model))
+        case .noLiveWorker:
+            // Also answered for any name while a `models_dir` worker is away: only a name
+            // the cluster knows becomes a label.
+            if !state.canonicalModels(for: fields.model).isEmpty { labelKnownModel() }
+            fail(OpenAIError.noWorker(fields.model))
+        case .doesNotFit(let reason):
+            labelKnownModel()
+            fail(OpenAIError(.serviceUnavailable, type: "server_error", code: "model_does_not_fit",
+                             message: "No live worker can load the model '\(fields.model)': it \(reason)", param: "model"))
+        case .exhausted:
+            labelKnownModel()
+            if attempts.madeAttempts { return passOn(attempts.exhausted(model: fields.model)) }
+            fail(OpenAIError(.serviceUnavailable, type: "server_error", code: "no_healthy_worker",
+                             message: "Every worker serving '\(fields.model)' is failing (circuit open); try again shortly",
+                             headers: [.retryAfter: "5"]))
+        }
+    }
+
+    /// Takes a lease on the pick and forwards with the worker's token (signed first when due).
+    private func send(_ pick: Registry.Pick) {
+        let lease = Lease(pick, state: plane.state)
+        exchange.access.update { fields in
+            fields.model = pick.model
+            fields.worker = pick.worker
+        }
+        if let identity, identity.models != nil, !identity.allows(pick.model) {
+            lease.release(.neutral)
+            return fail(HubDataPlane.notAllowed(fields.model))
+        }
+        // A request sent ahead waits for a slot in the engine's queue: its first byte is late by design.
+        if fields.stream && !pick.isAhead { lease.watchFirstByte(config.breaker.slowTTFB, on: exchange.eventLoop) }
+        if let authorization = plane.keys.cachedHeader(for: pick.worker) { return forward(pick, lease: lease, authorization: authorization) }
+        let (keys, worker) = (plane.keys, pick.worker)
+        exchange.run { try await keys.header(for: worker) }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let authorization): self.forward(pick, lease: lease, authorization: authorization)
+            case .failure(let error):
+                lease.release(.neutral)
+                self.fail(error)
+            }
+        }
+    }
+
+    private func forward(_ pick: Registry.Pick, lease: Lease, authorization: String) {
+        let options = UpstreamForwarder.Options(
+            headTimeout: fields.stream ? config.firstByteTimeout : config.requestTimeout,
+            idleTimeout: config.idleTimeout, interceptRetryable: attempts.mayRetry,
+            clientWriteTimeout: config.clientWriteTimeout, readUsage: true, shutdown: plane.shutdown)
+        let (access, permit, breaker) = (exchange.access, permit, config.breaker)
+        plane.forwarder.forward(
+            url: pick.url + target, method: exchange.request.method,
+            headers: headers + [("Authorization", authorization), (modelHeaderName, pick.model),
+                                (streamHeaderName, fields.stream ? "true" : "false")],
+            body: exchange.body, options: options, to: exchange, logger: logger,
+            onFirstByte: { lease.firstByteArrived() },
+            onFinish: { finish in
+                access.finished(finish)
+                lease.release(AttemptPolicy.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead,
+                                                   firstByteJudged: lease.firstByteJudged),
+                              ttft: finish.timing?.firstByte)
+                permit?.release()
+            }
+        ).assumeIsolated().whenSuccess { result in self.finished(result, pick: pick, lease: lease) }
+    }
+
+    /// What the attempt's result means: done, or the next attempt.
+    private func finished(_ result: UpstreamForwarder.Result, pick: Registry.Pick, lease: Lease) {
+        switch result {
+        case .relayed:
+            return  // the lease and the permit go back at the last byte (onFinish)
+        case .clientGone:
+            lease.release(.neutral)
+            fail(CancellationError())
+        case .shuttingDown:
+            lease.release(.neutral)
+            fail(OpenAIError.shuttingDown)
+        case .failed(let reply, let error):
+            let verdict = attempts.failed(slot: pick.slot, worker: pick.worker, reply: reply, error: error,
+                                          firstByteJudged: lease.firstByteJudged, jitterMilliseconds: Int.random(in: 50...250))
+            lease.release(verdict.sample)
+            logger.warning("attempt failed before the first byte", metadata: [
+                "worker": "\(pick.worker)", "model": "\(pick.model)", "attempt": "\(attempts.attempts)",
+                "reason": "\(error)", "kind": "\(error.kind.rawValue)",
+            ])
+            guard verdict.retry else { return passOn(attempts.exhausted(model: fields.model)) }
+            exchange.access.update { $0.retries += 1 }
+            plane.state.metrics?.retry(model: pick.model, worker: pick.worker)
+            guard let pause = verdict.pause else { return attempt() }
+            exchange.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(pause.nanoseconds)) { self.attempt() }
+        }
+    }
+
+    /// Passes on the last worker's own error answer, or the hub's 502.
+    private func passOn(_ exhausted: Result<UpstreamForwarder.ErrorReply, OpenAIError>) {
+        permit?.release()
+        switch exhausted {
+        case .success(let reply): exchange.respond(status: reply.status, headers: reply.headers, body: reply.body)
+        case .failure(let error): exchange.respond(error)
+        }
+    }
+
+    /// Ends the request without a relayed answer: its envelope (none if the client left).
+    private func fail(_ error: any Error) {
+        permit?.release()
+        exchange.fail(error)
+    }
+}
