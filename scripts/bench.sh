@@ -257,6 +257,17 @@ for count in $FANOUT; do
     fi
   done
 done
+# 5. What the path adds to each streamed token (engine write -> client read), 16 streams at once.
+TOKEN_ROWS=""
+declare -A TOKEN_P50 TOKEN_P99
+for target in direct caravan; do
+  url="http://127.0.0.1:$([[ $target == direct ]] && echo "$FAN_DIRECT" || echo "$HUB")/v1/chat/completions"
+  say "added latency per streamed token, $target"
+  read -r tokens p50 p99 < <(python3 scripts/lib/token-latency.py "$url" "$TOKEN" fan 16)
+  TOKEN_P50[$target]=$p50; TOKEN_P99[$target]=$p99
+  TOKEN_ROWS+="| $target | $tokens | $p50 | $p99 |"$'\n'
+done
+TOKEN_ROWS+="| Caravan adds (hub + worker) | | $(( ${TOKEN_P50[caravan]:-0} - ${TOKEN_P50[direct]:-0} )) | $(( ${TOKEN_P99[caravan]:-0} - ${TOKEN_P99[direct]:-0} )) |"$'\n'
 ROUTING=$("$BIN/RoutingBench" --iterations $(( DURATION >= 10 ? 200000 : 20000 )))
 
 field() { echo "${RESULT[$1,$2]}" | awk -v i="$3" '{print $i}'; }
@@ -298,6 +309,14 @@ peak sampled every 0.2 s while the streams run; CPU is seconds used during the r
 |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 $FAN_ROWS
 Idle RSS (after start-up and one request per model, before any load): hub $HUB_IDLE_RSS MiB, worker $WORKER_IDLE_RSS MiB.
+
+Added latency of one streamed token (\`scripts/lib/token-latency.py\`: 16 streams at once from
+FakeEngine, which stamps each event with the monotonic time it wrote it; the client reads
+the same clock when the bytes arrive; µs over every token of every stream):
+
+| path | tokens | p50 µs | p99 µs |
+|---|---:|---:|---:|
+$TOKEN_ROWS
 
 Routing decision (release build):
 

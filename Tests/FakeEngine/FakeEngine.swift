@@ -166,8 +166,10 @@ struct FakeEngine {
                     for index in 0..<streamed.tokens {
                         if index > 0 { try await Task.sleep(for: .milliseconds(streamed.tokenMs)) }
                         if let crash = streamed.crashAfter, index >= crash { exit(1) }
+                        // `sent_ns`: when the event was written (CLOCK_MONOTONIC, shared by the processes of one
+                        // machine), so a client can measure what each hop adds per token (scripts/lib/token-latency.py).
                         try await writer.write(ByteBuffer(string:
-                            #"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t\#(index)\#(padding)"}}]}"# + "\n\n"))
+                            #"data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"t\#(index)\#(padding)"}}],"sent_ns":\#(monotonicNanoseconds())}"# + "\n\n"))
                     }
                     if ProcessInfo.processInfo.environment["FAKE_USAGE"] == "1" {
                         try await writer.write(ByteBuffer(string:
@@ -198,4 +200,11 @@ struct FakeEngine {
             try await app.runService()
         }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock every process on the machine shares.
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
 }
