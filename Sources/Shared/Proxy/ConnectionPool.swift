@@ -30,6 +30,38 @@ final class ConnectionPool: Sendable {
     static let maxIdlePerKey = 512
 
     private let idle = Mutex<[Key: [Parked]]>([:])
+    /// Connections being opened ahead of need, per key.
+    private let warming = Mutex<[Key: Int]>([:])
+
+    /// Reserves one connection to open ahead of need when fewer than `target` are idle or
+    /// being opened for `key`; ``warmed(_:)`` ends the reservation.
+    func reserveWarm(_ key: Key, target: Int) -> Bool {
+        let idleCount = count(key)
+        return warming.withLock { warming in
+            guard idleCount + warming[key, default: 0] < target else { return false }
+            warming[key, default: 0] += 1
+            return true
+        }
+    }
+
+    func warmed(_ key: Key) { warming.withLock { $0[key, default: 1] -= 1 } }
+
+    /// Connects in progress per key, and the requests waiting for one to finish. A burst of
+    /// thousands of new streams would otherwise send thousands of SYNs at once and overflow
+    /// the upstream's accept queue (connect timeouts, then an open breaker).
+    private let gates = Mutex<[Key: NIOLoopBound<ConnectGate>]>([:])
+
+    /// The connect gate of `key`, on its loop.
+    func gate(_ key: Key, on loop: any EventLoop) -> ConnectGate {
+        if let gate = gates.withLock({ $0[key] }) { return gate.value }
+        let made = NIOLoopBound(ConnectGate(), eventLoop: loop)
+        let gate = gates.withLock { gates -> NIOLoopBound<ConnectGate> in
+            if let existing = gates[key] { return existing }
+            gates[key] = made
+            return made
+        }
+        return gate.value
+    }
 
     func take(_ key: Key, maxIdle: TimeAmount) -> PooledConnection? {
         let now = NIODeadline.now()
@@ -70,5 +102,26 @@ final class ConnectionPool: Sendable {
             defer { idle = [:] }
             return idle.values.flatMap { $0.map(\.connection) }
         }
+    }
+}
+
+/// Connects in progress to one upstream from one event loop, at most ``limit`` at a time;
+/// the rest wait in order. Used only on its loop.
+final class ConnectGate {
+    static let limit = 64
+    private var inProgress = 0
+    private var waiting = CircularBuffer<() -> Void>()
+
+    /// Runs `connect` now if a slot is free, else when one is.
+    func enter(_ connect: @escaping () -> Void) {
+        guard inProgress < Self.limit else { return waiting.append(connect) }
+        inProgress += 1
+        connect()
+    }
+
+    /// A connect finished (either way): the next waiting one takes its slot.
+    func leave() {
+        if let next = waiting.popFirst() { return next() }
+        inProgress -= 1
     }
 }

@@ -12,7 +12,10 @@ import Server
 ///
 /// Connections are pooled per (upstream, event loop) and taken on the client's own loop, so
 /// a relayed answer never changes threads. With `warm`, a few connections per (upstream,
-/// loop) are opened ahead of need, so a burst does not pay the connect.
+/// loop) are opened ahead of need, so a burst does not pay the connect. At most
+/// ``ConnectGate/limit`` connects per (upstream, loop) are in progress at once: a burst of
+/// new streams waits its turn (or takes a connection freed meanwhile) instead of flooding
+/// the upstream's accept queue.
 public final class UpstreamClient: Sendable {
     private let connectTimeout: TimeAmount
     private let maxIdle: TimeAmount
@@ -83,11 +86,25 @@ public final class UpstreamClient: Sendable {
                 outcome.succeed(result)
             }
         }
+        let pool = self.pool
         func connect() {
-            open(target, key: key, on: loop).assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let connection): begin(connection, reused: false)
-                case .failure(let error): outcome.succeed(.failed(nil, .transport(error)))
+            let gate = pool.gate(key, on: loop)
+            gate.enter {
+                // A connection freed while this request waited for a connect slot serves it at once.
+                if case .awaitingHead = writer.state, let parked = pool.take(key, maxIdle: self.maxIdle) {
+                    gate.leave()
+                    return begin(parked, reused: true)
+                }
+                guard case .awaitingHead = writer.state else {
+                    gate.leave()
+                    return outcome.succeed(.clientGone)
+                }
+                self.open(target, key: key, on: loop).assumeIsolated().whenComplete { result in
+                    gate.leave()
+                    switch result {
+                    case .success(let connection): begin(connection, reused: false)
+                    case .failure(let error): outcome.succeed(.failed(nil, .transport(error)))
+                    }
                 }
             }
         }
@@ -110,11 +127,15 @@ public final class UpstreamClient: Sendable {
         for connection in pool.drain() { connection.channel.close(promise: nil) }
     }
 
-    /// Opens connections ahead of need until `warm` are idle for `key`.
+    /// Opens a connection ahead of need while fewer than `warm` are idle or being opened for
+    /// `key` (one at a time per request, so a burst does not double its connections).
     private func prewarm(_ target: UpstreamTarget, key: ConnectionPool.Key, on loop: any EventLoop) {
-        guard warm > 0, pool.count(key) < warm else { return }
+        guard warm > 0, pool.reserveWarm(key, target: warm) else { return }
         let pool = self.pool
-        open(target, key: key, on: loop).whenSuccess { pool.park(key, $0) }
+        open(target, key: key, on: loop).whenComplete { result in
+            pool.warmed(key)
+            if case .success(let connection) = result { pool.park(key, connection) }
+        }
     }
 
     /// A new connection to `target` on `loop`, with errors as ``UpstreamError``s.
@@ -126,7 +147,7 @@ public final class UpstreamClient: Sendable {
             return loop.makeFailedFuture(UpstreamError.transport(error))  // an unreadable CA file, say
         }
         let pool = self.pool
-        return ClientBootstrap(group: loop)
+        let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -139,7 +160,11 @@ public final class UpstreamClient: Sendable {
                     try sync.addHandler(UpstreamConnection(key: key, pool: pool))
                 }
             }
-            .connect(host: target.host, port: target.port)
+        // An IP literal (every worker's engine, most workers) is connected without resolving:
+        // NIO resolves names with getaddrinfo on a shared thread pool, which a burst of new
+        // connections queues behind.
+        let connected = target.address.map { bootstrap.connect(to: $0) } ?? bootstrap.connect(host: target.host, port: target.port)
+        return connected
             .flatMapThrowing { channel in
                 let handler = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
                 return PooledConnection(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))

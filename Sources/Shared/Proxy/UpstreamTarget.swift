@@ -1,3 +1,4 @@
+import NIOCore
 import Wire
 
 /// Scheme, host and port of an upstream URL, parsed without Foundation (this runs per request).
@@ -9,6 +10,8 @@ struct UpstreamTarget: Sendable {
     /// The pool key: connections are shared per scheme, host and port.
     var key: String
     var hostHeader: String
+    /// The address when the host is an IP literal (then no name resolution per connection).
+    var address: SocketAddress?
 
     /// The name for SNI and certificate checks; nil for IP literals, which SNI forbids.
     var serverName: String? {
@@ -49,5 +52,6 @@ struct UpstreamTarget: Sendable {
         }
         hostHeader = String(authority)
         key = (tls ? "https://" : "http://") + hostHeader
+        address = try? SocketAddress(ipAddress: host, port: port)
     }
 }
