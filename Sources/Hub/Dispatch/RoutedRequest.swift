@@ -229,7 +229,7 @@ final class RoutedRequest {
             exchange.access.update { $0.retries += 1 }
             plane.state.metrics?.retry(model: pick.model, worker: pick.worker)
             guard let pause = verdict.pause else { return attempt() }
-            exchange.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(pause.nanoseconds)) { self.attempt() }
+            exchange.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(pause)) { self.attempt() }
         }
     }
 

@@ -20,19 +20,35 @@ enum RelayOutcome {
 
 /// One exchange on a connection, on the connection's (and the client's) event loop: the
 /// request, what the state machine needs to know, the client's writer and where the
-/// outcome goes.
-struct Exchange {
-    var head: HTTPRequestHead
-    var body: ByteBuffer
-    var limits: UpstreamConnectionStateMachine.Limits
-    var writer: ClientWriter
-    var promise: EventLoopPromise<RelayOutcome>
+/// outcome goes. A class: the relay reads it for every chunk, and a copy of this many
+/// references would cost as many retains.
+final class Exchange {
+    let head: HTTPRequestHead
+    let body: ByteBuffer
+    let limits: UpstreamConnectionStateMachine.Limits
+    let writer: ClientWriter
+    let promise: EventLoopPromise<RelayOutcome>
     /// Hold back 5xx (but 501) and 429 answers for a retry instead of passing them on.
-    var interceptRetryable: Bool
-    var shutdown: ShutdownGrace?
-    var onFirstByte: (@Sendable () -> Void)?
-    var onFinish: @Sendable (UpstreamForwarder.Finish) -> Void
-    var logger: Logger
+    let interceptRetryable: Bool
+    let shutdown: ShutdownGrace?
+    let onFirstByte: (@Sendable () -> Void)?
+    let onFinish: @Sendable (UpstreamForwarder.Finish) -> Void
+    let logger: Logger
+
+    init(head: HTTPRequestHead, body: ByteBuffer, limits: UpstreamConnectionStateMachine.Limits, writer: ClientWriter,
+         promise: EventLoopPromise<RelayOutcome>, interceptRetryable: Bool, shutdown: ShutdownGrace?,
+         onFirstByte: (@Sendable () -> Void)?, onFinish: @escaping @Sendable (UpstreamForwarder.Finish) -> Void, logger: Logger) {
+        self.head = head
+        self.body = body
+        self.limits = limits
+        self.writer = writer
+        self.promise = promise
+        self.interceptRetryable = interceptRetryable
+        self.shutdown = shutdown
+        self.onFirstByte = onFirstByte
+        self.onFinish = onFinish
+        self.logger = logger
+    }
 
     var id: Int { limits.id }
 }

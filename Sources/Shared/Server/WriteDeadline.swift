@@ -1,13 +1,13 @@
 import Foundation
 import NIOCore
 import Synchronization
-import Config
-import Server
 
-/// Closes a client connection whose pending write has waited longer than `timeout`.
+/// Closes a client connection whose pending write has waited longer than `timeout`: for
+/// event streams Hummingbird serves (the admin event stream). The data plane's relay has
+/// its own stall timeout, on its connection's one timer.
 ///
 /// One repeated timer per stream on the client's event loop checks a timestamp that the
-/// relay sets before each write and clears after it; no timer is scheduled per chunk.
+/// writer sets before each write and clears after it; no timer is scheduled per chunk.
 public final class WriteDeadline: Sendable {
     /// When the pending write began (NIO uptime nanoseconds), 0 when none waits.
     private final class Stamp: Sendable {
