@@ -9,15 +9,17 @@ public enum HTTPForwarding {
         "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
     ]
 
+    /// Request headers the proxy never passes on: hop-by-hop ones, the client's credentials,
+    /// the headers Caravan sets itself, and the request id (the accepted one is set by the caller).
+    static let droppedFromRequests: Set<String> = dropped.union([
+        "authorization", "cookie", modelHeaderName.lowercased(), streamHeaderName.lowercased(), "x-request-id",
+    ])
+
     /// Request headers to pass upstream: hop-by-hop ones and the client's credentials removed.
     public static func requestHeaders(_ fields: HTTPFields) -> [(String, String)] {
         var out: [(String, String)] = []
-        out.reserveCapacity(fields.count)
-        for field in fields {
-            let name = field.name.canonicalName
-            if dropped.contains(name) || name == "authorization" || name == "cookie" { continue }
-            if name == modelHeaderName.lowercased() || name == streamHeaderName.lowercased() { continue }  // ours to set
-            if name == "x-request-id" { continue }  // the accepted id is set by the caller
+        out.reserveCapacity(fields.count + 4)  // and the caller's own
+        for field in fields where !droppedFromRequests.contains(field.name.canonicalName) {
             out.append((field.name.rawName, field.value))
         }
         return out
@@ -30,10 +32,11 @@ public enum HTTPForwarding {
     public static func responseHeaders<S: Sequence<(name: String, value: String)>>(_ headers: S) -> HTTPFields {
         var out = HTTPFields()
         for (name, value) in headers {
-            let lower = name.lowercased()
+            guard let field = HTTPField.Name(name) else { continue }
+            let lower = field.canonicalName
             if dropped.contains(lower) && lower != "content-length" { continue }
             if lower.hasPrefix("access-control-") { continue }
-            if let field = HTTPField.Name(name) { out.append(HTTPField(name: field, value: value)) }
+            out.append(HTTPField(name: field, value: value))
         }
         return out
     }

@@ -98,7 +98,10 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
                 reject(OpenAIError(.requestTimeout, type: "invalid_request_error", code: "request_body_timeout",
                                    message: "The request body did not arrive within \(plane.bodyTimeout)"), close: true)
             }
-            state = .reading(head: head, body: context.channel.allocator.buffer(capacity: 0), record: record, timer: timer)
+            // Sized for the announced body (within the limit): one allocation, no regrowth.
+            let announced = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0
+            let body = context.channel.allocator.buffer(capacity: min(max(announced, 0), plane.maxBodyBytes))
+            state = .reading(head: head, body: body, record: record, timer: timer)
         case (.passing, .end):
             state = .idle
             context.fireChannelRead(wrapInboundOut(part))
