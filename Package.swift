@@ -210,6 +210,7 @@ let package = Package(
             dependencies: [
                 "Hub", "Routing", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),

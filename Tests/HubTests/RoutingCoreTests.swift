@@ -1,6 +1,8 @@
 import HTTPTypes
 import Foundation
 import Synchronization
+import NIOCore
+import NIOEmbedded
 import Testing
 
 @testable import Hub
@@ -267,53 +269,82 @@ struct WaitQueueTests {
 
 @Suite("Hub state queueing")
 struct HubStateQueueTests {
-    @Test("saturated requests are served in arrival order as capacity frees; overflow is 429; deadline is 503")
-    func queueing() async throws {
-        let state = HubState(registry: Registry(expiry: .seconds(60)), queueCapacity: 2)
+    /// What each wait ended with, in the order they ended.
+    final class Outcomes: Sendable {
+        private let storage = Mutex<[(index: Int, result: Result<Registry.Pick, any Error>)]>([])
+        func record(_ index: Int) -> @Sendable (Result<Registry.Pick, any Error>) -> Void {
+            { result in self.storage.withLock { $0.append((index, result)) } }
+        }
+        var all: [(index: Int, result: Result<Registry.Pick, any Error>)] { storage.withLock { $0 } }
+        func pick(_ index: Int) -> Registry.Pick? { all.first { $0.index == index }.flatMap { try? $0.result.get() } }
+        func code(_ index: Int) -> String? {
+            guard case .failure(let error)? = all.first(where: { $0.index == index })?.result else { return nil }
+            return (error as? OpenAIError)?.code ?? (error is CancellationError ? "cancelled" : "\(error)")
+        }
+    }
+
+    func saturated(capacity: Int) throws -> (HubState, Registry.Pick) {
+        let state = HubState(registry: Registry(expiry: .seconds(60)), queueCapacity: capacity)
         state.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]))
         let holder = try #require(state.pick("m").pick)
         #expect(state.pick("m") == .saturated)
-        let order = ArrivalOrder()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<2 {
-                group.addTask {
-                    let pick = try await state.waitForCapacity("m", deadline: .now + .seconds(10))
-                    order.append(index)
-                    try await Task.sleep(for: .milliseconds(20))
-                    state.release(pick, sample: .success)
-                }
-                try await waitUntil { state.queueLengths()["m"] == index + 1 }  // enqueue in a known order
-            }
-            // A third waiter overflows the queue of two.
-            await #expect(throws: OpenAIError.self) {
-                _ = try await state.waitForCapacity("m", deadline: .now + .seconds(10))
-            }
-            #expect(state.queueLengths()["m"] == 2)
-            state.release(holder, sample: .success)
-            try await group.waitForAll()
-        }
-        #expect(order.values == [0, 1])
-        // Everything released: a deadline-bound wait on a saturated model times out with 503.
-        let blocker = try #require(state.pick("m").pick)
-        do {
-            _ = try await state.waitForCapacity("m", deadline: .now + .milliseconds(100))
-            Issue.record("expected a queue timeout")
-        } catch let error as OpenAIError {
-            #expect(error.status.code == 503 && error.code == "queue_timeout")
-        }
-        #expect(state.queueLengths().isEmpty)
-        state.release(blocker, sample: .success)
+        return (state, holder)
     }
 
-    @Test("a cancelled waiter leaves the queue at once")
-    func cancel() async throws {
-        let state = HubState(registry: Registry(expiry: .seconds(60)), queueCapacity: 4)
-        state.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 1)]))
-        let holder = try #require(state.pick("m").pick)
-        let waiter = Task { try await state.waitForCapacity("m", deadline: .now + .seconds(30)) }
-        try await waitUntil { state.queueLengths()["m"] == 1 }
-        waiter.cancel()
-        _ = await waiter.result
+    @Test("saturated requests are served in arrival order as capacity frees; overflow is 429 at once; the deadline is 503")
+    func queueing() throws {
+        let loop = EmbeddedEventLoop()
+        let (state, holder) = try saturated(capacity: 2)
+        let outcomes = Outcomes()
+        for index in 0..<3 { state.waitForCapacity("m", deadline: .now + .seconds(10), on: loop, outcomes.record(index)) }
+        #expect(outcomes.code(2) == "queue_full", "the third overflows the queue of two, at once")
+        #expect(state.queueLengths()["m"] == 2)
+        state.release(holder, sample: .success)
+        let first = try #require(outcomes.pick(0))
+        #expect(outcomes.pick(1) == nil, "one slot, one served")
+        state.release(first, sample: .success)
+        let second = try #require(outcomes.pick(1))
+        #expect(outcomes.all.map(\.index) == [2, 0, 1])
+
+        state.waitForCapacity("m", deadline: .now + .milliseconds(100), on: loop, outcomes.record(3))
+        #expect(outcomes.all.count == 3, "still waiting")
+        loop.advanceTime(by: .milliseconds(150))
+        #expect(outcomes.code(3) == "queue_timeout")
+        #expect(state.queueLengths().isEmpty)
+        state.release(second, sample: .success)
+        #expect(outcomes.all.count == 4, "a request that timed out is not served later")
+    }
+
+    @Test("a client that leaves gives its place to the next; a served request's departure watch is taken back")
+    func departure() throws {
+        let loop = EmbeddedEventLoop()
+        let (state, holder) = try saturated(capacity: 4)
+        let outcomes = Outcomes()
+        let leaving = ClientDeparture()
+        let staying = ClientDeparture()
+        state.waitForCapacity("m", deadline: .now + .seconds(30), on: loop, clientDeparture: leaving, outcomes.record(0))
+        state.waitForCapacity("m", deadline: .now + .seconds(30), on: loop, clientDeparture: staying, outcomes.record(1))
+        leaving.depart()
+        #expect(outcomes.code(0) == "cancelled")
+        #expect(state.queueLengths()["m"] == 1)
+        state.release(holder, sample: .success)
+        #expect(outcomes.pick(1) != nil, "the next in line is served")
+        #expect(staying.pendingCallbacks == 0, "its departure watch was taken back")
+        loop.advanceTime(by: .seconds(60))
+        #expect(outcomes.all.count == 2, "its deadline timer was cancelled")
+    }
+
+    @Test("the shutdown grace ending settles every waiting request with 503 server_shutting_down")
+    func shutdown() throws {
+        let loop = EmbeddedEventLoop()
+        let (state, holder) = try saturated(capacity: 4)
+        let outcomes = Outcomes()
+        let grace = ShutdownGrace(grace: .seconds(1))
+        for index in 0..<2 {
+            state.waitForCapacity("m", deadline: .now + .seconds(30), on: loop, shutdown: grace, outcomes.record(index))
+        }
+        grace.expire()
+        #expect(outcomes.code(0) == "server_shutting_down" && outcomes.code(1) == "server_shutting_down")
         #expect(state.queueLengths().isEmpty)
         state.release(holder, sample: .success)
     }

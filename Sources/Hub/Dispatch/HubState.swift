@@ -1,6 +1,7 @@
 import HTTPTypes
 import Routing
 import Logging
+import NIOCore
 import Synchronization
 import Config
 import Server
@@ -12,7 +13,8 @@ import Wire
 /// while holding it. The clock is injected so tests can move time.
 final class HubState: Sendable {
     typealias Now = @Sendable () -> ContinuousClock.Instant
-    typealias Waiter = CheckedContinuation<Registry.Pick, any Error>
+    /// A queued request: told once, with its pick or why it stopped waiting.
+    typealias Waiter = @Sendable (Result<Registry.Pick, any Error>) -> Void
 
     private struct Guarded: Sendable {
         var registry: Registry
@@ -84,90 +86,55 @@ final class HubState: Sendable {
     }
 
     /// Waits in the model's FIFO queue until a worker has capacity, the deadline passes
-    /// (503), the queue is full (429), the client leaves (`clientDeparture`; the wait
-    /// is cancelled) or the shutdown grace is over (503 `server_shutting_down`). Cancelling
-    /// the calling task also leaves the queue at once.
-    func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant,
-                         clientDeparture: ClientDeparture? = nil, shutdown: ShutdownGrace? = nil) async throws -> Registry.Pick {
-        enum Outcome: Sendable { case picked(Registry.Pick), deadline, clientGone, shuttingDown }
-        return try await withThrowingTaskGroup(of: Outcome.self) { group in
-            group.addTask { .picked(try await self.enqueue(model, deadline: deadline)) }
-            group.addTask {
-                try? await Task.sleep(until: deadline, clock: .continuous)
-                return .deadline
-            }
-            if let clientDeparture {
-                group.addTask {
-                    await clientDeparture.wait()
-                    return .clientGone
-                }
-            }
-            if let shutdown {
-                group.addTask {
-                    await shutdown.waitForExpiry()
-                    return .shuttingDown
-                }
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            if case .picked(let pick) = first { return pick }
-            // The waiter was cancelled above; if it was dispatched at the same moment it
-            // still returns a pick, which must be used (deadline) or given back (client gone).
-            var late: Registry.Pick?
-            while let next = try? await group.next() {
-                if case .picked(let pick) = next { late = pick }
-            }
-            if case .clientGone = first {
-                if let late { release(late, sample: .neutral) }
-                throw CancellationError()
-            }
-            if case .shuttingDown = first {
-                if let late { release(late, sample: .neutral) }
-                throw OpenAIError.shuttingDown
-            }
-            if let late { return late }
-            throw OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",
-                              message: "No worker for '\(model)' had capacity within the queue timeout",
-                              headers: [.retryAfter: "1"])
-        }
-    }
-
-    private func enqueue(_ model: String, deadline: ContinuousClock.Instant) async throws -> Registry.Pick {
-        let id = guarded.withLock { state in
+    /// (503), the queue is full (429), the client leaves (`clientDeparture`: its place goes
+    /// to the next in line; `CancellationError`) or the shutdown grace is over (503
+    /// `server_shutting_down`). `done` is called exactly once, from whichever thread settles
+    /// the wait; the deadline is a task scheduled on `loop` (the request's), so a waiting
+    /// request costs no Swift task.
+    func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant, on loop: any EventLoop,
+                         clientDeparture: ClientDeparture? = nil, shutdown: ShutdownGrace? = nil,
+                         _ done: @escaping @Sendable (Result<Registry.Pick, any Error>) -> Void) {
+        enum Admission { case ready(Registry.Pick), full, queued }
+        let instant = now()
+        let queued = QueuedRequest(done)
+        let (id, admission) = guarded.withLock { state -> (UInt64, Admission) in
             state.nextWaiterID += 1
-            return state.nextWaiterID
-        }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (waiter: Waiter) in
-                enum Admission { case ready(Registry.Pick), full, cancelled, queued }
-                let instant = now()
-                let admission: Admission = guarded.withLock { state in
-                    if Task.isCancelled { return .cancelled }
-                    // Capacity may have freed since the caller's pick: take it rather than queue.
-                    if state.queues[model]?.isEmpty ?? true,
-                        case .picked(let pick) = state.registry.pick(model, now: instant).decision
-                    {
-                        return .ready(pick)
-                    }
-                    var queue = state.queues[model] ?? WaitQueue(capacity: queueCapacity)
-                    guard queue.enqueue(id: id, deadline: deadline, waiter) else { return .full }
-                    state.queues[model] = queue
-                    return .queued
-                }
-                switch admission {
-                case .ready(let pick): waiter.resume(returning: pick)
-                case .cancelled: waiter.resume(throwing: CancellationError())
-                case .full:
-                    waiter.resume(throwing: OpenAIError(
-                        .tooManyRequests, type: "rate_limit_error", code: "queue_full",
-                        message: "Every worker for '\(model)' is busy and the wait queue is full",
-                        headers: [.retryAfter: "1"]))
-                case .queued: break
-                }
+            let id = state.nextWaiterID
+            // Capacity may have freed since the caller's pick: take it rather than queue.
+            if state.queues[model]?.isEmpty ?? true, case .picked(let pick) = state.registry.pick(model, now: instant).decision {
+                return (id, .ready(pick))
             }
-        } onCancel: {
-            let entry = guarded.withLock { $0.queues[model]?.remove(id: id) }
-            entry?.waiter.resume(throwing: CancellationError())
+            var queue = state.queues[model] ?? WaitQueue(capacity: queueCapacity)
+            guard queue.enqueue(id: id, deadline: deadline, { queued.settle($0) }) else { return (id, .full) }
+            state.queues[model] = queue
+            return (id, .queued)
+        }
+        switch admission {
+        case .ready(let pick):
+            return done(.success(pick))
+        case .full:
+            return done(.failure(OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "queue_full",
+                                             message: "Every worker for '\(model)' is busy and the wait queue is full",
+                                             headers: [.retryAfter: "1"])))
+        case .queued:
+            break
+        }
+        // Whichever comes first takes the entry out of the queue and settles it; the others find it gone.
+        let leave: @Sendable (any Error) -> Void = { [self] error in
+            guard let entry = guarded.withLock({ $0.queues[model]?.remove(id: id) }) else { return }
+            entry.waiter(.failure(error))
+        }
+        let timer = loop.scheduleTask(in: TimeAmount(max(deadline - now(), .zero))) {
+            leave(OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",
+                              message: "No worker for '\(model)' had capacity within the queue timeout",
+                              headers: [.retryAfter: "1"]))
+        }
+        let departed = clientDeparture?.onDeparture { leave(CancellationError()) }
+        let expired = shutdown?.onExpiry { leave(OpenAIError.shuttingDown) }
+        queued.onSettle {
+            timer.cancel()
+            clientDeparture?.cancel(departed)
+            shutdown?.cancel(expired)
         }
     }
 
@@ -185,7 +152,7 @@ final class HubState: Sendable {
             }
             return ready
         }
-        for (waiter, pick) in ready { waiter.resume(returning: pick) }
+        for (waiter, pick) in ready { waiter(.success(pick)) }
     }
 
     /// Ends a reservation, feeds the breaker (and the TTFT average) and lets queued requests in.
@@ -310,5 +277,33 @@ final class HubState: Sendable {
             }
         }
         return placement
+    }
+}
+
+/// A request in a wait queue: settled once, by a pick, its deadline, its client leaving or
+/// the shutdown; then its other watches are cancelled.
+private final class QueuedRequest: Sendable {
+    private let done: @Sendable (Result<Registry.Pick, any Error>) -> Void
+    private let state = Mutex<(settled: Bool, cleanup: (@Sendable () -> Void)?)>((false, nil))
+
+    init(_ done: @escaping @Sendable (Result<Registry.Pick, any Error>) -> Void) { self.done = done }
+
+    func settle(_ result: Result<Registry.Pick, any Error>) {
+        let (first, cleanup) = state.withLock { state in
+            defer { state = (true, nil) }
+            return (!state.settled, state.cleanup)
+        }
+        guard first else { return }
+        cleanup?()
+        done(result)
+    }
+
+    /// Runs `cleanup` when settled (at once if it already is).
+    func onSettle(_ cleanup: @escaping @Sendable () -> Void) {
+        let settled = state.withLock { state in
+            if !state.settled { state.cleanup = cleanup }
+            return state.settled
+        }
+        if settled { cleanup() }
     }
 }

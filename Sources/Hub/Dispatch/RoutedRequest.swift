@@ -13,9 +13,10 @@ import Wire
 /// admitted under its limits, routed to a worker, forwarded, and retried on another worker
 /// before its first byte.
 ///
-/// Only the steps that must wait run as tasks (``ClientExchange/run(_:)``): a token seen for
-/// the first time, a wait in the model's queue, signing a new token for a worker. The usual
-/// request (a known token, a free worker) never leaves the loop.
+/// Only a token seen for the first time and signing a new token for a worker run as tasks
+/// (``ClientExchange/run(_:)``); a wait in the model's queue is a callback with a timer on
+/// this loop (``HubState/waitForCapacity(_:deadline:on:clientDeparture:shutdown:_:)``). The
+/// usual request (a known token, a free or queued-for worker) never leaves the loop.
 ///
 /// When every attempt fails the client gets the last worker's own error answer, or a 502
 /// for transport errors. When every worker is at capacity the request waits in the model's
@@ -129,16 +130,20 @@ final class RoutedRequest {
             let (model, deadline, departure, shutdown) = (fields.model, queueDeadline, exchange.departure, plane.shutdown)
             let access = exchange.access
             let waitStart = ContinuousClock.now
-            exchange.run { try await state.waitForCapacity(model, deadline: deadline, clientDeparture: departure, shutdown: shutdown) }
-                .assumeIsolated().whenComplete { result in
-                    let waited = ContinuousClock.now - waitStart
-                    access.update { $0.queueWait = ($0.queueWait ?? .zero) + waited }
-                    if let model = access.current.model { state.metrics?.queueWait(model: model, waited) }
+            let loop = exchange.eventLoop
+            let request = NIOLoopBound(self, eventLoop: loop)
+            state.waitForCapacity(model, deadline: deadline, on: loop, clientDeparture: departure, shutdown: shutdown) { result in
+                let waited = ContinuousClock.now - waitStart
+                access.update { $0.queueWait = ($0.queueWait ?? .zero) + waited }
+                if let model = access.current.model { state.metrics?.queueWait(model: model, waited) }
+                // Settled on whichever thread freed capacity; the request goes on on its own loop.
+                loop.execute {
                     switch result {
-                    case .success(let pick): self.send(pick)
-                    case .failure(let error): self.fail(error)
+                    case .success(let pick): request.value.send(pick)
+                    case .failure(let error): request.value.fail(error)
                     }
                 }
+            }
         case .unknownModel:
             fail(OpenAIError.modelNotFound(fields.model))
         case .noLiveWorker:

@@ -1,6 +1,6 @@
 /// A bounded FIFO of requests waiting for capacity on one model.
 ///
-/// Pure bookkeeping: the hub parks a continuation here, pops entries in arrival order
+/// Pure bookkeeping: the hub parks a waiter here, pops entries in arrival order
 /// when capacity frees, and removes an entry the moment its client leaves or its deadline
 /// passes. Nothing is sent to a queued client, so every outcome can still be a real status
 /// (429 when full, 503 at the deadline).

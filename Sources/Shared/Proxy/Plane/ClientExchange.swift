@@ -51,7 +51,7 @@ public final class ClientExchange: Sendable {
         extraHeaders.fields.withLock { $0[name] = value }
     }
 
-    /// Runs a step that must wait (a token verification, the queue, an engine start) as a
+    /// Runs a step that must wait (a token verification, an engine start) as a
     /// child task of the data plane's runner; the result comes back on this exchange's loop.
     public func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> EventLoopFuture<T> {
         runner.run(on: eventLoop, body)

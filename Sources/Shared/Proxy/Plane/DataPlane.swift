@@ -15,7 +15,7 @@ public protocol DataPlane: Sendable {
     var bodyTimeout: Duration { get }
     /// Answers one claimed request: relays it with ``UpstreamForwarder`` or answers with
     /// ``ClientExchange/respond(_:)``. Called on the request's event loop, and meant to stay
-    /// there: only a step that must wait (a first token verification, the queue, an engine
+    /// there: only a step that must wait (a first token verification, an engine
     /// start) runs as a task, through ``ClientExchange/run(_:)``.
     func answer(_ exchange: ClientExchange)
 }

@@ -2,7 +2,7 @@ import NIOCore
 import ServiceLifecycle
 import Server
 
-/// Runs the data plane's waiting steps (a first token verification, a wait in the queue, an
+/// Runs the data plane's waiting steps (a first token verification, signing a token, an
 /// engine start) as child tasks of one long-lived task group: structured (no detached
 /// tasks), and at shutdown it waits for those in progress. Everything else about a request
 /// happens on its event loop, without a task.
