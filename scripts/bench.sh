@@ -231,7 +231,19 @@ for target in direct nginx caravan; do
   STATIC_RESULT[$target]=$(run_wrk "$url")
 done
 
-# 4. Many concurrent streams, opened at once.
+# 4. What the path adds to each streamed token (engine write -> client read), 16 streams at once;
+#    before the fan-out, whose overload can open breakers.
+TOKEN_ROWS=""
+declare -A TOKEN_P50 TOKEN_P99
+for target in direct caravan; do
+  url="http://127.0.0.1:$([[ $target == direct ]] && echo "$FAN_DIRECT" || echo "$HUB")/v1/chat/completions"
+  say "added latency per streamed token, $target"
+  read -r tokens failed p50 p99 < <(python3 scripts/lib/token-latency.py "$url" "$TOKEN" fan 16)
+  TOKEN_P50[$target]=$p50; TOKEN_P99[$target]=$p99
+  TOKEN_ROWS+="| $target | $tokens | $failed | $p50 | $p99 |"$'\n'
+done
+TOKEN_ROWS+="| Caravan adds (hub + worker) | | | $(( ${TOKEN_P50[caravan]:-0} - ${TOKEN_P50[direct]:-0} )) | $(( ${TOKEN_P99[caravan]:-0} - ${TOKEN_P99[direct]:-0} )) |"$'\n'
+# 5. Many concurrent streams, opened at once.
 FAN_ROWS=""
 for count in $FANOUT; do
   for target in direct caravan; do
@@ -257,17 +269,6 @@ for count in $FANOUT; do
     fi
   done
 done
-# 5. What the path adds to each streamed token (engine write -> client read), 16 streams at once.
-TOKEN_ROWS=""
-declare -A TOKEN_P50 TOKEN_P99
-for target in direct caravan; do
-  url="http://127.0.0.1:$([[ $target == direct ]] && echo "$FAN_DIRECT" || echo "$HUB")/v1/chat/completions"
-  say "added latency per streamed token, $target"
-  read -r tokens p50 p99 < <(python3 scripts/lib/token-latency.py "$url" "$TOKEN" fan 16)
-  TOKEN_P50[$target]=$p50; TOKEN_P99[$target]=$p99
-  TOKEN_ROWS+="| $target | $tokens | $p50 | $p99 |"$'\n'
-done
-TOKEN_ROWS+="| Caravan adds (hub + worker) | | $(( ${TOKEN_P50[caravan]:-0} - ${TOKEN_P50[direct]:-0} )) | $(( ${TOKEN_P99[caravan]:-0} - ${TOKEN_P99[direct]:-0} )) |"$'\n'
 ROUTING=$("$BIN/RoutingBench" --iterations $(( DURATION >= 10 ? 200000 : 20000 )))
 
 field() { echo "${RESULT[$1,$2]}" | awk -v i="$3" '{print $i}'; }
@@ -314,8 +315,8 @@ Added latency of one streamed token (\`scripts/lib/token-latency.py\`: 16 stream
 FakeEngine, which stamps each event with the monotonic time it wrote it; the client reads
 the same clock when the bytes arrive; µs over every token of every stream):
 
-| path | tokens | p50 µs | p99 µs |
-|---|---:|---:|---:|
+| path | tokens | failed streams | p50 µs | p99 µs |
+|---|---:|---:|---:|---:|
 $TOKEN_ROWS
 
 Routing decision (release build):

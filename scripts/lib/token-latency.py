@@ -5,7 +5,8 @@ Usage: token-latency.py URL TOKEN MODEL STREAMS
 Opens STREAMS concurrent streamed chat completions against FakeEngine (directly or through
 Caravan). FakeEngine stamps each event with `sent_ns` (CLOCK_MONOTONIC when it wrote it);
 this client reads the clock the moment the bytes arrive. Prints one line:
-"tokens p50_us p99_us" over every token event of every stream. The client's own cost is
+"tokens failed p50_us p99_us" over every token event of every stream (failed: streams
+that did not end with [DONE]). The client's own cost is
 the same direct and through Caravan: subtract the direct row to get what Caravan adds.
 For scripts/bench.sh (not a test).
 """
@@ -20,6 +21,7 @@ STAMP = re.compile(rb'"sent_ns":(\d+)')
 
 
 async def one(host, port, request, latencies):
+    """True when the stream ended with [DONE]."""
     reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
     writer.write(request)
     await writer.drain()
@@ -39,9 +41,10 @@ async def one(host, port, request, latencies):
             for stamp in STAMP.findall(complete):
                 latencies.append((now - int(stamp)) / 1000)
             if b"[DONE]" in complete:
-                break
+                return True
     finally:
         writer.close()
+    return False
 
 
 async def main():
@@ -52,13 +55,14 @@ async def main():
         f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
     latencies = []
-    await asyncio.gather(*(one(url.hostname, url.port, request, latencies) for _ in range(streams)))
+    done = await asyncio.gather(*(one(url.hostname, url.port, request, latencies) for _ in range(streams)))
+    failed = streams - sum(done)
     latencies.sort()
     if not latencies:
-        print("0 nan nan")
+        print(f"0 {failed} nan nan")
         return
     pick = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))]
-    print(f"{len(latencies)} {pick(0.5):.0f} {pick(0.99):.0f}")
+    print(f"{len(latencies)} {failed} {pick(0.5):.0f} {pick(0.99):.0f}")
 
 
 asyncio.run(main())
