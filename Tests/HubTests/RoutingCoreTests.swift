@@ -429,3 +429,30 @@ struct WorkerKeysTests {
         await #expect(throws: TokenError.self) { try await other.verify(String(next.dropFirst("Bearer ".count)), roles: [.hub]) }
     }
 }
+
+@Suite("Event ticker")
+struct EventTickerTests {
+    @Test("a cancelled ticker stops (it spun before: a hub whose listener could not bind stayed alive at 70 % CPU)",
+          .timeLimit(.minutes(1)))
+    func stopsWhenCancelled() async throws {
+        let ticker = EventTicker(events: ClusterEvents(), stats: LiveStats(),
+                                 snapshot: { AdminRoutes.Snapshot(workers: [], queued: [:]) }, interval: .milliseconds(10))
+        let finished = Flag()
+        let task = Task {
+            try? await ticker.run()
+            finished.set()
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        task.cancel()
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !finished.isSet, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(finished.isSet, "the ticker kept running after it was cancelled")
+    }
+}
+
+/// A flag set once, read from any thread.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}

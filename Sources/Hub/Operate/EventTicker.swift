@@ -17,7 +17,9 @@ struct EventTicker: Service {
     var interval: Duration = .seconds(1)
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully {
+        // Cancelled (the server failed to start, say), the sleep returns at once: without the
+        // check this loop would spin and the process never exit.
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await Task.sleep(for: interval)
             let rates = stats.take()
             guard events.subscriberCount > 0 else { continue }
