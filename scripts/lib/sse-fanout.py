@@ -7,10 +7,11 @@ Prints one line: "ok p50_ms p99_ms max_ms failed" where ok counts streams that e
 For scripts/bench.sh (not a test).
 """
 import asyncio
-import json
 import sys
 import time
 import urllib.parse
+
+import streamed_chat
 
 
 async def one(host, port, request):
@@ -42,18 +43,14 @@ async def one(host, port, request):
 
 async def main():
     url, token, count, model = urllib.parse.urlparse(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}, separators=(",", ":")).encode()
-    request = (
-        f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    request = streamed_chat.request(url, token, model)
     results = await asyncio.gather(*(one(url.hostname, url.port, request) for _ in range(count)))
     ttfts = sorted(r[0] for r in results if r[0] is not None)
     ok = sum(1 for r in results if r[1])
     if not ttfts:
         print(f"{ok} nan nan nan {count - ok}")
         return
-    pick = lambda q: ttfts[min(len(ttfts) - 1, int(len(ttfts) * q))]
+    pick = lambda q: streamed_chat.percentile(ttfts, q)
     print(f"{ok} {pick(0.5):.1f} {pick(0.99):.1f} {ttfts[-1]:.1f} {count - ok}")
 
 

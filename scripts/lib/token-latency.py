@@ -11,11 +11,12 @@ the same direct and through Caravan: subtract the direct row to get what Caravan
 For scripts/bench.sh (not a test).
 """
 import asyncio
-import json
 import re
 import sys
 import time
 import urllib.parse
+
+import streamed_chat
 
 STAMP = re.compile(rb'"sent_ns":(\d+)')
 
@@ -49,11 +50,7 @@ async def one(host, port, request, latencies):
 
 async def main():
     url, token, model, streams = urllib.parse.urlparse(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}, separators=(",", ":")).encode()
-    request = (
-        f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode() + body
+    request = streamed_chat.request(url, token, model)
     latencies = []
     done = await asyncio.gather(*(one(url.hostname, url.port, request, latencies) for _ in range(streams)))
     failed = streams - sum(done)
@@ -61,7 +58,7 @@ async def main():
     if not latencies:
         print(f"0 {failed} nan nan")
         return
-    pick = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))]
+    pick = lambda q: streamed_chat.percentile(latencies, q)
     print(f"{len(latencies)} {failed} {pick(0.5):.0f} {pick(0.99):.0f}")
 
 
