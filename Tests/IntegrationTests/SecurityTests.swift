@@ -17,7 +17,7 @@ import Wire
 struct SecurityTests {
     /// What needs a real socket and real processes; every credential, claim, body, origin and
     /// admin row runs in-process in `HubTests/HubTableTests`.
-    @Test("half-sent requests are dropped, oversized headers get 431 and broken framing 400 in the envelope; no secret is ever logged")
+    @Test("half-sent requests are dropped, oversized headers get 431 and broken framing 400 in the envelope; pipelined requests across both planes are answered in order; no secret is ever logged")
     func connections() async throws {
         let apiKey = "cvn_test_" + String(repeating: "k", count: 24)
         let apiDigest = SHA256.hash(data: Data(apiKey.utf8)).map { String(format: "%02x", $0) }.joined()
@@ -53,6 +53,20 @@ struct SecurityTests {
             #expect(broken.hasPrefix("HTTP/1.1 400"), "\(broken.prefix(200))")
             #expect(broken.contains(#""code":"malformed_http""#))
             print("caravan-security: malformed HTTP (Content-Length: nope) | 400 | invalid_request_error | malformed_http")
+
+            // Pipelined requests on one connection, across both planes (Hummingbird's /health and
+            // the data plane's completions): the answers come back whole and in request order.
+            let body = chatBody()
+            let chat = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(valid)\r\n"
+                + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            let health = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            let closing = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            let pipelined = try rawExchange(hubURL: cluster.hubURL, health + chat + chat + health + chat + closing)
+            let answers = pipelined.components(separatedBy: "HTTP/1.1 ").dropFirst()
+            #expect(answers.map { $0.hasPrefix("200") } == Array(repeating: true, count: 6), "\(pipelined.prefix(600))")
+            #expect(answers.map { $0.contains("chat.completion") } == [false, true, true, false, true, false],
+                    "answers out of order: \(pipelined.prefix(600))")
+            print("caravan-security: 6 pipelined requests, both planes interleaved | 6 × 200 in order | - | -")
 
             // Secrets never appear in what the hub and worker print or in the admin view.
             let admin = try await cluster.request("GET", "/admin/workers", token: .some(cluster.adminToken))

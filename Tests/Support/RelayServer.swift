@@ -38,6 +38,16 @@ package final class RelayServer: Sendable {
         return finished
     }
 
+    /// Waits (up to `within`) for `count` forwards to have returned; their results.
+    package func waitForResults(_ count: Int, within: Duration = .seconds(10)) async throws -> [String] {
+        let deadline = ContinuousClock.now + within
+        while results.count < count {
+            guard ContinuousClock.now < deadline else { throw TestFailure("\(results.count) of \(count) forwards returned") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return results
+    }
+
     /// Serves a relay to `target` while `body` runs, then stops it.
     package static func serving<T: Sendable>(
         to target: String, client: UpstreamClient, options: UpstreamForwarder.Options,

@@ -184,10 +184,13 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func replayHeld(_ context: ChannelHandlerContext) {
+        guard !held.isEmpty else { return }
         while let part = held.first, !mustHold(part) {
             held.removeFirst()
             handle(part, context: context)
         }
+        // Outside a read, Hummingbird's async channel hands parts on only at read-complete.
+        context.fireChannelReadComplete()
         if held.count < Self.maxHeld, readPending {
             readPending = false
             context.read()
