@@ -244,6 +244,49 @@ struct RelayTests {
         try await upstream.stop()
     }
 
+    @Test("Expect: 100-continue is answered at once: 100 Continue, then the answer once the body came; 413 at once when the announced body is over the limit")
+    func expectContinue() async throws {
+        try await Self.withRelay { _, relay, _, _ in
+            let body = chatBody(model: "fake")
+            let asking = try rawConnection(to: relay.url)
+            defer { close(asking) }
+            Self.send(asking, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      + "Expect: 100-continue\r\nContent-Length: \(body.utf8.count)\r\n\r\n")
+            let interim = Self.read(asking, within: 2)
+            #expect(interim.hasPrefix("HTTP/1.1 100 Continue"), "no interim answer before the body: \(interim.prefix(100))")
+            Self.send(asking, body)
+            let answer = Self.read(asking, within: 5)
+            #expect(answer.contains("HTTP/1.1 200") && answer.contains("chat.completion"), "\(answer.prefix(300))")
+
+            let huge = try rawConnection(to: relay.url)
+            defer { close(huge) }
+            Self.send(huge, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      + "Expect: 100-continue\r\nContent-Length: \(4 << 20)\r\n\r\n")
+            let refused = Self.read(huge, within: 2)
+            #expect(refused.hasPrefix("HTTP/1.1 413") && refused.contains("request_too_large"), "\(refused.prefix(300))")
+            #expect(isClosedByPeer(huge), "the connection closes: the client sends no body")
+        }
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        _ = text.withCString { Foundation.send(fd, $0, strlen($0), 0) }
+    }
+
+    /// What arrives within `seconds`, and then until 300 ms pass without a byte, as text.
+    static func read(_ fd: Int32, within seconds: Int) -> String {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { break }
+            received += buffer[0..<n]
+            timeout = timeval(tv_sec: 0, tv_usec: 300_000)
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
     static func send(_ fd: Int32, stream: Bool) {
         let body = chatBody(model: "fake", stream: stream)
         let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -15,7 +15,8 @@ import Wire
 /// - The connection-state handler before it sees every request and answer, so idle
 ///   timeouts and graceful shutdown (close after the answer in progress) hold for both.
 /// - A claimed body is read whole, up to the plane's limit (413: the rest is dropped and the
-///   connection kept) within its timeout (408: the connection closes).
+///   connection kept) within its timeout (408: the connection closes). `Expect: 100-continue`
+///   is answered at once: `100 Continue`, or 413 when the announced length is over the limit.
 final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -48,6 +49,9 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
     private var readPending = false
     /// Held parts beyond which the connection stops reading.
     private static let maxHeld = 64
+
+    static let tooLarge = OpenAIError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
+                                      message: "Request body is larger than the configured limit")
 
     init(plane: any DataPlane, runner: DataPlaneRunner, accessLog: AccessLog) {
         self.plane = plane
@@ -102,6 +106,16 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
             let announced = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0
             let body = context.channel.allocator.buffer(capacity: min(max(announced, 0), plane.maxBodyBytes))
             state = .reading(head: head, body: body, record: record, timer: timer)
+            let expectsContinue = head.headerFields[.expect]?.lowercased() == "100-continue"
+            guard announced <= plane.maxBodyBytes else {
+                // Refused before the body is sent: a client that asked first (curl does above
+                // 1 MiB) sends nothing more, so the connection closes; another one's body is dropped.
+                return reject(Self.tooLarge, close: expectsContinue)
+            }
+            if expectsContinue {
+                // Without it the client waits (curl: 1 s) before sending the body.
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
+            }
         case (.passing, .end):
             state = .idle
             context.fireChannelRead(wrapInboundOut(part))
@@ -111,8 +125,7 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
             state = .idle  // keeps `body` uniquely referenced while it grows
             guard body.readableBytes + chunk.readableBytes <= plane.maxBodyBytes else {
                 state = .reading(head: head, body: body, record: record, timer: timer)
-                return reject(OpenAIError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
-                                          message: "Request body is larger than the configured limit"), close: false)
+                return reject(Self.tooLarge, close: false)
             }
             body.writeBuffer(&chunk)
             state = .reading(head: head, body: body, record: record, timer: timer)
