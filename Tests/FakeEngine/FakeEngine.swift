@@ -45,10 +45,12 @@ struct FakeEngine {
         var slotsDelayMs = 0
         var pad = 0
         var healthHang = false
+        /// Answers with `status` carry the worker's "full" mark (X-Caravan-Admission: full).
+        var full = false
 
         enum CodingKeys: String, CodingKey {
             case ttfbMs = "ttfb_ms", tokenMs = "token_ms", tokens, status, hang, crashAfter = "crash_after"
-            case healthDelayMs = "health_delay_ms", slots, slotsDelayMs = "slots_delay_ms", pad, healthHang = "health_hang"
+            case healthDelayMs = "health_delay_ms", slots, slotsDelayMs = "slots_delay_ms", pad, healthHang = "health_hang", full
         }
 
         init() {}
@@ -63,6 +65,7 @@ struct FakeEngine {
             hang = try c.decodeIfPresent(Bool.self, forKey: .hang) ?? base.hang
             crashAfter = try c.decodeIfPresent(Int.self, forKey: .crashAfter) ?? base.crashAfter
             healthDelayMs = try c.decodeIfPresent(Int.self, forKey: .healthDelayMs) ?? base.healthDelayMs
+            full = try c.decodeIfPresent(Bool.self, forKey: .full) ?? false
             slots = try c.decodeIfPresent(Int.self, forKey: .slots) ?? base.slots
             slotsDelayMs = try c.decodeIfPresent(Int.self, forKey: .slotsDelayMs) ?? base.slotsDelayMs
             pad = try c.decodeIfPresent(Int.self, forKey: .pad) ?? base.pad
@@ -151,6 +154,7 @@ struct FakeEngine {
                 var headers: HTTPFields = [.contentType: stream ? "text/event-stream" : "application/json"]
                 headers[HTTPField.Name("X-Served-By")!] = servedBy
                 if let status = behaviour.status {
+                    if behaviour.full { headers[HTTPField.Name("X-Caravan-Admission")!] = "full" }
                     return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(
                         string: #"{"error":{"code":\#(status),"message":"injected failure","type":"server_error"}}"#)))
                 }

@@ -49,6 +49,20 @@ struct AttemptPolicyTests {
             == expected)
     }
 
+    @Test("a worker's \"full\" answer is neither an attempt nor an exclusion nor a breaker sample: the request is picked again at once")
+    func full() {
+        var policy = AttemptPolicy(retries: 0, breaker: BreakerConfig())
+        for _ in 0..<3 {
+            let verdict = policy.failed(slot: 4, worker: "a", reply: reply(429), error: .workerFull, firstByteJudged: false,
+                                        jitterMilliseconds: 80)
+            #expect(verdict == .init(sample: .neutral, retry: true, pause: nil, full: true))
+        }
+        #expect(policy.attempts == 0 && policy.tried.isEmpty && policy.mayRetry == false && !policy.madeAttempts)
+        // A real failure after it still counts (and, with no retries left, ends the request).
+        #expect(policy.failed(slot: 4, worker: "a", reply: nil, error: .connectionRefused, firstByteJudged: false,
+                              jitterMilliseconds: 80).retry == false)
+    }
+
     @Test("a busy (429) or unavailable (503) worker means a pause before the next attempt, growing with each attempt; others none")
     func pauses() {
         var policy = AttemptPolicy(retries: 3, breaker: BreakerConfig())

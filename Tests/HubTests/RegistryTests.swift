@@ -178,6 +178,38 @@ struct RegistryTests {
         #expect(strict.pick("m", now: t0).decision == .saturated)
     }
 
+    @Test("a worker's \"full\" answer empties its capacity until its next report or until one of this hub's requests there ends")
+    func full() {
+        var registry = Registry(expiry: .seconds(6), aheadPerSlot: 1)
+        registry.register(report("a", models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        registry.register(report("b", models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        let slotB = registry.worker(named: "b")!.slot
+        let held = registry.pick("m", excluding: [slotB], now: t0).decision.pick!
+        let refused = registry.pick("m", excluding: [slotB], now: t0).decision.pick!
+        #expect(held.worker == "a" && refused.worker == "a")
+        registry.releaseFull(refused, now: t0)
+        // Everything goes to b now (2 slots + 2 ahead), then the queue: a is not picked again.
+        let toB = (0..<4).map { _ in registry.pick("m", now: t0).decision.worker }
+        #expect(toB == ["b", "b", "b", "b"])
+        #expect(registry.pick("m", now: t0).decision == .saturated)
+        // One of this hub's requests on a ends: a has room again.
+        _ = registry.release(held, sample: .success, now: t0)
+        #expect(registry.pick("m", now: t0).decision.worker == "a")
+        // A report clears it too, and its `requests` (slots and the engine's queue) count the
+        // other hubs' share: 3 held there, 1 of them ours, so 2 of 4 (2 slots + 2 ahead) are others'.
+        var c = Registry(expiry: .seconds(6), aheadPerSlot: 1)
+        c.register(report("c", models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        let ours = c.pick("m", now: t0).decision.pick!
+        c.releaseFull(c.pick("m", now: t0).decision.pick!, now: t0)
+        #expect(c.pick("m", now: t0).decision == .saturated)
+        var model = ModelReport(name: "m", state: .ready, slotsTotal: 2, slotsBusy: 2)
+        model.requests = 3
+        #expect(c.heartbeat(report("c", seq: 2, models: [model]), now: t0) == .accepted)
+        #expect(c.pick("m", now: t0).decision.pick?.isAhead == true)
+        #expect(c.pick("m", now: t0).decision == .saturated)
+        _ = ours
+    }
+
     @Test("the hub's own in-flight count caps a worker between heartbeats; release frees it")
     func inFlight() {
         var registry = Registry(expiry: .seconds(6))

@@ -173,6 +173,19 @@ struct RelayTests {
         }
     }
 
+    @Test("a worker's \"full\" answer is held back even with no retry left; an ordinary 429 then passes through")
+    func fullIsAlwaysHeldBack() async throws {
+        try await Self.withRelay { engine, relay, client, http in
+            try engine.set(#"{"status": 429, "full": true}"#)
+            let full = try await Self.chat(http, relay)
+            #expect(full.status == 429)
+            try engine.set(#"{"status": 429}"#)
+            let busy = try await Self.chat(http, relay)
+            #expect(busy.status == 429)
+            #expect(try await relay.waitForResults(2) == ["worker_full", "relayed"])
+        }
+    }
+
     @Test("a client that hangs up while the answer is awaited stops the upstream request; a refused connection is reported as such")
     func departureAndRefusal() async throws {
         try await Self.withRelay { engine, relay, client, http in

@@ -20,6 +20,10 @@ struct AttemptPolicy {
         var retry: Bool
         /// Pause before the next attempt: a busy (429) or unavailable (503) worker says "later".
         var pause: Duration?
+        /// The worker answered "full": not an attempt, not an exclusion. Its pair takes nothing
+        /// from this hub until it reports again, and the request is picked again (another worker,
+        /// or the queue).
+        var full = false
     }
 
     let retries: Int
@@ -44,6 +48,7 @@ struct AttemptPolicy {
     /// client. `jitterMilliseconds` (50...250 in production) spreads retries after a 429/503.
     mutating func failed(slot: Int, worker: String, reply: UpstreamForwarder.ErrorReply?, error: UpstreamError,
                          firstByteJudged: Bool, jitterMilliseconds: Int) -> Verdict {
+        if error.kind == .workerFull { return Verdict(sample: .neutral, retry: true, pause: nil, full: true) }
         attempts += 1
         tried.append(slot)
         lastFailure = "worker \(worker): \(error)"

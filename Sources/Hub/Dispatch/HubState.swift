@@ -163,6 +163,13 @@ final class HubState: Sendable {
         drainQueues()
     }
 
+    /// Ends a reservation the worker refused as full (``Registry/releaseFull(_:now:)``).
+    func releaseFull(_ pick: Registry.Pick) {
+        let instant = now()
+        guarded.withLock { $0.registry.releaseFull(pick, now: instant) }
+        metrics?.workerFull(model: pick.model, worker: pick.worker)
+    }
+
     /// A reserved request's first byte is overdue: judge it slow now (``Registry/firstByteOverdue(_:after:now:)``).
     func firstByteOverdue(_ pick: Registry.Pick, after slowTTFB: Duration) {
         let instant = now()

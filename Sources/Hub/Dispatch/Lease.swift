@@ -52,5 +52,12 @@ final class Lease: Sendable {
         state.release(pick, sample: sample, ttft: ttft)
     }
 
+    /// Ends the lease on a "full" answer: the worker is at its own admission bound.
+    func releaseFull() {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        firstByteArrived()
+        state.releaseFull(pick)
+    }
+
     deinit { release(.neutral) }
 }

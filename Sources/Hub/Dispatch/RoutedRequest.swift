@@ -225,6 +225,11 @@ final class RoutedRequest {
         case .failed(let reply, let error):
             let verdict = attempts.failed(slot: pick.slot, worker: pick.worker, reply: reply, error: error,
                                           firstByteJudged: lease.firstByteJudged, jitterMilliseconds: Int.random(in: 50...250))
+            if verdict.full {
+                lease.releaseFull()
+                logger.debug("worker full; picking again", metadata: ["worker": "\(pick.worker)", "model": "\(pick.model)"])
+                return attempt()
+            }
             lease.release(verdict.sample)
             logger.warning("attempt failed before the first byte", metadata: [
                 "worker": "\(pick.worker)", "model": "\(pick.model)", "attempt": "\(attempts.attempts)",

@@ -97,6 +97,11 @@ final class HubMetrics: Sendable {
                              help: "Attempts that failed before the first byte and were retried elsewhere").increment()
     }
 
+    func workerFull(model: String, worker: String) {
+        registry.counter("caravan_hub_worker_full_total", labels: [("model", model), ("worker", worker)],
+                         help: "Attempts a worker refused as full (its own admission bound); sent elsewhere or queued").increment()
+    }
+
     func breakerTransition(worker: String, model: String, to state: String) {
         registry.counter("caravan_hub_breaker_transitions_total",
                              labels: [("worker", worker), ("model", model), ("to", state)],

@@ -37,6 +37,12 @@ package struct Registry: Sendable {
         package var state: ModelState
         package var slotsTotal: Int
         package var slotsBusy: Int
+        /// Requests the worker holds for the model (in slots or in the engine's queue), from
+        /// its report (0 from workers that do not report it: `slotsBusy` counts then).
+        package var requests = 0
+        /// The worker answered "full" (``UpstreamError/Kind/workerFull``): no capacity here
+        /// until its next report, or until one of this hub's requests on it ends.
+        package var full = false
         /// For a model that is not loaded: how it fits the worker's VRAM (``VRAMBudget``).
         package var fit: VRAMBudget.Fit
         /// Peak-EWMA of the time to first byte of streamed answers, in nanoseconds (0: no
@@ -304,6 +310,8 @@ package struct Registry: Sendable {
                 pairs[id].state = model.state
                 pairs[id].slotsTotal = model.slotsTotal
                 pairs[id].slotsBusy = model.slotsBusy
+                pairs[id].requests = model.requests ?? 0
+                pairs[id].full = false
                 pairs[id].inFlightAtReport = pairs[id].inFlight
                 pairs[id].fit = fit
                 // A TTFT average no sample has confirmed for a while (a worker that now only
@@ -320,6 +328,7 @@ package struct Registry: Sendable {
                 var pair = Pair(slot: slot, model: index, incarnation: incarnations, lastSeen: nanos(now), weight: report.weight, state: model.state,
                                 slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fit: fit)
                 pair.drained = worker.drainedHere || report.draining == true
+                pair.requests = model.requests ?? 0
                 let id: Int
                 if let free = pairs.firstIndex(where: { $0.slot == -1 }) {
                     id = free
@@ -528,11 +537,12 @@ package struct Registry: Sendable {
     /// Free request slots of one (worker, model), counting this hub's own in-flight
     /// requests so a burst cannot pile onto a worker whose last heartbeat said "idle".
     ///
-    /// - loaded: `slots_total - (max(0, slots_busy reported - hub in-flight when that report
-    ///   arrived) + hub in-flight now)`: the busy slots that were not ours (other hubs, direct
-    ///   callers) stay counted until the next report, ours are counted live, so a slot we free
-    ///   is usable at once instead of after the next heartbeat; a loaded model
-    ///   whose slots are unknown counts as one slot.
+    /// - loaded: `slots_total - (max(0, requests (or busy slots) reported - hub in-flight when that report
+    ///   arrived) + hub in-flight now)`: the requests that were not ours (other hubs, direct
+    ///   callers; running or in the engine's queue) stay counted until the next report, ours
+    ///   are counted live, so a slot we free is usable at once instead of after the next
+    ///   heartbeat; a loaded model whose slots are unknown counts as one slot.
+    /// - refused as full by the worker since its last report: nothing (``Pair/full``).
     /// - not loaded: `assumedSlots - hub in-flight` when the model fits the worker's VRAM
     ///   budget (``VRAMBudget/fit(needMiB:freeMiB:)``, the definition the worker admits by):
     ///   `loadable` when it fits the free VRAM now, `evicting` when idle models must go
@@ -542,9 +552,10 @@ package struct Registry: Sendable {
     ///   to wait in the engine's queue (``Tier/ahead``).
     /// - failed: one slot (a single retry at a time).
     package static func capacity(_ pair: Pair, aheadPerSlot: Int = 0) -> (tier: Tier, free: Int) {
+        if pair.full { return (.loaded, 0) }
         switch pair.state {
         case .ready:
-            let others = max(0, pair.slotsBusy - pair.inFlightAtReport)
+            let others = max(0, max(pair.requests, pair.slotsBusy) - pair.inFlightAtReport)
             let total = pair.slotsTotal > 0 ? pair.slotsTotal : 1
             let free = total - others - pair.inFlight
             if free <= 0 && aheadPerSlot > 0 && free + total * aheadPerSlot > 0 {
@@ -681,6 +692,7 @@ package struct Registry: Sendable {
         // The worker may have left (or the pair been reused) meanwhile: then there is nothing to update.
         guard isCurrent(pick) else { return nil }
         pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
+        pairs[pick.pair].full = false  // one of ours ended there: the worker has room again
         if sample == .success { noteAnswer(fromSlot: pick.slot, now: now) }
         if let ttft, !pick.isAhead { observeTTFT(pick.pair, ttft, now: nanos(now)) }
         defer {
@@ -692,6 +704,19 @@ package struct Registry: Sendable {
             return nil
         }
         return breakers[pick.pair].record(sample, now: now, isProbe: pick.isProbe)
+    }
+
+    /// Ends a reservation the worker refused as full (``UpstreamError/Kind/workerFull``): its
+    /// in-flight slot is freed, its breaker learns nothing, and the pair takes no more
+    /// requests from this hub until the worker's next report or until one of this hub's
+    /// requests there ends (another hub, or direct callers, filled it).
+    package mutating func releaseFull(_ pick: Pick, now: Instant) {
+        guard isCurrent(pick) else { return }
+        pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
+        pairs[pick.pair].full = true
+        if pick.isProbe { breakers[pick.pair].abandon() }
+        pairs[pick.pair].gate = Gate(breakers[pick.pair].state, epoch: epoch)
+        refresh(pick.pair)
     }
 
     /// A streamed request's first byte is already later than `slowTTFB`: it counts as a

@@ -158,11 +158,13 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             let status = Int(head.status.code)
             // 501 is the engine saying it cannot do this at all (llama-server without --reranking, a
             // model without FIM tokens): another worker's copy would say the same.
-            if exchange.interceptRetryable && (status >= 500 && status != 501 || status == 429) {
+            // A worker's "full" answer is always held back: the caller sends the request elsewhere or queues it.
+            let full = status == 429 && head.headers.first(name: admissionHeaderName) == admissionFull
+            if full || exchange.interceptRetryable && (status >= 500 && status != 501 || status == 429) {
                 let reply = UpstreamForwarder.ErrorReply(status: HTTPResponse.Status(code: status, reasonPhrase: head.status.reasonPhrase),
                                                          headers: HTTPForwarding.responseHeaders(head.headers), body: body)
                 ended(after)
-                return exchange.promise.succeed(.failed(reply, .httpStatus(status)))
+                return exchange.promise.succeed(.failed(reply, full ? .workerFull : .httpStatus(status)))
             }
             // No first-byte time: llama-server sends a non-streamed head only after generating
             // every token, so that time measures the whole generation, not the worker's health.

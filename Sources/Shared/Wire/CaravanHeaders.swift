@@ -14,3 +14,15 @@ public let streamHeaderName = "X-Caravan-Stream"
 
 /// ``streamHeaderName`` as a field name.
 public let streamHeader = HTTPField.Name(streamHeaderName)!
+
+/// Header a worker sets on its "full" answer (429, before any byte): it already holds
+/// `slots x (1 + ahead_per_slot)` requests for the model. The hub then sends the request
+/// elsewhere or queues it, and never counts the answer against the worker's breaker: N hubs
+/// sharing a worker cannot overfill it, because the worker decides its own admission.
+public let admissionHeaderName = "X-Caravan-Admission"
+
+/// ``admissionHeaderName`` as a field name.
+public let admissionHeader = HTTPField.Name(admissionHeaderName)!
+
+/// The value of ``admissionHeader`` on a worker's "full" answer.
+public let admissionFull = "full"

@@ -36,6 +36,10 @@ public struct ModelReport: Codable, Sendable, Equatable {
     /// True when the engine's `/slots` did not answer in time and the slot counts are the
     /// last good reading (not zeros: a busy engine must not look like it lost its capacity).
     public var slotsStale: Bool?
+    /// Requests the worker holds for the model now: running in a slot or waiting in the
+    /// engine's queue (`slotsBusy` counts only the first). Hubs subtract the other hubs'
+    /// share from their capacity with it; absent from workers before it existed.
+    public var requests: Int?
 
     public init(name: String, aliases: [String] = [], state: ModelState, slotsTotal: Int = 0,
                 slotsBusy: Int = 0, reason: String? = nil, vramEstimateMiB: Int? = nil) {

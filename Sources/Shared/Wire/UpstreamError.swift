@@ -34,6 +34,9 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
         case readerStalled = "reader_stalled"
         /// This process is shutting down and the exchange outlived its grace. Nobody's fault.
         case shuttingDown = "shutting_down"
+        /// The worker answered "full" (``admissionHeader``): it holds as many requests for the
+        /// model as it admits. Not a failure: the request goes elsewhere or waits in the queue.
+        case workerFull = "worker_full"
     }
 
     public let kind: Kind
@@ -51,7 +54,7 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
     /// A 429 (busy) says nothing about its health; a stalled reader or a shutdown is not its doing.
     public var blamesUpstream: Bool {
         switch kind {
-        case .readerStalled, .shuttingDown, .badURL: false
+        case .readerStalled, .shuttingDown, .badURL, .workerFull: false
         case .httpStatus: status != 429
         default: true
         }
@@ -73,4 +76,5 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
     public static func transport(_ reason: String) -> Self { Self(.transport, reason) }
     public static func readerStalled(_ limit: Duration) -> Self { Self(.readerStalled, "the client read nothing for \(limit)") }
     public static let shuttingDown = Self(.shuttingDown, "the server is shutting down")
+    public static let workerFull = Self(.workerFull, "worker full", status: 429)
 }

@@ -101,7 +101,7 @@ struct WorkerApplication {
         let gpus = GPUMonitor(declared: worker.gpus, interval: cluster.hub.heartbeatInterval, logger: logger)
         let metrics = WorkerMetrics()
         let supervisor = EngineSupervisor(config: worker, client: client, gpus: gpus, logger: logger, metrics: metrics,
-                                          loadConfig: loadConfig, onChange: { trigger.fire() })
+                                          aheadPerSlot: hub.queue.aheadPerSlot, loadConfig: loadConfig, onChange: { trigger.fire() })
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
         let drain = DrainSwitch()
@@ -124,7 +124,7 @@ struct WorkerApplication {
                            // hub first (its lease, breaker-neutral); this one only guards
                            // against a hub that stopped reading.
                            clientWriteTimeout: hub.clientWriteTimeout * 2, shutdown: grace),
-            logger: logger, drain: drain)
+            logger: logger, drain: drain, metrics: metrics)
         let runner = DataPlaneRunner()
         let admin = WorkerAdminRoutes(supervisor: supervisor, drain: drain, metrics: metrics, inFlight: inFlight, trigger: trigger,
                                       keepalive: min(.seconds(15), hub.idleTimeout / 3))

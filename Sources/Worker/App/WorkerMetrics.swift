@@ -35,12 +35,18 @@ final class WorkerMetrics: Sendable {
                          help: "Engines unloaded (idle ttl, or an admin)").increment()
     }
 
+    func admissionFull(_ model: String) {
+        registry.counter("caravan_worker_admission_full_total", labels: [("model", model)],
+                         help: "Requests refused as full: the engine held slots x (1 + ahead_per_slot) already").increment()
+    }
+
     func loaded(_ model: String, after duration: Duration) {
         registry.histogram("caravan_worker_engine_load_seconds", labels: [("model", model)], buckets: Self.loadBuckets,
                            help: "Time from launch to a ready engine").record(duration)
     }
 
-    func render(models: [ModelReport], engines: [(model: String, exposition: String)], draining: Bool, inFlight: Int) -> String {
+    func render(models: [ModelReport], engines: [(model: String, exposition: String)], draining: Bool, inFlight: Int,
+                admissions: [String: (requests: Int, peak: Int)]) -> String {
         var live = MetricsExposition()
         live.add("caravan_worker_draining", draining ? 1 : 0, help: "1 while an admin has drained this worker")
         live.add("caravan_worker_requests_in_flight", Double(inFlight), help: "Requests being forwarded to engines")
@@ -51,6 +57,12 @@ final class WorkerMetrics: Sendable {
                      help: "Slots of the model's engine")
             live.add("caravan_worker_engine_slots_busy", Double(model.slotsBusy), labels: [("model", model.name)],
                      help: "Busy slots of the model's engine")
+            if let admitted = admissions[model.name] {
+                live.add("caravan_worker_model_requests", Double(admitted.requests), labels: [("model", model.name)],
+                         help: "Requests the model's engine holds now (in a slot or in its queue)")
+                live.add("caravan_worker_model_requests_peak", Double(admitted.peak), labels: [("model", model.name)],
+                         help: "The most requests the model's engine held at once since the worker started")
+            }
         }
         ProcessMetrics.add(to: &live)
         for engine in engines { live.merge(engine.exposition, adding: ("model", engine.model)) }

@@ -67,7 +67,33 @@ actor EngineSupervisor: Service {
         var lastUsed = ContinuousClock.now
         /// The running engine requests may take without asking the actor (see ``acquireReady(_:)``).
         var ready: Engine?
+        /// Most requests the running engine is given at once: `slots x (1 + ahead_per_slot)`
+        /// once its slots are known (nil: no bound yet). Beyond it the worker answers "full".
+        var limit: Int?
+        /// The most leases held at once since this worker started (`/metrics`).
+        var peak = 0
         var busy: Bool { leases + waiting > 0 }
+
+        mutating func lease() {
+            leases += 1
+            peak = max(peak, leases)
+            lastUsed = .now
+        }
+    }
+
+    /// What ``acquireReady(_:)`` found.
+    enum ReadyLease {
+        /// A lease on the running engine.
+        case engine(Engine)
+        /// The engine holds `limit` requests already: the request goes elsewhere (the hub's retry or queue).
+        case full(limit: Int)
+        /// No engine is running: ``acquire(_:)`` starts one or waits for it.
+        case notReady
+    }
+
+    /// Thrown by ``acquire(_:)`` when the engine it waited for holds its bound of requests.
+    struct AdmissionFull: Error {
+        let limit: Int
     }
 
     private enum Event: Sendable {
@@ -105,13 +131,17 @@ actor EngineSupervisor: Service {
     private nonisolated let rewrites = Mutex<[String: BodyRewrite]>([:])
     /// Remote upstreams per canonical model; read without entering the actor.
     private nonisolated let remotes = Mutex<[String: (url: String, apiKey: Secret?)]>([:])
+    /// Requests admitted per engine slot beyond the slot itself (the cluster's
+    /// `queue.ahead_per_slot`, the hub's own setting): the bound of ``Usage/limit``.
+    private let aheadPerSlot: Int
 
     /// - Parameter loadConfig: re-reads this worker's entry from the cluster file (reload).
     /// - Parameter onChange: called after every state change (sends a heartbeat now).
     init(config: WorkerConfig, client: HTTPClient, gpus: GPUMonitor, logger: Logger, metrics: WorkerMetrics? = nil,
-         loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
+         aheadPerSlot: Int = 1, loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
          onChange: @escaping @Sendable () -> Void = {}) {
         self.config = config
+        self.aheadPerSlot = aheadPerSlot
         self.probe = LlamaServerClient(client: client)
         self.gpus = gpus
         self.logger = logger
@@ -198,8 +228,7 @@ actor EngineSupervisor: Service {
     /// A request to a remote model starts: counted like an engine lease (its busy slots).
     nonisolated func leaseRemote(_ model: String) {
         usage.withLock { usage in
-            usage[model, default: Usage()].leases += 1
-            usage[model]?.lastUsed = .now
+            usage[model, default: Usage()].lease()
         }
     }
 
@@ -221,11 +250,13 @@ actor EngineSupervisor: Service {
         usage.withLock { $0[model, default: Usage()].waiting += 1 }
         do {
             let engine = try await readyEngine(model)
-            usage.withLock { usage in
+            let full = usage.withLock { usage -> Int? in
                 usage[model]?.waiting -= 1
-                usage[model]?.leases += 1
-                usage[model]?.lastUsed = .now
+                if let limit = usage[model]?.limit, let leases = usage[model]?.leases, leases >= limit { return limit }
+                usage[model]?.lease()
+                return nil
             }
+            if let full { throw AdmissionFull(limit: full) }
             return engine
         } catch {
             usage.withLock { $0[model]?.waiting -= 1 }
@@ -237,23 +268,34 @@ actor EngineSupervisor: Service {
     /// synchronous path, on the request's event loop (nil: ``acquire(_:)`` starts it or waits).
     /// An eviction decided in the same instant can still stop the engine under the request,
     /// which then fails before its first byte and the hub retries it elsewhere.
-    nonisolated func acquireReady(_ model: String) -> Engine? {
-        guard let engine = usage.withLock({ $0[model]?.ready }), engine.process.exitStatus == nil else { return nil }
-        usage.withLock { usage in
-            usage[model]?.leases += 1
-            usage[model]?.lastUsed = .now
+    nonisolated func acquireReady(_ model: String) -> ReadyLease {
+        usage.withLock { usage -> ReadyLease in
+            guard let entry = usage[model], let engine = entry.ready, engine.process.exitStatus == nil else { return .notReady }
+            if let limit = entry.limit, entry.leases >= limit { return .full(limit: limit) }
+            usage[model]?.lease()
+            return .engine(engine)
         }
-        return engine
+    }
+
+    /// Requests held per model now and at most since start (`/metrics`, and the report's `requests`).
+    nonisolated func admissions() -> [String: (requests: Int, peak: Int)] {
+        usage.withLock { $0.mapValues { ($0.leases, $0.peak) } }
     }
 
     /// Mirrors the engines that are ready (not retiring or unloading) where ``acquireReady(_:)`` reads them.
+    /// Also publishes each engine's admission bound: `slots x (1 + ahead_per_slot)`, from its
+    /// fixed slot count or the last `/slots` reading (one slot for engines without `/slots`).
     private func publishReady() {
-        let ready = models.compactMapValues { runtime -> Engine? in
+        let ready = models.compactMapValues { runtime -> (engine: Engine, limit: Int?)? in
             guard case .ready(let engine) = runtime.phase, !runtime.retiring, !runtime.unloading else { return nil }
-            return engine
+            let slots = engine.fixedSlots ?? runtime.lastSlots?.total ?? (engine.isLlamaServer ? nil : 1)
+            return (engine, slots.map { max(1, $0) * (1 + aheadPerSlot) })
         }
         usage.withLock { usage in
-            for name in Set(usage.keys).union(ready.keys) { usage[name, default: Usage()].ready = ready[name] }
+            for name in Set(usage.keys).union(ready.keys) {
+                usage[name, default: Usage()].ready = ready[name]?.engine
+                usage[name]?.limit = ready[name]?.limit
+            }
         }
     }
 
@@ -380,6 +422,10 @@ actor EngineSupervisor: Service {
         guard models[name] != nil else {
             await process.terminate(grace: config.stopGrace)
             throw EngineError.plain("model \(name) was removed from this worker while it started")
+        }
+        // Its slots bound what it is given at once (``Usage/limit``) from the first request on.
+        if engine.fixedSlots == nil, engine.isLlamaServer, let slots = await probe.slots(engine) {
+            models[name]?.lastSlots = slots
         }
         models[name]?.phase = .ready(engine)
         models[name]?.reason = nil
@@ -763,6 +809,7 @@ actor EngineSupervisor: Service {
                 entry.state = .ready
                 entry.slotsTotal = total
                 entry.slotsBusy = min(total, leases(name))
+                entry.requests = leases(name)
                 entry.unlisted = runtime.spec.config.unlisted
                 reports.append(entry)
                 continue
@@ -783,6 +830,7 @@ actor EngineSupervisor: Service {
                 // A model whose replacement waits for it to drain takes no new requests here
                 // while another worker can serve them.
                 entry.state = runtime.retiring || runtime.unloading ? .draining : .ready
+                entry.requests = leases(name)
                 if let slots = await slots(engine) {
                     models[name]?.lastSlots = slots
                     (entry.slotsTotal, entry.slotsBusy) = slots

@@ -64,7 +64,8 @@ struct WorkerAdminRoutes: Sendable {
     /// The Prometheus exposition (also served by the open metrics listener).
     func metricsResponse() async -> Response {
         let text = metrics.render(models: await supervisor.report(), engines: await supervisor.engineMetrics(),
-                                  draining: drain.isDraining, inFlight: inFlight.value)
+                                  draining: drain.isDraining, inFlight: inFlight.value,
+                                  admissions: supervisor.admissions())
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(string: text)))
     }

@@ -30,6 +30,7 @@ struct WorkerDataPlane: DataPlane {
     let logger: Logger
     /// An admin's drain: new requests are refused (the hub retries them elsewhere).
     let drain: DrainSwitch
+    var metrics: WorkerMetrics?
 
     func claims(_ head: HTTPRequest) -> Bool {
         let path = ClientExchange.requestPath(head.path)
@@ -74,13 +75,20 @@ struct WorkerDataPlane: DataPlane {
             supervisor.leaseRemote(model)
             return relay(exchange, model: model, stream: stream, base: remote.url, key: remote.apiKey?.value, remote: true)
         }
-        if let engine = supervisor.acquireReady(model) {
+        switch supervisor.acquireReady(model) {
+        case .engine(let engine):
             return relay(exchange, model: model, stream: stream, base: engine.baseURL, key: engine.apiKey, remote: false)
+        case .full(let limit):
+            return full(exchange, model: model, limit: limit)
+        case .notReady:
+            break
         }
         let supervisor = self.supervisor
         exchange.run {
             do {
                 return try await supervisor.acquire(model)
+            } catch let error as EngineSupervisor.AdmissionFull {
+                throw error
             } catch {
                 // The reason, not the engine's output: that stays in the logs and the admin API.
                 let reason = (error as? EngineError)?.publicReason ?? "it failed to load (see the worker's logs for model \(model))"
@@ -91,10 +99,23 @@ struct WorkerDataPlane: DataPlane {
             switch result {
             case .success(let engine):
                 relay(exchange, model: model, stream: stream, base: engine.baseURL, key: engine.apiKey, remote: false)
+            case .failure(let error as EngineSupervisor.AdmissionFull):
+                full(exchange, model: model, limit: error.limit)
             case .failure(let error):
                 exchange.fail(error)
             }
         }
+    }
+
+    /// The worker's own admission: its engine already holds `limit` requests (`slots x (1 +
+    /// ahead_per_slot)`), so this one is refused before any byte with a 429 the hub knows by
+    /// its ``admissionHeader``: the hub sends it elsewhere or queues it, and its breaker
+    /// counts nothing. However many hubs share this worker, the engine never holds more.
+    private func full(_ exchange: ClientExchange, model: String, limit: Int) {
+        metrics?.admissionFull(model)
+        exchange.respond(OpenAIError(.tooManyRequests, type: "server_error", code: "worker_full",
+                                     message: "This worker holds \(limit) requests for '\(model)' already (its admission bound)",
+                                     headers: [admissionHeader: admissionFull, .retryAfter: "1"]))
     }
 
     /// The canonical model and whether the answer streams: from the hub's headers, else the body.
