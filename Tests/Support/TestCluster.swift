@@ -18,6 +18,9 @@ package final class TestCluster: Sendable {
     package let clientToken: String
     package let adminToken: String
     package let configPath: String
+    /// Further hubs sharing the cluster file (``start(specs:hubs:...)`` with `hubs` > 1): every
+    /// worker registers with all of them.
+    package let otherHubs: [(process: ManagedProcess, url: String)]
 
     package static let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 
@@ -38,9 +41,10 @@ package final class TestCluster: Sendable {
     /// The client tests talk to the hub with (trusts the test CA in TLS tests).
     package let client: HTTPClient
 
-    private init(directory: URL, hub: ManagedProcess, hubURL: String, workers: [String: ManagedProcess],
-                 clientToken: String, adminToken: String, configPath: String, secrets: (client: String, worker: String),
-                 client: HTTPClient) {
+    private init(directory: URL, hub: ManagedProcess, hubURL: String, otherHubs: [(process: ManagedProcess, url: String)],
+                 workers: [String: ManagedProcess], clientToken: String, adminToken: String, configPath: String,
+                 secrets: (client: String, worker: String), client: HTTPClient) {
+        self.otherHubs = otherHubs
         self.client = client
         self.adminToken = adminToken
         self.secrets = secrets
@@ -95,8 +99,9 @@ package final class TestCluster: Sendable {
     }
 
     /// Starts a hub with `hubSettings` (extra YAML under `hub:`) and the given workers.
-    /// A worker `offline` serving `ghost` is declared but never started.
-    package static func start(specs: [WorkerSpec], hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
+    /// A worker `offline` serving `ghost` is declared but never started. With `hubs` > 1, more
+    /// hubs run on the same cluster file (``otherHubs``) and every worker reports to all.
+    package static func start(specs: [WorkerSpec], hubs: Int = 1, hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
                       heartbeat: String = "200ms", trusting caFile: String? = nil, hubArguments: [String] = [],
                       environment: [String: String] = [:],
                       prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
@@ -153,7 +158,7 @@ package final class TestCluster: Sendable {
         try prepare(directory)
         return try await launch(directory: directory, configPath: configPath, workers: specs.map { ($0.name, $0.logLevel) },
                                 clientSecret: clientSecret, trusting: caFile, hubArguments: hubArguments,
-                                environment: environment)
+                                environment: environment, hubs: hubs)
     }
 
     /// Starts a hub and workers from the repository's `cluster.example.yaml` exactly as a user
@@ -228,17 +233,28 @@ package final class TestCluster: Sendable {
     /// Starts the hub and `workers` from a written config file and waits until all are live.
     private static func launch(directory: URL, configPath: String, workers names: [(String, String?)],
                                clientSecret: String, trusting caFile: String?, hubArguments: [String] = [],
-                               environment: [String: String] = [:])
+                               environment: [String: String] = [:], hubs count: Int = 1)
         async throws -> TestCluster
     {
-        let hub = try ManagedProcess(name: "hub", executable: binDirectory.appendingPathComponent("caravan-hub"),
-                                     arguments: ["--config", configPath] + hubArguments, environment: environment)
-        let line = try await hub.waitForLine(containing: "caravan-hub listening on ")
-        let hubURL = String(line.split(separator: " ").last!)
+        var hubs: [(process: ManagedProcess, url: String)] = []
+        for index in 0..<count {
+            let hub = try ManagedProcess(name: index == 0 ? "hub" : "hub\(index + 1)",
+                                         executable: binDirectory.appendingPathComponent("caravan-hub"),
+                                         arguments: ["--config", configPath] + hubArguments, environment: environment)
+            hubs.append((hub, ""))
+            do {
+                let line = try await hub.waitForLine(containing: "caravan-hub listening on ")
+                hubs[index].url = String(line.split(separator: " ").last!)
+            } catch {
+                for started in hubs { await started.process.stop() }
+                throw error
+            }
+        }
+        let (hub, hubURL) = hubs[0]
         var workers: [String: ManagedProcess] = [:]
         for (name, logLevel) in names {
-            workers[name] = try startWorker(name, configPath: configPath, hubURL: hubURL, logLevel: logLevel,
-                                            environment: environment)
+            workers[name] = try startWorker(name, configPath: configPath, hubURL: hubs.map(\.url).joined(separator: ","),
+                                            logLevel: logLevel, environment: environment)
         }
         let workerSecret = try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -253,7 +269,7 @@ package final class TestCluster: Sendable {
         } else {
             client = HTTPClient.shared
         }
-        let cluster = TestCluster(directory: directory, hub: hub, hubURL: hubURL, workers: workers,
+        let cluster = TestCluster(directory: directory, hub: hub, hubURL: hubURL, otherHubs: Array(hubs.dropFirst()), workers: workers,
                                   clientToken: token, adminToken: admin, configPath: configPath,
                                   secrets: (clientSecret, workerSecret), client: client)
         do {
@@ -343,6 +359,7 @@ package final class TestCluster: Sendable {
             for worker in workers.values { group.addTask { await worker.stop() } }
         }
         await hub.stop()
+        for other in otherHubs { await other.process.stop() }
         try? FileManager.default.removeItem(at: directory)
     }
 
