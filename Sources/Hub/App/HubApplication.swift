@@ -4,6 +4,7 @@ import Routing
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
+import NIOSSL
 import Logging
 import ServiceLifecycle
 import Auth
@@ -102,8 +103,10 @@ struct HubApplication {
         // Workers close idle connections after client_idle_timeout; reuse stops well before.
         // A few connections per worker and event loop stay open ahead of need.
         let workerTLS = ServerSettings.clientTLS(caFile: hub.workerCAFile, baseDirectory: auth.baseDirectory)
+        // Workers behind NAT dial in (`tunnel_listen`); their requests go over that connection.
+        let tunnels = Tunnels(keepalive: config.hub.heartbeatInterval, connectTimeout: hub.connectTimeout, logger: logger)
         let client = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: min(hub.clientIdleTimeout / 2, .seconds(30)),
-                                    warm: 2, tls: workerTLS, logger: logger)
+                                    warm: 2, tls: workerTLS, logger: logger, tunnels: tunnels)
         let controlClient = ControlClient.make(connectTimeout: hub.connectTimeout, readTimeout: .seconds(30), tls: workerTLS)
         let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
                                                   concurrent: hub.limits.concurrent))
@@ -169,6 +172,17 @@ struct HubApplication {
             ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger),
             EventTicker(events: events, stats: stats, snapshot: { adminRoutes.snapshot() }),
         ]
+        if let address = hub.tunnelListen {
+            let tls = try hub.tls.map { try NIOSSLContext(configuration: try ServerSettings.serverTLS($0, baseDirectory: auth.baseDirectory)) }
+            let scheme = tls == nil ? "h2c" : "h2"
+            services.append(TunnelListener(tunnels: tunnels) {
+                try await tunnels.listen(host: address.host, port: address.port, tls: tls, runner: runner,
+                                         authenticate: { try await workerKeys.verify($0).subject },
+                                         announce: { bound in
+                                             announce("caravan-hub tunnels on \(scheme)://\(address.host):\(bound?.port ?? address.port)")
+                                         })
+            })
+        }
         if let reloader { services.append(ReloadOnHangup(logger: logger) { _ = try await reloader.reload() }) }
         if hub.metrics.public, let address = hub.metrics.listen {
             services.append(MetricsListener.application(address: address, serverName: "caravan-hub", logger: logger) {

@@ -111,6 +111,9 @@ extension ClusterConfig {
         for (index, worker) in config.workers.enumerated() where !names.insert(worker.name).inserted {
             throw ConfigError(key: "workers[\(index)].name", "worker name \"\(worker.name)\" is used twice")
         }
+        if config.hub.tunnelListen == nil, let index = config.workers.firstIndex(where: { $0.connect == .outbound }) {
+            throw ConfigError(key: "workers[\(index)].connect", "outbound needs hub.tunnel_listen (where such workers dial in)")
+        }
         return config
     }
 

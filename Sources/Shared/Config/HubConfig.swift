@@ -45,6 +45,10 @@ public struct HubConfig: Decodable, Sendable {
     public var join = false
     /// Where `GET /metrics` is served (admin credential on the API listener by default).
     public var metrics = MetricsConfig()
+    /// Where workers with `connect: outbound` dial in (workers behind NAT): each keeps one
+    /// connection open, and the hub sends their requests over it as HTTP/2 streams. TLS
+    /// with the hub's `tls` when set. Nil: no tunnels.
+    public var tunnelListen: ListenAddress?
     /// On SIGTERM: how long in-flight requests and streams may run on before they are ended
     /// (a stream with a final SSE error event). Workers use the same grace.
     public var shutdownGrace: Duration = .seconds(30)
@@ -57,6 +61,7 @@ public struct HubConfig: Decodable, Sendable {
         case retries, queue, breaker, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
         case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
         case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file", join
+        case tunnelListen = "tunnel_listen"
     }
 
     public init() {}
@@ -65,6 +70,7 @@ public struct HubConfig: Decodable, Sendable {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
         if let v = try c.optional(ListenAddress.self, .listen) { listen = v }
+        tunnelListen = try c.optional(ListenAddress.self, .tunnelListen)
         heartbeatInterval = try c.positiveDuration(.heartbeatInterval) ?? heartbeatInterval
         if let v = try c.optional(Int.self, .expireAfter) {
             guard v >= 1 else { throw c.error(.expireAfter, "must be at least 1 (missed heartbeats)") }

@@ -10,6 +10,13 @@ public struct WorkerConfig: Decodable, Sendable {
     public var listen: ListenAddress
     /// URL the hub uses to reach the data plane; derived from `listen` when absent.
     public var advertise: String?
+    /// How the hub reaches the data plane: `inbound` (it connects to `advertise`) or
+    /// `outbound` (this worker dials each hub's `tunnel_listen` and serves the hub's
+    /// requests over that connection: a worker behind NAT).
+    public var connect = ConnectMode.inbound
+    /// With `connect: outbound`: the port dialled on each hub's host (nil: the port of
+    /// `hub.tunnel_listen`; set it when a port forward or load balancer sits in between).
+    public var tunnelPort: Int?
     /// Path of the llama-server executable.
     public var llamaServer: String
     /// Ports handed to llama-server processes, one per loaded model.
@@ -66,6 +73,7 @@ public struct WorkerConfig: Decodable, Sendable {
     /// else its `listen` host when that is one address; nil (any host) when it listens on
     /// every address without an `advertise` (then only its credential vouches for it).
     public var requiredURLHost: String? {
+        if connect == .outbound { return name.lowercased() }
         if let advertise, let host = URLComponents(string: advertise)?.host { return host.lowercased() }
         let host = listen.host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")).lowercased()
         return ["0.0.0.0", "::", ""].contains(host) ? nil : host
@@ -91,7 +99,16 @@ public struct WorkerConfig: Decodable, Sendable {
         case crashWindow = "crash_window", logLines = "log_lines", engineLogLevel = "engine_log_level"
         case stateDir = "state_dir", credentialFile = "credential_file"
         case healthInterval = "health_interval", healthFailures = "health_failures", metrics
+        case connect, tunnelPort = "tunnel_port"
     }
+
+    /// How the hub reaches a worker's data plane.
+    public enum ConnectMode: String, Sendable, Equatable {
+        case inbound, outbound
+    }
+
+    /// The URL an outbound worker reports: the hub sends its requests through this worker's tunnel.
+    public var tunnelURL: String { "tunnel://\(name)" }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -130,6 +147,12 @@ public struct WorkerConfig: Decodable, Sendable {
         }
         tls = try c.optional(TLSConfig.self, .tls)
         hubCAFile = try c.optional(String.self, .hubCAFile)
+        if let mode = try c.optional(String.self, .connect) {
+            guard let parsed = ConnectMode(rawValue: mode) else { throw c.error(.connect, "expected inbound or outbound") }
+            connect = parsed
+        }
+        tunnelPort = try c.optional(Int.self, .tunnelPort)
+        if let tunnelPort, !(1...65535).contains(tunnelPort) { throw c.error(.tunnelPort, "must be a port, 1 to 65535") }
         models = try c.optional([ModelConfig].self, .models) ?? []
         if let single = try? c.decodeIfPresent(String.self, forKey: .modelsDir) {
             modelsDirs = [single]
@@ -177,6 +200,7 @@ public struct WorkerConfig: Decodable, Sendable {
 
     /// The URL the hub should use for this worker's data plane.
     public func advertisedURL(boundPort: Int) -> String {
+        if connect == .outbound { return tunnelURL }
         if let advertise { return advertise.hasSuffix("/") ? String(advertise.dropLast()) : advertise }
         let host = (listen.host == "0.0.0.0" || listen.host == "::") ? "127.0.0.1" : listen.host
         let scheme = tls == nil ? "http" : "https"

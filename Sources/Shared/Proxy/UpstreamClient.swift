@@ -25,6 +25,8 @@ public final class UpstreamClient: Sendable {
     private let pool = ConnectionPool()
     private let exchanges = Atomic<Int>(0)
     private let logger: Logger
+    /// Workers reached through their own tunnel to this process (`tunnel://name` URLs).
+    private let tunnels: Tunnels?
 
     /// - Parameters:
     ///   - maxIdle: a pooled connection idle longer than this is closed rather than reused; the
@@ -33,9 +35,11 @@ public final class UpstreamClient: Sendable {
     ///     llama-server, whose HTTP threads an idle connection would hold.
     ///   - tls: trust settings for `https` upstreams (hubs reaching TLS workers).
     ///   - logger: where a retry on a new connection is noted (debug level).
+    ///   - tunnels: the tunnels of workers behind NAT, for `tunnel://` URLs (the hub's).
     public init(connectTimeout: Duration, maxIdle: Duration = .seconds(2), warm: Int = 0, tls: TLSConfiguration? = nil,
-                logger: Logger = Logger(label: "caravan.upstream")) {
+                logger: Logger = Logger(label: "caravan.upstream"), tunnels: Tunnels? = nil) {
         self.logger = logger
+        self.tunnels = tunnels
         self.connectTimeout = TimeAmount(connectTimeout)
         self.maxIdle = TimeAmount(maxIdle)
         self.warm = warm
@@ -65,6 +69,13 @@ public final class UpstreamClient: Sendable {
             maxBufferedBody: options.maxBufferedBody, start: start,
             keepAlive: !head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" },
             readUsage: options.readUsage)
+        if target.tunnel {
+            guard let tunnels else { return loop.makeSucceededFuture(.failed(nil, .badURL(request.url))) }
+            var limits = limits
+            limits.keepAlive = false  // a stream serves one exchange
+            return tunnels.relay(to: target.host, head: head, body: request.body, limits: limits, writer: writer,
+                                 options: options, logger: logger, onFirstByte: onFirstByte, onFinish: onFinish)
+        }
         let outcome = loop.makePromise(of: RelayOutcome.self)
 
         func begin(_ connection: PooledConnection, reused: Bool) {

@@ -26,7 +26,7 @@ final class Exchange {
     let head: HTTPRequestHead
     let body: ByteBuffer
     let limits: UpstreamConnectionStateMachine.Limits
-    let writer: ClientWriter
+    let writer: any ResponseSink
     let promise: EventLoopPromise<RelayOutcome>
     /// Hold back 5xx (but 501) and 429 answers for a retry instead of passing them on.
     let interceptRetryable: Bool
@@ -35,7 +35,7 @@ final class Exchange {
     let onFinish: @Sendable (UpstreamForwarder.Finish) -> Void
     let logger: Logger
 
-    init(head: HTTPRequestHead, body: ByteBuffer, limits: UpstreamConnectionStateMachine.Limits, writer: ClientWriter,
+    init(head: HTTPRequestHead, body: ByteBuffer, limits: UpstreamConnectionStateMachine.Limits, writer: any ResponseSink,
          promise: EventLoopPromise<RelayOutcome>, interceptRetryable: Bool, shutdown: ShutdownGrace?,
          onFirstByte: (@Sendable () -> Void)?, onFinish: @escaping @Sendable (UpstreamForwarder.Finish) -> Void, logger: Logger) {
         self.head = head
@@ -63,8 +63,8 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    private let key: ConnectionPool.Key
-    private let pool: ConnectionPool
+    private let key: ConnectionPool.Key?
+    private let pool: ConnectionPool?
     private var context: ChannelHandlerContext?
     private var machine = UpstreamConnectionStateMachine()
     private var exchange: Exchange?
@@ -74,7 +74,9 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var shutdownWatch: Int?
 
-    init(key: ConnectionPool.Key, pool: ConnectionPool) {
+    /// - Parameters: key, pool: where the connection is parked between exchanges; nil for a
+    ///   connection that serves one exchange (a tunnel's HTTP/2 stream), closed after it.
+    init(key: ConnectionPool.Key?, pool: ConnectionPool?) {
         self.key = key
         self.pool = pool
     }
@@ -118,7 +120,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         perform(machine.channelInactive())
-        pool.forget(key, context.channel)
+        if let pool, let key { pool.forget(key, context.channel) }
         context.fireChannelInactive()
     }
 
@@ -254,6 +256,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return }
         switch after {
         case .park(let read):
+            guard let pool, let key else { return context.close(promise: nil) }
             pool.park(key, PooledConnection(channel: context.channel, handler: NIOLoopBound(self, eventLoop: context.eventLoop)))
             if read { context.read() }
         case .close:

@@ -4,6 +4,8 @@ import Wire
 /// Scheme, host and port of an upstream URL, parsed without Foundation (this runs per request).
 struct UpstreamTarget: Sendable {
     var tls: Bool
+    /// `tunnel://worker/...`: the worker's tunnel to this process (``Tunnels``); `host` is its name.
+    var tunnel = false
     var host: String
     var port: Int
     var pathAndQuery: String
@@ -24,6 +26,8 @@ struct UpstreamTarget: Sendable {
             (tls, rest) = (false, url.dropFirst(7))
         } else if url.hasPrefix("https://") {
             (tls, rest) = (true, url.dropFirst(8))
+        } else if url.hasPrefix("tunnel://") {
+            (tls, tunnel, rest) = (false, true, url.dropFirst(9))
         } else {
             throw .badURL(url)
         }
@@ -51,7 +55,7 @@ struct UpstreamTarget: Sendable {
             port = tls ? 443 : 80
         }
         hostHeader = String(authority)
-        key = (tls ? "https://" : "http://") + hostHeader
+        key = (tunnel ? "tunnel://" : tls ? "https://" : "http://") + hostHeader
         address = try? SocketAddress(ipAddress: host, port: port)
     }
 }

@@ -26,12 +26,22 @@ public enum ServerSettings {
             httpDecoderConfiguration: .init(maxHeaderFieldSize: maxHeaderBytes, maxHeaderListSize: maxHeaderBytes,
                                             maxHeaderFieldCount: 200)))
         guard let tls else { return http1 }
+        let configuration = try serverTLS(tls, baseDirectory: baseDirectory)
+        do {
+            return try .tls(http1, tlsConfiguration: configuration)
+        } catch {
+            throw ConfigError(key: "tls", "cannot use certificate \(tls.certFile) or key \(tls.keyFile)")
+        }
+    }
+
+    /// The server side of `tls`: its certificate chain and key, read now.
+    public static func serverTLS(_ tls: TLSConfig, baseDirectory: String) throws(ConfigError) -> TLSConfiguration {
         let certPath = ConfigFile.path(tls.certFile, relativeTo: baseDirectory)
         let keyPath = ConfigFile.path(tls.keyFile, relativeTo: baseDirectory)
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certPath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
-            return try .tls(http1, tlsConfiguration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            return .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
         } catch {
             throw ConfigError(key: "tls", "cannot load certificate \(certPath) or key \(keyPath)")
         }

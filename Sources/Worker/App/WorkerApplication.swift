@@ -153,6 +153,18 @@ struct WorkerApplication {
             logger: logger
         )
         var services: [any Service] = [gpus, supervisor, ReloadOnHangup(logger: logger) { _ = try await supervisor.reload() }]
+        if worker.connect == .outbound, let tunnel = cluster.hub.tunnelListen {
+            // Behind NAT: the hub reaches the data plane through this worker's own connection to it.
+            let name = worker.name
+            services.append(TunnelDialer(
+                hubs: worker.hubs, port: worker.tunnelPort ?? tunnel.port, tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base),
+                plane: plane, runner: runner, accessLog: accessLog, keepalive: cluster.hub.heartbeatInterval,
+                token: {
+                    let now = Date()
+                    return try await verifier.sign(CaravanClaims(sub: name, expires: now.addingTimeInterval(300), issuedAt: now,
+                                                                 role: .worker))
+                }, logger: logger))
+        }
         if worker.metrics.public, let address = worker.metrics.listen {
             services.append(MetricsListener.application(address: address, serverName: "caravan-worker", logger: logger) {
                 await admin.metricsResponse()

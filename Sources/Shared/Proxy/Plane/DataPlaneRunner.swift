@@ -18,7 +18,7 @@ public final class DataPlaneRunner: Service, Sendable {
 
     /// Runs `body` as a child task; its result comes back on `loop`. Fails with
     /// ``OpenAIError/shuttingDown`` once the runner has stopped.
-    func run<T: Sendable>(on loop: any EventLoop, _ body: @escaping @Sendable () async throws -> T) -> EventLoopFuture<T> {
+    package func run<T: Sendable>(on loop: any EventLoop, _ body: @escaping @Sendable () async throws -> T) -> EventLoopFuture<T> {
         let promise = loop.makePromise(of: T.self)
         let job: Job = {
             do {

@@ -1,0 +1,162 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+@testable import TestSupport
+
+/// Workers behind NAT (`connect: outbound`): the worker dials the hub's `tunnel_listen` and
+/// the hub forwards over that connection as HTTP/2 streams. Real hub, worker and engine
+/// processes; network faults from a loopback TCP proxy the test controls
+/// (`scripts/lib/fault-proxy.py`) between the worker and the hub's tunnel port.
+@Suite("Tunnel", .serialized)
+struct TunnelTests {
+    /// The fault proxy: forwards to `target`, faults set through its control file.
+    struct FaultProxy {
+        let process: ManagedProcess
+        let port: Int
+        let control: URL
+
+        static func start(to target: Int) async throws -> FaultProxy {
+            let control = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-fault-\(UUID().uuidString.prefix(8))")
+            try "pass".write(to: control, atomically: true, encoding: .utf8)
+            let process = try ManagedProcess(
+                name: "fault-proxy", executable: URL(fileURLWithPath: "/usr/bin/env"),
+                arguments: ["python3", repositoryRoot.appendingPathComponent("scripts/lib/fault-proxy.py").path, String(target), control.path])
+            let line = try await process.waitForLine(containing: "listening on 127.0.0.1:")
+            guard let port = line.split(separator: ":").last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) else {
+                throw TestFailure("no port in \(line)")
+            }
+            return FaultProxy(process: process, port: port, control: control)
+        }
+
+        func set(_ mode: String) throws { try mode.write(to: control, atomically: true, encoding: .utf8) }
+
+        func stop() async {
+            await process.stop(grace: .milliseconds(200))
+            try? FileManager.default.removeItem(at: control)
+        }
+    }
+
+    /// A request the fake engine answers at once (its per-request token count overrides the slow default).
+    static let quick = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"fake_tokens":1}"#
+
+    static let longStream = #"{"model":"tiny","messages":[{"role":"user","content":"Say hello"}],"max_tokens":3000,"ignore_eos":true,"stream":true}"#
+
+    /// The data-plane URL the hub has for `worker`.
+    static func url(_ cluster: TestCluster, _ worker: String) async throws -> String? {
+        try await cluster.admin().first { $0["name"] as? String == worker }?["url"] as? String
+    }
+
+    @Test("a worker behind NAT (connect: outbound, real llama-server) serves through its tunnel like a direct one: answers, streams, 24 streams at once, and a client hanging up stops the engine",
+          .timeLimit(.minutes(3)))
+    func servesThroughTunnel() async throws {
+        let port = try freePort()
+        let cluster = try await TestCluster.start(
+            specs: [.init(name: "nat", preload: true, extra: "connect: outbound",
+                          models: TestCluster.tinyModel("tiny", args: #"["-c", "8192", "--parallel", "4", "-t", "1"]"#))],
+            hubSettings: "tunnel_listen: \"127.0.0.1:\(port)\"")
+        try await cluster.using { cluster in
+            #expect(try await Self.url(cluster, "nat") == "tunnel://nat")
+            try await cluster.waitForModel("nat", timeout: .seconds(30)) { $0["state"] as? String == "ready" }
+            try await cluster.waitUntil("the tunnel to serve", timeout: .seconds(10)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200
+            }
+            let plain = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 16))
+            #expect(plain.status == 200 && plain.json?["choices"] != nil, "\(plain.body)")
+            let streamed = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 16, stream: true))
+            #expect(streamed.status == 200 && streamed.contentType?.hasPrefix("text/event-stream") == true)
+            #expect(streamed.body.contains("data: [DONE]") && !streamed.body.contains(#""error""#), "\(streamed.body.prefix(500))")
+            // Many streams share the one connection.
+            let answers = try await withThrowingTaskGroup(of: TestCluster.Reply.self) { group in
+                for _ in 0..<24 {
+                    group.addTask { try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 64, stream: true)) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(answers.allSatisfy { $0.status == 200 && $0.body.contains("data: [DONE]") })
+            // A client that hangs up mid-stream: the stream is cancelled on both hops (the
+            // engine's slot frees long before its 3,000 tokens would have ended).
+            let fd = try rawRequest(hubURL: cluster.hubURL, token: cluster.clientToken, body: Self.longStream)
+            try await cluster.waitForModel("nat") { ($0["slots_busy"] as? Int ?? 0) >= 1 }
+            close(fd)
+            try await cluster.waitUntil("the hub's request to end", timeout: .seconds(10)) { try await cluster.hubInFlight() == 0 }
+            try await cluster.waitForModel("nat", timeout: .seconds(10)) { $0["slots_busy"] as? Int == 0 }
+        }
+    }
+
+    @Test("tunnel faults: a link dropped mid-stream ends the stream with an error event and the worker serves again within a heartbeat; a partitioned tunnel is closed by its PINGs; kill -9 mid-stream; a hub restart brings the tunnel back",
+          .timeLimit(.minutes(3)))
+    func faults() async throws {
+        let tunnelPort = try freePort()
+        let hubPort = try freePort()
+        let proxy = try await FaultProxy.start(to: tunnelPort)
+        defer { Task { await proxy.stop() } }
+        let cluster = try await TestCluster.start(
+            specs: [.init(name: "nat", fake: true, env: ["FAKE_TOKENS": "60", "FAKE_TOKEN_MS": "50"], preload: true,
+                          extra: "connect: outbound\ntunnel_port: \(proxy.port)")],
+            hubSettings: "tunnel_listen: \"127.0.0.1:\(tunnelPort)\"\nidle_timeout: 30s", hubPort: hubPort, heartbeat: "1s")
+        try await cluster.using { cluster in
+            try await cluster.waitUntil("the tunnel to serve", timeout: .seconds(10)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: Self.quick).status == 200
+            }
+
+            // The link drops mid-stream: the client gets the final error event, not a hang.
+            async let dropped = cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
+            try await cluster.waitUntil("the stream to start") { try await cluster.hubInFlight() == 1 }
+            try await Task.sleep(for: .milliseconds(300))
+            try proxy.set("drop")
+            let cut = try await dropped
+            let events = cut.body.components(separatedBy: "\n\n").filter { $0.hasPrefix("data: ") }
+            #expect(cut.status == 200 && events.count >= 2 && !cut.body.contains("[DONE]"))
+            #expect(events.last?.contains("upstream_stream_error") == true, "\(events.last ?? "")")
+            // The worker dials again at once: it serves within one heartbeat interval (1 s).
+            let dropAt = ContinuousClock.now
+            try await cluster.waitUntil("the worker to serve again", timeout: .seconds(1)) {
+                let reply = try await cluster.request("POST", "/v1/chat/completions", body: Self.quick)
+                if reply.status != 200 { print("after the drop: \(reply.status) \(reply.body.prefix(300))") }
+                return reply.status == 200
+            }
+            print("tunnel: serving again \(ContinuousClock.now - dropAt) after the drop")
+
+            // A partition (nothing passes, no error either way): PINGs unanswered for 3
+            // heartbeats close the tunnel, so the stream ends instead of hanging until idle_timeout.
+            async let partitioned = cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
+            try await cluster.waitUntil("the stream to start") { try await cluster.hubInFlight() == 1 }
+            try proxy.set("blackhole")
+            let cutAt = ContinuousClock.now
+            let silent = try await partitioned
+            let waited = ContinuousClock.now - cutAt
+            #expect(silent.body.components(separatedBy: "\n\n").last { $0.hasPrefix("data: ") }?.contains("upstream_stream_error") == true)
+            #expect(waited < .seconds(10), "ended after \(waited)")
+            print("tunnel: a partitioned stream ended \(waited) after the partition (PING every 1 s, closed after 3 s silent)")
+            try proxy.set("pass")
+            try await cluster.waitUntil("the worker to serve after the partition", timeout: .seconds(35)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: Self.quick).status == 200
+            }
+
+            // The hub restarts: the tunnel comes back without anyone doing anything.
+            await cluster.hub.stop()
+            let hub2 = try ManagedProcess(name: "hub-restarted", executable: TestCluster.binDirectory.appendingPathComponent("caravan-hub"),
+                                          arguments: ["--config", cluster.configPath])
+            do {
+                _ = try await hub2.waitForLine(containing: "caravan-hub listening on ")
+                try await cluster.waitUntil("the tunnel after the hub restart", timeout: .seconds(15)) {
+                    (try? await cluster.request("POST", "/v1/chat/completions", body: Self.quick))?.status == 200
+                }
+                // kill -9 of the worker mid-stream: the final error event.
+                async let killed = cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
+                try await cluster.waitUntil("the stream to start") { try await cluster.hubInFlight() == 1 }
+                try await Task.sleep(for: .milliseconds(300))
+                cluster.workers["nat"]!.kill9()
+                let reply = try await killed
+                #expect(reply.status == 200 && !reply.body.contains("[DONE]"))
+                #expect(reply.body.components(separatedBy: "\n\n").last { $0.hasPrefix("data: ") }?.contains("upstream_stream_error") == true)
+            } catch {
+                await hub2.stop()
+                throw error
+            }
+            await hub2.stop()
+        }
+    }
+}
