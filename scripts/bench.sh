@@ -48,7 +48,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 ENGINE_ARGS=(-c 2048 --parallel 4 -t 1)
 DIRECT=$(free_port); NGINX=$(free_port); HUB=$(free_port); ENGINE=$(free_port)
 STATIC=$(free_port); NGINX_STATIC=$(free_port); FAN_DIRECT=$(free_port)
-ENGINE_STATIC=$(free_port); ENGINE_FAN=$(free_port)
+ENGINE_STATIC=$(free_port); ENGINE_FAN=$(free_port); ENGINE_FAN_H2=$(free_port); TUNNEL=$(free_port)
 FAKE_ENV=(FAKE_TOKEN_MS=50 FAKE_TOKENS=40 FAKE_SLOTS=20000)
 
 say "starting llama-server (direct) on $DIRECT"
@@ -103,7 +103,7 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$NGINX/health"
 
 say "starting caravan-hub on $HUB and one worker"
-{ bench_hub_yaml "$HUB"; cat; } > "$RUN/cluster.yaml" <<YAML
+{ bench_hub_yaml "$HUB" "$TUNNEL"; cat; } > "$RUN/cluster.yaml" <<YAML
   - name: bench
     hubs: ["http://127.0.0.1:$HUB"]
     listen: "127.0.0.1:0"
@@ -129,16 +129,25 @@ say "starting caravan-hub on $HUB and one worker"
     preload: true
     models:
       - {name: fan, path: $TINY_MODEL, env: {$(printf '%s, ' "${FAKE_ENV[@]}" | sed 's/=/: /g; s/, $//')}}
+  - name: fanout-h2
+    hubs: ["http://127.0.0.1:$HUB"]
+    listen: "127.0.0.1:0"
+    connect: outbound
+    llama_server: $BIN/FakeEngine
+    ports: "$ENGINE_FAN_H2-$ENGINE_FAN_H2"
+    preload: true
+    models:
+      - {name: fan-h2, path: $TINY_MODEL, env: {$(printf '%s, ' "${FAKE_ENV[@]}" | sed 's/=/: /g; s/, $//')}}
 YAML
 CARAVAN_LOG_LEVEL=warning "$BIN/caravan-hub" --config "$RUN/cluster.yaml" > "$RUN/hub.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$HUB/health"
-for worker in bench static fanout; do
+for worker in bench static fanout fanout-h2; do
   CARAVAN_LOG_LEVEL=warning "$BIN/caravan-worker" --config "$RUN/cluster.yaml" --name "$worker" > "$RUN/worker-$worker.log" 2>&1 &
   PIDS+=($!)
 done
 TOKEN="$("$BIN/caravan-hub" token --config "$RUN/cluster.yaml" --sub bench --ttl 2h)"
-for model in tiny static fan; do
+for model in tiny static fan fan-h2; do
   for _ in $(seq 1 300); do
     curl -fs "http://127.0.0.1:$HUB/v1/chat/completions" -H "Authorization: Bearer $TOKEN" \
       -d '{"model":"'$model'","messages":[{"role":"user","content":"hi"}],"max_tokens":1}' >/dev/null 2>&1 && break
@@ -148,7 +157,8 @@ done
 
 HUB_PID=$(pgrep -f "caravan-hub --config $RUN" | head -1)
 WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name bench" | head -1)
-FAN_WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name fanout" | head -1)
+FAN_WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name fanout$" | head -1)
+FAN_H2_WORKER_PID=$(pgrep -f "caravan-worker --config $RUN/cluster.yaml --name fanout-h2" | head -1)
 sleep 2
 HUB_IDLE_RSS=$(rss "$HUB_PID"); WORKER_IDLE_RSS=$(rss "$WORKER_PID")
 
@@ -243,30 +253,37 @@ for target in direct caravan; do
   TOKEN_ROWS+="| $target | $tokens | $failed | $p50 | $p99 |"$'\n'
 done
 TOKEN_ROWS+="| Caravan adds (hub + worker) | | | $(( ${TOKEN_P50[caravan]:-0} - ${TOKEN_P50[direct]:-0} )) | $(( ${TOKEN_P99[caravan]:-0} - ${TOKEN_P99[direct]:-0} )) |"$'\n'
-# 5. Many concurrent streams, opened at once.
+# 5. Many concurrent streams, opened at once: direct, then through the hub to a worker over
+#    pooled HTTP/1.1 (one connection per stream), then to a worker behind a tunnel (one
+#    HTTP/2 connection, a stream per request). The same FakeEngine settings everywhere.
 FAN_ROWS=""
 for count in $FANOUT; do
-  for target in direct caravan; do
-    url="http://127.0.0.1:$([[ $target == direct ]] && echo "$FAN_DIRECT" || echo "$HUB")/v1/chat/completions"
+  for target in direct caravan caravan-h2; do
+    case $target in
+      direct) url="http://127.0.0.1:$FAN_DIRECT/v1/chat/completions"; model=fan; worker_pid=$FAN_WORKER_PID ;;
+      caravan) url="http://127.0.0.1:$HUB/v1/chat/completions"; model=fan; worker_pid=$FAN_WORKER_PID ;;
+      caravan-h2) url="http://127.0.0.1:$HUB/v1/chat/completions"; model=fan-h2; worker_pid=$FAN_H2_WORKER_PID ;;
+    esac
     say "$count concurrent streams, $target"
-    hub0=$(cpu_ticks "$HUB_PID"); worker0=$(cpu_ticks "$FAN_WORKER_PID")
-    python3 scripts/lib/sse-fanout.py "$url" "$TOKEN" "$count" fan > "$RUN/fan.out" 2>"$RUN/fan.err" &
+    hub0=$(cpu_ticks "$HUB_PID"); worker0=$(cpu_ticks "$worker_pid")
+    python3 scripts/lib/sse-fanout.py "$url" "$TOKEN" "$count" "$model" > "$RUN/fan.out" 2>"$RUN/fan.err" &
     client=$!
-    peak_hub=0; peak_worker=0
+    peak_hub=0; peak_worker=0; peak_hub_fds=0; peak_worker_fds=0
     while kill -0 "$client" 2>/dev/null; do
-      h=$(rss "$HUB_PID"); w=$(rss "$FAN_WORKER_PID")
+      h=$(rss "$HUB_PID"); w=$(rss "$worker_pid"); hf=$(fds "$HUB_PID"); wf=$(fds "$worker_pid")
       peak_hub=$(python3 -c "print(max($peak_hub, $h))"); peak_worker=$(python3 -c "print(max($peak_worker, $w))")
+      peak_hub_fds=$(( hf > peak_hub_fds ? hf : peak_hub_fds )); peak_worker_fds=$(( wf > peak_worker_fds ? wf : peak_worker_fds ))
       sleep 0.2
     done
     wait "$client" || true
-    read -r ok p50 p99 max failed < "$RUN/fan.out" || { ok=0; p50=nan; p99=nan; max=nan; failed=$count; }
+    read -r ok p50 p99 max failed seconds < "$RUN/fan.out" || { ok=0; p50=nan; p99=nan; max=nan; failed=$count; seconds=nan; }
     hub_cpu=$(python3 -c "print(f'{($(cpu_ticks "$HUB_PID") - $hub0) / $(getconf CLK_TCK):.1f}')")
-    worker_cpu=$(python3 -c "print(f'{($(cpu_ticks "$FAN_WORKER_PID") - $worker0) / $(getconf CLK_TCK):.1f}')")
-    if [[ $target == direct ]]; then
-      FAN_ROWS+="| $count | direct (fake engine) | $ok | $failed | $p50 | $p99 | $max | | | | |"$'\n'
-    else
-      FAN_ROWS+="| $count | Caravan hub + worker | $ok | $failed | $p50 | $p99 | $max | $peak_hub | $peak_worker | $hub_cpu | $worker_cpu |"$'\n'
-    fi
+    worker_cpu=$(python3 -c "print(f'{($(cpu_ticks "$worker_pid") - $worker0) / $(getconf CLK_TCK):.1f}')")
+    case $target in
+      direct) FAN_ROWS+="| $count | direct (fake engine) | $ok | $failed | ${seconds:-} | $p50 | $p99 | $max | | | | | | |"$'\n' ;;
+      caravan) FAN_ROWS+="| $count | hub -> worker, HTTP/1.1 pooled | $ok | $failed | ${seconds:-} | $p50 | $p99 | $max | $peak_hub | $peak_worker | $peak_hub_fds | $peak_worker_fds | $hub_cpu | $worker_cpu |"$'\n' ;;
+      caravan-h2) FAN_ROWS+="| $count | hub -> worker, HTTP/2 tunnel | $ok | $failed | ${seconds:-} | $p50 | $p99 | $max | $peak_hub | $peak_worker | $peak_hub_fds | $peak_worker_fds | $hub_cpu | $worker_cpu |"$'\n' ;;
+    esac
   done
 done
 ROUTING=$("$BIN/RoutingBench" --iterations $(( DURATION >= 10 ? 200000 : 20000 )))
@@ -303,11 +320,14 @@ $(for target in direct nginx caravan; do
 done)
 
 Concurrent SSE streams opened at once (\`scripts/lib/sse-fanout.py\`; FakeEngine: a token
-every 50 ms, 40 tokens; TTFT from sending the request to the first \`data:\` event; RSS is the
-peak sampled every 0.2 s while the streams run; CPU is seconds used during the row):
+every 50 ms, 40 tokens; TTFT from sending the request to the first \`data:\` event; wall s
+from the first request to the last stream's end; RSS and open file descriptors are peaks
+sampled every 0.2 s while the streams run; CPU is seconds used during the row). The hub
+reaches the worker either over pooled HTTP/1.1 (a connection per stream) or through the
+worker's tunnel (\`connect: outbound\`: one HTTP/2 connection, a stream per request):
 
-| streams | target | completed | failed | TTFT p50 ms | TTFT p99 ms | TTFT max ms | hub RSS MiB | worker RSS MiB | hub CPU s | worker CPU s |
-|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| streams | path | completed | failed | wall s | TTFT p50 ms | TTFT p99 ms | TTFT max ms | hub RSS MiB | worker RSS MiB | hub fds | worker fds | hub CPU s | worker CPU s |
+|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 $FAN_ROWS
 Idle RSS (after start-up and one request per model, before any load): hub $HUB_IDLE_RSS MiB, worker $WORKER_IDLE_RSS MiB.
 

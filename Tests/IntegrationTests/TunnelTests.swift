@@ -159,4 +159,51 @@ struct TunnelTests {
             await hub2.stop()
         }
     }
+
+    /// Resident memory of a process, in MiB.
+    static func rssMiB(_ pid: Int32) -> Double {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+    }
+
+    @Test("a client that reads slowly through a tunnel is held back by HTTP/2 flow control, not buffered: a 32 MB stream leaves hub and worker memory within a few MiB, and the client then gets every event",
+          .timeLimit(.minutes(2)))
+    func slowReaderIsFlowControlled() async throws {
+        let port = try freePort()
+        // 2,000 events of 16 KiB each, written as fast as the engine can.
+        let cluster = try await TestCluster.start(
+            specs: [.init(name: "nat", fake: true, env: ["FAKE_TOKENS": "2000", "FAKE_TOKEN_MS": "0", "FAKE_PAD": "16384"],
+                          preload: true, extra: "connect: outbound")],
+            hubSettings: "tunnel_listen: \"127.0.0.1:\(port)\"\nclient_write_timeout: 60s")
+        try await cluster.using { cluster in
+            try await cluster.waitUntil("the tunnel to serve", timeout: .seconds(10)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: Self.quick).status == 200
+            }
+            let (hub, worker) = (cluster.hub.pid, cluster.workers["nat"]!.pid)
+            let before = (Self.rssMiB(hub), Self.rssMiB(worker))
+            let fd = try rawRequest(hubURL: cluster.hubURL, token: cluster.clientToken, body: chatBody(stream: true), receiveBuffer: 4096)
+            defer { close(fd) }
+            try await Task.sleep(for: .seconds(2))  // the engine could have written all 32 MB by now
+            let during = (Self.rssMiB(hub), Self.rssMiB(worker))
+            print("tunnel, stalled reader: hub RSS \(before.0) -> \(during.0) MiB, worker \(before.1) -> \(during.1) MiB (stream: 32 MiB)")
+            #expect(during.0 - before.0 < 12, "hub grew from \(before.0) to \(during.0) MiB")
+            #expect(during.1 - before.1 < 12, "worker grew from \(before.1) to \(during.1) MiB")
+            // Now the client reads: nothing was lost.
+            var received = 0
+            var tail = ""
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            var timeout = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            while true {
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n <= 0 { break }
+                let text = String(decoding: buffer[0..<n], as: UTF8.self)
+                received += (tail + text).components(separatedBy: "data: {").count - 1 - (tail.components(separatedBy: "data: {").count - 1)
+                tail = String((tail + text).suffix(32))
+                if tail.contains("[DONE]") { break }
+            }
+            #expect(received == 2000 && tail.contains("[DONE]"), "\(received) events, ends with \(tail)")
+        }
+    }
 }

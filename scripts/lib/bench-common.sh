@@ -29,11 +29,12 @@ bench_cleanup() {
   if ((status)); then echo "logs kept in $RUN" >&2; else rm -rf "$RUN"; fi
 }
 # The hub part of a benchmark cluster file for a hub on port $1, up to "workers:".
-bench_hub_yaml() {
+bench_hub_yaml() {  # $1 = API port, $2 = tunnel port (optional)
   cat <<YAML
 hub:
   listen: "127.0.0.1:$1"
-  heartbeat_interval: 1s
+  heartbeat_interval: 1s${2:+
+  tunnel_listen: \"127.0.0.1:$2\"}
   auth: {client_secret_file: client.secret, worker_secret_file: worker.secret}
 workers:
 YAML
@@ -42,3 +43,4 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout waiting for $1" >&2; return 1; }
 rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+fds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }

@@ -2,8 +2,9 @@
 """Opens N concurrent streamed chat completions at once and reports time to first token.
 
 Usage: sse-fanout.py URL TOKEN COUNT MODEL
-Prints one line: "ok p50_ms p99_ms max_ms failed" where ok counts streams that ended with
-[DONE] and TTFT is measured from sending the request to the first `data: {` chunk.
+Prints one line: "ok p50_ms p99_ms max_ms failed wall_s" where ok counts streams that ended
+with [DONE], TTFT is measured from sending the request to the first `data: {` chunk, and
+wall_s runs from the first request to the last stream's end.
 For scripts/bench.sh (not a test).
 """
 import asyncio
@@ -44,14 +45,16 @@ async def one(host, port, request):
 async def main():
     url, token, count, model = urllib.parse.urlparse(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     request = streamed_chat.request(url, token, model)
+    started = time.perf_counter()
     results = await asyncio.gather(*(one(url.hostname, url.port, request) for _ in range(count)))
+    wall = time.perf_counter() - started
     ttfts = sorted(r[0] for r in results if r[0] is not None)
     ok = sum(1 for r in results if r[1])
     if not ttfts:
-        print(f"{ok} nan nan nan {count - ok}")
+        print(f"{ok} nan nan nan {count - ok} {wall:.1f}")
         return
     pick = lambda q: streamed_chat.percentile(ttfts, q)
-    print(f"{ok} {pick(0.5):.1f} {pick(0.99):.1f} {ttfts[-1]:.1f} {count - ok}")
+    print(f"{ok} {pick(0.5):.1f} {pick(0.99):.1f} {ttfts[-1]:.1f} {count - ok} {wall:.1f}")
 
 
 asyncio.run(main())
