@@ -206,4 +206,109 @@ struct TunnelTests {
             #expect(received == 2000 && tail.contains("[DONE]"), "\(received) events, ends with \(tail)")
         }
     }
+
+    @Test("a worker in a network namespace of its own (ip netns, veth): it reaches the hub, the hub cannot reach it; it serves through its tunnel; the link going down mid-stream ends the stream, and the worker rejoins when it comes back",
+          .enabled(if: NetworkNamespace.available, "needs root and ip netns (iproute2): the loopback fault proxy covers the same faults"),
+          .timeLimit(.minutes(3)))
+    func behindNamespaceBoundary() async throws {
+        let space = try NetworkNamespace.create()
+        defer { space.remove() }
+        let tunnelPort = try freePort()
+        let cluster = try await TestCluster.start(
+            specs: [.init(name: "nat", fake: true, env: ["FAKE_TOKENS": "200", "FAKE_TOKEN_MS": "50"], preload: true,
+                          extra: "connect: outbound", wrapper: ["/usr/sbin/ip", "netns", "exec", space.name])],
+            hubSettings: "tunnel_listen: \"\(space.hostAddress):\(tunnelPort)\"\nidle_timeout: 60s",
+            hubHost: space.hostAddress, heartbeat: "1s")
+        try await cluster.using { cluster in
+            try await cluster.waitUntil("the tunnel to serve", timeout: .seconds(10)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: Self.quick).status == 200
+            }
+            // The boundary is real: a server listening inside the namespace cannot be reached from the hub's side.
+            let inner = try ManagedProcess(name: "inner-http", executable: URL(fileURLWithPath: "/usr/sbin/ip"),
+                                           arguments: ["netns", "exec", space.name, "python3", "-u", "-m", "http.server", "--bind",
+                                                       space.innerAddress, "18999"])
+            _ = try? await inner.waitForLine(containing: "Serving HTTP", timeout: .seconds(5))
+            #expect(throws: (any Error).self) { try runCommand("/usr/bin/curl", ["-sf", "-m", "2", "http://\(space.innerAddress):18999/"]) }
+            await inner.stop(grace: .milliseconds(200))
+
+            // The link goes down mid-stream: no RST, no FIN; the tunnel's PINGs go unanswered and
+            // the hub ends the stream with the error event (long before idle_timeout).
+            async let cut = cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
+            try await cluster.waitUntil("the stream to start") { try await cluster.hubInFlight() == 1 }
+            try await Task.sleep(for: .milliseconds(300))
+            try space.link(up: false)
+            let downAt = ContinuousClock.now
+            let reply = try await cut
+            let ended = ContinuousClock.now - downAt
+            print("netns: a stream ended \(ended) after its link went down")
+            #expect(reply.status == 200 && !reply.body.contains("[DONE]"))
+            #expect(reply.body.components(separatedBy: "\n\n").last { $0.hasPrefix("data: ") }?.contains("upstream_stream_error") == true)
+            #expect(ended < .seconds(10))
+            // The link comes back: the worker dials again and serves without anyone's help.
+            try space.link(up: true)
+            let upAt = ContinuousClock.now
+            try await cluster.waitUntil("the worker to serve after the link came back", timeout: .seconds(40)) {
+                (try? await cluster.request("POST", "/v1/chat/completions", body: Self.quick))?.status == 200
+            }
+            print("netns: serving again \(ContinuousClock.now - upAt) after the link came back")
+        }
+    }
+}
+
+/// A network namespace with a veth pair to the test's own namespace: a worker inside can
+/// reach `hostAddress` (the hub), while an iptables rule inside drops every connection
+/// coming in (a NAT boundary). Addresses are a /30 in 10.213.0.0/16 of this test only.
+struct NetworkNamespace {
+    let name: String
+    let hostAddress: String
+    let innerAddress: String
+    private let hostSide: String
+    private let innerSide: String
+
+    /// Root, `ip netns` and `iptables` present, and a namespace can be made here.
+    static let available: Bool = {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip"),
+            FileManager.default.isExecutableFile(atPath: "/usr/sbin/iptables"),
+            let probe = try? create()
+        else { return false }
+        probe.remove()
+        return true
+    }()
+
+    static func create() throws -> NetworkNamespace {
+        let tag = String(UInt32.random(in: 0..<0xFFFFFF), radix: 16)
+        let subnet = Int.random(in: 1...250)
+        let block = Int.random(in: 0...63) * 4
+        let space = NetworkNamespace(name: "cvn\(tag)", hostAddress: "10.213.\(subnet).\(block + 1)",
+                                     innerAddress: "10.213.\(subnet).\(block + 2)", hostSide: "cvh\(tag)", innerSide: "cvi\(tag)")
+        do {
+            try space.ip(["netns", "add", space.name])
+            try space.ip(["link", "add", space.hostSide, "type", "veth", "peer", "name", space.innerSide])
+            try space.ip(["link", "set", space.innerSide, "netns", space.name])
+            try space.ip(["addr", "add", "\(space.hostAddress)/30", "dev", space.hostSide])
+            try space.ip(["link", "set", space.hostSide, "up"])
+            try space.inside(["ip", "addr", "add", "\(space.innerAddress)/30", "dev", space.innerSide])
+            try space.inside(["ip", "link", "set", space.innerSide, "up"])
+            try space.inside(["ip", "link", "set", "lo", "up"])
+            // Outbound only: connections the worker opens work, none come in.
+            try space.inside(["iptables", "-A", "INPUT", "-i", space.innerSide, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"])
+            try space.inside(["iptables", "-A", "INPUT", "-i", space.innerSide, "-j", "DROP"])
+        } catch {
+            space.remove()
+            throw error
+        }
+        return space
+    }
+
+    /// Takes the namespace's side of the link down or up.
+    func link(up: Bool) throws { try inside(["ip", "link", "set", innerSide, up ? "up" : "down"]) }
+
+    func remove() {
+        _ = try? ip(["link", "del", hostSide])
+        _ = try? ip(["netns", "del", name])
+    }
+
+    private func ip(_ arguments: [String]) throws { _ = try runCommand("/usr/sbin/ip", arguments) }
+
+    private func inside(_ command: [String]) throws { _ = try runCommand("/usr/sbin/ip", ["netns", "exec", name] + command) }
 }

@@ -73,9 +73,12 @@ package final class TestCluster: Sendable {
         package var models: String? = nil
         /// The worker's `CARAVAN_LOG_LEVEL` (default: info).
         package var logLevel: String? = nil
+        /// A command the worker runs under (e.g. `ip netns exec NAME`).
+        package var wrapper: [String] = []
 
         package init(name: String, fake: Bool = false, env: [String: String] = [:], weight: Double = 1, preload: Bool = false,
-                     extra: String = "", models: String? = nil, logLevel: String? = nil) {
+                     extra: String = "", models: String? = nil, logLevel: String? = nil, wrapper: [String] = []) {
+            self.wrapper = wrapper
             self.name = name
             self.fake = fake
             self.env = env
@@ -102,13 +105,14 @@ package final class TestCluster: Sendable {
     /// A worker `offline` serving `ghost` is declared but never started. With `hubs` > 1, more
     /// hubs run on the same cluster file (``otherHubs``) and every worker reports to all.
     package static func start(specs: [WorkerSpec], hubs: Int = 1, hubSettings: String = "", authSettings: String = "", hubPort: Int = 0,
+                      hubHost: String = "127.0.0.1",
                       heartbeat: String = "200ms", trusting caFile: String? = nil, hubArguments: [String] = [],
                       environment: [String: String] = [:],
                       prepare: (URL) throws -> Void = { _ in }) async throws -> TestCluster {
         let (server, model) = try engine()
         let fakeEngine = binDirectory.appendingPathComponent("FakeEngine").path
         let (directory, clientSecret, _) = try secretsFolder()
-        var yaml = hubSection(listen: "127.0.0.1:\(hubPort)", heartbeat: heartbeat, hubSettings: "expire_after: 3\n" + hubSettings,
+        var yaml = hubSection(listen: "\(hubHost):\(hubPort)", heartbeat: heartbeat, hubSettings: "expire_after: 3\n" + hubSettings,
                               authSettings: authSettings) + "workers:\n"
         // Disjoint engine port ranges per worker: two workers sharing a range could both pick
         // the same still-unbound port.
@@ -156,7 +160,7 @@ package final class TestCluster: Sendable {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         try writeCredentials(directory, workers: (specs + [WorkerSpec(name: "offline")]).map(\.name))
         try prepare(directory)
-        return try await launch(directory: directory, configPath: configPath, workers: specs.map { ($0.name, $0.logLevel) },
+        return try await launch(directory: directory, configPath: configPath, workers: specs.map { ($0.name, $0.logLevel, $0.wrapper) },
                                 clientSecret: clientSecret, trusting: caFile, hubArguments: hubArguments,
                                 environment: environment, hubs: hubs)
     }
@@ -191,7 +195,7 @@ package final class TestCluster: Sendable {
         let configPath = directory.appendingPathComponent("cluster.yaml").path
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         try writeCredentials(directory, workers: names)
-        return try await launch(directory: directory, configPath: configPath, workers: names.map { ($0, nil) },
+        return try await launch(directory: directory, configPath: configPath, workers: names.map { ($0, nil, []) },
                                 clientSecret: clientSecret, trusting: nil)
     }
 
@@ -216,7 +220,7 @@ package final class TestCluster: Sendable {
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         let clientSecret = try String(contentsOf: directory.appendingPathComponent("client.secret"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        return try await launch(directory: directory, configPath: configPath, workers: [("gpu-a", nil)],
+        return try await launch(directory: directory, configPath: configPath, workers: [("gpu-a", nil, [])],
                                 clientSecret: clientSecret, trusting: nil)
     }
 
@@ -231,7 +235,7 @@ package final class TestCluster: Sendable {
     }
 
     /// Starts the hub and `workers` from a written config file and waits until all are live.
-    private static func launch(directory: URL, configPath: String, workers names: [(String, String?)],
+    private static func launch(directory: URL, configPath: String, workers names: [(String, String?, [String])],
                                clientSecret: String, trusting caFile: String?, hubArguments: [String] = [],
                                environment: [String: String] = [:], hubs count: Int = 1)
         async throws -> TestCluster
@@ -252,9 +256,9 @@ package final class TestCluster: Sendable {
         }
         let (hub, hubURL) = hubs[0]
         var workers: [String: ManagedProcess] = [:]
-        for (name, logLevel) in names {
+        for (name, logLevel, wrapper) in names {
             workers[name] = try startWorker(name, configPath: configPath, hubURL: hubs.map(\.url).joined(separator: ","),
-                                            logLevel: logLevel, environment: environment)
+                                            logLevel: logLevel, environment: environment, wrapper: wrapper)
         }
         let workerSecret = try String(contentsOf: directory.appendingPathComponent("worker.secret"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -331,9 +335,10 @@ package final class TestCluster: Sendable {
     }
 
     package static func startWorker(_ name: String, configPath: String, hubURL: String, logLevel: String? = nil,
-                            environment: [String: String] = [:]) throws -> ManagedProcess {
-        try ManagedProcess(name: "worker-\(name)", executable: binDirectory.appendingPathComponent("caravan-worker"),
-                           arguments: ["--config", configPath, "--name", name],
+                            environment: [String: String] = [:], wrapper: [String] = []) throws -> ManagedProcess {
+        let binary = binDirectory.appendingPathComponent("caravan-worker")
+        return try ManagedProcess(name: "worker-\(name)", executable: wrapper.isEmpty ? binary : URL(fileURLWithPath: wrapper[0]),
+                           arguments: Array(wrapper.dropFirst()) + (wrapper.isEmpty ? [] : [binary.path]) + ["--config", configPath, "--name", name],
                            environment: environment.merging(["CARAVAN_HUB_URL": hubURL]) { $1 }
                                .merging(logLevel.map { ["CARAVAN_LOG_LEVEL": $0] } ?? [:]) { $1 })
     }

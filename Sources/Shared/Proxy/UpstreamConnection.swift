@@ -250,13 +250,15 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         streaming = false
     }
 
-    /// The exchange ended cleanly: park the connection for the next one, or close it.
+    /// The exchange ended cleanly: park the connection for the next one, or close it. An
+    /// HTTP/2 stream (no pool) has closed itself with the answer's end: closing it again
+    /// would send a RST_STREAM for every request.
     private func ended(_ after: UpstreamConnectionStateMachine.After) {
         release()
-        guard let context else { return }
+        guard let context, pool != nil else { return }
         switch after {
         case .park(let read):
-            guard let pool, let key else { return context.close(promise: nil) }
+            guard let pool, let key else { return }
             pool.park(key, PooledConnection(channel: context.channel, handler: NIOLoopBound(self, eventLoop: context.eventLoop)))
             if read { context.read() }
         case .close:

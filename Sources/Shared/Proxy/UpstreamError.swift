@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOSSL
 import Wire
 
@@ -14,6 +15,7 @@ extension UpstreamError {
         case let error as HTTPParserError: .transport("invalid HTTP from upstream: \(error)")
         case let error as IOError: .transport("I/O error (errno \(error.errnoCode))")
         case let error as ChannelError: .transport("channel error (\(error))")
+        case let error as NIOHTTP2Errors.StreamClosed: .transport("HTTP/2 stream reset (\(error.errorCode))")
         default: .transport(String(describing: type(of: error)))
         }
     }

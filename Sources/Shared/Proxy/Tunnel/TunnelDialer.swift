@@ -88,7 +88,7 @@ public final class TunnelDialer: Service, Sendable {
     private func dial(_ hub: (url: String, host: String, port: Int, tls: Bool)) async throws -> any Channel {
         let context = hub.tls ? try NIOSSLContext(configuration: tls) : nil
         let token = try await token()
-        let (plane, runner, accessLog, keepalive) = (self.plane, self.runner, self.accessLog, self.keepalive)
+        let (plane, runner, accessLog, keepalive, logger) = (self.plane, self.runner, self.accessLog, self.keepalive, self.logger)
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let answer = loop.makePromise(of: Void.self)
         let channel: any Channel
@@ -109,7 +109,7 @@ public final class TunnelDialer: Service, Sendable {
                         }
                         do {
                             try TunnelDialer.serve(context.channel, plane: plane, runner: runner, accessLog: accessLog,
-                                                   keepalive: keepalive)
+                                                   keepalive: keepalive, logger: logger)
                             let preamble = try context.pipeline.syncOperations.handler(type: TunnelPreamble.self)
                             preamble.handOver(context)
                             answer.succeed(())
@@ -134,7 +134,7 @@ public final class TunnelDialer: Service, Sendable {
     /// Turns the connection into this worker's HTTP/2 server: each stream the hub opens is one
     /// request for the data plane (anything it does not claim gets 404).
     static func serve(_ channel: any Channel, plane: any DataPlane, runner: DataPlaneRunner, accessLog: AccessLog,
-                      keepalive: TimeAmount) throws {
+                      keepalive: TimeAmount, logger: Logger) throws {
         let sync = channel.pipeline.syncOperations
         _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: Tunnels.connection,
                                             streamConfiguration: Tunnels.stream) { stream in
@@ -145,7 +145,7 @@ public final class TunnelDialer: Service, Sendable {
                 try streamSync.addHandler(TunnelNotServed())
             }
         }
-        try sync.addHandler(TunnelKeepalive(interval: keepalive, timeout: keepalive * 3))
+        try TunnelKeepalive.add(to: sync, before: try sync.handler(type: NIOHTTP2Handler.self), interval: keepalive, logger: logger)
     }
 }
 
@@ -160,6 +160,9 @@ struct TunnelRefused: Error, CustomStringConvertible {
 final class TunnelNotServed: ChannelInboundHandler {
     typealias InboundIn = HTTPRequestPart
     typealias OutboundOut = HTTPResponsePart
+
+    /// A stream reset by the hub (its client left) ends here; the stream is closed already.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = unwrapInboundIn(data) else { return }

@@ -1,25 +1,46 @@
+import Logging
 import NIOCore
 import NIOHTTP2
 
 /// Keeps a tunnel honest, on both ends: an HTTP/2 PING every `interval`, and the connection
-/// is closed when nothing came back for `timeout`. A peer behind a NAT whose mapping was
-/// dropped, or a partitioned link, shows no error on its own: without this a dead tunnel
-/// would hold its streams until TCP gave up, minutes later.
+/// is closed when *nothing at all* came from the peer for `timeout`. A peer behind a NAT
+/// whose mapping was dropped, or a partitioned link, shows no error on its own: without this
+/// a dead tunnel would hold its streams until TCP gave up, minutes later.
+///
+/// Two handlers share one ``Heard`` clock: ``TunnelHeard`` sits before the HTTP/2 handler
+/// and notes every byte read (a tunnel busy with a thousand streams is alive even while a
+/// PING answer waits behind their data), ``TunnelKeepalive`` sits after it and sends PINGs.
 final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
+    /// When the peer was last heard from; loop-confined (both handlers share the channel's loop).
+    final class Heard {
+        var at = NIODeadline.now()
+    }
+
     private let interval: TimeAmount
     private let timeout: TimeAmount
-    private var lastHeard = NIODeadline.now()
+    private let heard: Heard
+    private let logger: Logger
     private var task: RepeatedTask?
     private var sent: UInt64 = 0
 
-    init(interval: TimeAmount, timeout: TimeAmount) {
+    init(interval: TimeAmount, timeout: TimeAmount, heard: Heard, logger: Logger) {
         self.interval = interval
         self.timeout = timeout
+        self.heard = heard
+        self.logger = logger
+    }
+
+    /// Adds both handlers: the byte-level clock before `http2`, the pinger at the end.
+    static func add(to pipeline: ChannelPipeline.SynchronousOperations, before http2: NIOHTTP2Handler, interval: TimeAmount,
+                    logger: Logger) throws {
+        let heard = Heard()
+        try pipeline.addHandler(TunnelHeard(heard), position: .before(http2))
+        try pipeline.addHandler(TunnelKeepalive(interval: interval, timeout: interval * 3, heard: heard, logger: logger))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -31,8 +52,15 @@ final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelActive()
     }
 
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.warning("tunnel error", metadata: ["error": "\(error)", "peer": "\(context.channel.remoteAddress?.description ?? "?")"])
+        context.fireErrorCaught(error)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastHeard = .now()
+        if case .goAway(let last, let code, _) = unwrapInboundIn(data).payload {
+            logger.warning("tunnel: the peer sent GOAWAY", metadata: ["last_stream": "\(last)", "code": "\(code)"])
+        }
         context.fireChannelRead(data)
     }
 
@@ -49,11 +77,15 @@ final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func start(_ context: ChannelHandlerContext) {
         guard task == nil else { return }
-        lastHeard = .now()
+        heard.at = .now()
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         task = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             let (handler, context) = bound.value
-            guard NIODeadline.now() - handler.lastHeard < handler.timeout else {
+            let silent = NIODeadline.now() - handler.heard.at
+            guard silent < handler.timeout else {
+                handler.logger.warning("tunnel silent; closing it", metadata: [
+                    "silent_ms": "\(silent.nanoseconds / 1_000_000)", "peer": "\(context.channel.remoteAddress?.description ?? "?")",
+                ])
                 context.close(promise: nil)
                 return
             }
@@ -61,5 +93,20 @@ final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
             let ping = HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2PingData(withInteger: handler.sent), ack: false))
             context.writeAndFlush(handler.wrapOutboundOut(ping), promise: nil)
         }
+    }
+}
+
+/// Notes every read of a tunnel's connection in its ``TunnelKeepalive/Heard`` clock.
+final class TunnelHeard: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let heard: TunnelKeepalive.Heard
+
+    init(_ heard: TunnelKeepalive.Heard) { self.heard = heard }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        heard.at = .now()
+        context.fireChannelRead(data)
     }
 }

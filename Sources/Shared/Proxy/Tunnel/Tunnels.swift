@@ -107,7 +107,7 @@ public final class Tunnels: Sendable {
             let multiplexer = try sync.configureHTTP2Pipeline(
                 mode: .client, connectionConfiguration: Self.connection, streamConfiguration: Self.stream,
                 inboundStreamInitializer: { $0.close() })  // a worker opens no streams
-            try sync.addHandler(TunnelKeepalive(interval: keepalive, timeout: keepalive * 3))
+            try TunnelKeepalive.add(to: sync, before: try sync.handler(type: NIOHTTP2Handler.self), interval: keepalive, logger: logger)
             let preamble = try sync.handler(type: TunnelPreamble.self)
             let tunnel = Tunnel(channel: channel, multiplexer: multiplexer)
             let old = tunnels.withLock { $0.updateValue(tunnel, forKey: name) }
@@ -224,9 +224,17 @@ public final class Tunnels: Sendable {
         return configuration
     }
 
+    /// The peer is authenticated (its own credential, or the hub it dialled), so the reset
+    /// limits that guard a public HTTP/2 server against rapid-reset floods are raised: a
+    /// thousand clients hanging up at once cancel a thousand streams, and NIO's default (200
+    /// resets in 30 s) would then end the whole tunnel with GOAWAY.
     static var stream: NIOHTTP2Handler.StreamConfiguration {
         var configuration = NIOHTTP2Handler.StreamConfiguration()
         configuration.targetWindowSize = 1 << 20
+        configuration.streamResetFrameRateLimit.maximumCount = 1_000_000
+        configuration.streamResetFrameRateLimit.windowLength = .seconds(1)
+        configuration.streamErrorRateLimit.maximumCount = 1_000_000
+        configuration.streamErrorRateLimit.windowLength = .seconds(1)
         return configuration
     }
 }
