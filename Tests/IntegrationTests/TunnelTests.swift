@@ -119,8 +119,8 @@ struct TunnelTests {
             }
             print("tunnel: serving again \(ContinuousClock.now - dropAt) after the drop")
 
-            // A partition (nothing passes, no error either way): PINGs unanswered for 3
-            // heartbeats close the tunnel, so the stream ends instead of hanging until idle_timeout.
+            // A partition (nothing passes, no error either way): nothing heard for 3 heartbeats
+            // (at least 5 s) closes the tunnel, so the stream ends instead of hanging until idle_timeout.
             async let partitioned = cluster.request("POST", "/v1/chat/completions", body: chatBody(stream: true))
             try await cluster.waitUntil("the stream to start") { try await cluster.hubInFlight() == 1 }
             try proxy.set("blackhole")
@@ -129,7 +129,7 @@ struct TunnelTests {
             let waited = ContinuousClock.now - cutAt
             #expect(silent.body.components(separatedBy: "\n\n").last { $0.hasPrefix("data: ") }?.contains("upstream_stream_error") == true)
             #expect(waited < .seconds(10), "ended after \(waited)")
-            print("tunnel: a partitioned stream ended \(waited) after the partition (PING every 1 s, closed after 3 s silent)")
+            print("tunnel: a partitioned stream ended \(waited) after the partition (PING every 1 s, closed after 5 s silent)")
             try proxy.set("pass")
             try await cluster.waitUntil("the worker to serve after the partition", timeout: .seconds(35)) {
                 try await cluster.request("POST", "/v1/chat/completions", body: Self.quick).status == 200
@@ -157,6 +157,59 @@ struct TunnelTests {
                 throw error
             }
             await hub2.stop()
+        }
+    }
+
+    @Test("hundreds of streams at once share one tunnel, and as many clients hanging up at once do not end it (HTTP/2 reset limits)",
+          .timeLimit(.minutes(2)))
+    func manyStreamsOneTunnel() async throws {
+        let port = try freePort()
+        let cluster = try await TestCluster.start(
+            specs: [.init(name: "nat", fake: true, env: ["FAKE_TOKENS": "10", "FAKE_TOKEN_MS": "50", "FAKE_SLOTS": "1000"],
+                          preload: true, extra: "connect: outbound")],
+            // Heartbeats as in production: a debug build busy with hundreds of streams on two
+            // cores can miss a 200 ms one.
+            hubSettings: "tunnel_listen: \"127.0.0.1:\(port)\"", heartbeat: "1s")
+        try await cluster.using { cluster in
+            try await cluster.waitUntil("the tunnel to serve", timeout: .seconds(10)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: Self.quick).status == 200
+            }
+            let fanout = repositoryRoot.appendingPathComponent("scripts/lib/sse-fanout.py").path
+            let url = cluster.hubURL + "/v1/chat/completions"
+            // 400 streams: every one completes (a RST_STREAM per finished stream once ended the
+            // tunnel after 200 of them).
+            let line = try runProcess(["python3", fanout, url, cluster.clientToken, "400", "tiny"], input: "")
+            let fields = line.split(separator: " ")
+            #expect(fields.first == "400" && fields.dropFirst(4).first == "0",
+                    "sse-fanout: \(line); hub: \(cluster.hub.output.filter { $0.contains("warning") }.suffix(3))")
+            // 300 clients leave mid-stream at once: 300 resets on the tunnel, with the worker's
+            // frames for them still on the way (NIO remembered only 32 reset streams by default:
+            // the rest ended the tunnel with GOAWAY and the next request hung).
+            let leave = """
+                import socket, sys, time
+                port, token = int(sys.argv[1]), sys.argv[2]
+                body = '{"model":"tiny","messages":[{"role":"user","content":"hi"}],"stream":true,"fake_tokens":400}'
+                head = f"POST /v1/chat/completions HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer {token}\\r\\nContent-Type: application/json\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n"
+                sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+                for s in sockets: s.sendall((head + body).encode())
+                time.sleep(3)
+                for s in sockets: s.close()
+                """
+            async let left = Task.detached { try runProcess(["python3", "-c", leave, String(URL(string: cluster.hubURL)!.port!), cluster.clientToken], input: "") }.value
+            try await Task.sleep(for: .seconds(2))
+            let running = try await cluster.hubInFlight()
+            _ = try await left
+            try await Task.sleep(for: .seconds(2))
+            let remaining = try await cluster.hubInFlight()
+            #expect(running >= 250 && remaining == 0, "\(running) streams running, \(remaining) left after their clients hung up")
+            // The next request is served (before the fix it hung: the tunnel took no new stream).
+            try await cluster.waitUntil("a request after the hang-ups", timeout: .seconds(10)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: Self.quick).status == 200
+            }
+            // Still the first tunnel: nothing closed it.
+            #expect(cluster.hub.output.filter { $0.contains("tunnel open") }.count == 1)
+            #expect(!cluster.hub.output.contains { $0.contains("GOAWAY") || $0.contains("tunnel closed") },
+                    "\(cluster.hub.output.filter { $0.contains("tunnel") }) \(cluster.workers["nat"]!.output.filter { $0.contains("tunnel") })")
         }
     }
 

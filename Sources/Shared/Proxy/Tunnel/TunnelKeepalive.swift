@@ -35,12 +35,17 @@ final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
         self.logger = logger
     }
 
-    /// Adds both handlers: the byte-level clock before `http2`, the pinger at the end.
+    /// Adds both handlers: the byte-level clock before `http2`, the pinger at the end. PINGs
+    /// go every `interval` (the heartbeat interval, at least 1 s); silence for three of them,
+    /// and at least 5 s, closes the tunnel: a loop busy with a burst of streams on a small
+    /// machine must not read as a dead peer.
     static func add(to pipeline: ChannelPipeline.SynchronousOperations, before http2: NIOHTTP2Handler, interval: TimeAmount,
                     logger: Logger) throws {
         let heard = Heard()
+        let interval = max(interval, .seconds(1))
         try pipeline.addHandler(TunnelHeard(heard), position: .before(http2))
-        try pipeline.addHandler(TunnelKeepalive(interval: interval, timeout: interval * 3, heard: heard, logger: logger))
+        try pipeline.addHandler(TunnelKeepalive(interval: interval, timeout: max(interval * 3, .seconds(5)), heard: heard,
+                                                logger: logger))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -52,14 +57,21 @@ final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelActive()
     }
 
+    /// A connection error (NIO has sent GOAWAY, so no new stream may start on it): the tunnel is
+    /// closed, and the worker dials a fresh one, rather than left open for nothing but its
+    /// streams in flight while new requests would wait.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.warning("tunnel error", metadata: ["error": "\(error)", "peer": "\(context.channel.remoteAddress?.description ?? "?")"])
-        context.fireErrorCaught(error)
+        logger.warning("tunnel error; closing it", metadata: [
+            "error": "\(error)", "peer": "\(context.channel.remoteAddress?.description ?? "?")",
+        ])
+        context.close(promise: nil)
     }
 
+    /// The peer's GOAWAY: it takes no new streams, so this tunnel is done.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .goAway(let last, let code, _) = unwrapInboundIn(data).payload {
-            logger.warning("tunnel: the peer sent GOAWAY", metadata: ["last_stream": "\(last)", "code": "\(code)"])
+            logger.warning("tunnel: the peer sent GOAWAY; closing it", metadata: ["last_stream": "\(last)", "code": "\(code)"])
+            return context.close(promise: nil)
         }
         context.fireChannelRead(data)
     }

@@ -184,6 +184,7 @@ public final class Tunnels: Sendable {
         let hop = Handed(WriterHop(writer, relayLoop: relayLoop))
         let outcome = clientLoop.makePromise(of: RelayOutcome.self)
         relayLoop.execute {
+            guard !hop.value.isGone else { return outcome.succeed(.clientGone) }
             tunnel.multiplexer.createStreamChannel { stream in
                 stream.eventLoop.makeCompletedFuture {
                     let sync = stream.pipeline.syncOperations
@@ -200,6 +201,9 @@ public final class Tunnels: Sendable {
                         head: head, body: body, limits: limits, writer: hop.value, promise: answer,
                         interceptRetryable: options.interceptRetryable, shutdown: options.shutdown,
                         onFirstByte: onFirstByte, onFinish: onFinish, logger: logger))
+                    // The client left while the stream was being opened: the relay learns it now
+                    // (it stops the stream: the worker cancels the request).
+                    if hop.value.isGone { hop.value.onGone?() }
                     outcome.completeWith(answer.futureResult)
                 case .failure(let error):
                     // The tunnel closed, or the worker's concurrent-stream limit is reached.
@@ -221,6 +225,10 @@ public final class Tunnels: Sendable {
         ]
         configuration.targetWindowSize = 64 << 20
         configuration.maximumConnectionGlitches = 10_000
+        // Frames already on the way for a stream this side reset (its client left) are ignored
+        // only for the last N resets; past that NIO ends the connection (NoSuchStream, GOAWAY).
+        // NIO's 32 is for one browser; a tunnel sees thousands of clients leave at once.
+        configuration.maximumRecentlyResetStreams = 2_048
         return configuration
     }
 

@@ -13,6 +13,8 @@ final class WriterHop: ResponseSink {
     private let clientLoop: any EventLoop
     private let relayLoop: any EventLoop
     private(set) var isWritable = true
+    /// The client left (seen on the relay's loop): a relay that has not begun must not.
+    private(set) var isGone = false
     var onWritable: (() -> Void)?
     var onGone: (() -> Void)?
 
@@ -28,7 +30,12 @@ final class WriterHop: ResponseSink {
                 hop.value.onWritable?()
             }
         }
-        writer.onGone = { relayLoop.execute { hop.value.onGone?() } }
+        writer.onGone = {
+            relayLoop.execute {
+                hop.value.isGone = true
+                hop.value.onGone?()
+            }
+        }
     }
 
     func head(_ response: HTTPResponse) { onClient { $0.head(response) } }
