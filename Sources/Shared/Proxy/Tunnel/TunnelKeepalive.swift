@@ -27,6 +27,9 @@ final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
     private let logger: Logger
     private var task: RepeatedTask?
     private var sent: UInt64 = 0
+    /// When the check last ran: a check that runs late means this loop itself was stalled,
+    /// and whatever the peer sent meanwhile may still wait unread in the socket.
+    private var lastCheck = NIODeadline.now()
 
     init(interval: TimeAmount, timeout: TimeAmount, heard: Heard, logger: Logger) {
         self.interval = interval
@@ -90,10 +93,17 @@ final class TunnelKeepalive: ChannelDuplexHandler, RemovableChannelHandler {
     private func start(_ context: ChannelHandlerContext) {
         guard task == nil else { return }
         heard.at = .now()
+        lastCheck = .now()
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         task = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             let (handler, context) = bound.value
-            let silent = NIODeadline.now() - handler.heard.at
+            let now = NIODeadline.now()
+            defer { handler.lastCheck = now }
+            if now - handler.lastCheck > handler.interval * 2 {
+                // This loop was busy for more than a tick: read first, judge at the next tick.
+                handler.heard.at = max(handler.heard.at, now - handler.interval)
+            }
+            let silent = now - handler.heard.at
             guard silent < handler.timeout else {
                 handler.logger.warning("tunnel silent; closing it", metadata: [
                     "silent_ms": "\(silent.nanoseconds / 1_000_000)", "peer": "\(context.channel.remoteAddress?.description ?? "?")",
