@@ -43,6 +43,23 @@ struct TunnelTests {
 
     static let longStream = #"{"model":"tiny","messages":[{"role":"user","content":"Say hello"}],"max_tokens":3000,"ignore_eos":true,"stream":true}"#
 
+    /// Sends `line` to the hub's tunnel port and returns what comes back until the hub closes
+    /// (or 5 s pass).
+    static func tunnelHello(port: Int, _ line: String) -> String {
+        guard let fd = try? rawConnection(to: "http://127.0.0.1:\(port)") else { return "no connection" }
+        defer { close(fd) }
+        _ = line.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { return n < 0 && received.isEmpty ? "still open" : String(decoding: received, as: UTF8.self) }
+            received += buffer[0..<n]
+        }
+    }
+
     /// The data-plane URL the hub has for `worker`.
     static func url(_ cluster: TestCluster, _ worker: String) async throws -> String? {
         try await cluster.admin().first { $0["name"] as? String == worker }?["url"] as? String
@@ -58,6 +75,12 @@ struct TunnelTests {
             hubSettings: "tunnel_listen: \"127.0.0.1:\(port)\"")
         try await cluster.using { cluster in
             #expect(try await Self.url(cluster, "nat") == "tunnel://nat")
+            // Strangers at the tunnel port: refused on the first line, and nothing they sent is logged.
+            #expect(Self.tunnelHello(port: port, "GET / HTTP/1.1\r\n").hasPrefix("ERROR "))
+            let stolen = Self.tunnelHello(port: port, "CARAVAN-TUNNEL/1 \(cluster.clientToken)\n")
+            #expect(stolen == "ERROR worker credential rejected\n", "\(stolen)")
+            #expect(Self.tunnelHello(port: port, String(repeating: "x", count: 9000)) == "", "an endless first line is cut off")
+            #expect(!cluster.hub.output.contains { $0.contains(cluster.clientToken) })
             try await cluster.waitForModel("nat", timeout: .seconds(30)) { $0["state"] as? String == "ready" }
             try await cluster.waitUntil("the tunnel to serve", timeout: .seconds(10)) {
                 try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200
