@@ -29,6 +29,7 @@ import UnixSignals
 /// | `FAKE_NAME` | sent back in `X-Served-By`, so tests can see who answered |
 /// | `FAKE_USAGE` | `1`: a stream's last event carries llama-server's `timings` |
 /// | body `"fake_tokens": N` | tokens for this one answer (overrides `FAKE_TOKENS`) |
+/// | body `"fake_status": N` | this one answer's status, as a poison request gets from every engine |
 /// | `FAKE_EXIT_AFTER_MS` | exit (status 3) this long after start: a crash while ready |
 /// | `FAKE_IGNORE_SIGTERM` | `1`: ignore SIGTERM, so only SIGKILL stops it |
 @main
@@ -146,6 +147,11 @@ struct FakeEngine {
                     let count = Int(text[range].split(separator: ":").last ?? "")
                 {
                     behaviour.tokens = count
+                }
+                if let range = text.range(of: #""fake_status":\d+"#, options: .regularExpression),
+                    let status = Int(text[range].split(separator: ":").last ?? "")
+                {
+                    behaviour.status = status
                 }
                 busy.add(1, ordering: .relaxed)
                 defer { busy.add(-1, ordering: .relaxed) }

@@ -32,8 +32,8 @@ struct RoutingFieldsTests {
     @Test("escapes, unicode and nesting: the same answers Foundation's parser gives", arguments: [
         (#"{"model":"caf\u00e9","stream":true}"#, "café", true),
         (#"{"model":"\ud83d\ude00 \"q\" \\ \/ \n","stream":false}"#, "😀 \"q\" \\ / \n", false),
-        (#" { "mod\u0065l" : "escaped-key" , "stream" : 1 } "#, "escaped-key", false),
-        (#"{"model":"first","model":"last","stream":true,"stream":"yes"}"#, "last", false),
+        (#" { "mod\u0065l" : "escaped-key" , "stream" : null } "#, "escaped-key", false),
+        (#"{"model":"first","model":"last","stream":true,"stream":false}"#, "last", false),
         (#"{"a":{"model":"inner","b":[1,-2.5e+3,0.1,true,false,null,{}]},"model":"outer"}"#, "outer", false),
         ("{\"model\":\"日本語\"}", "日本語", false),
     ])
@@ -196,5 +196,61 @@ struct UpstreamTargetTests {
         for bad in ["ftp://x/", "http://:80/", "http://host:99999/", "http://host:port/", "127.0.0.1:80"] {
             #expect(throws: UpstreamError.badURL(bad)) { try UpstreamTarget(bad) }
         }
+    }
+}
+
+/// What llama-server would mis-answer is a 400 naming the `param`; what it accepts passes.
+@Suite("Request shape")
+struct RequestShapeTests {
+    @Test("rejected with the param named", arguments: [
+        (#"{"model":"m","messages":[{"content":"tiny"}]}"#, "messages[0].role"),
+        (#"{"model":"m","messages":[{"role":"user","content":"a"},{"role":7,"content":"b"}]}"#, "messages[1].role"),
+        (#"{"model":"m","messages":"hi"}"#, "messages"),
+        (#"{"model":"m","messages":[{"role":"user","content":"x","name":null}]}"#, "messages[0].name"),
+        (#"{"model":"m","messages":[{"role":"tool","content":"x","tool_call_id":5}]}"#, "messages[0].tool_call_id"),
+        (#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":5}]}"#, "messages[0].tool_calls"),
+        (#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[{"type":"function"}]}]}"#, "messages[0].tool_calls[0]"),
+        (#"{"model":"m","messages":[{"role":"user","content":[{"type":"text"}]}]}"#, "messages[0].content[0].text"),
+        (#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":5}]}]}"#, "messages[0].content[0].text"),
+        (#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":{}}"#, "tools"),
+        (#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"x","function":{}}]}"#, "tools[0]"),
+        (#"{"model":"m","messages":[["user","hi"]]}"#, "messages[0]"),
+        (#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
+        (#"{"model":"m","messages":[{"role":"user","content":["text"]}]}"#, "messages[0].content[0]"),
+        (#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, "stream"),
+        (#"{"model":"m","messages":[{"role":"user"}],"max_tokens":"10"}"#, "max_tokens"),
+        (#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-2}"#, "max_tokens"),
+        (#"{"model":"m","messages":[{"role":"user"}],"max_tokens":1e300}"#, "max_tokens"),
+        (#"{"model":"m","messages":[{"role":"user"}],"max_completion_tokens":true}"#, "max_completion_tokens"),
+        (#"{"model":"m","prompt":"x","n_predict":[1]}"#, "n_predict"),
+    ])
+    func rejected(body: String, param: String) {
+        do {
+            _ = try RoutingFields.parse(ByteBuffer(string: body), messages: true)
+            Issue.record("accepted: \(body)")
+        } catch {
+            #expect(error.status.code == 400)
+            #expect(error.param == param)
+            #expect(error.code == "invalid_request_body")
+        }
+    }
+
+    @Test("accepted as llama-server accepts it", arguments: [
+        #"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"stream":true}"#,
+        #"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":null,"max_tokens":null}"#,
+        #"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{}"}}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{}}}],"x-extra":{"a":[1]}}"#,
+        #"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1,"n_predict":2147483647}"#,
+        #"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":16.0}"#,
+        #"{"model":"m","messages":[],"max_tokens":2.5,"tools":null}"#,
+        #"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[],"name":"n"}],"tools":[]}"#,
+        #"{"model":"m","messages":[{"role":"assistant","content":"x","tool_calls":[{"type":"function","function":{"name":"f","arguments":"{}"}}]}]}"#,
+    ])
+    func accepted(body: String) throws {
+        _ = try RoutingFields.parse(ByteBuffer(string: body), messages: true)
+    }
+
+    @Test("messages are checked only on the chat endpoints")
+    func notChat() throws {
+        #expect(try RoutingFields.parse(ByteBuffer(string: #"{"model":"m","messages":"x"}"#)).model == "m")
     }
 }

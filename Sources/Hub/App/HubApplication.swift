@@ -109,7 +109,8 @@ struct HubApplication {
                                     warm: 2, tls: workerTLS, logger: logger, tunnels: tunnels)
         let controlClient = ControlClient.make(connectTimeout: hub.connectTimeout, readTimeout: .seconds(30), tls: workerTLS)
         let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
-                                                  concurrent: hub.limits.concurrent))
+                                                  concurrent: hub.limits.concurrent),
+                                  poisonPerMinute: hub.limits.poisonPerMinute)
         let grace = ShutdownGrace(grace: hub.shutdownGrace)
         let reloader = options.configPath.map {
             HubReloader(path: $0, options: options, settings: settings, state: state, keys: workerKeys, limiter: limiter,
@@ -148,7 +149,7 @@ struct HubApplication {
                                  limiter: limiter, local: local, logger: logger, shutdown: grace)
         let admin = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, roles: [.admin]))
         let adminRoutes = AdminRoutes(state: state, client: controlClient, keys: workerKeys, logger: logger, metrics: metrics,
-                                      reloader: reloader, writeTimeout: hub.clientWriteTimeout)
+                                      reloader: reloader, limiter: limiter, writeTimeout: hub.clientWriteTimeout)
         adminRoutes.addRoutes(to: admin)
 
         let bound = listen

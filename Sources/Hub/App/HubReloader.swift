@@ -47,6 +47,7 @@ struct HubReloader: Sendable {
         settings.replace(.init(cluster: next, authenticator: authenticator))
         keys.update(names: after, previous: new.auth.previousWorkerSecret)
         limiter.defaults = .init(rps: new.limits.requestsPerSecond, burst: new.limits.burst, concurrent: new.limits.concurrent)
+        limiter.poisonPerMinute = new.limits.poisonPerMinute
         state.reconfigure(declaredModels: next.declaredModels,
                           discoveringWorkers: Set(next.workers.filter { !$0.modelsDirs.isEmpty }.map(\.name)),
                           breakerPolicy: HubApplication.breakerPolicy(new.breaker), aheadPerSlot: new.queue.aheadPerSlot,

@@ -34,36 +34,70 @@ struct AttemptPolicy {
     private(set) var tried: [Int] = []
     private var lastFailure: String?
     private(set) var lastReply: UpstreamForwarder.ErrorReply?
+    /// Every attempt's outcome, in order, for ``Blame``.
+    private var outcomes: [Blame.Attempt] = []
+    /// Ambiguous failures whose judgement waits for the request's other attempts: their
+    /// index in `outcomes`, the pick and the error.
+    private var deferred: [(index: Int, pick: Registry.Pick, error: UpstreamError)] = []
+    /// The request failed alike on two workers: it is the request's fault, not theirs.
+    private(set) var poisoned = false
 
     init(retries: Int, breaker: BreakerConfig) {
         self.retries = retries
         self.breaker = breaker
     }
 
-    /// Whether the attempt about to start may still be retried: its worker's 5xx and 429
-    /// answers are then held back instead of passed on.
-    var mayRetry: Bool { attempts < retries }
-
-    /// Records a failed attempt on `worker` (routing slot `slot`), before any byte reached the
-    /// client. `jitterMilliseconds` (50...250 in production) spreads retries after a 429/503.
-    mutating func failed(slot: Int, worker: String, reply: UpstreamForwarder.ErrorReply?, error: UpstreamError,
+    /// Records a failed attempt on `pick`, before any byte reached the client.
+    /// `jitterMilliseconds` (50...250 in production) spreads retries after a 429/503.
+    ///
+    /// The worker's own failures (``Blame/Evidence/worker``) are its sample at once; an
+    /// ambiguous one is no sample now (its judgement waits for ``settle()``), and a second
+    /// worker failing alike ends the attempts: the request is poison.
+    mutating func failed(_ pick: Registry.Pick, reply: UpstreamForwarder.ErrorReply?, error: UpstreamError,
                          firstByteJudged: Bool, jitterMilliseconds: Int) -> Verdict {
         if error.kind == .workerFull { return Verdict(sample: .neutral, retry: true, pause: nil, full: true) }
         attempts += 1
-        tried.append(slot)
-        lastFailure = "worker \(worker): \(error)"
+        tried.append(pick.slot)
+        lastFailure = "worker \(pick.worker): \(error)"
         lastReply = reply
+        outcomes.append(.failed(error))
+        var sample: CircuitBreaker.Sample
+        switch Blame.evidence(error) {
+        case .worker: sample = .failure(error)
+        case .none: sample = .neutral
+        case .ambiguous:
+            sample = .neutral
+            deferred.append((outcomes.count - 1, pick, error))
+        }
         // Slowness already judged when `slow_ttfb` passed (the lease's timer) is not counted twice.
-        let sample: CircuitBreaker.Sample = firstByteJudged ? .neutral : .of(error)
+        if firstByteJudged { sample = .neutral }
+        poisoned = Blame.isPoison(outcomes)
         let status = error.kind == .httpStatus ? error.status : nil
         let pause: Duration? = status == 429 || status == 503 ? .milliseconds(jitterMilliseconds * attempts) : nil
-        return Verdict(sample: sample, retry: attempts <= retries, pause: pause)
+        return Verdict(sample: sample, retry: attempts <= retries && !poisoned, pause: pause)
+    }
+
+    /// Records the attempt whose answer was passed on: a 2xx/3xx served the request (so an
+    /// ambiguous failure elsewhere was that worker's), a 4xx is the engine rejecting it.
+    mutating func answered(status: Int?) {
+        outcomes.append((status ?? 200) < 400 ? .served : .rejected)
+    }
+
+    /// The judgements of the deferred (ambiguous) failures, once the request has ended: each
+    /// is returned once. Without deferred failures it is empty and costs nothing.
+    mutating func settle() -> [(pick: Registry.Pick, verdict: Blame.Verdict, error: UpstreamError)] {
+        guard !deferred.isEmpty else { return [] }
+        let verdicts = Blame.judge(outcomes)
+        defer { deferred = [] }
+        return deferred.map { ($0.pick, verdicts[$0.index], $0.error) }
     }
 
     /// What the client gets when every worker it could try failed: the last worker's own
-    /// error answer when there is one, else a 502 naming the last failure.
+    /// error answer when there is one; for poison without one (the same transport failure
+    /// everywhere), a 400; else a 502 naming the last failure.
     func exhausted(model: String) -> Result<UpstreamForwarder.ErrorReply, OpenAIError> {
         if let lastReply { return .success(lastReply) }
+        if poisoned { return .failure(Self.poison(model, lastFailure ?? "")) }
         return .failure(Self.allFailed(model, lastFailure ?? "no attempt made"))
     }
 
@@ -72,6 +106,11 @@ struct AttemptPolicy {
 
     static func allFailed(_ model: String, _ last: String) -> OpenAIError {
         OpenAIError.upstream("No worker for '\(model)' answered successfully (last: \(last))", code: "worker_unreachable")
+    }
+
+    static func poison(_ model: String, _ last: String) -> OpenAIError {
+        .invalidRequest("This request failed the same way on every worker of '\(model)' tried (last: \(last)); "
+                        + "check the request, it is not retried", code: "request_failed_everywhere")
     }
 
     /// What a response that was passed on says about its worker: slowness counts as failure,

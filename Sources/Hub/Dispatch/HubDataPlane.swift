@@ -22,6 +22,10 @@ struct HubDataPlane: DataPlane {
         "/tokenize", "/detokenize", "/apply-template",
     ]
 
+    /// Endpoints whose `messages` are checked before an engine sees them (llama-server answers
+    /// a message without a `role` with a 500, which looked like the worker failing).
+    static let chatPaths: Set<Substring> = ["/v1/chat/completions", "/chat/completions", "/apply-template"]
+
     /// `GET` endpoints routed by a `model` query parameter.
     static let routedQueryPaths: Set<Substring> = ["/props"]
 
@@ -86,7 +90,7 @@ struct HubDataPlane: DataPlane {
             }
             return (RoutingFields(model: model, stream: false), String(path))
         }
-        return (try RoutingFields.parse(exchange.body), String(path))
+        return (try RoutingFields.parse(exchange.body, messages: Self.chatPaths.contains(path)), String(path))
     }
 
     static func notAllowed(_ model: String) -> OpenAIError {

@@ -163,6 +163,14 @@ final class HubState: Sendable {
         drainQueues()
     }
 
+    /// Applies a judgement made after an attempt's lease ended (``Registry/judged(_:_:error:client:now:)``).
+    func judged(_ pick: Registry.Pick, _ verdict: Blame.Verdict, error: UpstreamError, client: String) {
+        let instant = now()
+        let transition = guarded.withLock { $0.registry.judged(pick, verdict, error: error, client: client, now: instant) }
+        metrics?.judged(model: pick.model, verdict: verdict)
+        if let transition { log(transition, pick) }
+    }
+
     /// Ends a reservation the worker refused as full (``Registry/releaseFull(_:now:)``).
     func releaseFull(_ pick: Registry.Pick) {
         let instant = now()

@@ -26,6 +26,8 @@ final class RoutedRequest {
     private let exchange: ClientExchange
     private let config: HubConfig
     private var identity: Identity?
+    /// Who is asking, for the poison count and blame: the credential's subject, else the address.
+    private var client: String { identity?.subject ?? exchange.peer ?? "unknown" }
     /// The caller's concurrency slot: back at the answer's last byte, or when no answer is relayed.
     private var permit: RateLimiter.Permit?
     private var fields = RoutingFields(model: "", stream: false)
@@ -90,10 +92,23 @@ final class RoutedRequest {
 
     /// Reads the routing fields and checks the caller may use the model.
     private func admitted() {
+        if let wait = plane.limiter.poisonRetryAfter(client) {
+            plane.state.metrics?.poisonRejected()
+            return fail(OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "poison_limit_exceeded",
+                                    message: "Too many of this client's recent requests failed the same way on every worker "
+                                        + "(limits.poison_per_minute); fix the request before retrying",
+                                    headers: [.retryAfter: String(wait)]))
+        }
         do {
             let path: String
             (fields, path) = try plane.routing(exchange, identity: identity)
             target = path + (exchange.query.map { "?\($0)" } ?? "")
+            // A byte the next hop's parser may refuse (a raw `<` in a query) is the client's
+            // mistake: named here, never forwarded (it used to come back as a worker's failure).
+            if let invalid = RequestTarget.invalidByte(in: target) {
+                throw OpenAIError.invalidRequest("The request target has \(invalid.description) at position \(invalid.offset + 1), "
+                                                 + "which must be percent-encoded (\(invalid.encoded))", code: "invalid_request_target")
+            }
             // The `models` claim names canonical models: an alias is resolved first, so an alias
             // that matches a pattern cannot reach a model outside it. (The pick is checked again:
             // an alias may name different models on different workers.)
@@ -192,7 +207,9 @@ final class RoutedRequest {
     private func forward(_ pick: Registry.Pick, lease: Lease, authorization: String) {
         let options = UpstreamForwarder.Options(
             headTimeout: fields.stream ? config.firstByteTimeout : config.requestTimeout,
-            idleTimeout: config.idleTimeout, interceptRetryable: attempts.mayRetry,
+            // Every error answer is held back, also on the last attempt: it is judged (``Blame``)
+            // before anything is said about the worker, then passed on unchanged.
+            idleTimeout: config.idleTimeout, interceptRetryable: true,
             clientWriteTimeout: config.clientWriteTimeout, readUsage: true, shutdown: plane.shutdown)
         let (access, permit, breaker) = (exchange.access, permit, config.breaker)
         plane.forwarder.forward(
@@ -215,7 +232,12 @@ final class RoutedRequest {
     private func finished(_ result: UpstreamForwarder.Result, pick: Registry.Pick, lease: Lease) {
         switch result {
         case .relayed:
-            return  // the lease and the permit go back at the last byte (onFinish)
+            // The lease and the permit go back at the last byte (onFinish). A whole answer's
+            // finish is known now; a stream began with a 2xx.
+            let finish = exchange.access.current.finish
+            attempts.answered(status: finish.map { $0 == .busy ? 501 : $0.timing?.status } ?? nil)
+            judge()
+            return
         case .clientGone:
             lease.release(.neutral)
             fail(CancellationError())
@@ -223,7 +245,7 @@ final class RoutedRequest {
             lease.release(.neutral)
             fail(OpenAIError.shuttingDown)
         case .failed(let reply, let error):
-            let verdict = attempts.failed(slot: pick.slot, worker: pick.worker, reply: reply, error: error,
+            let verdict = attempts.failed(pick, reply: reply, error: error,
                                           firstByteJudged: lease.firstByteJudged, jitterMilliseconds: Int.random(in: 50...250))
             if verdict.full {
                 lease.releaseFull()
@@ -243,8 +265,33 @@ final class RoutedRequest {
         }
     }
 
+    /// Applies the judgements of the request's ambiguous failures (``Blame``), once it ended:
+    /// a worker that failed what another served is blamed, one failing alike with another is
+    /// not (the request is poison and counts against its client), and one with nothing to
+    /// compare with is left to other clients' requests.
+    private func judge() {
+        let judgements = attempts.settle()
+        guard !judgements.isEmpty else { return }
+        let client = self.client
+        for judgement in judgements {
+            plane.state.judged(judgement.pick, judgement.verdict, error: judgement.error, client: client)
+        }
+        guard attempts.poisoned, let first = judgements.first else { return }
+        plane.limiter.poisoned(client)
+        plane.state.metrics?.poison(model: first.pick.model)
+        let workers = judgements.filter { $0.verdict == .request }.map(\.pick.worker)
+        logger.warning("request failed alike on every worker tried; not counted against them", metadata: [
+            "model": "\(first.pick.model)", "workers": "\(workers.joined(separator: ","))", "reason": "\(first.error)",
+            "client": "\(client)",
+        ])
+        plane.state.events.publish(.init(type: "poison", model: first.pick.model,
+                                         reason: "\(client): failed alike on \(workers.joined(separator: ", ")) (\(first.error))"))
+    }
+
     /// Passes on the last worker's own error answer, or the hub's 502.
     private func passOn(_ exhausted: Result<UpstreamForwarder.ErrorReply, OpenAIError>) {
+        judge()
+        if attempts.poisoned { exchange.addResponseHeader(blameHeader, "request") }
         permit?.release()
         switch exhausted {
         case .success(let reply): exchange.respond(status: reply.status, headers: reply.headers, body: reply.body)
@@ -254,6 +301,7 @@ final class RoutedRequest {
 
     /// Ends the request without a relayed answer: its envelope (none if the client left).
     private func fail(_ error: any Error) {
+        judge()
         permit?.release()
         exchange.fail(error)
     }

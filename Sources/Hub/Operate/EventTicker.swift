@@ -9,6 +9,7 @@ struct EventTicker: Service {
         var workers: [AdminRoutes.WorkerView]
         var queued: [String: Int]
         var rates: [String: LiveStats.Rates]
+        var poisonThrottled: Int
     }
 
     let events: ClusterEvents
@@ -24,7 +25,8 @@ struct EventTicker: Service {
             let rates = stats.take()
             guard events.subscriberCount > 0 else { continue }
             let current = snapshot()
-            if let data = try? WireCoding.encoder().encode(Snapshot(workers: current.workers, queued: current.queued, rates: rates)) {
+            if let data = try? WireCoding.encoder().encode(Snapshot(workers: current.workers, queued: current.queued, rates: rates,
+                                                               poisonThrottled: current.poisonThrottled)) {
                 events.broadcast(type: "snapshot", data: data)
             }
         }

@@ -4,6 +4,7 @@ import Config
 import Server
 import Wire
 import Proxy
+import Routing
 
 /// The hub's Prometheus series (`GET /metrics`; the table is in docs/operations.md).
 ///
@@ -102,6 +103,31 @@ final class HubMetrics: Sendable {
                          help: "Attempts a worker refused as full (its own admission bound); sent elsewhere or queued").increment()
     }
 
+    /// A failure judged after its request's other attempts (``Blame``): the worker's, the
+    /// request's (poison), or undecided (left to other clients' requests).
+    func judged(model: String, verdict: Blame.Verdict) {
+        let name = switch verdict {
+        case .worker: "worker"
+        case .request: "request"
+        case .undecided: "undecided"
+        case .none: "none"
+        }
+        registry.counter("caravan_hub_blame_total", labels: [("model", model), ("verdict", name)],
+                         help: "Ambiguous failures (a 5xx, unparsable HTTP) by whom the request's attempts blamed").increment()
+    }
+
+    /// A request that failed alike on every worker tried: the request's fault, not theirs.
+    func poison(model: String) {
+        registry.counter("caravan_hub_poison_requests_total", labels: [("model", model)],
+                         help: "Requests that failed the same way on every worker (no breaker sample)").increment()
+    }
+
+    /// A request refused with 429 because its client sent too many poison requests.
+    func poisonRejected() {
+        registry.counter("caravan_hub_poison_rejections_total",
+                         help: "Requests refused (429) because their client sent over limits.poison_per_minute poison requests").increment()
+    }
+
     func breakerTransition(worker: String, model: String, to state: String) {
         registry.counter("caravan_hub_breaker_transitions_total",
                              labels: [("worker", worker), ("model", model), ("to", state)],
@@ -150,6 +176,8 @@ final class HubMetrics: Sendable {
             live.add("caravan_hub_queue_length", Double(length), labels: [("model", model)],
                      help: "Requests waiting for capacity")
         }
+        live.add("caravan_hub_poison_throttled_clients", Double(snapshot.poisonThrottled),
+                 help: "Clients held back (429) for sending requests that fail alike on every worker")
         ProcessMetrics.add(to: &live)
         return registry.emitToString() + live.render()
     }

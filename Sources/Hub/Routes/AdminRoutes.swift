@@ -33,6 +33,8 @@ struct AdminRoutes {
     let logger: Logger
     var metrics: HubMetrics?
     var reloader: HubReloader?
+    /// The client limits, for the clients held back for poison requests.
+    var limiter: RateLimiter?
     /// How long a write to an event-stream reader may wait (`hub.client_write_timeout`).
     var writeTimeout: Duration = .seconds(30)
 
@@ -77,6 +79,9 @@ struct AdminRoutes {
     struct Snapshot: Encodable {
         var workers: [WorkerView]
         var queued: [String: Int]
+        /// Clients (credentials, or addresses without authentication) held back now with 429
+        /// for sending requests that fail alike on every worker (``Blame``).
+        var poisonThrottled = 0
     }
 
     func addRoutes(to group: RouterGroup<HubRequestContext>) {
@@ -151,7 +156,8 @@ struct AdminRoutes {
         let (id, frames) = state.events.subscribe()
         let events = state.events
         let now = snapshot()
-        let first = (try? WireCoding.encoder().encode(EventTicker.Snapshot(workers: now.workers, queued: now.queued, rates: [:])))
+        let first = (try? WireCoding.encoder().encode(EventTicker.Snapshot(workers: now.workers, queued: now.queued, rates: [:],
+                                                                                      poisonThrottled: now.poisonThrottled)))
             .map { ClusterEvents.frame(type: "snapshot", data: $0) }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
                         body: ResponseBody { writer in
@@ -217,6 +223,6 @@ struct AdminRoutes {
                         vramEstimateMiB: model.vramEstimateMiB)
                 })
         }
-        return Snapshot(workers: workers, queued: state.queueLengths())
+        return Snapshot(workers: workers, queued: state.queueLengths(), poisonThrottled: limiter?.poisonThrottled ?? 0)
     }
 }

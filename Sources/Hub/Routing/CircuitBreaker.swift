@@ -80,6 +80,9 @@ package struct CircuitBreaker: Sendable {
     package private(set) var openings = 0
     /// Failures in a row while closed (reset by a success).
     package private(set) var consecutive = 0
+    /// Clients whose undecided failures (``Blame/Verdict/undecided``) wait for corroboration
+    /// while closed: a second client's turns them into failures, a success clears them.
+    package private(set) var suspects: [String] = []
     /// The sliding window as at most `bucketCount` time buckets: constant memory and
     /// constant work per request, however busy the worker is.
     private var buckets: [(start: Instant, successes: Int, failures: Int)] = []
@@ -140,6 +143,7 @@ package struct CircuitBreaker: Sendable {
             case .neutral: return nil
             case .success:
                 consecutive = 0
+                suspects = []
                 add(failed: false, now: now)
                 return nil  // a success never opens the breaker: skip the window arithmetic
             case .failure:
@@ -183,6 +187,25 @@ package struct CircuitBreaker: Sendable {
         }
     }
 
+    /// Records a failure that its request's attempts could not pin on the worker or on the
+    /// request (``Blame/Verdict/undecided``: one worker, nothing to compare with). One client's
+    /// such failures never count: that client may be sending poison. When a second client's
+    /// request fails there too before any request succeeds, the worker is failing everyone, and
+    /// each held failure counts. Ignored unless closed (a probe's outcome must be its own).
+    package mutating func suspect(_ error: UpstreamError, client: String, now: Instant) -> Transition? {
+        guard case .closed = state else { return nil }
+        if suspects.isEmpty || suspects.contains(client) {
+            if suspects.isEmpty { suspects = [client] }
+            return nil
+        }
+        let held = suspects.count + 1
+        suspects = []
+        for _ in 0..<held {
+            if let transition = record(.failure(error), now: now) { return transition }
+        }
+        return nil
+    }
+
     /// Releases a half-open probe slot whose request never produced a sample.
     package mutating func abandon() {
         if case .halfOpen(true, let successes) = state { state = .halfOpen(probing: false, successes: successes) }
@@ -200,6 +223,7 @@ package struct CircuitBreaker: Sendable {
         openings += 1
         state = .open(until: now + period)
         consecutive = 0
+        suspects = []
         buckets = []
         bucketEnds = nil
         return Transition(from: from, to: "open", reason: "\(reason); open for \(period)")

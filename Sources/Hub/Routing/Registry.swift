@@ -194,6 +194,18 @@ package struct Registry: Sendable {
         /// True when every slot was busy and the request was sent to wait in the engine's
         /// own queue (``Tier/ahead``): its time to first byte includes that wait.
         package var isAhead = false
+
+        package init(pair: Int, incarnation: Int, slot: Int, worker: String, url: String, model: String,
+                     isProbe: Bool, isAhead: Bool = false) {
+            self.pair = pair
+            self.incarnation = incarnation
+            self.slot = slot
+            self.worker = worker
+            self.url = url
+            self.model = model
+            self.isProbe = isProbe
+            self.isAhead = isAhead
+        }
     }
 
     /// Outcome of asking for a worker.
@@ -704,6 +716,24 @@ package struct Registry: Sendable {
             return nil
         }
         return breakers[pick.pair].record(sample, now: now, isProbe: pick.isProbe)
+    }
+
+    /// A judgement that came after the attempt's reservation ended (``Blame``): the request's
+    /// other attempts showed the worker failed what another worker served (`.worker`), or
+    /// nothing showed either way (`.undecided`, a suspect of `client`'s). Frees nothing; a
+    /// breaker that is no longer closed ignores it (its probe was released as neutral).
+    package mutating func judged(_ pick: Pick, _ verdict: Blame.Verdict, error: UpstreamError, client: String,
+                                 now: Instant) -> CircuitBreaker.Transition? {
+        guard isCurrent(pick) else { return nil }
+        defer {
+            pairs[pick.pair].gate = Gate(breakers[pick.pair].state, epoch: epoch)
+            refresh(pick.pair)
+        }
+        switch verdict {
+        case .worker: return breakers[pick.pair].record(.failure(error), now: now)
+        case .undecided: return breakers[pick.pair].suspect(error, client: client, now: now)
+        case .none, .request: return nil
+        }
     }
 
     /// Ends a reservation the worker refused as full (``UpstreamError/Kind/workerFull``): its

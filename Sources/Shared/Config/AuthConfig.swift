@@ -134,8 +134,13 @@ public struct LimitsConfig: Decodable, Sendable, Equatable {
     public var burst: Double = 0
     /// Requests in progress at once (0: unlimited). A token's `concurrency` claim overrides it.
     public var concurrent = 0
+    /// Requests per minute a credential (or, without authentication, an address) may send that
+    /// fail the same way on every worker (poison) before its next requests get 429 (0: no limit).
+    public var poisonPerMinute = 10
 
-    enum CodingKeys: String, CodingKey { case requestsPerSecond = "requests_per_second", burst, concurrent }
+    enum CodingKeys: String, CodingKey {
+        case requestsPerSecond = "requests_per_second", burst, concurrent, poisonPerMinute = "poison_per_minute"
+    }
 
     public init() {}
 
@@ -148,5 +153,7 @@ public struct LimitsConfig: Decodable, Sendable, Equatable {
         guard burst >= 0 else { throw c.error(.burst, "must not be negative") }
         concurrent = try c.optional(Int.self, .concurrent) ?? 0
         guard concurrent >= 0 else { throw c.error(.concurrent, "must not be negative") }
+        poisonPerMinute = try c.optional(Int.self, .poisonPerMinute) ?? 10
+        guard poisonPerMinute >= 0 else { throw c.error(.poisonPerMinute, "must not be negative") }
     }
 }

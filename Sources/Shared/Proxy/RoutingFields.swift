@@ -18,18 +18,27 @@ public struct RoutingFields: Equatable, Sendable {
     }
 
     /// Reads `model` and `stream` from a JSON body, or throws a 400 in the OpenAI envelope.
-    /// A duplicated key counts with its last value; a `stream` that is not a boolean reads as false.
-    public static func parse(_ body: ByteBuffer) throws(OpenAIError) -> RoutingFields {
+    /// A duplicated key counts with its last value.
+    ///
+    /// The same pass rejects, with a 400 naming the `param`, what llama-server would
+    /// mis-answer rather than refuse: a `stream` that is not a boolean, a token count
+    /// (`max_tokens`, `max_completion_tokens`, `n_predict`) that is not a whole number from -1
+    /// to 2^31 - 1, and with `messages: true` (the chat endpoints) `messages` that is not a
+    /// non-empty array of objects with a string `role` and a string, array or null `content`.
+    /// Everything else (extra fields, tools) passes untouched.
+    public static func parse(_ body: ByteBuffer, messages: Bool = false) throws(OpenAIError) -> RoutingFields {
         guard body.readableBytes > 0 else {
             throw .invalidRequest("The request body is empty; expected a JSON object", code: "invalid_json")
         }
         let fields = body.readableBytesView.withContiguousStorageIfAvailable { bytes in
             var scanner = JSONScanner(bytes)
+            scanner.checkMessages = messages
             return scanner.topLevelFields()
         } ?? {
             let bytes = Array(body.readableBytesView)
             return bytes.withUnsafeBufferPointer { bytes in
                 var scanner = JSONScanner(bytes)
+                scanner.checkMessages = messages
                 return scanner.topLevelFields()
             }
         }()
@@ -38,7 +47,7 @@ public struct RoutingFields: Equatable, Sendable {
             throw .invalidRequest("The request body is not valid JSON (UTF-8)", code: "invalid_json")
         case .notAnObject:
             throw .invalidRequest("The request body must be a JSON object", code: "invalid_json")
-        case .object(let model, let stream):
+        case .object(let model, let stream, let problem):
             switch model {
             case .absent, .null:
                 throw .invalidRequest("The request is missing the 'model' field", code: "missing_model", param: "model")
@@ -47,6 +56,7 @@ public struct RoutingFields: Equatable, Sendable {
             case .string(let name) where name.isEmpty:
                 throw .invalidRequest("'model' must not be empty", code: "invalid_model", param: "model")
             case .string(let name):
+                if let problem { throw .invalidRequest(problem.message, code: "invalid_request_body", param: problem.param) }
                 return RoutingFields(model: name, stream: stream)
             }
         }

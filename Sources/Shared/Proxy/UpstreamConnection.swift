@@ -171,6 +171,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             // No first-byte time: llama-server sends a non-streamed head only after generating
             // every token, so that time measures the whole generation, not the worker's health.
             var timing = UpstreamForwarder.Timing()
+            timing.status = status
             if exchange.limits.readUsage { timing.usage = ResponseTail.usage(in: body) }
             ended(after)
             exchange.onFinish(UpstreamForwarder.finish(status: status, timing: timing))

@@ -30,6 +30,8 @@ public struct UpstreamForwarder: Sendable {
         public var lastByte: Duration?
         /// Tokens in and out, from the answer's final `usage` (or `timings`), when asked for.
         public var usage: TokenUsage?
+        /// The status of a whole (non-streamed) answer; nil for a stream, which begins only with a 2xx.
+        public var status: Int?
 
         /// The mean silence between chunks after the first (nil with fewer than two chunks).
         public var meanGap: Duration? {

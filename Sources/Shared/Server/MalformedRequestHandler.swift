@@ -83,8 +83,26 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
                         message: "The request headers are larger than this server accepts (max_header_kb)")
         default:
             OpenAIError(.badRequest, type: "invalid_request_error", code: "malformed_http",
-                        message: "The request is not valid HTTP/1.1 (\(error))")
+                        message: "The request is not valid HTTP/1.1 (\(HTTPParserError.phrase(error)))")
         }
         return (error.status, Array(error.body))
+    }
+}
+
+extension HTTPParserError {
+    /// Plain words for a parse error, for messages that reach clients (the enum's case names,
+    /// `invalidHeaderToken`, are internal).
+    public static func phrase(_ error: HTTPParserError) -> String {
+        switch error {
+        case .invalidURL, .invalidPath, .invalidQueryString, .invalidFragment: "invalid character in the target"
+        case .invalidHeaderToken, .invalidCharactersUsed: "invalid character in a header"
+        case .headerOverflow: "headers too large"
+        case .invalidContentLength, .unexpectedContentLength: "invalid Content-Length"
+        case .invalidChunkSize: "invalid chunk size"
+        case .invalidMethod: "invalid method"
+        case .invalidVersion: "invalid HTTP version"
+        case .invalidStatus: "invalid status line"
+        default: "malformed message"
+        }
     }
 }

@@ -26,3 +26,8 @@ public let admissionHeader = HTTPField.Name(admissionHeaderName)!
 
 /// The value of ``admissionHeader`` on a worker's "full" answer.
 public let admissionFull = "full"
+
+/// On an error answer the hub passes on after the request failed the same way on every
+/// worker it tried: `request` (the request is at fault; no worker was blamed and it was not
+/// retried further). A client that loops on such answers is held back (`limits.poison_per_minute`).
+public let blameHeader = HTTPField.Name("X-Caravan-Blame")!

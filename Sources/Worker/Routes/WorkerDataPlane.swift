@@ -159,7 +159,8 @@ struct WorkerDataPlane: DataPlane {
         // is seen, and that request fails (18 % of streams at 16 connections before this).
         // Saying so up front keeps it out of the pool.
         if stream { headers.append(("Connection", "close")) }
-        let target = Self.url(base: base, path: enginePath, remote: remote) + (exchange.query.map { "?\($0)" } ?? "")
+        let target = Self.url(base: base, path: RequestTarget.normalised(enginePath), remote: remote)
+            + (exchange.query.map { "?" + RequestTarget.normalised($0) } ?? "")
         // The lease keeps the model from being evicted or unloaded until the last byte.
         inFlight.add(1)
         let release: @Sendable () -> Void = { [inFlight, supervisor] in

@@ -31,6 +31,8 @@ extension Dashboard {
           <section class="side">
             <h2>Queues</h2>
             <ul id="queues"><li class="muted">empty</li></ul>
+            <h2>Poison requests</h2>
+            <p id="poison" class="muted">none</p>
             <h2>Recent events</h2>
             <ul id="events"></ul>
           </section>

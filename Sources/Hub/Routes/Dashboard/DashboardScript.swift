@@ -192,6 +192,9 @@ extension Dashboard {
           container.replaceChildren(...cards);
           const queues = Object.entries(snapshot.queued || {});
           $("queues").replaceChildren(...(queues.length ? queues.map(([model, n]) => el("li", {}, model + ": " + n + " waiting")) : [el("li", { class: "muted" }, "empty")]));
+          const held = snapshot.poison_throttled || 0;
+          $("poison").textContent = held ? held + (held === 1 ? " client" : " clients") + " held back (429) for requests that fail on every worker" : "none";
+          $("poison").className = held ? "" : "muted";
         }
 
         function addEvent(event) {

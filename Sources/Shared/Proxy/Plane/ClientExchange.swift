@@ -15,12 +15,15 @@ public final class ClientExchange: Sendable {
     public let departure: ClientDeparture?
     /// The client connection's event loop: upstream connections for this exchange are taken there.
     public let eventLoop: any EventLoop
+    /// The client's IP address (who is asking, when no credential says so).
+    public let peer: String?
     let writer: NIOLoopBound<ClientWriter>
     private let extraHeaders: ExtraHeaders
     private let runner: DataPlaneRunner
 
-    init(request: HTTPRequest, body: ByteBuffer, access: AccessRecord, departure: ClientDeparture?,
+    init(request: HTTPRequest, body: ByteBuffer, access: AccessRecord, departure: ClientDeparture?, peer: String?,
          writer: NIOLoopBound<ClientWriter>, headers: ExtraHeaders, runner: DataPlaneRunner) {
+        self.peer = peer
         self.runner = runner
         self.request = request
         self.body = body

@@ -158,6 +158,7 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
         state = .answering(writer)
         let exchange = ClientExchange(request: head, body: body, access: record,
                                       departure: ClientDepartureHandler.departure(of: context.channel),
+                                      peer: context.channel.remoteAddress?.ipAddress,
                                       writer: NIOLoopBound(writer, eventLoop: context.eventLoop), headers: headers, runner: runner)
         plane.answer(exchange)
     }
