@@ -21,9 +21,9 @@ struct PoisonTests {
     }
 
     /// A second client's token (another subject, signed with the cluster's client secret).
-    static func otherClient(_ cluster: TestCluster) async throws -> String {
+    static func otherClient(_ cluster: TestCluster, _ subject: String = "another-app") async throws -> String {
         try await TokenVerifier(secret: Secret(cluster.secrets.client))
-            .sign(CaravanClaims(sub: "another-app", expires: Date().addingTimeInterval(3600)))
+            .sign(CaravanClaims(sub: subject, expires: Date().addingTimeInterval(3600)))
     }
 
     @Test("row 1: a chat body posted to /v1/chat/completions?<=1 (curl sends the '<' raw) x8 on cluster.example.yaml: 400 naming the byte, breakers closed, the next requests 200")
@@ -153,11 +153,15 @@ struct PoisonTests {
             // Warm both engines, so the fuzz meets loaded models.
             for _ in 0..<4 { #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200) }
             let script = repositoryRoot.appendingPathComponent("scripts/lib/fuzz.py").path
+            // Eight careless apps, each with its own token: each stays under poison_per_minute,
+            // so the cases reach the workers instead of the 429 (tested on its own above).
+            var tokens: [String] = []
+            for index in 0..<8 { tokens += ["--token", try await Self.otherClient(cluster, "fuzz-\(index)")] }
             var output = ""
             var failure: (any Error)?
             do {
-                output = try runProcess(["python3", script, "--url", cluster.hubURL, "--token", cluster.clientToken, "--model", "tiny",
-                                         "--seed", String(seed), "--cases", String(cases)], input: "", timeout: .seconds(900))
+                output = try runProcess(["python3", script, "--url", cluster.hubURL, "--model", "tiny",
+                                         "--seed", String(seed), "--cases", String(cases)] + tokens, input: "", timeout: .seconds(900))
             } catch {
                 failure = error
             }
@@ -174,10 +178,8 @@ struct PoisonTests {
                 let held = workers.map { $0["in_flight"] as? Int ?? -1 }.reduce(0, +)
                 return try await cluster.hubInFlight() == 0 && held == 0 && workers.count == 2
             }
-            let other = try await Self.otherClient(cluster)
-            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(), token: .some(other)).status == 200)
-            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200,
-                    "the fuzzing client's own valid request")
+            // Another client, who sent none of it, is served at once.
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200)
         }
     }
 }

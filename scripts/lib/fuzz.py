@@ -12,8 +12,8 @@ chunked and length-delimited bodies whose framing lies, and every routed endpoin
 Checked for every answer:
   - a request that was well framed HTTP gets an answer (nothing hangs, nothing is dropped);
   - a 5xx is only ever the engine's own answer to a request that failed the same way on
-    every worker (`X-Caravan-Blame: request`); never a 500/502 that blames a worker, a 503
-    from an open breaker, or a queue timeout;
+    every worker (`X-Caravan-Blame: request`) or its 501 (not supported); never a 500/502
+    that blames a worker, a 503 from an open breaker, or a queue timeout;
   - every error carries the OpenAI envelope {"error":{"message","type","code"}}, and its
     message names no internal type.
 
@@ -95,17 +95,13 @@ def mutated_chat(rng, model):
     return body
 
 
-def flip(rng, data, protect=b""):
+def flip(rng, data):
     data = bytearray(data)
     alphabet = b"{}[]:,\"\\ 0123456789.eE+-tfnulrs/<>%\x00\x1f\x7f\xc3\xa9\xff\r\n"
     for _ in range(rng.randint(1, 4)):
         if not data:
             break
         position = rng.randrange(len(data))
-        if protect and protect in data:
-            start = data.index(protect)
-            if start <= position < data.index(b"\r\n", start):
-                continue
         action = rng.random()
         if action < 0.33:
             del data[position]
@@ -154,12 +150,15 @@ def make_case(rng, index, host, token, model):
         line_end = data.index(b"\r\n")
         return kind, flip(rng, data[:line_end]) + data[line_end:], False, False
     if kind == "headers":
-        data = request("POST", path, host, token, encode(valid_chat(rng, model)),
-                       headers=[("X-Extra", "v%d" % index), ("Accept", "*/*")])
-        line_end = data.index(b"\r\n") + 2
-        head_end = data.index(b"\r\n\r\n")
-        head = flip(rng, data[line_end:head_end], protect=b"Content-Length")
-        return kind, data[:line_end] + head + data[head_end:], False, False
+        # Flips in every header but Authorization and Content-Length (kept whole, so the case
+        # is the same for the same seed whatever the token, and the body stays framed).
+        body = encode(valid_chat(rng, model))
+        lines = ["Host: %s" % host, "Connection: close", "Content-Type: application/json", "X-Extra: v%d" % index,
+                 "Accept: */*"]
+        mutable = flip(rng, "\r\n".join(lines).encode())
+        fixed = ("Authorization: Bearer %s\r\nContent-Length: %d" % (token, len(body))).encode()
+        data = b"POST " + path.encode() + b" HTTP/1.1\r\n" + mutable + b"\r\n" + fixed + b"\r\n\r\n" + body
+        return kind, data, False, False
     if kind == "framing":
         body = encode(valid_chat(rng, model))
         choice = rng.randrange(5)
@@ -169,13 +168,13 @@ def make_case(rng, index, host, token, model):
                                       headers=[("Transfer-Encoding", "chunked")], content_length=False), True, False
         if choice == 1:  # chunked, a lying chunk size
             return "chunked-bad", request("POST", path, host, token, b"zz\r\n" + body + b"\r\n0\r\n\r\n",
-                                          headers=[("Transfer-Encoding", "chunked")], content_length=False), False, False
+                                          headers=[("Transfer-Encoding", "chunked")], content_length=False), True, False
         if choice == 2:  # announced longer than sent, then the client stops sending
             return "short-body", request("POST", path, host, token, body, content_length=len(body) + 50), False, True
         if choice == 3:  # announced shorter: the rest reads as a (broken) next request
             return "long-body", request("POST", path, host, token, body, content_length=max(0, len(body) - 9)), True, False
         return "two-lengths", request("POST", path, host, token, body,
-                                      headers=[("Content-Length", str(len(body) + 1))]), False, False
+                                      headers=[("Content-Length", str(len(body) + 1))]), True, False
     body = valid_chat(rng, model) if rng.random() < 0.5 else mutated_chat(rng, model)
     endpoint = rng.choice(ROUTED)
     if endpoint in ("/v1/completions", "/completion", "/infill"):
@@ -241,7 +240,8 @@ def check(answer, well_framed):
     if answer is None:
         return "no answer" if well_framed else None
     status, headers, body = answer
-    if status >= 500 and headers.get("x-caravan-blame") != "request":
+    # 501 is the engine saying it cannot do this at all (/infill without FIM tokens): its own answer.
+    if status >= 500 and status != 501 and headers.get("x-caravan-blame") != "request":
         return "a %d that is not the engine's answer to a poison request: %s" % (status, body[:300])
     if status >= 400:
         try:
@@ -257,7 +257,8 @@ def check(answer, well_framed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--token", default="")
+    parser.add_argument("--token", action="append", default=[],
+                        help="a client token; several spread the cases over several clients (as many careless apps)")
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     parser.add_argument("--cases", type=int, default=2000)
@@ -268,7 +269,8 @@ def main():
     address = (url.hostname, url.port)
     host = "%s:%d" % address
     rng = random.Random(args.seed)
-    cases = [make_case(rng, index, host, args.token, args.model) for index in range(args.cases)]
+    tokens = args.token or [""]
+    cases = [make_case(rng, index, host, tokens[index % len(tokens)], args.model) for index in range(args.cases)]
     print("fuzz: %d cases, seed %d, against %s" % (len(cases), args.seed, args.url), flush=True)
 
     def run(index):
@@ -278,24 +280,32 @@ def main():
         except socket.timeout:
             answer = "timeout"
         except OSError as error:
-            return index, kind, None, None if not well_framed else "connection error: %s" % error
+            return index, kind, None, None if not well_framed else "connection error: %s" % error, None
         if answer == "timeout":
-            return index, kind, "hang", "no answer within %ss" % args.timeout if well_framed else None
-        return index, kind, answer and answer[0], check(answer, well_framed)
+            return index, kind, "hang", "no answer within %ss" % args.timeout if well_framed else None, None
+        return index, kind, answer and answer[0], check(answer, well_framed), answer
 
     started = time.time()
-    statuses, failures, kinds = {}, [], {}
+    statuses, failures, kinds, by_kind, poison = {}, [], {}, {}, []
     with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-        for index, kind, status, failure in pool.map(run, range(len(cases))):
+        for index, kind, status, failure, answer in pool.map(run, range(len(cases))):
+            if answer and answer[1].get("x-caravan-blame") == "request" and len(poison) < 8:
+                poison.append((cases[index][1].partition(b"\r\n\r\n")[2][:160], answer[0], answer[2][:160]))
             statuses[status] = statuses.get(status, 0) + 1
             kinds[kind] = kinds.get(kind, 0) + 1
+            by_kind.setdefault(kind, {})
+            by_kind[kind][status] = by_kind[kind].get(status, 0) + 1
             if failure:
                 failures.append((index, kind, failure))
     elapsed = time.time() - started
     print("fuzz: answers by status: " + ", ".join("%s: %d" % (key, statuses[key])
                                                   for key in sorted(statuses, key=lambda k: str(k))))
-    print("fuzz: cases by kind: " + ", ".join("%s: %d" % item for item in sorted(kinds.items())))
+    for kind in sorted(by_kind):
+        print("fuzz:   %-12s %4d cases: %s" % (kind, kinds[kind], ", ".join(
+            "%s: %d" % (key, by_kind[kind][key]) for key in sorted(by_kind[kind], key=lambda k: str(k)))))
     print("fuzz: %d cases in %.1f s, %d failed checks (seed %d)" % (len(cases), elapsed, len(failures), args.seed))
+    for body, status, answer in poison:
+        print("fuzz: poison (failed alike on every worker, no breaker sample): %r -> %d %r" % (body, status, answer))
     for index, kind, failure in failures[:25]:
         for stream in (sys.stdout, sys.stderr):  # stderr: what a caller shows when the exit status is 1
             print("fuzz: FAILED case %d (%s): %s\n      request: %r" % (index, kind, failure, cases[index][1][:400]),

@@ -21,6 +21,10 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
 
     private var requests = 0
     private var responses = 0
+    /// The latest request's end arrived (its body is whole).
+    private var requestEnded = true
+    /// A response's head went out and its end has not.
+    private var responding = false
     private var failed = false
     /// Close once the response in progress has been written.
     private var closeAfterResponse = false
@@ -29,13 +33,23 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if failed { return }
-        if case .head = unwrapInboundIn(data) { requests += 1 }
+        switch unwrapInboundIn(data) {
+        case .head:
+            requests += 1
+            requestEnded = false
+        case .end: requestEnded = true
+        case .body: break
+        }
         context.fireChannelRead(data)
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard case .end = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
+        guard case .end = unwrapOutboundIn(data) else {
+            if case .head(let head) = unwrapOutboundIn(data), head.status.code >= 200 { responding = true }
+            return context.write(data, promise: promise)
+        }
         responses += 1
+        responding = false
         guard closeAfterResponse, responses == requests else { return context.write(data, promise: promise) }
         let written = promise ?? context.eventLoop.makePromise()
         let channel = context.channel
@@ -50,7 +64,11 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
         }
         guard !failed else { return }
         failed = true
-        guard requests == responses else {
+        // The body of the request in progress broke (a chunk size that is not hex, say) and
+        // nothing has been answered to it: it can never end, so it is answered here, at once,
+        // instead of leaving its reader waiting for the rest until a timeout.
+        let brokenBody = requests == responses + 1 && !requestEnded && !responding
+        guard requests == responses || brokenBody else {
             closeAfterResponse = true
             // Bounded: a handler that never answers does not keep the connection.
             let channel = context.channel
