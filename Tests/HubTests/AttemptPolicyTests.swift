@@ -42,7 +42,8 @@ struct AttemptPolicyTests {
               (.httpStatus(503), false, .failure(.httpStatus(503))),
               (.httpStatus(502), false, .failure(.httpStatus(502))),
               (.httpStatus(429), false, .neutral),
-              (.transport("the answer is not valid HTTP"), false, .neutral),
+              (.badResponse("invalid character in a header"), false, .neutral),
+              (.transport("I/O error (errno 104)"), false, .failure(.transport("I/O error (errno 104)"))),
               (.connectionRefused, false, .failure(.connectionRefused)),
               (.resetBeforeHead, false, .failure(.resetBeforeHead)),
               (.headTimeout(.seconds(1)), false, .failure(.headTimeout(.seconds(1)))),
@@ -78,8 +79,8 @@ struct AttemptPolicyTests {
     @Test("the same unparsable answer from two workers: poison, and a 400 from the hub (no engine answer to pass on)")
     func poisonWithoutAnswer() {
         var policy = AttemptPolicy(retries: 2, breaker: BreakerConfig())
-        _ = fail(&policy, 1, .transport("the answer is not valid HTTP (invalid character in a header)"))
-        #expect(fail(&policy, 2, .transport("the answer is not valid HTTP (invalid character in a header)")).retry == false)
+        _ = fail(&policy, 1, .badResponse("invalid character in a header"))
+        #expect(fail(&policy, 2, .badResponse("invalid character in a header")).retry == false)
         guard case .failure(let error) = policy.exhausted(model: "m") else {
             Issue.record("poison without an engine answer is the hub's 400")
             return

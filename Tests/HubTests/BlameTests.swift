@@ -14,7 +14,7 @@ import Testing
 @Suite("Blame")
 struct BlameTests {
     static let e500 = UpstreamError.httpStatus(500)
-    static let garbled = UpstreamError.transport("the answer is not valid HTTP (invalid character in a header)")
+    static let garbled = UpstreamError.badResponse("invalid character in a header")
 
     @Test("each attempt's verdict, from the request's attempts in order", arguments: [
         // The worker's own failures count whatever else happened.
@@ -48,7 +48,8 @@ struct BlameTests {
         #expect(Blame.evidence(.httpStatus(500)) == .ambiguous(.init(kind: .httpStatus, status: 500)))
         #expect(Blame.evidence(.httpStatus(502)) == .worker)
         #expect(Blame.evidence(.httpStatus(504)) == .worker)
-        #expect(Blame.evidence(Self.garbled) == .ambiguous(.init(kind: .transport, status: nil)))
+        #expect(Blame.evidence(Self.garbled) == .ambiguous(.init(kind: .badResponse, status: nil)))
+        #expect(Blame.evidence(.transport("I/O error (errno 104)")) == .worker)
         #expect(Blame.evidence(.tooLarge(10)) == .ambiguous(.init(kind: .tooLarge, status: nil)))
         #expect(Blame.evidence(.headTimeout(.seconds(1))) == .worker)
         #expect(Blame.evidence(.workerFull) == .none)

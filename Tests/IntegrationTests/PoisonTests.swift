@@ -66,6 +66,19 @@ struct PoisonTests {
         }
     }
 
+    @Test("llama-server's bare 400 for a malformed Accept header reaches the client as an envelope, and blames nobody")
+    func bareEngineError() async throws {
+        try await TestCluster.start(specs: [.init(name: "a")]).using { cluster in
+            try await cluster.waitForLiveWorkers(1)
+            for _ in 0..<6 {
+                let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(), headers: [("Accept", "**")])
+                #expect(reply.status == 400 && reply.errorCode == "engine_error", "\(reply.status) \(reply.body)")
+            }
+            #expect(try await Self.breakers(cluster) == ["closed"])
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody()).status == 200)
+        }
+    }
+
     @Test("a request every engine answers with 500: not retried past the second worker, passed on with X-Caravan-Blame, no breaker opens; its client gets 429 past poison_per_minute, another client is served")
     func poisonOnEveryWorker() async throws {
         try await TestCluster.start(specs: [.init(name: "a", fake: true), .init(name: "b", fake: true), .init(name: "c", fake: true)],

@@ -63,15 +63,15 @@ package enum Blame {
     }
 
     /// What `error` says on its own. A 5xx other than 502/503/504 (gateway and availability
-    /// answers, the worker's own state), unparsable HTTP and an answer over the size limit
-    /// can all be caused by what was asked.
+    /// answers, the worker's own state), an answer that is not valid HTTP and one over the
+    /// size limit can all be caused by what was asked. Connection and I/O failures cannot.
     package static func evidence(_ error: UpstreamError) -> Evidence {
         guard error.blamesUpstream else { return .none }
         switch error.kind {
         case .httpStatus:
             guard let status = error.status, ![502, 503, 504].contains(status) else { return .worker }
             return .ambiguous(Signature(kind: .httpStatus, status: status))
-        case .transport, .tooLarge:
+        case .badResponse, .tooLarge:
             return .ambiguous(Signature(kind: error.kind, status: nil))
         default:
             return .worker

@@ -155,9 +155,10 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             if first { exchange.onFirstByte?() }
             exchange.writer.body(chunk)
             if !exchange.writer.isWritable { perform(machine.readerFull(now: .now())) }
-        case .succeed(let head, let body, let after):
+        case .succeed(var head, var body, let after):
             guard let exchange else { return }
             let status = Int(head.status.code)
+            if status >= 400, body.readableBytes == 0 { (head, body) = Self.explained(head) }
             // 501 is the engine saying it cannot do this at all (llama-server without --reranking, a
             // model without FIM tokens): another worker's copy would say the same.
             // A worker's "full" answer is always held back: the caller sends the request elsewhere or queues it.
@@ -222,6 +223,20 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
         case .scheduleSilenceCheck(let next):
             arm(next) { $0.silenceCheck(now: .now()) }
         }
+    }
+
+    /// An error answer without a body (llama.cpp's HTTP server refuses a malformed header,
+    /// such as `Accept: **`, with a bare 400) made into an OpenAI envelope: every error a client
+    /// gets says what happened.
+    static func explained(_ head: HTTPResponseHead) -> (HTTPResponseHead, ByteBuffer) {
+        let status = Int(head.status.code)
+        let error = OpenAIError(HTTPResponse.Status(code: status), type: status < 500 ? "invalid_request_error" : "server_error",
+                                code: "engine_error",
+                                message: "The engine answered HTTP \(status) without a message"
+                                    + (status < 500 ? "; a malformed header (such as Accept) or body can cause this" : ""))
+        var head = head
+        head.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        return (head, ByteBuffer(bytes: error.body))
     }
 
     /// The upstream's head as the client gets it: hop-by-hop and CORS headers removed.

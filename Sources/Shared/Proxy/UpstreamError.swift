@@ -13,7 +13,7 @@ extension UpstreamError {
         case let error as UpstreamError: error
         case let error as NIOSSLError: .transport("TLS: \(error)")
         case let error as BoringSSLError: .transport("TLS: \(error)")
-        case let error as HTTPParserError: .transport("the answer is not valid HTTP (\(HTTPParserError.phrase(error)))")
+        case let error as HTTPParserError: .badResponse(HTTPParserError.phrase(error))
         case let error as IOError: .transport("I/O error (errno \(error.errnoCode))")
         case let error as ChannelError: .transport(ChannelError.phrase(error))
         case let error as NIOHTTP2Errors.StreamClosed: .transport("HTTP/2 stream reset (\(error.errorCode))")

@@ -27,8 +27,11 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
         case slowFirstByte = "slow_first_byte"
         /// The breaker's judgement of a stream that did come: a gap between events was too slow.
         case slowGap = "slow_gap"
-        /// TLS failures, unparsable HTTP, I/O errors on an open connection.
+        /// TLS failures, I/O errors on an open connection.
         case transport
+        /// The upstream's answer is not valid HTTP. A request can cause it (a hop that could not
+        /// parse what it was sent and answered badly), so it is judged by comparison (``Blame``).
+        case badResponse = "bad_response"
         /// The stream's reader (the client, through the relay) took nothing for too long: the
         /// upstream is stopped so a stalled client cannot hold an engine slot. The client's fault.
         case readerStalled = "reader_stalled"
@@ -74,6 +77,7 @@ public struct UpstreamError: Error, Sendable, Equatable, CustomStringConvertible
     /// A gap between a stream's events was longer than `limit` (`slow_gap`).
     public static func slowGap(_ limit: Duration) -> Self { Self(.slowGap, "slow gap between events (over \(limit))") }
     public static func transport(_ reason: String) -> Self { Self(.transport, reason) }
+    public static func badResponse(_ reason: String) -> Self { Self(.badResponse, "the answer is not valid HTTP (\(reason))") }
     public static func readerStalled(_ limit: Duration) -> Self { Self(.readerStalled, "the client read nothing for \(limit)") }
     public static let shuttingDown = Self(.shuttingDown, "the server is shutting down")
     public static let workerFull = Self(.workerFull, "worker full", status: 429)
