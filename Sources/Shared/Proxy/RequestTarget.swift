@@ -9,8 +9,8 @@
 public enum RequestTarget {
     /// `target` with every byte outside RFC 3986's `pchar / "/" / "?"` percent-encoded.
     public static func normalised<S: StringProtocol>(_ target: S) -> String {
+        guard firstInvalid(target) != nil else { return String(target) }
         let utf8 = Array(target.utf8)
-        guard firstInvalid(utf8) != nil else { return String(target) }
         var out: [UInt8] = []
         out.reserveCapacity(utf8.count + 16)
         for (index, byte) in utf8.enumerated() {
@@ -26,13 +26,12 @@ public enum RequestTarget {
     }
 
     /// Whether `target` is sent as it is (every byte allowed, every `%` an escape).
-    public static func isValid<S: StringProtocol>(_ target: S) -> Bool { firstInvalid(Array(target.utf8)) == nil }
+    public static func isValid<S: StringProtocol>(_ target: S) -> Bool { firstInvalid(target) == nil }
 
     /// The first byte of `target` that must be percent-encoded, for an error message.
     public static func invalidByte<S: StringProtocol>(in target: S) -> (offset: Int, description: String, encoded: String)? {
-        let bytes = Array(target.utf8)
-        guard let offset = firstInvalid(bytes) else { return nil }
-        let byte = bytes[offset]
+        guard let offset = firstInvalid(target) else { return nil }
+        let byte = Array(target.utf8)[offset]
         let encoded = "%" + String(hex[Int(byte >> 4)]) + String(hex[Int(byte & 0x0F)])
         let description = byte == UInt8(ascii: "%") ? "a '%' that starts no escape"
             : (0x21..<0x7F).contains(byte) ? "'\(Character(Unicode.Scalar(byte)))'" : "the byte 0x\(encoded.dropFirst())"
@@ -41,7 +40,12 @@ public enum RequestTarget {
 
     private static let hex = Array("0123456789ABCDEF")
 
-    private static func firstInvalid(_ bytes: [UInt8]) -> Int? {
+    /// Checked in place (no copy: it runs on every routed request).
+    private static func firstInvalid<S: StringProtocol>(_ target: S) -> Int? {
+        target.utf8.withContiguousStorageIfAvailable { firstInvalid($0) } ?? firstInvalid(Array(target.utf8))
+    }
+
+    private static func firstInvalid<C: RandomAccessCollection<UInt8>>(_ bytes: C) -> Int? where C.Index == Int {
         bytes.indices.first { index in
             let byte = bytes[index]
             return byte == UInt8(ascii: "%") ? !isEscape(bytes, at: index) : !isAllowed(byte)
@@ -58,8 +62,8 @@ public enum RequestTarget {
         }
     }
 
-    private static func isEscape(_ bytes: [UInt8], at index: Int) -> Bool {
-        index + 2 < bytes.count && isHex(bytes[index + 1]) && isHex(bytes[index + 2])
+    private static func isEscape<C: RandomAccessCollection<UInt8>>(_ bytes: C, at index: Int) -> Bool where C.Index == Int {
+        index + 2 < bytes.endIndex && isHex(bytes[index + 1]) && isHex(bytes[index + 2])
     }
 
     private static func isHex(_ byte: UInt8) -> Bool {
