@@ -17,11 +17,11 @@ struct OperateUnitTests {
         }
         #expect(tail.usage() == nil, "usage: null is no usage")
         tail.append(ByteBuffer(string: #"data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"prompt_tokens_details":{"cached_tokens":1}}}"# + "\n\ndata: [DONE]\n\n"))
-        #expect(tail.usage() == TokenUsage(prompt: 12, completion: 34))
-        // llama-server's last streamed event without include_usage: timings (prompt_n + cache_n).
+        #expect(tail.usage() == TokenUsage(prompt: 12, completion: 34, cached: 1))
+        // llama-server's last streamed event without include_usage: timings (prompt_n + cache_n; cache_n reused).
         var timings = ResponseTail()
         timings.append(ByteBuffer(string: #"data: {"choices":[{"finish_reason":"length"}],"timings":{"cache_n":21,"prompt_n":49,"predicted_n":8}}"# + "\n\n"))
-        #expect(timings.usage() == TokenUsage(prompt: 70, completion: 8))
+        #expect(timings.usage() == TokenUsage(prompt: 70, completion: 8, cached: 21))
         // A string that looks like a key does not fool it.
         let body = ByteBuffer(string: #"{"choices":[{"message":{"content":"\"usage\": {\"prompt_tokens\": 999}"}}],"usage":{"prompt_tokens":5,"completion_tokens":6}}"#)
         #expect(ResponseTail.usage(in: body) == TokenUsage(prompt: 5, completion: 6))

@@ -39,6 +39,16 @@ struct HubApplication {
     }
 
     /// The breaker policy a `hub.breaker` section describes.
+    /// The routing policy `hub.routing` names.
+    static func routingPolicy(_ routing: RoutingConfig) -> RoutingPolicy {
+        switch routing.policy {
+        case .weightedRoundRobin: .weightedRoundRobin
+        case .cacheAware:
+            .cacheAware(CacheAwarePolicy(minMatch: routing.minMatch, balanceAbsolute: routing.balanceAbsolute,
+                                         balanceRelative: routing.balanceRelative))
+        }
+    }
+
     static func breakerPolicy(_ breaker: BreakerConfig) -> CircuitBreaker.Policy {
         CircuitBreaker.Policy(
             window: breaker.window, minSamples: breaker.minSamples, failureRate: breaker.failureRate,
@@ -98,7 +108,8 @@ struct HubApplication {
             registry: Registry(expiry: hub.expiry, declaredModels: config.declaredModels,
                                discoveringWorkers: Set(config.workers.filter { !$0.modelsDirs.isEmpty }.map(\.name)),
                                breakerPolicy: Self.breakerPolicy(hub.breaker),
-                               aheadPerSlot: hub.queue.aheadPerSlot),
+                               aheadPerSlot: hub.queue.aheadPerSlot, policy: Self.routingPolicy(hub.routing),
+                               indexBlocks: hub.routing.indexBlocks),
             queueCapacity: hub.queue.size, logger: logger, events: events, metrics: metrics)
         // Workers close idle connections after client_idle_timeout; reuse stops well before.
         // A few connections per worker and event loop stay open ahead of need.

@@ -51,6 +51,7 @@ struct HubReloader: Sendable {
         state.reconfigure(declaredModels: next.declaredModels,
                           discoveringWorkers: Set(next.workers.filter { !$0.modelsDirs.isEmpty }.map(\.name)),
                           breakerPolicy: HubApplication.breakerPolicy(new.breaker), aheadPerSlot: new.queue.aheadPerSlot,
+                          routingPolicy: HubApplication.routingPolicy(new.routing), indexBlocks: new.routing.indexBlocks,
                           queueCapacity: new.queue.size)
         // A worker taken out of the file stops being routed to now; its next report is refused.
         for name in summary.workersRemoved { state.deregister(name) }

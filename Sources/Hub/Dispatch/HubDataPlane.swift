@@ -26,6 +26,12 @@ struct HubDataPlane: DataPlane {
     /// a message without a `role` with a 500, which looked like the worker failing).
     static let chatPaths: Set<Substring> = ["/v1/chat/completions", "/chat/completions", "/apply-template"]
 
+    /// Endpoints whose prompt places the request by its cached prefix (the cache-aware policy):
+    /// generation, whose prefill a cached prefix saves. Embeddings and the rest go by load.
+    static let promptPaths: Set<Substring> = [
+        "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completion", "/completions", "/infill",
+    ]
+
     /// `GET` endpoints routed by a `model` query parameter.
     static let routedQueryPaths: Set<Substring> = ["/props"]
 
@@ -60,9 +66,10 @@ struct HubDataPlane: DataPlane {
         RoutedRequest(plane: self, exchange: exchange).start()
     }
 
-    /// The routing fields and the worker's path: from the JSON body, the pass-through's path
-    /// (`/upstream/{model}/...`), or the `model` query of a routed `GET`.
-    func routing(_ exchange: ClientExchange, identity: Identity?) throws -> (RoutingFields, String) {
+    /// The routing fields, the worker's path and where the prompt lies in the body: from the
+    /// JSON body, the pass-through's path (`/upstream/{model}/...`), or the `model` query of a
+    /// routed `GET`.
+    func routing(_ exchange: ClientExchange, identity: Identity?) throws -> (RoutingFields, String, Range<Int>?) {
         let path = exchange.path
         if path.hasPrefix("/upstream/") {
             // The raw pass-through to one model's engine (llama-swap's /upstream): any method and
@@ -78,7 +85,7 @@ struct HubDataPlane: DataPlane {
                                   message: "The pass-through is /upstream/{model}/{path}")
             }
             let stream = (try? RoutingFields.parse(exchange.body))?.stream ?? false
-            return (RoutingFields(model: String(model.removingPercentEncoding ?? String(model)), stream: stream), String(path))
+            return (RoutingFields(model: String(model.removingPercentEncoding ?? String(model)), stream: stream), String(path), nil)
         }
         if exchange.request.method == .get {
             let model = exchange.query.flatMap { query in
@@ -88,9 +95,10 @@ struct HubDataPlane: DataPlane {
                 throw OpenAIError.invalidRequest("GET \(path) needs ?model=NAME to choose the engine", code: "missing_model",
                                                  param: "model")
             }
-            return (RoutingFields(model: model, stream: false), String(path))
+            return (RoutingFields(model: model, stream: false), String(path), nil)
         }
-        return (try RoutingFields.parse(exchange.body, messages: Self.chatPaths.contains(path)), String(path))
+        let (fields, prompt) = try RoutingFields.scan(exchange.body, messages: Self.chatPaths.contains(path))
+        return (fields, String(path), Self.promptPaths.contains(path) ? prompt : nil)
     }
 
     static func notAllowed(_ model: String) -> OpenAIError {

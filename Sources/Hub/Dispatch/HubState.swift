@@ -15,10 +15,15 @@ final class HubState: Sendable {
     typealias Now = @Sendable () -> ContinuousClock.Instant
     /// A queued request: told once, with its pick or why it stopped waiting.
     typealias Waiter = @Sendable (Result<Registry.Pick, any Error>) -> Void
+    /// A queued request: how to settle it, and its prompt (it keeps its cache affinity while it waits).
+    struct Waiting: Sendable {
+        let settle: Waiter
+        let prompt: PrefixFingerprint?
+    }
 
     private struct Guarded: Sendable {
         var registry: Registry
-        var queues: [String: WaitQueue<Waiter>] = [:]
+        var queues: [String: WaitQueue<Waiting>] = [:]
         var nextWaiterID: UInt64 = 0
     }
 
@@ -47,11 +52,13 @@ final class HubState: Sendable {
 
     /// Applies a reloaded configuration's routing and queue settings.
     func reconfigure(declaredModels: [String: String], discoveringWorkers: Set<String>,
-                     breakerPolicy: CircuitBreaker.Policy, aheadPerSlot: Int, queueCapacity: Int) {
+                     breakerPolicy: CircuitBreaker.Policy, aheadPerSlot: Int, routingPolicy: RoutingPolicy? = nil,
+                     indexBlocks: Int? = nil, queueCapacity: Int) {
         capacity.store(queueCapacity, ordering: .relaxed)
         guarded.withLock {
             $0.registry.reconfigure(declaredModels: declaredModels, discoveringWorkers: discoveringWorkers,
-                                    breakerPolicy: breakerPolicy, aheadPerSlot: aheadPerSlot)
+                                    breakerPolicy: breakerPolicy, aheadPerSlot: aheadPerSlot,
+                                    policy: routingPolicy, indexBlocks: indexBlocks)
         }
         drainQueues()
     }
@@ -77,10 +84,13 @@ final class HubState: Sendable {
 
     // MARK: Routing
 
-    /// Picks and reserves a worker for `model`, skipping `excluded` slots.
-    func pick(_ model: String, excluding excluded: [Int] = []) -> Registry.Decision {
+    /// Picks and reserves a worker for `model`, skipping `excluded` slots; `prompt` lets the
+    /// cache-aware policy send the request where its prefix is.
+    func pick(_ model: String, excluding excluded: [Int] = [], prompt: PrefixFingerprint? = nil) -> Registry.Decision {
         let instant = now()
-        let (decision, transitions) = guarded.withLock { $0.registry.pick(model, excluding: excluded, now: instant) }
+        let (decision, transitions) = guarded.withLock {
+            $0.registry.pick(model, excluding: excluded, prompt: prompt, now: instant)
+        }
         for (pick, transition) in transitions { log(transition, pick) }
         return decision
     }
@@ -91,8 +101,8 @@ final class HubState: Sendable {
     /// `server_shutting_down`). `done` is called exactly once, from whichever thread settles
     /// the wait; the deadline is a task scheduled on `loop` (the request's), so a waiting
     /// request costs no Swift task.
-    func waitForCapacity(_ model: String, deadline: ContinuousClock.Instant, on loop: any EventLoop,
-                         clientDeparture: ClientDeparture? = nil, shutdown: ShutdownGrace? = nil,
+    func waitForCapacity(_ model: String, prompt: PrefixFingerprint? = nil, deadline: ContinuousClock.Instant,
+                         on loop: any EventLoop, clientDeparture: ClientDeparture? = nil, shutdown: ShutdownGrace? = nil,
                          _ done: @escaping @Sendable (Result<Registry.Pick, any Error>) -> Void) {
         enum Admission { case ready(Registry.Pick), full, queued }
         let instant = now()
@@ -101,11 +111,12 @@ final class HubState: Sendable {
             state.nextWaiterID += 1
             let id = state.nextWaiterID
             // Capacity may have freed since the caller's pick: take it rather than queue.
-            if state.queues[model]?.isEmpty ?? true, case .picked(let pick) = state.registry.pick(model, now: instant).decision {
+            if state.queues[model]?.isEmpty ?? true,
+               case .picked(let pick) = state.registry.pick(model, prompt: prompt, now: instant).decision {
                 return (id, .ready(pick))
             }
             var queue = state.queues[model] ?? WaitQueue(capacity: queueCapacity)
-            guard queue.enqueue(id: id, deadline: deadline, { queued.settle($0) }) else { return (id, .full) }
+            guard queue.enqueue(id: id, deadline: deadline, Waiting(settle: { queued.settle($0) }, prompt: prompt)) else { return (id, .full) }
             state.queues[model] = queue
             return (id, .queued)
         }
@@ -122,7 +133,7 @@ final class HubState: Sendable {
         // Whichever comes first takes the entry out of the queue and settles it; the others find it gone.
         let leave: @Sendable (any Error) -> Void = { [self] error in
             guard let entry = guarded.withLock({ $0.queues[model]?.remove(id: id) }) else { return }
-            entry.waiter(.failure(error))
+            entry.waiter.settle(.failure(error))
         }
         let timer = loop.scheduleTask(in: TimeAmount(max(deadline - now(), .zero))) {
             leave(OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",
@@ -145,9 +156,10 @@ final class HubState: Sendable {
             var ready: [(Waiter, Registry.Pick)] = []
             for model in state.queues.keys {
                 while let first = state.queues[model]?.entries.first {
-                    guard case .picked(let pick) = state.registry.pick(model, now: instant).decision else { break }
+                    let prompt = first.waiter.prompt
+                    guard case .picked(let pick) = state.registry.pick(model, prompt: prompt, now: instant).decision else { break }
                     _ = state.queues[model]?.popFirst()
-                    ready.append((first.waiter, pick))
+                    ready.append((first.waiter.settle, pick))
                 }
             }
             return ready
@@ -169,6 +181,11 @@ final class HubState: Sendable {
         let transition = guarded.withLock { $0.registry.judged(pick, verdict, error: error, client: client, now: instant) }
         metrics?.judged(model: pick.model, verdict: verdict)
         if let transition { log(transition, pick) }
+    }
+
+    /// The engine's answer showed it had none of the prompt the hub expected it to hold.
+    func cacheMissed(_ pick: Registry.Pick) {
+        guarded.withLock { $0.registry.cacheMissed(pick) }
     }
 
     /// Ends a reservation the worker refused as full (``Registry/releaseFull(_:now:)``).

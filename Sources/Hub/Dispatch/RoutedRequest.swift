@@ -31,6 +31,8 @@ final class RoutedRequest {
     /// The caller's concurrency slot: back at the answer's last byte, or when no answer is relayed.
     private var permit: RateLimiter.Permit?
     private var fields = RoutingFields(model: "", stream: false)
+    /// The prompt's chained block hashes, when the cache-aware policy routes (nil otherwise).
+    private var prompt: PrefixFingerprint?
     /// The worker's path and query.
     private var target = ""
     private var headers: [(String, String)] = []
@@ -101,7 +103,11 @@ final class RoutedRequest {
         }
         do {
             let path: String
-            (fields, path) = try plane.routing(exchange, identity: identity)
+            let promptRange: Range<Int>?
+            (fields, path, promptRange) = try plane.routing(exchange, identity: identity)
+            if config.routing.policy == .cacheAware, let promptRange {
+                prompt = exchange.body.withUnsafeReadableBytes { PrefixFingerprint(UnsafeRawBufferPointer(rebasing: $0[promptRange])) }
+            }
             target = path + (exchange.query.map { "?\($0)" } ?? "")
             // A byte the next hop's parser may refuse (a raw `<` in a query) is the client's
             // mistake: named here, never forwarded (it used to come back as a worker's failure).
@@ -136,18 +142,19 @@ final class RoutedRequest {
     /// Picks a worker (waiting in the queue when all are busy) and forwards.
     private func attempt() {
         let state = plane.state
-        switch state.pick(fields.model, excluding: attempts.tried) {
+        switch state.pick(fields.model, excluding: attempts.tried, prompt: prompt) {
         case .picked(let pick):
             send(pick)
         case .saturated:
             labelKnownModel()
             // Waiting ends the moment the client leaves (its place goes to the next in line).
-            let (model, deadline, departure, shutdown) = (fields.model, queueDeadline, exchange.departure, plane.shutdown)
+            let (model, deadline, departure, shutdown, prompt) = (fields.model, queueDeadline, exchange.departure, plane.shutdown, prompt)
             let access = exchange.access
             let waitStart = ContinuousClock.now
             let loop = exchange.eventLoop
             let request = NIOLoopBound(self, eventLoop: loop)
-            state.waitForCapacity(model, deadline: deadline, on: loop, clientDeparture: departure, shutdown: shutdown) { result in
+            state.waitForCapacity(model, prompt: prompt, deadline: deadline, on: loop, clientDeparture: departure,
+                                  shutdown: shutdown) { result in
                 let waited = ContinuousClock.now - waitStart
                 access.update { $0.queueWait = ($0.queueWait ?? .zero) + waited }
                 if let model = access.current.model { state.metrics?.queueWait(model: model, waited) }
@@ -185,6 +192,10 @@ final class RoutedRequest {
         exchange.access.update { fields in
             fields.model = pick.model
             fields.worker = pick.worker
+            if self.prompt != nil {
+                fields.route = (pick.reason ?? .roundRobin).rawValue
+                fields.predictedBlocks = pick.matchedBlocks
+            }
         }
         if let identity, identity.models != nil, !identity.allows(pick.model) {
             lease.release(.neutral)
@@ -218,8 +229,10 @@ final class RoutedRequest {
                                 (streamHeaderName, fields.stream ? "true" : "false")],
             body: exchange.body, options: options, to: exchange, logger: logger,
             onFirstByte: { lease.firstByteArrived() },
-            onFinish: { finish in
+            onFinish: { [state = plane.state] finish in
                 access.finished(finish)
+                // The engine had none of what the hub expected it to have: forget its entries.
+                if pick.matchedBlocks > 0, finish.timing?.usage?.cached == 0 { state.cacheMissed(pick) }
                 lease.release(AttemptPolicy.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead,
                                                    firstByteJudged: lease.firstByteJudged),
                               ttft: finish.timing?.firstByte)

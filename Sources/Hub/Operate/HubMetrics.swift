@@ -32,6 +32,12 @@ final class HubMetrics: Sendable {
     }
     private let requestCounters = Mutex<[RequestKey: Counter]>([:])
     private let modelSeries = Mutex<[String: ModelSeries]>([:])
+    private struct PairKey: Hashable {
+        var model: String
+        var worker: String
+    }
+    private let cachedCounters = Mutex<[PairKey: Counter]>([:])
+    private let routeCounters = Mutex<[RequestKey: Counter]>([:])
 
     static let durationBuckets: [Duration] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
         .map { Duration.milliseconds(Int64($0 * 1000)) }
@@ -61,9 +67,11 @@ final class HubMetrics: Sendable {
         series.duration.record(duration)
         if let ttft = fields.ttft { series.ttft.record(ttft) }
         if let gap = fields.meanGap { series.gap.record(gap) }
+        if let route = fields.route { routed(model: model, reason: route) }
         if let usage = fields.usage {
             series.prompt.increment(by: Int64(usage.prompt))
             series.completion.increment(by: Int64(usage.completion))
+            if let cached = usage.cached, let worker = fields.worker { promptCached(model: model, worker: worker, cached) }
         }
     }
 
@@ -85,6 +93,32 @@ final class HubMetrics: Sendable {
             all[model] = series
             return series
         }
+    }
+
+    /// Prompt tokens an engine reused from its cache, as its answer says (`timings.cache_n`).
+    private func promptCached(model: String, worker: String, _ tokens: Int) {
+        let key = PairKey(model: model, worker: worker)
+        let counter = cachedCounters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = registry.counter("caravan_hub_prompt_tokens_cached_total", labels: [("model", model), ("worker", worker)],
+                                           help: "Prompt tokens the engines reused from their caches (their answers' cache_n)")
+            counters[key] = counter
+            return counter
+        }
+        counter.increment(by: Int64(tokens))
+    }
+
+    /// One routing decision of the cache-aware policy, by reason.
+    private func routed(model: String, reason: String) {
+        let key = RequestKey(model: model, worker: "", outcome: reason, code: 0)
+        let counter = routeCounters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = registry.counter("caravan_hub_routing_decisions_total", labels: [("model", model), ("reason", reason)],
+                                           help: "Requests by why the policy chose their worker: prefix, load, no_match, round_robin")
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
     }
 
     func queueWait(model: String, _ wait: Duration) {

@@ -59,6 +59,10 @@ package struct Registry: Sendable {
         package var gate = Gate.closed
         /// The worker is drained (by an admin, here or on the worker): not a candidate.
         package var drained = false
+        /// The engine's prompt cache generation (``PrefixIndex``): a new value whenever the
+        /// pair is created, its engine stops being ready (restart, eviction) or its answers
+        /// say the cache missed, so older index entries no longer count.
+        package var cacheEpoch: UInt32 = 0
     }
 
     /// What the pick loop reads for one pair, derived from the pair by `refresh(_:)`.
@@ -92,6 +96,8 @@ package struct Registry: Sendable {
         /// Weights with excluded workers removed; kept to avoid an allocation per retry.
         package var scratch: [Int64] = []
         package var balancer = SmoothWeightedRoundRobin()
+        /// A stable hash of each position's worker name (rendezvous: the same on every hub).
+        package var keys: [UInt64] = []
         /// The lowest TTFT EWMA among the route's pairs (0: none measured): the reference
         /// each pair's latency factor is computed against.
         package var bestTTFT: Double = 0
@@ -194,6 +200,10 @@ package struct Registry: Sendable {
         /// True when every slot was busy and the request was sent to wait in the engine's
         /// own queue (``Tier/ahead``): its time to first byte includes that wait.
         package var isAhead = false
+        /// Why the policy chose this worker (nil: round-robin without a prompt to go by).
+        package var reason: CacheAwarePolicy.Reason?
+        /// Leading prompt blocks the hub expects this worker's engine to have cached.
+        package var matchedBlocks = 0
 
         package init(pair: Int, incarnation: Int, slot: Int, worker: String, url: String, model: String,
                      isProbe: Bool, isAhead: Bool = false) {
@@ -244,6 +254,13 @@ package struct Registry: Sendable {
     /// Requests per slot the hub may send to a loaded worker whose slots are all busy
     /// (`queue.ahead_per_slot`); see ``Tier/ahead``.
     package private(set) var aheadPerSlot: Int
+    /// Who should serve a request among those who may (`hub.routing`).
+    package private(set) var policy: RoutingPolicy
+    /// Per canonical model: which pairs recently got which prompt blocks.
+    private var prefixes: [String: PrefixIndex] = [:]
+    /// Blocks each model's ``PrefixIndex`` may hold (`hub.routing.index_blocks`).
+    package private(set) var indexBlocks: Int
+    private var nextCacheEpoch: UInt32 = 0
     package private(set) var slots: [Worker?] = []
     package private(set) var pairs: [Pair] = []
     /// Circuit breakers, indexed like `pairs`.
@@ -265,7 +282,10 @@ package struct Registry: Sendable {
     private var routes: [Route] = []
 
     package init(expiry: Duration, declaredModels: [String: String] = [:], discoveringWorkers: Set<String> = [],
-         breakerPolicy: CircuitBreaker.Policy = .init(), aheadPerSlot: Int = 0, epoch: Instant = .now) {
+         breakerPolicy: CircuitBreaker.Policy = .init(), aheadPerSlot: Int = 0,
+         policy: RoutingPolicy = .weightedRoundRobin, indexBlocks: Int = 1_000_000, epoch: Instant = .now) {
+        self.policy = policy
+        self.indexBlocks = indexBlocks
         self.discoveringWorkers = discoveringWorkers
         self.expiry = expiry
         self.aheadPerSlot = aheadPerSlot
@@ -315,6 +335,8 @@ package struct Registry: Sendable {
             seenModels.formUnion(model.aliases)
             let fit = budget.fit(needMiB: model.vramEstimateMiB, freeMiB: freeVRAM)
             if let id = reuse[model.name] {
+                // The engine stopped being ready (evicted, restarting, failed): its prompt cache is gone.
+                if pairs[id].state == .ready && model.state != .ready { pairs[id].cacheEpoch = newCacheEpoch() }
                 pairs[id].drained = worker.drainedHere || report.draining == true
                 pairs[id].model = index
                 pairs[id].lastSeen = nanos(now)
@@ -341,6 +363,7 @@ package struct Registry: Sendable {
                                 slotsTotal: model.slotsTotal, slotsBusy: model.slotsBusy, fit: fit)
                 pair.drained = worker.drainedHere || report.draining == true
                 pair.requests = model.requests ?? 0
+                pair.cacheEpoch = newCacheEpoch()
                 let id: Int
                 if let free = pairs.firstIndex(where: { $0.slot == -1 }) {
                     id = free
@@ -368,6 +391,18 @@ package struct Registry: Sendable {
         if isNew || oldNames != report.models.map(\.name) || oldAliases != report.models.map(\.aliases) { rebuildRoutes() }
     }
 
+    private mutating func newCacheEpoch() -> UInt32 {
+        nextCacheEpoch &+= 1
+        return nextCacheEpoch
+    }
+
+    /// The engine's answer showed its prompt cache did not hold what the hub expected
+    /// (`cache_n` 0 where blocks were predicted): the pair's index entries stop counting.
+    package mutating func cacheMissed(_ pick: Pick) {
+        guard isCurrent(pick) else { return }
+        pairs[pick.pair].cacheEpoch = newCacheEpoch()
+    }
+
     /// Drains (or undrains) a worker from this hub: its pairs stop being candidates at once,
     /// requests in flight finish. False when no such worker is registered.
     package mutating func setDrained(_ name: String, _ drained: Bool) -> Bool {
@@ -384,7 +419,13 @@ package struct Registry: Sendable {
     /// Applies a reloaded configuration's routing settings. Breakers keep their state and
     /// history under the new policy; balancer state is kept.
     package mutating func reconfigure(declaredModels: [String: String], discoveringWorkers: Set<String>,
-                              breakerPolicy: CircuitBreaker.Policy, aheadPerSlot: Int) {
+                                      breakerPolicy: CircuitBreaker.Policy, aheadPerSlot: Int,
+                                      policy: RoutingPolicy? = nil, indexBlocks: Int? = nil) {
+        if let policy { self.policy = policy }
+        if let indexBlocks, indexBlocks != self.indexBlocks {
+            self.indexBlocks = indexBlocks
+            prefixes = [:]
+        }
         self.declaredModels = declaredModels
         self.discoveringWorkers = discoveringWorkers
         self.breakerPolicy = breakerPolicy
@@ -521,6 +562,7 @@ package struct Registry: Sendable {
             for (position, id) in sorted.enumerated() { memberships[id].append((routes.count, position)) }
             routeIndex[name] = routes.count
             var route = Route(ids: sorted)
+            route.keys = sorted.map { Self.stableHash(labels[$0].worker) }
             route.bestTTFT = sorted.map { pairs[$0].ttft }.filter { $0 > 0 }.min() ?? 0
             routes.append(route)
         }
@@ -611,9 +653,11 @@ package struct Registry: Sendable {
 
     /// Picks the worker for the next attempt at `model`, skipping `excluded` slots, and
     /// reserves the slot (hub in-flight + 1, breaker probe taken). The caller must release
-    /// the pick with ``release(_:sample:now:)``.
-    package mutating func pick(_ model: String, excluding excluded: [Int] = [], now: Instant)
-        -> (decision: Decision, transitions: [(Pick, CircuitBreaker.Transition)])
+    /// the pick with ``release(_:sample:now:)``. `prompt` (the request's fingerprint) lets
+    /// the cache-aware policy send it where its prefix is; the pick is recorded in the
+    /// model's ``PrefixIndex``.
+    package mutating func pick(_ model: String, excluding excluded: [Int] = [], prompt: PrefixFingerprint? = nil,
+                               now: Instant) -> (decision: Decision, transitions: [(Pick, CircuitBreaker.Transition)])
     {
         guard let route = routeIndex[model] else {
             let mayExist = declaredModels[model] != nil || seenModels.contains(model)
@@ -621,7 +665,19 @@ package struct Registry: Sendable {
             return (mayExist ? .noLiveWorker : .unknownModel, [])
         }
         let now64 = nanos(now)
-        let chosen = Self.choose(in: &routes[route], now: now64, excluding: excluded)
+        var reason: CacheAwarePolicy.Reason?
+        var matched: [Int] = []
+        let chosen: Int?
+        if case .cacheAware(let settings) = policy, let prompt, !prompt.isEmpty {
+            let canonical = labels[routes[route].ids[0]].model
+            var index = prefixes[canonical] ?? PrefixIndex(capacity: indexBlocks)
+            matched = index.matches(prompt.blocks, pairs: routes[route].ids) { pairs[$0].cacheEpoch }
+            prefixes[canonical] = index
+            (chosen, reason) = chooseByCache(in: route, settings: settings, prompt: prompt, matched: matched,
+                                             now: now64, excluding: excluded)
+        } else {
+            chosen = Self.choose(in: &routes[route], now: now64, excluding: excluded)
+        }
         guard let id = chosen else { return (whyNoPick(routes[route].ids, excluding: excluded, now: now64), []) }
         let admission = breakers[id].admit(now: now)
         let isProbe: Bool = if case .halfOpen = breakers[id].state { true } else { false }
@@ -631,10 +687,55 @@ package struct Registry: Sendable {
         pairs[id].dispatched += 1
         refresh(id)
         let label = labels[id]
-        let pick = Pick(pair: id, incarnation: pairs[id].incarnation, slot: pairs[id].slot, worker: label.worker,
+        var pick = Pick(pair: id, incarnation: pairs[id].incarnation, slot: pairs[id].slot, worker: label.worker,
                         url: label.url, model: label.model, isProbe: isProbe,
                         isAhead: isAhead)
+        if let prompt, !prompt.isEmpty, case .cacheAware = policy {
+            pick.reason = reason
+            pick.matchedBlocks = routes[route].ids.firstIndex(of: id).map { matched[$0] } ?? 0
+            prefixes[label.model, default: PrefixIndex(capacity: indexBlocks)]
+                .record(prompt.blocks, pair: id, epoch: pairs[id].cacheEpoch)
+        }
         return (.picked(pick), admission.transition.map { [(pick, $0)] } ?? [])
+    }
+
+    /// The cache-aware choice (``CacheAwarePolicy``), tier by tier. In the first tier a
+    /// busy engine that holds enough of the prompt (it may take requests *ahead*, to wait
+    /// for a slot) competes with free ones: a cached prefill usually costs less than the wait.
+    private mutating func chooseByCache(in route: Int, settings: CacheAwarePolicy, prompt: PrefixFingerprint, matched: [Int],
+                                        now: Int64, excluding excluded: [Int]) -> (Int?, CacheAwarePolicy.Reason?) {
+        if now >= routes[route].changesAt || now < routes[route].asOf { routes[route].reevaluate(at: now) }
+        let count = routes[route].ids.count
+        let enough = max(1, Int((settings.minMatch * Double(prompt.blocks.count)).rounded(.up)))
+        var positions: [Int] = []
+        var candidates: [CacheAwarePolicy.Candidate] = []
+        for tier in 0..<Tier.allCases.count {
+            positions.removeAll(keepingCapacity: true)
+            candidates.removeAll(keepingCapacity: true)
+            for position in 0..<count where !excluded.contains(routes[route].candidates[position].slot) {
+                var weight = routes[route].eligible[tier * count + position]
+                if weight == 0, tier == Tier.loaded.rawValue, matched[position] >= enough {
+                    weight = routes[route].eligible[Tier.ahead.rawValue * count + position]
+                }
+                guard weight > 0 else { continue }
+                let pair = pairs[routes[route].ids[position]]
+                let load = pair.inFlight + max(0, max(pair.requests, pair.slotsBusy) - pair.inFlightAtReport)
+                positions.append(position)
+                candidates.append(.init(matched: matched[position], load: load, weight: Double(weight), key: routes[route].keys[position]))
+            }
+            if let (index, reason) = settings.choose(candidates, blocks: prompt.blocks.count, firstBlock: prompt.blocks[0]) {
+                return (routes[route].ids[positions[index]], reason)
+            }
+        }
+        return (nil, nil)
+    }
+
+    /// FNV-1a of a worker's name: the same on every hub and every run (Swift's `Hasher` is
+    /// seeded per process).
+    package static func stableHash(_ name: String) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return PrefixFingerprint.mix(hash)
     }
 
     /// The smooth weighted round-robin over one route's candidates, tier by tier; the

@@ -22,6 +22,8 @@ public struct HubConfig: Decodable, Sendable {
     public var retries = 2
     public var queue = QueueConfig()
     public var breaker = BreakerConfig()
+    /// Who should serve a request among those who may (cache-aware by default).
+    public var routing = RoutingConfig()
     public var auth = AuthConfig()
     public var limits = LimitsConfig()
     /// Origins allowed to call the API from a browser (none by default).
@@ -58,7 +60,7 @@ public struct HubConfig: Decodable, Sendable {
         case listen, heartbeatInterval = "heartbeat_interval", expireAfter = "expire_after"
         case maxBodyMB = "max_body_mb", firstByteTimeout = "first_byte_timeout", auth
         case connectTimeout = "connect_timeout", idleTimeout = "idle_timeout", requestTimeout = "request_timeout"
-        case retries, queue, breaker, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
+        case retries, queue, breaker, routing, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
         case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
         case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file", join
         case tunnelListen = "tunnel_listen"
@@ -90,6 +92,7 @@ public struct HubConfig: Decodable, Sendable {
         }
         queue = try c.optional(QueueConfig.self, .queue) ?? QueueConfig()
         breaker = try c.optional(BreakerConfig.self, .breaker) ?? BreakerConfig()
+        routing = try c.optional(RoutingConfig.self, .routing) ?? RoutingConfig()
         limits = try c.optional(LimitsConfig.self, .limits) ?? LimitsConfig()
         corsOrigins = try c.optional([String].self, .corsOrigins) ?? []
         join = try c.optional(Bool.self, .join) ?? false

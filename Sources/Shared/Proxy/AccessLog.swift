@@ -42,6 +42,11 @@ public struct AccessLog: Sendable {
         if let usage = fields.usage {
             metadata["tokens_in"] = "\(usage.prompt)"
             metadata["tokens_out"] = "\(usage.completion)"
+            if let cached = usage.cached { metadata["tokens_cached"] = "\(cached)" }
+        }
+        if let route = fields.route {
+            metadata["route"] = "\(route)"
+            if fields.predictedBlocks > 0 { metadata["predicted_blocks"] = "\(fields.predictedBlocks)" }
         }
         if fields.retries > 0 { metadata["retries"] = "\(fields.retries)" }
         if let code = fields.code { metadata["code"] = "\(code)" }

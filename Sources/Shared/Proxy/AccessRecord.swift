@@ -23,6 +23,10 @@ public final class AccessRecord: Sendable {
         public var meanGap: Duration?
         public var usage: TokenUsage?
         public var queueWait: Duration?
+        /// Why the routing policy chose the worker (`prefix`, `load`, `no_match`,
+        /// `round_robin`), and the prompt blocks it expected that worker to have cached.
+        public var route: String?
+        public var predictedBlocks = 0
         /// How the relayed answer ended.
         public var finish: UpstreamForwarder.Finish?
         /// The error envelope's code, when the answer was one of ours.

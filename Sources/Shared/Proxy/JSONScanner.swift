@@ -11,7 +11,9 @@ struct JSONScanner {
         case invalid
         case notAnObject
         /// `problem`: the first member an engine would mis-answer (see ``Problem``).
-        case object(model: ModelValue, stream: Bool, problem: Problem?)
+        /// `prompt`: where the raw JSON value of `messages` (else `prompt`) lies, for the
+        /// cache-aware fingerprint.
+        case object(model: ModelValue, stream: Bool, problem: Problem?, prompt: Range<Int>?)
     }
 
     /// A member of valid JSON that llama-server would mis-answer: a 500 for a message without
@@ -49,13 +51,20 @@ struct JSONScanner {
             }
             var model = ModelValue.absent
             var stream = false
+            var messages: Range<Int>?
+            var prompt: Range<Int>?
             try object { scanner, key throws(Invalid) in
+                let start = scanner.index
                 if scanner.matches(key, "model") {
                     model = try scanner.modelValue()
                 } else if scanner.matches(key, "stream") {
                     stream = try scanner.streamValue()
-                } else if scanner.checkMessages, scanner.matches(key, "messages") {
-                    try scanner.messages()
+                } else if scanner.matches(key, "messages") {
+                    if scanner.checkMessages { try scanner.messages() } else { try scanner.value(depth: 1) }
+                    messages = start..<scanner.index
+                } else if scanner.matches(key, "prompt") {
+                    try scanner.value(depth: 1)
+                    prompt = start..<scanner.index
                 } else if scanner.checkMessages, scanner.matches(key, "tools") {
                     try scanner.functions("tools", depth: 1)
                 } else if let name = Self.tokenCounts.first(where: { scanner.matches(key, $0) }) {
@@ -65,7 +74,7 @@ struct JSONScanner {
                 }
             }
             skipWhitespace()
-            return index == bytes.count ? .object(model: model, stream: stream, problem: problem) : .invalid
+            return index == bytes.count ? .object(model: model, stream: stream, problem: problem, prompt: messages ?? prompt) : .invalid
         } catch {
             return .invalid
         }

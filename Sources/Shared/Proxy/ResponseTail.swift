@@ -32,11 +32,14 @@ public struct ResponseTail: Sendable {
     public static func usage(in body: ByteBuffer) -> TokenUsage? {
         let start = max(0, body.readableBytes - capacity)
         guard let bytes = body.getBytes(at: body.readerIndex + start, length: body.readableBytes - start) else { return nil }
+        let timings = lastObject(named: "timings", in: bytes)
+        let cacheN = timings.flatMap { integer("cache_n", in: $0) }
         if let object = lastObject(named: "usage", in: bytes), let prompt = integer("prompt_tokens", in: object) {
-            return TokenUsage(prompt: prompt, completion: integer("completion_tokens", in: object) ?? 0)
+            return TokenUsage(prompt: prompt, completion: integer("completion_tokens", in: object) ?? 0,
+                              cached: cacheN ?? integer("cached_tokens", in: object))
         }
-        if let object = lastObject(named: "timings", in: bytes), let prompt = integer("prompt_n", in: object) {
-            return TokenUsage(prompt: prompt + (integer("cache_n", in: object) ?? 0), completion: integer("predicted_n", in: object) ?? 0)
+        if let object = timings, let prompt = integer("prompt_n", in: object) {
+            return TokenUsage(prompt: prompt + (cacheN ?? 0), completion: integer("predicted_n", in: object) ?? 0, cached: cacheN)
         }
         return nil
     }

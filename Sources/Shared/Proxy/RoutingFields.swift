@@ -27,6 +27,14 @@ public struct RoutingFields: Equatable, Sendable {
     /// non-empty array of objects with a string `role` and a string, array or null `content`.
     /// Everything else (extra fields, tools) passes untouched.
     public static func parse(_ body: ByteBuffer, messages: Bool = false) throws(OpenAIError) -> RoutingFields {
+        try scan(body, messages: messages).fields
+    }
+
+    /// ``parse(_:messages:)``, and where the prompt's raw JSON value (`messages`, else
+    /// `prompt`) lies in the body's readable bytes: what the cache-aware policy hashes.
+    public static func scan(_ body: ByteBuffer, messages: Bool = false) throws(OpenAIError)
+        -> (fields: RoutingFields, prompt: Range<Int>?)
+    {
         guard body.readableBytes > 0 else {
             throw .invalidRequest("The request body is empty; expected a JSON object", code: "invalid_json")
         }
@@ -47,7 +55,7 @@ public struct RoutingFields: Equatable, Sendable {
             throw .invalidRequest("The request body is not valid JSON (UTF-8)", code: "invalid_json")
         case .notAnObject:
             throw .invalidRequest("The request body must be a JSON object", code: "invalid_json")
-        case .object(let model, let stream, let problem):
+        case .object(let model, let stream, let problem, let prompt):
             switch model {
             case .absent, .null:
                 throw .invalidRequest("The request is missing the 'model' field", code: "missing_model", param: "model")
@@ -57,7 +65,7 @@ public struct RoutingFields: Equatable, Sendable {
                 throw .invalidRequest("'model' must not be empty", code: "invalid_model", param: "model")
             case .string(let name):
                 if let problem { throw .invalidRequest(problem.message, code: "invalid_request_body", param: problem.param) }
-                return RoutingFields(model: name, stream: stream)
+                return (RoutingFields(model: name, stream: stream), prompt)
             }
         }
     }
