@@ -279,22 +279,38 @@ struct TunnelTests {
             print("tunnel, stalled reader: hub RSS \(before.0) -> \(during.0) MiB, worker \(before.1) -> \(during.1) MiB (stream: 32 MiB)")
             #expect(during.0 - before.0 < 12, "hub grew from \(before.0) to \(during.0) MiB")
             #expect(during.1 - before.1 < 12, "worker grew from \(before.1) to \(during.1) MiB")
-            // Now the client reads: nothing was lost.
-            var received = 0
-            var tail = ""
+            // Now the client reads: nothing was lost. The whole answer is kept and its chunked
+            // framing decoded before counting (a chunk boundary may fall inside "data: {").
+            var raw: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 1 << 16)
             var timeout = timeval(tv_sec: 20, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
             while true {
                 let n = recv(fd, &buffer, buffer.count, 0)
                 if n <= 0 { break }
-                let text = String(decoding: buffer[0..<n], as: UTF8.self)
-                received += (tail + text).components(separatedBy: "data: {").count - 1 - (tail.components(separatedBy: "data: {").count - 1)
-                tail = String((tail + text).suffix(32))
-                if tail.contains("[DONE]") { break }
+                raw.append(contentsOf: buffer[0..<n])
+                if String(decoding: raw.suffix(16), as: UTF8.self).hasSuffix("\r\n0\r\n\r\n") { break }  // the last chunk
             }
+            let text = String(decoding: Self.dechunked(raw), as: UTF8.self)
+            let received = text.components(separatedBy: "data: {").count - 1
+            let tail = String(text.suffix(32))
             #expect(received == 2000 && tail.contains("[DONE]"), "\(received) events, ends with \(tail)")
         }
+    }
+
+    /// The body of a raw HTTP/1.1 answer with chunked framing, decoded.
+    static func dechunked(_ raw: [UInt8]) -> [UInt8] {
+        guard let headEnd = raw.firstRange(of: Array("\r\n\r\n".utf8)) else { return [] }
+        var index = headEnd.upperBound
+        var body: [UInt8] = []
+        while let lineEnd = raw[index...].firstRange(of: Array("\r\n".utf8)) {
+            let size = Int(String(decoding: raw[index..<lineEnd.lowerBound], as: UTF8.self)
+                .split(separator: ";").first ?? "", radix: 16) ?? 0
+            guard size > 0, lineEnd.upperBound + size <= raw.count else { break }
+            body.append(contentsOf: raw[lineEnd.upperBound..<(lineEnd.upperBound + size)])
+            index = min(raw.count, lineEnd.upperBound + size + 2)
+        }
+        return body
     }
 
     @Test("a worker in a network namespace of its own (ip netns, veth): it reaches the hub, the hub cannot reach it; it serves through its tunnel; the link going down mid-stream ends the stream, and the worker rejoins when it comes back",
