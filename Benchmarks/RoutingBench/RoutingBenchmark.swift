@@ -45,6 +45,54 @@ struct RoutingBenchmark: ParsableCommand {
             print("| \(count) | \(String(format: "%.0f", pick)) | \(String(format: "%.0f", decision)) "
                 + "| \(String(format: "%.0f", 1e9 / decision)) |")
         }
+        cacheAware()
+    }
+
+    /// The cache-aware policy's own costs: hashing an 8 KB prompt, and one decision (pick +
+    /// release) with that prompt's blocks looked up and recorded, at 8 and 64 workers, over
+    /// 1,000 conversations whose prefixes are already in the index.
+    private func cacheAware() {
+        let prompt = Array((0..<8192).map { UInt8(ascii: "a") + UInt8($0 % 26) })
+        let hashed = Self.median((0..<repetitions).map { _ in
+            let elapsed = ContinuousClock().measure {
+                for round in 0..<iterations / 10 {
+                    var copy = prompt
+                    copy[0] = UInt8(truncatingIfNeeded: round)
+                    let fingerprint = copy.withUnsafeBytes { PrefixFingerprint($0) }
+                    precondition(fingerprint.blocks.count == 32)
+                }
+            }
+            return Self.nanos(elapsed) / Double(iterations / 10)
+        })
+        print("")
+        print("cache-aware: fingerprint of an 8 KB prompt (32 blocks): \(String(format: "%.0f", hashed)) ns")
+        print("")
+        print("| workers | cache-aware pick + release, 8 KB prompt (ns) |")
+        print("|---:|---:|")
+        for count in [8, 64] {
+            let now = ContinuousClock().now
+            var registry = Registry(expiry: .seconds(3600), policy: .cacheAware(CacheAwarePolicy()))
+            for index in 0..<count {
+                registry.register(WorkerReport(
+                    name: "w\(index)", url: "http://w\(index)", version: "bench", sequence: 1,
+                    models: [ModelReport(name: "m", state: .ready, slotsTotal: 4)],
+                    gpus: [], inFlight: 0, weight: 1), now: now)
+            }
+            let conversations = (0..<1000).map { id -> PrefixFingerprint in
+                var copy = prompt
+                copy[0] = UInt8(id % 256)
+                copy[1] = UInt8(id / 256)
+                return copy.withUnsafeBytes { PrefixFingerprint($0) }
+            }
+            for fingerprint in conversations { decide(&registry, now, fingerprint) }  // into the index
+            let nanos = Self.median((0..<repetitions).map { _ in
+                let elapsed = ContinuousClock().measure {
+                    for round in 0..<iterations / 10 { decide(&registry, now, conversations[round % conversations.count]) }
+                }
+                return Self.nanos(elapsed) / Double(iterations / 10)
+            })
+            print("| \(count) | \(String(format: "%.0f", nanos)) |")
+        }
     }
 
     /// Nanoseconds per pick: batches of `batch` picks are timed, their releases are not.
@@ -85,8 +133,8 @@ struct RoutingBenchmark: ParsableCommand {
         Double(duration.nanoseconds)
     }
 
-    private func decide(_ registry: inout Registry, _ now: ContinuousClock.Instant) {
-        guard case .picked(let pick) = registry.pick("m", now: now).decision else { fatalError("no pick") }
+    private func decide(_ registry: inout Registry, _ now: ContinuousClock.Instant, _ prompt: PrefixFingerprint? = nil) {
+        guard case .picked(let pick) = registry.pick("m", prompt: prompt, now: now).decision else { fatalError("no pick") }
         _ = registry.release(pick, sample: .success, now: now)
     }
 }

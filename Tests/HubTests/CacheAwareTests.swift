@@ -199,7 +199,7 @@ struct CacheAwareTests {
         _ = registry.release(first, sample: .success, now: t0)
         let second = registry.pick("m", prompt: prompt, now: t0).decision.pick!
         #expect(second.worker == first.worker && second.reason == .prefix)
-        registry.cacheMissed(second)
+        registry.observeCache(second, prompt: 300, cached: 0)
         _ = registry.release(second, sample: .success, now: t0)
         let third = registry.pick("m", prompt: prompt, now: t0).decision.pick!
         #expect(third.reason == .noMatch)

@@ -372,11 +372,40 @@ struct RegistryTests {
         var later = t0 + .seconds(2)
         var shares: [Int] = []
         for _ in 0..<6 {
-            later = later + .seconds(5)
+            later = later + .seconds(2)
             shares.append(share(later, 100) { _ in .milliseconds(100) })
         }
         #expect(shares.last! >= 40, "shares while recovering: \(shares)")
         #expect(shares.first! < shares.last!, "shares while recovering: \(shares)")
+    }
+
+    @Test("a worker whose 1.5 s first-byte fault clears gets a fair share back within 10 s of steady traffic (10 requests a second)")
+    func latencyRecovery() {
+        var registry = Registry(expiry: .seconds(600))
+        let models = [ModelReport(name: "m", state: .ready, slotsTotal: 1000)]
+        for name in ["a", "b", "c", "slow"] { registry.register(report(name, models: models), now: t0) }
+        var now = t0
+        func run(seconds: Int, slowTTFB: Duration) -> [Int] {
+            var perSecond: [Int] = []
+            for _ in 0..<seconds {
+                var slow = 0
+                for _ in 0..<10 {
+                    now = now + .milliseconds(100)
+                    let pick = registry.pick("m", now: now).decision.pick!
+                    if pick.worker == "slow" { slow += 1 }
+                    _ = registry.release(pick, sample: .success, ttft: pick.worker == "slow" ? slowTTFB : .milliseconds(100), now: now)
+                }
+                perSecond.append(slow)
+            }
+            return perSecond
+        }
+        _ = run(seconds: 5, slowTTFB: .milliseconds(100))
+        let faulty = run(seconds: 10, slowTTFB: .milliseconds(1500))
+        #expect(faulty.suffix(5).reduce(0, +) <= 5, "during the fault: \(faulty)")
+        let recovered = run(seconds: 14, slowTTFB: .milliseconds(100))
+        // Fair is 2.5 of every 10; from the 10th second on it gets at least 2 a second on average.
+        let tail = recovered.dropFirst(10)
+        #expect(Double(tail.reduce(0, +)) / Double(tail.count) >= 2, "after the fault: \(recovered)")
     }
 
     @Test("peak-EWMA: a higher sample replaces the average; a lower one decays it with time")

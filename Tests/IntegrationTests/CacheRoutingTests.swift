@@ -88,6 +88,9 @@ struct CacheRoutingTests {
                 .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
             #expect(cached > 12 * 300, "\(cached)")
             #expect(metrics.contains(#"caravan_hub_routing_decisions_total{model="tiny",reason="prefix"} 12"#))
+            // The admin view (and the dashboard's "Cache reuse" column) shows the engines' reuse.
+            let reuse = try await cluster.admin().compactMap { ($0["models"] as? [[String: Any]])?.first?["cache_reuse"] as? Double }
+            #expect(!reuse.isEmpty && reuse.allSatisfy { $0 > 0.4 }, "\(reuse)")
         }
     }
 

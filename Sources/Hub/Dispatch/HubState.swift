@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import Synchronization
 import Config
+import Proxy
 import Server
 import Wire
 
@@ -183,9 +184,10 @@ final class HubState: Sendable {
         if let transition { log(transition, pick) }
     }
 
-    /// The engine's answer showed it had none of the prompt the hub expected it to hold.
-    func cacheMissed(_ pick: Registry.Pick) {
-        guarded.withLock { $0.registry.cacheMissed(pick) }
+    /// An answer's usage: the engine's prompt-cache reuse (``Registry/observeCache(_:prompt:cached:)``).
+    func observeCache(_ pick: Registry.Pick, _ usage: TokenUsage) {
+        guard let cached = usage.cached else { return }
+        guarded.withLock { $0.registry.observeCache(pick, prompt: usage.prompt, cached: cached) }
     }
 
     /// Ends a reservation the worker refused as full (``Registry/releaseFull(_:now:)``).

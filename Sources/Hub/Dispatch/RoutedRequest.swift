@@ -231,8 +231,7 @@ final class RoutedRequest {
             onFirstByte: { lease.firstByteArrived() },
             onFinish: { [state = plane.state] finish in
                 access.finished(finish)
-                // The engine had none of what the hub expected it to have: forget its entries.
-                if pick.matchedBlocks > 0, finish.timing?.usage?.cached == 0 { state.cacheMissed(pick) }
+                if let usage = finish.timing?.usage { state.observeCache(pick, usage) }
                 lease.release(AttemptPolicy.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead,
                                                    firstByteJudged: lease.firstByteJudged),
                               ttft: finish.timing?.firstByte)

@@ -74,6 +74,9 @@ struct AdminRoutes {
         var pinned: Bool?
         var recentCrashes: Int?
         var vramEstimateMiB: Int?
+        /// Share of the prompt tokens of this hub's answers that the engine reused from its
+        /// cache (`cache_n`), when engines report it.
+        var cacheReuse: Double?
     }
 
     struct Snapshot: Encodable {
@@ -220,7 +223,8 @@ struct AdminRoutes {
                         dispatched: pair.dispatched, routingWeight: Registry.weight(pair),
                         ttftMs: pair.ttft > 0 ? (pair.ttft / 1e6 * 10).rounded() / 10 : nil, breaker: breaker.stateName,
                         idleSeconds: model.idleSeconds, pinned: model.pinned, recentCrashes: model.recentCrashes,
-                        vramEstimateMiB: model.vramEstimateMiB)
+                        vramEstimateMiB: model.vramEstimateMiB,
+                        cacheReuse: pair.promptTokens > 0 ? (Double(pair.cachedTokens) / Double(pair.promptTokens) * 1000).rounded() / 1000 : nil)
                 })
         }
         return Snapshot(workers: workers, queued: state.queueLengths(), poisonThrottled: limiter?.poisonThrottled ?? 0)

@@ -13,7 +13,11 @@ import Wire
 /// that depends on the time since the previous sample (time constant ``tau``), so the
 /// decay takes the same wall time however busy the worker is.
 package enum LatencyWeight {
-    package static let tau: Double = 5e9  // nanoseconds
+    /// 2 s: a worker whose 1.5 s first-byte fault clears is back to a fair share within
+    /// about 8 s of fast answers (5 s took 22 s: a worker held at a 5 % share gets few samples
+    /// to decay with). A slow sample still counts in full at once (the peak), so detection is
+    /// as fast as before.
+    package static let tau: Double = 2e9  // nanoseconds
     /// The smallest factor: even a very slow worker keeps a trickle of requests, so it can
     /// show that it recovered.
     package static let floor = 0.05

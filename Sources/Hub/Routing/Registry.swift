@@ -63,6 +63,10 @@ package struct Registry: Sendable {
         /// pair is created, its engine stops being ready (restart, eviction) or its answers
         /// say the cache missed, so older index entries no longer count.
         package var cacheEpoch: UInt32 = 0
+        /// Prompt tokens of this hub's answers from the pair, and how many of them its engine
+        /// reused from its cache (`cache_n`): the reuse the dashboard shows.
+        package var promptTokens = 0
+        package var cachedTokens = 0
     }
 
     /// What the pick loop reads for one pair, derived from the pair by `refresh(_:)`.
@@ -396,11 +400,14 @@ package struct Registry: Sendable {
         return nextCacheEpoch
     }
 
-    /// The engine's answer showed its prompt cache did not hold what the hub expected
-    /// (`cache_n` 0 where blocks were predicted): the pair's index entries stop counting.
-    package mutating func cacheMissed(_ pick: Pick) {
+    /// What an answer's usage says about the engine's prompt cache: its reuse is counted, and
+    /// when it reused nothing although the hub expected blocks there (`cache_n` 0), the pair's
+    /// index entries stop counting.
+    package mutating func observeCache(_ pick: Pick, prompt: Int, cached: Int) {
         guard isCurrent(pick) else { return }
-        pairs[pick.pair].cacheEpoch = newCacheEpoch()
+        pairs[pick.pair].promptTokens += prompt
+        pairs[pick.pair].cachedTokens += cached
+        if pick.matchedBlocks > 0 && cached == 0 { pairs[pick.pair].cacheEpoch = newCacheEpoch() }
     }
 
     /// Drains (or undrains) a worker from this hub: its pairs stop being candidates at once,
@@ -720,8 +727,13 @@ package struct Registry: Sendable {
                 guard weight > 0 else { continue }
                 let pair = pairs[routes[route].ids[position]]
                 let load = pair.inFlight + max(0, max(pair.requests, pair.slotsBusy) - pair.inFlightAtReport)
+                // Rendezvous by the routing weight without its free-slot term (static weight x
+                // VRAM headroom x latency): two hubs see different free slots, but the same
+                // workers, so they agree on where a new conversation goes.
+                let free = max(1, Self.capacity(pair, aheadPerSlot: aheadPerSlot).free)
                 positions.append(position)
-                candidates.append(.init(matched: matched[position], load: load, weight: Double(weight), key: routes[route].keys[position]))
+                candidates.append(.init(matched: matched[position], load: load, weight: Double(weight) / Double(free),
+                                        key: routes[route].keys[position]))
             }
             if let (index, reason) = settings.choose(candidates, blocks: prompt.blocks.count, firstBlock: prompt.blocks[0]) {
                 return (routes[route].ids[positions[index]], reason)

@@ -171,13 +171,14 @@ extension Dashboard {
                 el("td", {}, sparkline(h.rps, "req/s")),
                 el("td", {}, sparkline(h.ttft, "ms TTFT")),
                 el("td", {}, sparkline(h.tps, "tok/s")),
+                el("td", { class: "cache" }, model.cache_reuse == null ? "–" : Math.round(model.cache_reuse * 100) + " %"),
                 el("td", { class: "actions" },
                   actionButton("Load", "load", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/load"),
                   actionButton("Unload", "unload", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/unload"),
                   model.state === "failed" ? actionButton("Reset", "reset", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/reset") : null,
                   el("button", { class: "action", "data-action": "logs", onclick: () => openLogs(worker.name, model.name) }, "Logs"))));
             }
-            const table = el("table", {}, el("thead", {}, el("tr", {}, ...["Model", "State", "Slots", "Breaker", "Requests", "TTFT p50", "Tokens", ""].map((t) => el("th", {}, t)))), rows);
+            const table = el("table", {}, el("thead", {}, el("tr", {}, ...["Model", "State", "Slots", "Breaker", "Requests", "TTFT p50", "Tokens", "Cache reuse", ""].map((t) => el("th", {}, t)))), rows);
             cards.push(el("article", { class: "worker" + (worker.draining ? " draining" : ""), "data-worker": worker.name },
               el("header", {},
                 el("h3", {}, worker.name),
