@@ -3,6 +3,7 @@
 # (docs/benchmarks.md, "Conversations and prompt caches").
 #
 #   scripts/bench-cache.sh            # W1-W4, both policies, the oracle
+#   WORKLOADS="W1 W4" POLICIES=cache_aware ORACLE=0 scripts/bench-cache.sh   # a part of it
 #
 # Four workers, each one llama-server with 2 slots and -t 1, serving a random-weight
 # 256-dim, 6-layer llama the project generates (prefill dominates: ~1 s for 1,600 tokens
@@ -41,7 +42,7 @@ oracle() {
   done
   for url in "${urls[@]}"; do [[ "$url" == --engine ]] || wait_http "$url/health"; done
   report W1 oracle "$($WORKLOAD W1 "${urls[@]}")"
-  report W4 oracle "$($WORKLOAD W1 "${urls[@]}")"
+  report W4 oracle "$($WORKLOAD W4 "${urls[@]}")"
   for pid in "${pids[@]}"; do kill "$pid"; done
   wait "${pids[@]}" 2>/dev/null || true
 }
@@ -52,6 +53,21 @@ dispatched() {  # requests each worker got, as "w1=N w2=N ..."
 import json, sys
 workers = json.load(sys.stdin)["workers"]
 print(" ".join("%s=%d" % (w["name"], sum(m["dispatched"] for m in w["models"])) for w in workers))'
+}
+
+counters() {  # what the hubs counted: "full" answers, retries, routing reasons
+  for url in "$HUB1" "$HUB2"; do
+    curl -fs -H "Authorization: Bearer $ADMIN" "$url/metrics" | python3 -c '
+import sys, collections
+totals = collections.Counter()
+for line in sys.stdin:
+    for name in ("caravan_hub_worker_full_total", "caravan_hub_retries_total", "caravan_hub_routing_decisions_total"):
+        if line.startswith(name):
+            key = name.replace("caravan_hub_", "").replace("_total", "")
+            if "reason=" in line: key += ":" + line.split("reason=\"")[1].split("\"")[0]
+            totals[key] += float(line.split()[-1])
+print("hub " + sys.argv[1] + " " + " ".join("%s=%d" % item for item in sorted(totals.items())), end="; ")' "$url"
+  done
 }
 
 cluster() {  # $1 policy
@@ -114,21 +130,26 @@ except Exception: print(0)') ))
   done
   local label
   label=$([[ "$policy" == cache_aware ]] && echo cache-aware || echo round-robin)
-  report W1 "$label" "$($WORKLOAD W1 --url "$HUB1" --token "$TOKEN")"
   local before after
-  before=$(dispatched)
-  report W2 "$label" "$($WORKLOAD W2 --url "$HUB1" --token "$TOKEN")"
-  after=$(dispatched)
-  echo "W2 $label dispatched before: $before; after: $after"
-  report W3 "$label" "$($WORKLOAD W3 --url "$HUB1" --token "$TOKEN")"
-  report W4 "$label" "$($WORKLOAD W4 --url "$HUB1" --url "$HUB2" --token "$TOKEN")"
+  for workload in ${WORKLOADS:-W1 W2 W3 W4}; do
+    before=$(dispatched)
+    if [[ "$workload" == W4 ]]; then
+      report W4 "$label" "$($WORKLOAD W4 --url "$HUB1" --url "$HUB2" --token "$TOKEN")"
+    else
+      report "$workload" "$label" "$($WORKLOAD "$workload" --url "$HUB1" --token "$TOKEN")"
+    fi
+    after=$(dispatched)
+    echo "$workload $label requests per worker (through hub 1): before $before; after $after; $(counters)"
+  done
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
 }
 
-say "oracle: four engines, each conversation on its own"
-oracle
-say "cluster: weighted round-robin"
-cluster weighted_round_robin
-say "cluster: cache-aware"
-cluster cache_aware
+if [[ "${ORACLE:-1}" == 1 ]]; then
+  say "oracle: four engines, each conversation on its own"
+  oracle
+fi
+for policy in ${POLICIES:-weighted_round_robin cache_aware}; do
+  say "cluster: $policy"
+  cluster "$policy"
+done

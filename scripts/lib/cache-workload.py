@@ -69,11 +69,13 @@ def percentile(values, p):
 
 def w1(client, conversations=16, turns=6, alternate=False):
     later = []
+    # W4 has conversations of its own: W1's would find their prompts cached already.
+    seed = 3000 if alternate else 1000
 
     def conversation(index):
-        messages = [{"role": "system", "content": "Conversation %d. %s" % (index, text(1000 + index))}]
+        messages = [{"role": "system", "content": "Conversation %d. %s" % (index, text(seed + index))}]
         for turn in range(turns):
-            messages.append({"role": "user", "content": "Question %d: %s?" % (turn, text(5000 + index * 10 + turn, 40))})
+            messages.append({"role": "user", "content": "Question %d: %s?" % (turn, text(seed * 5 + index * 10 + turn, 40))})
             # Oracle: the conversation's own engine. W4: the hubs in turn. Otherwise hub 0.
             route = index if client.engines else (turn if alternate else 0)
             elapsed, content = client.chat(messages, route)

@@ -677,9 +677,10 @@ package struct Registry: Sendable {
         let chosen: Int?
         if case .cacheAware(let settings) = policy, let prompt, !prompt.isEmpty {
             let canonical = labels[routes[route].ids[0]].model
-            var index = prefixes[canonical] ?? PrefixIndex(capacity: indexBlocks)
-            matched = index.matches(prompt.blocks, pairs: routes[route].ids) { pairs[$0].cacheEpoch }
-            prefixes[canonical] = index
+            let ids = routes[route].ids
+            let epochs = ids.map { pairs[$0].cacheEpoch }
+            // Mutated in place (a lookup may carry a block forward): a copy would duplicate the index.
+            matched = prefixes[canonical, default: PrefixIndex(capacity: indexBlocks)].matches(prompt.blocks, pairs: ids, epochs: epochs)
             (chosen, reason) = chooseByCache(in: route, settings: settings, prompt: prompt, matched: matched,
                                              now: now64, excluding: excluded)
         } else {
@@ -706,34 +707,52 @@ package struct Registry: Sendable {
         return (.picked(pick), admission.transition.map { [(pick, $0)] } ?? [])
     }
 
-    /// The cache-aware choice (``CacheAwarePolicy``), tier by tier. In the first tier a
-    /// busy engine that holds enough of the prompt (it may take requests *ahead*, to wait
-    /// for a slot) competes with free ones: a cached prefill usually costs less than the wait.
+    /// The cache-aware choice (``CacheAwarePolicy``), tier by tier. In the first tier two
+    /// busy engines (that may take requests *ahead*, to wait for a slot) compete with free
+    /// ones: one that holds enough of the prompt (a cached prefill usually costs less than
+    /// the wait), and the request's rendezvous *home* (the first block's rendezvous pick over
+    /// every loaded engine with room, free or ahead): so every hub sends a new conversation to
+    /// the same engine however their counts of free slots differ, and its next turn, through
+    /// another hub that has not seen it, finds it there.
     private mutating func chooseByCache(in route: Int, settings: CacheAwarePolicy, prompt: PrefixFingerprint, matched: [Int],
                                         now: Int64, excluding excluded: [Int]) -> (Int?, CacheAwarePolicy.Reason?) {
         if now >= routes[route].changesAt || now < routes[route].asOf { routes[route].reevaluate(at: now) }
         let count = routes[route].ids.count
         let enough = max(1, Int((settings.minMatch * Double(prompt.blocks.count)).rounded(.up)))
+        let (loaded, ahead) = (Tier.loaded.rawValue, Tier.ahead.rawValue)
         var positions: [Int] = []
         var candidates: [CacheAwarePolicy.Candidate] = []
+        func candidate(_ position: Int, weight: Int64) -> CacheAwarePolicy.Candidate {
+            let pair = pairs[routes[route].ids[position]]
+            let load = pair.inFlight + max(0, max(pair.requests, pair.slotsBusy) - pair.inFlightAtReport)
+            // Rendezvous by the routing weight without its free-slot term (static weight x VRAM
+            // headroom x latency): hubs count free slots differently, but see the same workers.
+            let free = max(1, Self.capacity(pair, aheadPerSlot: aheadPerSlot).free)
+            return .init(matched: matched[position], load: load, weight: Double(weight) / Double(free),
+                         key: routes[route].keys[position])
+        }
+        // The home: rendezvous over the loaded engines with room (free or ahead).
+        var home: Int?
+        for position in 0..<count where !excluded.contains(routes[route].candidates[position].slot) {
+            let weight = max(routes[route].eligible[loaded * count + position], routes[route].eligible[ahead * count + position])
+            guard weight > 0 else { continue }
+            positions.append(position)
+            candidates.append(candidate(position, weight: weight))
+        }
+        if !candidates.isEmpty {
+            home = positions[CacheAwarePolicy.rendezvous(candidates, among: Array(candidates.indices), key: prompt.blocks[0])]
+        }
         for tier in 0..<Tier.allCases.count {
             positions.removeAll(keepingCapacity: true)
             candidates.removeAll(keepingCapacity: true)
             for position in 0..<count where !excluded.contains(routes[route].candidates[position].slot) {
                 var weight = routes[route].eligible[tier * count + position]
-                if weight == 0, tier == Tier.loaded.rawValue, matched[position] >= enough {
-                    weight = routes[route].eligible[Tier.ahead.rawValue * count + position]
+                if weight == 0, tier == loaded, matched[position] >= enough || position == home {
+                    weight = routes[route].eligible[ahead * count + position]
                 }
                 guard weight > 0 else { continue }
-                let pair = pairs[routes[route].ids[position]]
-                let load = pair.inFlight + max(0, max(pair.requests, pair.slotsBusy) - pair.inFlightAtReport)
-                // Rendezvous by the routing weight without its free-slot term (static weight x
-                // VRAM headroom x latency): two hubs see different free slots, but the same
-                // workers, so they agree on where a new conversation goes.
-                let free = max(1, Self.capacity(pair, aheadPerSlot: aheadPerSlot).free)
                 positions.append(position)
-                candidates.append(.init(matched: matched[position], load: load, weight: Double(weight) / Double(free),
-                                        key: routes[route].keys[position]))
+                candidates.append(candidate(position, weight: weight))
             }
             if let (index, reason) = settings.choose(candidates, blocks: prompt.blocks.count, firstBlock: prompt.blocks[0]) {
                 return (routes[route].ids[positions[index]], reason)

@@ -75,8 +75,8 @@ package struct PrefixIndex: Sendable {
     }
 
     /// For each pair in `pairs`, how many leading blocks of `blocks` it holds at its current
-    /// epoch (`epochOf`): 0 when none. Stops at the first block nobody holds.
-    package mutating func matches(_ blocks: [UInt64], pairs: [Int], epochOf: (Int) -> UInt32) -> [Int] {
+    /// epoch (`epochs`, aligned with `pairs`): 0 when none. Stops at the first block nobody holds.
+    package mutating func matches(_ blocks: [UInt64], pairs: [Int], epochs: [UInt32]) -> [Int] {
         var matched = Array(repeating: 0, count: pairs.count)
         for (position, block) in blocks.enumerated() {
             guard let holders = lookup(block) else { break }
@@ -84,7 +84,7 @@ package struct PrefixIndex: Sendable {
             for index in 0..<Holders.capacity {
                 let holder = holders[index]
                 guard holder.pair >= 0, let slot = pairs.firstIndex(of: Int(holder.pair)),
-                      matched[slot] == position, epochOf(Int(holder.pair)) == holder.epoch else { continue }
+                      matched[slot] == position, epochs[slot] == holder.epoch else { continue }
                 matched[slot] = position + 1
                 any = true
             }
