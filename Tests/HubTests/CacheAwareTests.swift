@@ -225,4 +225,19 @@ struct CacheAwareTests {
         }
         #expect(workers == ["a", "b", "a", "b"])
     }
+
+    @Test("a reload switches the policy: cache-aware picks by prefix, round-robin after the switch, and a new index size starts afresh")
+    func reload() {
+        var registry = registry(["a", "b"])
+        let prompt = Self.fingerprint(Self.conversation(9, turns: 1))
+        let first = registry.pick("m", prompt: prompt, now: t0).decision.pick!
+        _ = registry.release(first, sample: .success, now: t0)
+        #expect(registry.pick("m", prompt: prompt, now: t0).decision.pick!.reason == .prefix)
+        registry.reconfigure(declaredModels: [:], discoveringWorkers: [], breakerPolicy: .init(), aheadPerSlot: 1,
+                             policy: .weightedRoundRobin)
+        #expect(registry.pick("m", prompt: prompt, now: t0).decision.pick!.reason == nil)
+        registry.reconfigure(declaredModels: [:], discoveringWorkers: [], breakerPolicy: .init(), aheadPerSlot: 1,
+                             policy: .cacheAware(Self.policy), indexBlocks: 4096)
+        #expect(registry.pick("m", prompt: prompt, now: t0).decision.pick!.reason == .noMatch)
+    }
 }
