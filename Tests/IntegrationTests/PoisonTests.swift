@@ -159,7 +159,9 @@ struct PoisonTests {
 
     @Test("fuzz: 2,000 seeded careless and hostile requests against cluster.example.yaml with two real workers; afterwards no breaker moved, nothing is held, another client is served")
     func fuzz() async throws {
-        let seed = ProcessInfo.processInfo.environment["CARAVAN_FUZZ_SEED"].flatMap(Int.init) ?? Int.random(in: 1...99_999)
+        // A fixed seed by default, so a CI run repeats a known set; CARAVAN_FUZZ_SEED=random explores.
+        let requested = ProcessInfo.processInfo.environment["CARAVAN_FUZZ_SEED"]
+        let seed = requested == "random" ? Int.random(in: 1...99_999) : requested.flatMap(Int.init) ?? 7648
         let cases = ProcessInfo.processInfo.environment["CARAVAN_FUZZ_CASES"].flatMap(Int.init) ?? 2_000
         try await TestCluster.startExample().using { cluster in
             try await cluster.waitForLiveWorkers(2)
