@@ -197,6 +197,12 @@ final class RoutedRequest {
                 fields.predictedBlocks = pick.matchedBlocks
             }
         }
+        if let prompt {
+            logger.debug("routed", metadata: [
+                "worker": "\(pick.worker)", "model": "\(pick.model)", "route": "\((pick.reason ?? .roundRobin).rawValue)",
+                "predicted_blocks": "\(pick.matchedBlocks)", "prompt_blocks": "\(prompt.blocks.count)",
+            ])
+        }
         if let identity, identity.models != nil, !identity.allows(pick.model) {
             lease.release(.neutral)
             return fail(HubDataPlane.notAllowed(fields.model))
