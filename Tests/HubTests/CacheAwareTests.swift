@@ -197,10 +197,17 @@ struct CacheAwareTests {
         _ = registry.release(first, sample: .success, now: t0)
         let second = registry.pick("m", prompt: prompt, now: t0).decision.pick!
         #expect(second.worker == first.worker && second.reason == .prefix)
-        registry.observeCache(second, prompt: 300, cached: 0)
+        // Another conversation on the same worker keeps its entries.
+        let other = Self.fingerprint(Self.conversation(4, turns: 1))
+        var otherPick = registry.pick("m", prompt: other, now: t0).decision.pick!
+        _ = registry.release(otherPick, sample: .success, now: t0)
+        registry.observeCache(second, prompt: 300, cached: 0, blocks: prompt.blocks)
         _ = registry.release(second, sample: .success, now: t0)
         let third = registry.pick("m", prompt: prompt, now: t0).decision.pick!
         #expect(third.reason == .noMatch)
+        _ = registry.release(third, sample: .success, now: t0)
+        otherPick = registry.pick("m", prompt: other, now: t0).decision.pick!
+        #expect(otherPick.reason == .prefix)
     }
 
     @Test("weighted round-robin ignores prompts; requests without a prompt are round-robin under either policy")

@@ -185,9 +185,9 @@ final class HubState: Sendable {
     }
 
     /// An answer's usage: the engine's prompt-cache reuse (``Registry/observeCache(_:prompt:cached:)``).
-    func observeCache(_ pick: Registry.Pick, _ usage: TokenUsage) {
+    func observeCache(_ pick: Registry.Pick, _ usage: TokenUsage, prompt: PrefixFingerprint?) {
         guard let cached = usage.cached else { return }
-        guarded.withLock { $0.registry.observeCache(pick, prompt: usage.prompt, cached: cached) }
+        guarded.withLock { $0.registry.observeCache(pick, prompt: usage.prompt, cached: cached, blocks: prompt?.blocks ?? []) }
     }
 
     /// Ends a reservation the worker refused as full (``Registry/releaseFull(_:now:)``).

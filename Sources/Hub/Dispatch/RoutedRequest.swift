@@ -235,9 +235,9 @@ final class RoutedRequest {
                                 (streamHeaderName, fields.stream ? "true" : "false")],
             body: exchange.body, options: options, to: exchange, logger: logger,
             onFirstByte: { lease.firstByteArrived() },
-            onFinish: { [state = plane.state] finish in
+            onFinish: { [state = plane.state, prompt] finish in
                 access.finished(finish)
-                if let usage = finish.timing?.usage { state.observeCache(pick, usage) }
+                if let usage = finish.timing?.usage { state.observeCache(pick, usage, prompt: prompt) }
                 lease.release(AttemptPolicy.sample(finish, policy: breaker, waitedInEngineQueue: pick.isAhead,
                                                    firstByteJudged: lease.firstByteJudged),
                               ttft: finish.timing?.firstByte)

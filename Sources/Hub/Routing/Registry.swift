@@ -43,6 +43,9 @@ package struct Registry: Sendable {
         /// The worker answered "full" (``UpstreamError/Kind/workerFull``): no capacity here
         /// until its next report, or until one of this hub's requests on it ends.
         package var full = false
+        /// The worker answered "full" since its last report: no request past this hub's view
+        /// of its room (``Registry/affinityWeight``) until it reports again.
+        package var fullUntilReport = false
         /// For a model that is not loaded: how it fits the worker's VRAM (``VRAMBudget``).
         package var fit: VRAMBudget.Fit
         /// Peak-EWMA of the time to first byte of streamed answers, in nanoseconds (0: no
@@ -350,6 +353,7 @@ package struct Registry: Sendable {
                 pairs[id].slotsBusy = model.slotsBusy
                 pairs[id].requests = model.requests ?? 0
                 pairs[id].full = false
+                pairs[id].fullUntilReport = false
                 pairs[id].inFlightAtReport = pairs[id].inFlight
                 pairs[id].fit = fit
                 // A TTFT average no sample has confirmed for a while (a worker that now only
@@ -401,13 +405,14 @@ package struct Registry: Sendable {
     }
 
     /// What an answer's usage says about the engine's prompt cache: its reuse is counted, and
-    /// when it reused nothing although the hub expected blocks there (`cache_n` 0), the pair's
-    /// index entries stop counting.
-    package mutating func observeCache(_ pick: Pick, prompt: Int, cached: Int) {
+    /// when it reused nothing although the hub expected blocks there (`cache_n` 0), the index
+    /// forgets that this pair holds the request's blocks (`blocks`); its other conversations
+    /// keep theirs.
+    package mutating func observeCache(_ pick: Pick, prompt: Int, cached: Int, blocks: [UInt64] = []) {
         guard isCurrent(pick) else { return }
         pairs[pick.pair].promptTokens += prompt
         pairs[pick.pair].cachedTokens += cached
-        if pick.matchedBlocks > 0 && cached == 0 { pairs[pick.pair].cacheEpoch = newCacheEpoch() }
+        if pick.matchedBlocks > 0 && cached == 0 { prefixes[pick.model]?.forget(blocks, pair: pick.pair) }
     }
 
     /// Drains (or undrains) a worker from this hub: its pairs stop being candidates at once,
@@ -690,7 +695,10 @@ package struct Registry: Sendable {
         let admission = breakers[id].admit(now: now)
         let isProbe: Bool = if case .halfOpen = breakers[id].state { true } else { false }
         pairs[id].gate = Gate(breakers[id].state, epoch: epoch)
-        let isAhead = Self.capacity(pairs[id], aheadPerSlot: aheadPerSlot).tier == .ahead
+        // Sent to wait for a slot in the engine's own queue: ahead, or past this hub's view of
+        // its room (``affinityWeight(_:_:now:)``).
+        let (tier, free) = Self.capacity(pairs[id], aheadPerSlot: aheadPerSlot)
+        let isAhead = tier == .ahead || (tier == .loaded && free <= 0)
         pairs[id].inFlight += 1
         pairs[id].dispatched += 1
         refresh(id)
@@ -749,6 +757,7 @@ package struct Registry: Sendable {
                 var weight = routes[route].eligible[tier * count + position]
                 if weight == 0, tier == loaded, matched[position] >= enough || position == home {
                     weight = routes[route].eligible[ahead * count + position]
+                    if weight == 0 { weight = affinityWeight(routes[route].ids[position], routes[route].candidates[position], now: now) }
                 }
                 guard weight > 0 else { continue }
                 positions.append(position)
@@ -759,6 +768,21 @@ package struct Registry: Sendable {
             }
         }
         return (nil, nil)
+    }
+
+    /// The weight of a loaded engine that the request belongs to (its prefix or its home) but
+    /// that has no room in this hub's view only because of other hubs' requests: this hub
+    /// counts those as of the worker's last report, and they may have ended since. Allowed up
+    /// to what the engine admits from this hub alone (`slots x (1 + ahead_per_slot)`); the
+    /// worker, the authority on its own admission, answers "full" when it really is, and the
+    /// request goes elsewhere. Nothing past a "full" answer until the worker reports again.
+    private func affinityWeight(_ id: Int, _ candidate: Candidate, now: Int64) -> Int64 {
+        let pair = pairs[id]
+        guard now <= candidate.expiresAt, now >= candidate.admitsFrom, pair.state == .ready, !pair.full, !pair.drained,
+              pair.fullUntilReport == false else { return 0 }
+        let total = pair.slotsTotal > 0 ? pair.slotsTotal : 1
+        guard pair.inFlight < total * (1 + aheadPerSlot) else { return 0 }
+        return Self.milliWeight(pair.weight)
     }
 
     /// FNV-1a of a worker's name: the same on every hub and every run (Swift's `Hasher` is
@@ -876,6 +900,7 @@ package struct Registry: Sendable {
         guard isCurrent(pick) else { return }
         pairs[pick.pair].inFlight = max(0, pairs[pick.pair].inFlight - 1)
         pairs[pick.pair].full = true
+        pairs[pick.pair].fullUntilReport = true
         if pick.isProbe { breakers[pick.pair].abandon() }
         pairs[pick.pair].gate = Gate(breakers[pick.pair].state, epoch: epoch)
         refresh(pick.pair)

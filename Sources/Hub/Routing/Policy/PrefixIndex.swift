@@ -33,6 +33,14 @@ package struct PrefixIndex: Sendable {
             }
         }
 
+        /// `pair` no longer holds the block.
+        mutating func remove(_ pair: Int32) {
+            withUnsafeMutableBytes(of: &pairs) { raw in
+                let holders = raw.bindMemory(to: Int32.self)
+                for index in holders.indices where holders[index] == pair { holders[index] = -1 }
+            }
+        }
+
         /// `pair` moved to the front (it got the block again, or now); the oldest holder
         /// falls off when all four places are taken.
         mutating func insert(_ pair: Int32, epoch: UInt32) {
@@ -91,6 +99,18 @@ package struct PrefixIndex: Sendable {
             if !any { break }
         }
         return matched
+    }
+
+    /// Forgets that `pair` holds `blocks` (its engine's answer said it reused none of them):
+    /// the other conversations it holds keep their entries.
+    package mutating func forget(_ blocks: [UInt64], pair: Int) {
+        for block in blocks {
+            for generation in 0..<2 {
+                guard var holders = generation == 0 ? current[block] : previous[block] else { continue }
+                holders.remove(Int32(pair))
+                if generation == 0 { current[block] = holders } else { previous[block] = holders }
+            }
+        }
     }
 
     private mutating func lookup(_ block: UInt64) -> Holders? {
