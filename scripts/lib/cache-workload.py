@@ -68,11 +68,11 @@ def percentile(values, p):
 
 
 def w1(client, conversations=16, turns=6, alternate=False):
-    later = []
     # W4 has conversations of its own: W1's would find their prompts cached already.
     seed = 3000 if alternate else 1000
 
     def conversation(index):
+        later = []
         messages = [{"role": "system", "content": "Conversation %d. %s" % (index, text(seed + index))}]
         for turn in range(turns):
             messages.append({"role": "user", "content": "Question %d: %s?" % (turn, text(seed * 5 + index * 10 + turn, 40))})
@@ -82,49 +82,43 @@ def w1(client, conversations=16, turns=6, alternate=False):
             messages.append({"role": "assistant", "content": content})
             if turn > 0:
                 later.append(elapsed)
+        return later
 
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(conversations) as pool:
-        list(pool.map(conversation, range(conversations)))
-    wall = time.monotonic() - started
+    later, wall = timed(conversation, conversations, conversations)
     return {"turns_after_first_mean_s": sum(later) / len(later), "turns_after_first_p90_s": percentile(later, 90),
             "wall_s": wall}
 
 
+def timed(job, count, workers):
+    """Runs job(index) for index in range(count), `workers` at a time: (latencies, wall seconds).
+    A job returns the latencies of the requests it sent."""
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        latencies = [latency for batch in pool.map(job, range(count)) for latency in batch]
+    return latencies, time.monotonic() - started
+
+
 def w2(client, users=32, questions=3):
     shared = "Shared assistant rules. " + text(42)
-    latencies = []
-    lock = threading.Lock()
 
     def user(index):
+        latencies = []
         for question in range(questions):
             messages = [{"role": "system", "content": shared},
                         {"role": "user", "content": "User %d asks %d: %s?" % (index, question, text(9000 + index * 7 + question, 60))}]
-            elapsed, _ = client.chat(messages, index)
-            with lock:
-                latencies.append(elapsed)
+            latencies.append(client.chat(messages, index)[0])
+        return latencies
 
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(users) as pool:
-        list(pool.map(user, range(users)))
-    wall = time.monotonic() - started
+    latencies, wall = timed(user, users, users)
     return {"p99_s": percentile(latencies, 99), "p50_s": percentile(latencies, 50),
             "throughput_rps": len(latencies) / wall, "wall_s": wall}
 
 
 def w3(client, requests=64, concurrency=16):
-    latencies = []
-    lock = threading.Lock()
-
     def one(index):
-        elapsed, _ = client.chat([{"role": "user", "content": "Prompt %d. %s" % (index, text(20000 + index))}], index)
-        with lock:
-            latencies.append(elapsed)
+        return [client.chat([{"role": "user", "content": "Prompt %d. %s" % (index, text(20000 + index))}], index)[0]]
 
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(requests)))
-    wall = time.monotonic() - started
+    latencies, wall = timed(one, requests, concurrency)
     return {"throughput_rps": requests / wall, "p50_s": percentile(latencies, 50), "wall_s": wall}
 
 

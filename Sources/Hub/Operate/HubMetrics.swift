@@ -32,12 +32,12 @@ final class HubMetrics: Sendable {
     }
     private let requestCounters = Mutex<[RequestKey: Counter]>([:])
     private let modelSeries = Mutex<[String: ModelSeries]>([:])
-    private struct PairKey: Hashable {
-        var model: String
-        var worker: String
+    /// Counters of the cache-aware series, by name and label values (looked up once each).
+    private struct SeriesKey: Hashable {
+        var name: String
+        var values: [String]
     }
-    private let cachedCounters = Mutex<[PairKey: Counter]>([:])
-    private let routeCounters = Mutex<[RequestKey: Counter]>([:])
+    private let labelledCounters = Mutex<[SeriesKey: Counter]>([:])
 
     static let durationBuckets: [Duration] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
         .map { Duration.milliseconds(Int64($0 * 1000)) }
@@ -97,28 +97,25 @@ final class HubMetrics: Sendable {
 
     /// Prompt tokens an engine reused from its cache, as its answer says (`timings.cache_n`).
     private func promptCached(model: String, worker: String, _ tokens: Int) {
-        let key = PairKey(model: model, worker: worker)
-        let counter = cachedCounters.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = registry.counter("caravan_hub_prompt_tokens_cached_total", labels: [("model", model), ("worker", worker)],
-                                           help: "Prompt tokens the engines reused from their caches (their answers' cache_n)")
-            counters[key] = counter
-            return counter
-        }
-        counter.increment(by: Int64(tokens))
+        counter("caravan_hub_prompt_tokens_cached_total", [("model", model), ("worker", worker)],
+                help: "Prompt tokens the engines reused from their caches (their answers' cache_n)").increment(by: Int64(tokens))
     }
 
     /// One routing decision of the cache-aware policy, by reason.
     private func routed(model: String, reason: String) {
-        let key = RequestKey(model: model, worker: "", outcome: reason, code: 0)
-        let counter = routeCounters.withLock { counters in
+        counter("caravan_hub_routing_decisions_total", [("model", model), ("reason", reason)],
+                help: "Requests by why the policy chose their worker: prefix, load, no_match, round_robin").increment()
+    }
+
+    /// The counter `name` with `labels`, from the registry the first time, from a table after.
+    private func counter(_ name: String, _ labels: [(String, String)], help: String) -> Counter {
+        let key = SeriesKey(name: name, values: labels.map(\.1))
+        return labelledCounters.withLock { counters in
             if let counter = counters[key] { return counter }
-            let counter = registry.counter("caravan_hub_routing_decisions_total", labels: [("model", model), ("reason", reason)],
-                                           help: "Requests by why the policy chose their worker: prefix, load, no_match, round_robin")
+            let counter = registry.counter(name, labels: labels, help: help)
             counters[key] = counter
             return counter
         }
-        counter.increment()
     }
 
     func queueWait(model: String, _ wait: Duration) {

@@ -26,19 +26,18 @@ struct JSONScanner {
 
     /// Check `messages` (the chat endpoints; elsewhere the engine ignores it).
     var checkMessages = false
-    private var problem: Problem?
-    /// The integer members llama-server reads as a token count.
-    private static let tokenCounts: [StaticString] = ["max_tokens", "max_completion_tokens", "n_predict"]
+    /// The first problem found (``Problem``), set by the request-shape checks.
+    var problem: Problem?
 
     /// Deepest nesting accepted (as Foundation's decoder).
     static let maxDepth = 512
 
-    private let bytes: UnsafeBufferPointer<UInt8>
-    private var index = 0
+    let bytes: UnsafeBufferPointer<UInt8>
+    private(set) var index = 0
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
-    private struct Invalid: Error {}
+    struct Invalid: Error {}
 
     mutating func topLevelFields() -> Fields {
         do {
@@ -108,138 +107,9 @@ struct JSONScanner {
         }
     }
 
-    // MARK: What an engine would mis-answer
-
-    private mutating func note(_ param: String, _ message: String) {
-        if problem == nil { problem = Problem(param: param, message: message) }
-    }
-
-    /// `max_tokens` and its kin: null, or a number from -1 (no limit) to 2^31 - 1.
-    private mutating func tokenCount(_ key: StaticString) throws(Invalid) {
-        let start = index
-        let name = key.description
-        guard let byte = peek() else { throw Invalid() }
-        switch byte {
-        case UInt8(ascii: "n"):
-            try literal("null")
-            return
-        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            try number()
-            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-            // A fraction is accepted (llama-server truncates it), as long as it is in range.
-            if let number = Double(text), number >= -1, number < Double(Int32.max) + 1 { return }
-        default:
-            try value(depth: 1)
-        }
-        note(name, "'\(name)' must be a number from -1 (no limit) to \(Int32.max)")
-    }
-
-    /// `messages`: an array of message objects (llama-server takes an empty one). Each needs
-    /// a string `role`; `name`, `tool_call_id` and `reasoning_content` are strings when present;
-    /// `content` is a string, null, or an array of part objects (a `text` part with a string
-    /// `text`); `tool_calls` is null or an array of `function` calls. llama-server answers
-    /// each of these mistakes with a 500.
-    private mutating func messages() throws(Invalid) {
-        try array(depth: 1, notArray: ("messages", "'messages' must be an array of message objects")) { scanner, position throws(Invalid) in
-            try scanner.message(position)
-        }
-    }
-
-    private mutating func message(_ position: Int) throws(Invalid) {
-        let path = "messages[\(position)]"
-        guard peek() == UInt8(ascii: "{") else {
-            try value(depth: 2)
-            return note(path, "\(path) must be an object with a 'role' and a 'content'")
-        }
-        var role = false
-        try object { scanner, key throws(Invalid) in
-            if scanner.matches(key, "role") {
-                role = true
-                try scanner.stringMember("\(path).role")
-            } else if scanner.matches(key, "name") || scanner.matches(key, "tool_call_id")
-                || scanner.matches(key, "reasoning_content") {
-                try scanner.stringMember("\(path).\(try scanner.decodeString(key))")
-            } else if scanner.matches(key, "content") {
-                try scanner.content(path)
-            } else if scanner.matches(key, "tool_calls") {
-                try scanner.functions("\(path).tool_calls", depth: 3)
-            } else {
-                try scanner.value(depth: 3)
-            }
-        }
-        if !role { note("\(path).role", "\(path) is missing 'role'") }
-    }
-
-    private mutating func content(_ message: String) throws(Invalid) {
-        let path = "\(message).content"
-        switch peek() {
-        case UInt8(ascii: "\""): _ = try string()
-        case UInt8(ascii: "n"): try literal("null")
-        case UInt8(ascii: "["):
-            try array(depth: 3, notArray: nil) { scanner, position throws(Invalid) in
-                let part = "\(path)[\(position)]"
-                guard scanner.peek() == UInt8(ascii: "{") else {
-                    try scanner.value(depth: 4)
-                    return scanner.note(part, "\(part) must be a content part object")
-                }
-                var isText = false
-                var text = false
-                try scanner.object { scanner, key throws(Invalid) in
-                    if scanner.matches(key, "type"), scanner.peek() == UInt8(ascii: "\"") {
-                        isText = try scanner.decodeString(try scanner.string()) == "text"
-                    } else if scanner.matches(key, "text") {
-                        text = true
-                        try scanner.stringMember("\(part).text")
-                    } else {
-                        try scanner.value(depth: 5)
-                    }
-                }
-                if isText, !text { scanner.note("\(part).text", "\(part) is a text part without 'text'") }
-            }
-        default:
-            try value(depth: 3)
-            note(path, "\(path) must be a string, an array of content parts, or null")
-        }
-    }
-
-    /// `tools` and `tool_calls`: null, or an array of objects with `"type": "function"` and a
-    /// `function` object.
-    private mutating func functions(_ path: String, depth: Int) throws(Invalid) {
-        if peek() == UInt8(ascii: "n") { return try literal("null") }
-        try array(depth: depth, notArray: (path, "'\(path)' must be an array")) { scanner, position throws(Invalid) in
-            let item = "\(path)[\(position)]"
-            guard scanner.peek() == UInt8(ascii: "{") else {
-                try scanner.value(depth: depth + 1)
-                return scanner.note(item, "\(item) must be an object with \"type\": \"function\" and a 'function'")
-            }
-            var function = false
-            var type = false
-            try scanner.object { scanner, key throws(Invalid) in
-                if scanner.matches(key, "type"), scanner.peek() == UInt8(ascii: "\"") {
-                    type = try scanner.decodeString(try scanner.string()) == "function"
-                } else if scanner.matches(key, "function") {
-                    function = scanner.peek() == UInt8(ascii: "{")
-                    try scanner.value(depth: depth + 2)
-                } else {
-                    try scanner.value(depth: depth + 2)
-                }
-            }
-            if !type || !function { scanner.note(item, "\(item) must be an object with \"type\": \"function\" and a 'function' object") }
-        }
-    }
-
-    /// A member that must be a string (not null).
-    private mutating func stringMember(_ path: String) throws(Invalid) {
-        guard peek() == UInt8(ascii: "\"") else {
-            try value(depth: 3)
-            return note(path, "\(path) must be a string")
-        }
-        _ = try string()
-    }
-
     /// An array whose items `item` reads (given its position); anything else is noted as
     /// `notArray` (when given) and skipped.
-    private mutating func array(depth: Int, notArray: (param: String, message: String)?,
+    mutating func array(depth: Int, notArray: (param: String, message: String)?,
                                 _ item: (inout JSONScanner, Int) throws(Invalid) -> Void) throws(Invalid) {
         guard peek() == UInt8(ascii: "[") else {
             try value(depth: depth)
@@ -264,23 +134,13 @@ struct JSONScanner {
 
     // MARK: Grammar
 
-    private mutating func value(depth: Int) throws(Invalid) {
+    mutating func value(depth: Int) throws(Invalid) {
         guard depth < Self.maxDepth, let byte = peek() else { throw Invalid() }
         switch byte {
         case UInt8(ascii: "{"):
             try object { scanner, _ throws(Invalid) in try scanner.value(depth: depth + 1) }
         case UInt8(ascii: "["):
-            index += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "]") { index += 1; return }
-            while true {
-                skipWhitespace()
-                try value(depth: depth + 1)
-                skipWhitespace()
-                if peek() == UInt8(ascii: ",") { index += 1; continue }
-                try expect(UInt8(ascii: "]"))
-                return
-            }
+            try array(depth: depth, notArray: nil) { scanner, _ throws(Invalid) in try scanner.value(depth: depth + 1) }
         case UInt8(ascii: "\""): _ = try string()
         case UInt8(ascii: "t"): try literal("true")
         case UInt8(ascii: "f"): try literal("false")
@@ -290,7 +150,7 @@ struct JSONScanner {
     }
 
     /// An object, `{` to `}`; `member` reads each value, given the raw range of its key.
-    private mutating func object(_ member: (inout JSONScanner, Range<Int>) throws(Invalid) -> Void) throws(Invalid) {
+    mutating func object(_ member: (inout JSONScanner, Range<Int>) throws(Invalid) -> Void) throws(Invalid) {
         try expect(UInt8(ascii: "{"))
         skipWhitespace()
         if peek() == UInt8(ascii: "}") { index += 1; return }
@@ -309,7 +169,7 @@ struct JSONScanner {
     }
 
     /// Validates a string and returns the range of its raw contents (between the quotes).
-    private mutating func string() throws(Invalid) -> Range<Int> {
+    mutating func string() throws(Invalid) -> Range<Int> {
         try expect(UInt8(ascii: "\""))
         let start = index
         while index < bytes.count {
@@ -389,7 +249,7 @@ struct JSONScanner {
         return value
     }
 
-    private mutating func number() throws(Invalid) {
+    mutating func number() throws(Invalid) {
         if peek() == UInt8(ascii: "-") { index += 1 }
         guard let first = peek(), isDigit(first) else { throw Invalid() }
         index += 1
@@ -407,7 +267,7 @@ struct JSONScanner {
         }
     }
 
-    private mutating func literal(_ word: StaticString) throws(Invalid) {
+    mutating func literal(_ word: StaticString) throws(Invalid) {
         let count = word.utf8CodeUnitCount
         guard index + count <= bytes.count else { throw Invalid() }
         for offset in 0..<count where bytes[index + offset] != word.utf8Start[offset] { throw Invalid() }
@@ -416,7 +276,7 @@ struct JSONScanner {
 
     // MARK: Bytes
 
-    private func peek() -> UInt8? { index < bytes.count ? bytes[index] : nil }
+    func peek() -> UInt8? { index < bytes.count ? bytes[index] : nil }
 
     private func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
 
@@ -424,18 +284,18 @@ struct JSONScanner {
         while let byte = peek(), isDigit(byte) { index += 1 }
     }
 
-    private mutating func skipWhitespace() {
+    mutating func skipWhitespace() {
         while let byte = peek(), byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 { index += 1 }
     }
 
-    private mutating func expect(_ byte: UInt8) throws(Invalid) {
+    mutating func expect(_ byte: UInt8) throws(Invalid) {
         guard peek() == byte else { throw Invalid() }
         index += 1
     }
 
     /// Whether a key is `name`, also when spelled with escapes (`"mod\u0065l"`), as the
     /// engine's parser would read it.
-    private func matches(_ range: Range<Int>, _ name: StaticString) -> Bool {
+    func matches(_ range: Range<Int>, _ name: StaticString) -> Bool {
         if UnsafeBufferPointer(rebasing: bytes[range]).contains(UInt8(ascii: "\\")) {
             return (try? decodeString(range)) == name.description
         }
@@ -445,7 +305,7 @@ struct JSONScanner {
     }
 
     /// The value of an already validated string's contents, escapes resolved.
-    private func decodeString(_ range: Range<Int>) throws(Invalid) -> String {
+    func decodeString(_ range: Range<Int>) throws(Invalid) -> String {
         let raw = UnsafeBufferPointer(rebasing: bytes[range])
         guard raw.contains(UInt8(ascii: "\\")) else { return String(decoding: raw, as: UTF8.self) }
         var scalars = String.UnicodeScalarView()
