@@ -383,8 +383,8 @@ struct SupervisionFaultTests {
             models: "- {name: busy, path: /models/busy.gguf, env: {FAKE_TOKEN_MS: \"100\", FAKE_TOKENS: \"15\", FAKE_IGNORE_SIGTERM: \"1\"}}")
         // A request that arrives while the old engine drains waits for the new one. The old engine
         // ignores SIGTERM, so its stop takes the whole grace period: the waiting request is
-        // parked on the stop when it ends (that once livelocked the supervisor; see
-        // `EngineSupervisor.stop`).
+        // parked on the stop when it ends (that once livelocked the supervisor, and a drain
+        // waiting for "no request holds it" must not also wait for the requests waiting for it).
         try await TestCluster.start(specs: [spec]).using { cluster in
             #expect(try await cluster.chat("busy").status == 200)
             let before = cluster.engines(of: "f", model: "busy")

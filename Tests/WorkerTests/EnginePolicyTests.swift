@@ -38,6 +38,19 @@ struct EnginePolicyTests {
         #expect(policy.admission(for: "m", needMiB: nil, residents: [starting]) == .wait)
     }
 
+    @Test("a stop under way that makes enough room is awaited; no second model is evicted for it")
+    func stopUnderWayIsEnough() {
+        let policy = EnginePolicy(budget: VRAMBudget(totalMiB: 100))
+        let stopping = EnginePolicy.Resident(name: "v2", vramMiB: 45, stage: .stopping)
+        #expect(policy.admission(for: "v3", needMiB: 45, residents: [ready("v1", vram: 45), stopping]) == .awaitStop)
+        // Not enough even after it: the next idle model is evicted too.
+        #expect(policy.admission(for: "big", needMiB: 80, residents: [ready("v1", vram: 45), stopping])
+            == .evict("v1", reason: "evicted (least recently used) to make room for big: VRAM budget"))
+        let counted = EnginePolicy(maxLoaded: 2)
+        #expect(counted.admission(for: "m", needMiB: nil, residents: [ready("a"), .init(name: "b", vramMiB: nil, stage: .stopping)])
+            == .awaitStop)
+    }
+
     @Test("VRAM budget: fits, fits after evicting the LRU idle model, never fits")
     func vram() {
         let policy = EnginePolicy(budget: VRAMBudget(totalMiB: 24_000))

@@ -8,7 +8,7 @@ struct Engine: Sendable {
     let model: String
     let port: Int
     let apiKey: String
-    let process: ChildProcess
+    let process: any EngineProcess
     /// Where readiness is read, and the status that means ready.
     var healthPath = "/health"
     var readyStatus = 200
@@ -24,7 +24,7 @@ struct Engine: Sendable {
 /// `description` is the whole story (engine output included) for logs and the admin API;
 /// `publicReason` is what an API client may read. Engine output (paths, build details) never
 /// reaches clients: without a public reason they get a pointer to the worker's logs.
-struct EngineError: Error, CustomStringConvertible {
+struct EngineError: Error, CustomStringConvertible, Equatable {
     let description: String
     var publicReason: String?
 

@@ -72,13 +72,19 @@ struct EnginePolicy: Sendable {
         if case .never(let need, let total) = budget.fit(needMiB: needMiB, freeMiB: nil) {
             return .never("model \(model) " + VRAMBudget.neverFitsReason(needMiB: need, budgetMiB: total))
         }
-        let used = residents.map { $0.vramMiB ?? 0 }.reduce(0, +)
-        let countFits = maxLoaded.map { residents.count + 1 <= $0 } ?? true
-        let vramFits = switch budget.fit(needMiB: needMiB, freeMiB: budget.totalMiB.map { $0 - used }) {
-        case .unconstrained, .free: true
-        case .afterEviction, .never: false
+        func fits(next residents: [Resident]) -> (count: Bool, vram: Bool) {
+            let used = residents.map { $0.vramMiB ?? 0 }.reduce(0, +)
+            let vram = switch budget.fit(needMiB: needMiB, freeMiB: budget.totalMiB.map { $0 - used }) {
+            case .unconstrained, .free: true
+            case .afterEviction, .never: false
+            }
+            return (maxLoaded.map { residents.count + 1 <= $0 } ?? true, vram)
         }
+        let (countFits, vramFits) = fits(next: residents)
         if countFits && vramFits { return .admit }
+        // The stops under way make room: wait for them rather than evict another model.
+        let staying = residents.filter { $0.stage != .stopping }
+        if staying.count < residents.count, fits(next: staying) == (true, true) { return .awaitStop }
         let idle = residents.compactMap { resident -> (name: String, lastUsed: Instant)? in
             guard case .ready(true, let lastUsed) = resident.stage else { return nil }
             return (resident.name, lastUsed)

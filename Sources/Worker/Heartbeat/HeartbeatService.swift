@@ -54,7 +54,7 @@ final class HeartbeatService: Service, Sendable {
                     group.addTask(priority: .high) { await self.keepInformed(hub: hub, url: url) }
                 }
             }
-        } onGracefulShutdown: {}
+        } onGracefulShutdown: { [trigger] in trigger.fire() }  // the loops see the shutdown at once
         await withTaskGroup(of: Void.self) { group in
             for hub in config.hubs {
                 group.addTask { await self.deregister(hub: hub) }

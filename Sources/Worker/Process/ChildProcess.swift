@@ -16,6 +16,8 @@ import Glibc
 final class ChildProcess: Sendable {
     let pid: pid_t
     private let exit = Mutex<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+    /// Fired once, when the process has been reaped (for waits with a timeout).
+    private let exited = ChangeSignal()
 
     private init(pid: pid_t) { self.pid = pid }
 
@@ -105,9 +107,9 @@ final class ChildProcess: Sendable {
     /// Waits at most `timeout`; true when the process exited in time.
     func waitForExit(timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
-        while !hasExited && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        let seen = exited.generation
+        if hasExited { return true }
+        await exited.wait(since: seen, until: deadline)
         return hasExited
     }
 
@@ -141,6 +143,7 @@ final class ChildProcess: Sendable {
             return state.waiters
         }
         for waiter in waiters { waiter.resume(returning: status) }
+        exited.fire()
     }
 }
 
