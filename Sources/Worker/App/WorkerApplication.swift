@@ -100,7 +100,7 @@ struct WorkerApplication {
         let trigger = ReportTrigger()
         let gpus = GPUMonitor(declared: worker.gpus, interval: cluster.hub.heartbeatInterval, logger: logger)
         let metrics = WorkerMetrics()
-        let supervisor = EngineSupervisor(config: worker, client: client, gpus: gpus, logger: logger, metrics: metrics,
+        let supervisor = EngineSupervisor(config: worker, launcher: LocalEngineLauncher(probe: LlamaServerClient(client: client)), gpus: gpus, logger: logger, metrics: metrics,
                                           aheadPerSlot: hub.queue.aheadPerSlot, loadConfig: loadConfig, onChange: { trigger.fire() })
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()

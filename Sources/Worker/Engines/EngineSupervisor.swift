@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -74,16 +73,16 @@ actor EngineSupervisor: Service {
     /// `queue.ahead_per_slot`, the hub's own setting): the bound of the leases.
     private let aheadPerSlot: Int
 
-    /// - Parameter launcher: starts and probes engines (nil: child processes probed over loopback with `client`).
+    /// - Parameter launcher: starts and probes engines (``LocalEngineLauncher``: child processes probed over loopback).
     /// - Parameter loadConfig: re-reads this worker's entry from the cluster file (reload).
     /// - Parameter onChange: called after every state change (sends a heartbeat now).
-    init(config: WorkerConfig, client: HTTPClient, launcher: (any EngineLauncher)? = nil, gpus: GPUMonitor, logger: Logger,
+    init(config: WorkerConfig, launcher: any EngineLauncher, gpus: GPUMonitor, logger: Logger,
          metrics: WorkerMetrics? = nil, aheadPerSlot: Int = 1,
          loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
          onChange: @escaping @Sendable () -> Void = {}) {
         self.config = config
         self.aheadPerSlot = aheadPerSlot
-        self.launcher = launcher ?? LocalEngineLauncher(probe: LlamaServerClient(client: client))
+        self.launcher = launcher
         self.gpus = gpus
         self.logger = logger
         self.metrics = metrics

@@ -1,0 +1,138 @@
+import Foundation
+import Logging
+import Testing
+import Config
+import Wire
+
+@testable import Worker
+
+/// The supervisor executing the lifecycles against scripted engines (``ScriptedLauncher``):
+/// no processes, no sockets, and waits on events rather than sleeps.
+@Suite("Engine supervisor with scripted engines")
+struct EngineSupervisorTests {
+    /// A worker entry with `models` (YAML list items) and `extra` worker settings.
+    static func config(_ models: String, extra: String = "") throws -> WorkerConfig {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-supervisor-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try String(repeating: "c", count: 40).write(to: directory.appendingPathComponent("client.secret"), atomically: true, encoding: .utf8)
+        try String(repeating: "w", count: 40).write(to: directory.appendingPathComponent("a.credential"), atomically: true, encoding: .utf8)
+        let path = directory.appendingPathComponent("cluster.yaml").path
+        try """
+            hub:
+              listen: "127.0.0.1:0"
+              auth:
+                client_secret_file: client.secret
+            workers:
+              - name: a
+                hubs: ["http://127.0.0.1:1"]
+                listen: "127.0.0.1:0"
+                state_dir: \(directory.path)
+                credential_file: a.credential
+                gpus: []
+            \(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+                models:
+            \(models.split(separator: "\n").map { "      " + $0 }.joined(separator: "\n"))
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return try ClusterConfig.loadWorker(path: path, name: "a", environment: [:]).worker
+    }
+
+    /// Runs a supervisor over `config` with scripted engines while `body` runs.
+    static func running(_ config: WorkerConfig, _ body: (EngineSupervisor, ScriptedLauncher) async throws -> Void) async throws {
+        var logger = Logger(label: "caravan.worker.test")
+        logger.logLevel = .critical
+        let launcher = ScriptedLauncher()
+        let supervisor = EngineSupervisor(config: config, launcher: launcher, gpus: GPUMonitor(declared: [], interval: .seconds(60), logger: logger),
+                                          logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await supervisor.run() }
+            defer { group.cancelAll() }
+            try await body(supervisor, launcher)
+        }
+    }
+
+    /// Waits for `model`'s reported state (the report is built from the supervisor's state).
+    static func waitFor(_ supervisor: EngineSupervisor, _ model: String, _ state: ModelState) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while await supervisor.report().first(where: { $0.name == model })?.state != state {
+            guard ContinuousClock.now < deadline else { throw CancellationError() }
+            await supervisor.leases.changes.wait(since: supervisor.leases.changes.generation, until: .now + .milliseconds(50))
+        }
+    }
+
+    @Test("concurrent requests join one start; a crash is an event; the next request restarts it after the backoff")
+    func oneStartAndCrash() async throws {
+        try await Self.running(try Self.config("- {name: m, path: /models/m.gguf}", extra: "restart_backoff: 50ms")) { supervisor, launcher in
+            async let first = supervisor.acquire("m")
+            async let second = supervisor.acquire("m")
+            let engines = try await [first, second]
+            #expect(launcher.launched.count == 1 && engines[0].process.pid == engines[1].process.pid)
+            supervisor.release("m")
+            supervisor.release("m")
+            launcher.launched[0].exit(9)
+            try await Self.waitFor(supervisor, "m", .notLoaded)
+            #expect(await supervisor.report().first?.recentCrashes == 1)
+            guard case .notReady = supervisor.acquireReady("m") else { Issue.record("a crashed engine was handed out"); return }
+            let again = try await supervisor.acquire("m")
+            #expect(launcher.launched.count == 2 && again.process.pid == launcher.launched[1].pid)
+            supervisor.release("m")
+        }
+    }
+
+    @Test("a hung engine: it never becomes ready, the start fails at load_timeout with the reason, and is stopped")
+    func hungStart() async throws {
+        try await Self.running(try Self.config("- {name: m, path: /models/m.gguf}", extra: "load_timeout: 200ms")) { supervisor, launcher in
+            launcher.setHealth(503)
+            await #expect(throws: EngineError.self) { _ = try await supervisor.acquire("m") }
+            #expect(launcher.launched.first?.exitStatus != nil, "the engine that never became ready was stopped")
+            #expect(await supervisor.report().first?.state == .failed)
+            launcher.setHealth(200)
+            _ = try await supervisor.acquire("m")
+            supervisor.release("m")
+        }
+    }
+
+    @Test("ttl: an idle model is unloaded; one with a request waiting for it, or using it, is not")
+    func ttlSpareBusy() async throws {
+        try await Self.running(try Self.config("- {name: m, path: /models/m.gguf, ttl: 100ms}")) { supervisor, launcher in
+            _ = try await supervisor.acquire("m")
+            // Held past its ttl: stays.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(await supervisor.report().first?.state == .ready)
+            supervisor.release("m")
+            try await Self.waitFor(supervisor, "m", .notLoaded)
+            #expect(launcher.launched[0].exitStatus != nil)
+        }
+    }
+
+    @Test("max_loaded 1: a second model evicts the idle first one, and waits while the first is in use")
+    func eviction() async throws {
+        let config = try Self.config("- {name: a, path: /models/a.gguf}\n- {name: b, path: /models/b.gguf}",
+                                     extra: "max_loaded: 1\nload_timeout: 5s")
+        try await Self.running(config) { supervisor, launcher in
+            _ = try await supervisor.acquire("a")
+            async let b = supervisor.acquire("b")
+            try await Self.waitFor(supervisor, "b", .loading)
+            #expect(launcher.launched.count == 1, "a is in use: b waits for room")
+            supervisor.release("a")
+            _ = try await b
+            #expect(launcher.launched.count == 2 && launcher.launched[0].exitStatus != nil, "a was evicted, then b started")
+            supervisor.release("b")
+        }
+    }
+
+    @Test("an admin's unload drains the request in flight, stops the engine; a load starts it again")
+    func unloadAndLoad() async throws {
+        try await Self.running(try Self.config("- {name: m, path: /models/m.gguf}")) { supervisor, launcher in
+            _ = try await supervisor.acquire("m")
+            try await supervisor.unload("m")
+            try await Self.waitFor(supervisor, "m", .draining)
+            guard case .notReady = supervisor.acquireReady("m") else { Issue.record("a draining engine took a request"); return }
+            #expect(launcher.launched[0].exitStatus == nil, "the request in flight keeps it")
+            supervisor.release("m")
+            try await Self.waitFor(supervisor, "m", .notLoaded)
+            try await supervisor.load("m")
+            try await Self.waitFor(supervisor, "m", .ready)
+            #expect(launcher.launched.count == 2)
+        }
+    }
+}
