@@ -85,7 +85,7 @@ struct AttemptPolicyTests {
             Issue.record("poison without an engine answer is the hub's 400")
             return
         }
-        #expect(error.status == .badRequest && error.code == "request_failed_everywhere")
+        #expect(error.status == .badRequest && error.code == .requestFailedEverywhere)
         #expect(!error.message.contains("HTTPParserError"))
     }
 
@@ -134,7 +134,7 @@ struct AttemptPolicyTests {
             Issue.record("a transport failure has no answer to pass on")
             return
         }
-        #expect(error.status == .badGateway && error.code == "worker_unreachable")
+        #expect(error.status == .badGateway && error.code == .workerUnreachable)
         #expect(error.message.contains("worker w0: connect timeout"))
     }
 }

@@ -294,7 +294,7 @@ struct HubTableTests {
                 do {
                     try LocalOnlyAccess(corsOrigins: [], admin: admin).check(authority: rebinding, origin: nil, admin: false)
                 } catch let error as OpenAIError {
-                    #expect(error.code == "host_not_allowed" && error.status == .forbidden)
+                    #expect(error.code == .hostNotAllowed && error.status == .forbidden)
                 }
                 // A web page's simple (no preflight) POST.
                 let crossSite = try await http.send(.post, "/v1/chat/completions", rawBody: Array(chatBody().utf8),

@@ -279,7 +279,7 @@ struct HubStateQueueTests {
         func pick(_ index: Int) -> Registry.Pick? { all.first { $0.index == index }.flatMap { try? $0.result.get() } }
         func code(_ index: Int) -> String? {
             guard case .failure(let error)? = all.first(where: { $0.index == index })?.result else { return nil }
-            return (error as? OpenAIError)?.code ?? (error is CancellationError ? "cancelled" : "\(error)")
+            return (error as? OpenAIError)?.code.rawValue ?? (error is CancellationError ? "cancelled" : "\(error)")
         }
     }
 

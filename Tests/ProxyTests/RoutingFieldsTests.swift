@@ -24,8 +24,8 @@ struct RoutingFieldsTests {
             _ = try RoutingFields.parse(ByteBuffer(string: body))
         } catch {
             #expect(error.status.code == 400)
-            #expect(error.code == code)
-            #expect(error.type == "invalid_request_error")
+            #expect(error.code.rawValue == code)
+            #expect(error.type == .invalidRequest)
         }
     }
 
@@ -114,7 +114,7 @@ struct RoutingFieldsTests {
             _ = try RoutingFields.parse(ByteBuffer(string: deep))
             Issue.record("100,000 levels were accepted")
         } catch {
-            #expect(error.code == "invalid_json" && error.status.code == 400)
+            #expect(error.code == .invalidJSON && error.status.code == 400)
         }
     }
 
@@ -231,7 +231,7 @@ struct RequestShapeTests {
         } catch {
             #expect(error.status.code == 400)
             #expect(error.param == param)
-            #expect(error.code == "invalid_request_body")
+            #expect(error.code == .invalidRequestBody)
         }
     }
 

@@ -111,7 +111,7 @@ package final class RelayServer: Sendable {
             case .relayed, .clientGone: break
             case .shuttingDown: exchange.respond(OpenAIError.shuttingDown)
             case .failed(let reply?, _): exchange.respond(status: reply.status, headers: reply.headers, body: reply.body)
-            case .failed(nil, let error): exchange.respond(OpenAIError.upstream("\(error)", code: error.kind.rawValue))
+            case .failed(nil, let error): exchange.respond(OpenAIError(ErrorCode(error.kind.rawValue, .badGateway, .server), message: "\(error)"))
             }
         }
     }

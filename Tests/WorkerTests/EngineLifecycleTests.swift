@@ -130,7 +130,7 @@ struct EngineLifecycleTests {
         _ = lifecycle.handle(.probed(pid: 3, .ready, now: t0 + .seconds(6)), settings)
         #expect(names(lifecycle.handle(.exited(pid: 3, status: "killed by signal 11", output: "", now: t0 + .seconds(7)), settings)) == ["crashLoop"])
         guard case .unavailable(let error) = lifecycle.readiness(now: t0 + .seconds(100)) else { Issue.record("crash loop"); return }
-        #expect(error.publicReason?.contains("crash loop") == true)
+        #expect(error.kind == .crashLoop && error.publicReason?.contains("crash loop") == true)
         #expect(lifecycle.reason?.contains("3 exits within") == true)
         #expect(names(lifecycle.handle(.demand(now: t0 + .seconds(100)), settings)).isEmpty)
         #expect(names(lifecycle.handle(.reset, settings)).isEmpty)
@@ -231,7 +231,7 @@ struct EngineLifecycleTests {
     func noRoom() {
         var lifecycle = Lifecycle()
         _ = lifecycle.handle(.demand(now: t0), settings)
-        #expect(names(lifecycle.handle(.noRoom(.plain("no room to load m")), settings)) == ["startFailed"])
+        #expect(names(lifecycle.handle(.noRoom(.plain("no room to load m", kind: .noRoom)), settings)) == ["startFailed"])
         #expect(name(lifecycle.phase) == "stopped" && lifecycle.failure(of: 1)?.description == "no room to load m")
     }
 }

@@ -19,8 +19,7 @@ struct CORSAllowList<Context: RequestContext>: RouterMiddleware {
         let allowed = self.allowed().contains(origin)
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
             guard allowed else {
-                throw OpenAIError(.forbidden, type: "permission_error", code: "origin_not_allowed",
-                                  message: "Cross-origin requests from this origin are not allowed")
+                throw OpenAIError(.originNotAllowed, message: "Cross-origin requests from this origin are not allowed")
             }
             return Response(status: .noContent, headers: [
                 .accessControlAllowOrigin: origin, .vary: "Origin",

@@ -70,9 +70,8 @@ struct ClientAuthMiddleware: RouterMiddleware {
 
     /// The envelope for a credential refused with `error` on an endpoint for `roles`.
     static func rejection(_ error: TokenError, roles: Set<TokenRole>) -> OpenAIError {
-        guard error == TokenError.roleRejected else { return OpenAIError.unauthorized(error.reason) }
-        return OpenAIError(.forbidden, type: "permission_error", code: "insufficient_role",
-                           message: "This endpoint needs a credential with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
+        guard error.kind == .roleRejected else { return OpenAIError.unauthorized(error.reason) }
+        return OpenAIError(.insufficientRole, message: "This endpoint needs a credential with role \(roles.map(\.rawValue).sorted().joined(separator: " or "))")
     }
 
     /// Admits a request of `identity` under its rate and concurrency limits: the permit to
@@ -80,8 +79,7 @@ struct ClientAuthMiddleware: RouterMiddleware {
     static func admit(_ identity: Identity, limiter: RateLimiter) throws(OpenAIError) -> RateLimiter.Permit? {
         switch limiter.acquire(identity) {
         case .failure(let retry):
-            throw OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "rate_limit_exceeded",
-                              message: "Rate limit for this credential: \(retry.reason)",
+            throw OpenAIError(.rateLimitExceeded, message: "Rate limit for this credential: \(retry.reason)",
                               headers: [.retryAfter: String(retry.seconds)])
         case .success(let permit):
             return permit

@@ -16,16 +16,13 @@ struct LocalOnlyAccess: Sendable {
 
     func check(authority: String?, origin: String?, admin isAdminRoute: Bool) throws(OpenAIError) {
         guard let authority, Self.isLoopback(authority: authority) else {
-            throw OpenAIError(.forbidden, type: "permission_error", code: "host_not_allowed",
-                              message: "Without authentication (--no-auth) the hub answers only requests for localhost, 127.0.0.1 or [::1]")
+            throw OpenAIError(.hostNotAllowed, message: "Without authentication (--no-auth) the hub answers only requests for localhost, 127.0.0.1 or [::1]")
         }
         if let origin, !corsOrigins.contains(origin), !Self.isLoopback(origin: origin) {
-            throw OpenAIError(.forbidden, type: "permission_error", code: "origin_not_allowed",
-                              message: "Without authentication (--no-auth) browser requests from other sites are refused")
+            throw OpenAIError(.originNotAllowed, message: "Without authentication (--no-auth) browser requests from other sites are refused")
         }
         if isAdminRoute && !admin {
-            throw OpenAIError(.forbidden, type: "permission_error", code: "admin_closed",
-                              message: "Admin routes are closed under --no-auth; start the hub with --no-auth-admin to open them")
+            throw OpenAIError(.adminClosed, message: "Admin routes are closed under --no-auth; start the hub with --no-auth-admin to open them")
         }
     }
 

@@ -105,12 +105,12 @@ struct AttemptPolicy {
     var madeAttempts: Bool { attempts > 0 }
 
     static func allFailed(_ model: String, _ last: String) -> OpenAIError {
-        OpenAIError.upstream("No worker for '\(model)' answered successfully (last: \(last))", code: "worker_unreachable")
+        OpenAIError(.workerUnreachable, message: "No worker for '\(model)' answered successfully (last: \(last))")
     }
 
     static func poison(_ model: String, _ last: String) -> OpenAIError {
-        .invalidRequest("This request failed the same way on every worker of '\(model)' tried (last: \(last)); "
-                        + "check the request, it is not retried", code: "request_failed_everywhere")
+        OpenAIError(.requestFailedEverywhere, message: "This request failed the same way on every worker of '\(model)' tried (last: \(last)); "
+                        + "check the request, it is not retried")
     }
 
     /// What a response that was passed on says about its worker: slowness counts as failure,

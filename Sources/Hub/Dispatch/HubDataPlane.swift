@@ -75,14 +75,12 @@ struct HubDataPlane: DataPlane {
             // The raw pass-through to one model's engine (llama-swap's /upstream): any method and
             // path, forwarded untouched; admins, or tokens with the `upstream` claim.
             guard identity?.upstream ?? true else {
-                throw OpenAIError(.forbidden, type: "permission_error", code: "upstream_not_allowed",
-                                  message: "The /upstream pass-through needs an admin credential or the upstream claim")
+                throw OpenAIError(.upstreamNotAllowed, message: "The /upstream pass-through needs an admin credential or the upstream claim")
             }
             let rest = path.dropFirst("/upstream/".count)
             let model = rest.prefix { $0 != "/" }
             guard !model.isEmpty, model.count < rest.count else {
-                throw OpenAIError(.notFound, type: "invalid_request_error", code: "not_found",
-                                  message: "The pass-through is /upstream/{model}/{path}")
+                throw OpenAIError(.notFound, message: "The pass-through is /upstream/{model}/{path}")
             }
             let stream = (try? RoutingFields.parse(exchange.body))?.stream ?? false
             return (RoutingFields(model: String(model.removingPercentEncoding ?? String(model)), stream: stream), String(path), nil)
@@ -92,7 +90,7 @@ struct HubDataPlane: DataPlane {
                 URLComponents(string: "?" + query)?.queryItems?.first { $0.name == "model" }?.value
             }
             guard let model, !model.isEmpty else {
-                throw OpenAIError.invalidRequest("GET \(path) needs ?model=NAME to choose the engine", code: "missing_model",
+                throw OpenAIError(.missingModel, message: "GET \(path) needs ?model=NAME to choose the engine",
                                                  param: "model")
             }
             return (RoutingFields(model: model, stream: false), String(path), nil)
@@ -102,7 +100,6 @@ struct HubDataPlane: DataPlane {
     }
 
     static func notAllowed(_ model: String) -> OpenAIError {
-        OpenAIError(.forbidden, type: "permission_error", code: "model_not_allowed",
-                    message: "This credential may not use the model '\(model)'", param: "model")
+        OpenAIError(.modelNotAllowed, message: "This credential may not use the model '\(model)'", param: "model")
     }
 }

@@ -125,8 +125,7 @@ final class HubState: Sendable {
         case .ready(let pick):
             return done(.success(pick))
         case .full:
-            return done(.failure(OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "queue_full",
-                                             message: "Every worker for '\(model)' is busy and the wait queue is full",
+            return done(.failure(OpenAIError(.queueFull, message: "Every worker for '\(model)' is busy and the wait queue is full",
                                              headers: [.retryAfter: "1"])))
         case .queued:
             break
@@ -137,8 +136,7 @@ final class HubState: Sendable {
             entry.waiter.settle(.failure(error))
         }
         let timer = loop.scheduleTask(in: TimeAmount(max(deadline - now(), .zero))) {
-            leave(OpenAIError(.serviceUnavailable, type: "server_error", code: "queue_timeout",
-                              message: "No worker for '\(model)' had capacity within the queue timeout",
+            leave(OpenAIError(.queueTimeout, message: "No worker for '\(model)' had capacity within the queue timeout",
                               headers: [.retryAfter: "1"]))
         }
         let departed = clientDeparture?.onDeparture { leave(CancellationError()) }

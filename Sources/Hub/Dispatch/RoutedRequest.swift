@@ -96,8 +96,7 @@ final class RoutedRequest {
     private func admitted() {
         if let wait = plane.limiter.poisonRetryAfter(client) {
             plane.state.metrics?.poisonRejected()
-            return fail(OpenAIError(.tooManyRequests, type: "rate_limit_error", code: "poison_limit_exceeded",
-                                    message: "Too many of this client's recent requests failed the same way on every worker "
+            return fail(OpenAIError(.poisonLimitExceeded, message: "Too many of this client's recent requests failed the same way on every worker "
                                         + "(limits.poison_per_minute); fix the request before retrying",
                                     headers: [.retryAfter: String(wait)]))
         }
@@ -112,8 +111,8 @@ final class RoutedRequest {
             // A byte the next hop's parser may refuse (a raw `<` in a query) is the client's
             // mistake: named here, never forwarded (it used to come back as a worker's failure).
             if let invalid = RequestTarget.invalidByte(in: target) {
-                throw OpenAIError.invalidRequest("The request target has \(invalid.description) at position \(invalid.offset + 1), "
-                                                 + "which must be percent-encoded (\(invalid.encoded))", code: "invalid_request_target")
+                throw OpenAIError(.invalidRequestTarget, message: "The request target has \(invalid.description) at position \(invalid.offset + 1), "
+                                                 + "which must be percent-encoded (\(invalid.encoded))")
             }
             // The `models` claim names canonical models: an alias is resolved first, so an alias
             // that matches a pattern cannot reach a model outside it. (The pick is checked again:
@@ -175,13 +174,11 @@ final class RoutedRequest {
             fail(OpenAIError.noWorker(fields.model))
         case .doesNotFit(let reason):
             labelKnownModel()
-            fail(OpenAIError(.serviceUnavailable, type: "server_error", code: "model_does_not_fit",
-                             message: "No live worker can load the model '\(fields.model)': it \(reason)", param: "model"))
+            fail(OpenAIError(.modelDoesNotFit, message: "No live worker can load the model '\(fields.model)': it \(reason)", param: "model"))
         case .exhausted:
             labelKnownModel()
             if attempts.madeAttempts { return passOn(attempts.exhausted(model: fields.model)) }
-            fail(OpenAIError(.serviceUnavailable, type: "server_error", code: "no_healthy_worker",
-                             message: "Every worker serving '\(fields.model)' is failing (circuit open); try again shortly",
+            fail(OpenAIError(.noHealthyWorker, message: "Every worker serving '\(fields.model)' is failing (circuit open); try again shortly",
                              headers: [.retryAfter: "5"]))
         }
     }

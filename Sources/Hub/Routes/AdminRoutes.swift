@@ -111,8 +111,7 @@ struct AdminRoutes {
                 let name = context.parameters.get("name") ?? ""
                 // Here at once; on the worker so every hub (and its next report) agrees.
                 guard state.setDrained(name, drained) else {
-                    throw OpenAIError(.notFound, type: "invalid_request_error", code: "worker_not_found",
-                                      message: "No live worker named '\(name)'")
+                    throw OpenAIError(.workerNotFound, message: "No live worker named '\(name)'")
                 }
                 logger.notice(drained ? "worker drained by an admin" : "worker undrained by an admin", metadata: ["worker": "\(name)"])
                 let answer = try? await relay(request, worker: name, path: "/admin/\(action)", streaming: false)
@@ -127,8 +126,7 @@ struct AdminRoutes {
                     return try jsonResponse(try await reloader.reload())
                 } catch {
                     logger.error("reload failed; the running configuration is unchanged", metadata: ["reason": "\(error)"])
-                    throw OpenAIError(.badRequest, type: "invalid_request_error", code: "reload_failed",
-                                      message: "reload failed, nothing changed: \(error)")
+                    throw OpenAIError(.reloadFailed, message: "reload failed, nothing changed: \(error)")
                 }
             }
         }
@@ -185,8 +183,7 @@ struct AdminRoutes {
     /// (log streams chunk by chunk).
     private func relay(_ request: Request, worker name: String?, path: String, streaming: Bool) async throws -> Response {
         guard let name, let worker = state.liveWorkers().first(where: { $0.name == name }) else {
-            throw OpenAIError(.notFound, type: "invalid_request_error", code: "worker_not_found",
-                              message: "No live worker named '\(name ?? "")'")
+            throw OpenAIError(.workerNotFound, message: "No live worker named '\(name ?? "")'")
         }
         var call = HTTPClientRequest(url: worker.report.url + path + (request.uri.query.map { "?\($0)" } ?? ""))
         call.method = .init(rawValue: request.method.rawValue)
@@ -196,7 +193,7 @@ struct AdminRoutes {
             // A followed log stream lasts as long as the admin reads it.
             answer = try await client.execute(call, timeout: streaming ? .hours(24) : .seconds(30))
         } catch {
-            throw OpenAIError.upstream("worker \(name) did not answer: \(UpstreamError.transport(error))", code: "worker_unreachable")
+            throw OpenAIError(.workerUnreachable, message: "worker \(name) did not answer: \(UpstreamError.transport(error))")
         }
         let body = answer.body
         return Response(status: .init(code: Int(answer.status.code), reasonPhrase: answer.status.reasonPhrase),

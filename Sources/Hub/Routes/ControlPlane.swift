@@ -37,8 +37,7 @@ struct ControlPlane {
             case .accepted, .outOfOrder:
                 return Response(status: .noContent)
             case .unknownWorker:
-                throw OpenAIError(.notFound, type: "invalid_request_error", code: "unknown_worker",
-                                  message: "This hub does not know worker '\(report.name)'; register first")
+                throw OpenAIError(.unknownWorker, message: "This hub does not know worker '\(report.name)'; register first")
             }
         }
         router.post(RouterPath(ControlPath.join)) { request, context in
@@ -50,13 +49,12 @@ struct ControlPlane {
             let body = try await request.body.collect(upTo: 64 * 1024)
             let name = try decode(JoinRequest.self, body).name
             guard (1...128).contains(name.utf8.count), name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
-                throw OpenAIError.invalidRequest("A worker name is 1-128 letters, digits, '-', '_' or '.'", code: "invalid_worker_name")
+                throw OpenAIError(.invalidWorkerName, message: "A worker name is 1-128 letters, digits, '-', '_' or '.'")
             }
             // A name of the cluster file gets its credential from the operator, never from a
             // token; a name in use belongs to the worker using it.
             guard entries[name] == nil, !state.liveWorkers().contains(where: { $0.name == name }) else {
-                throw OpenAIError(.forbidden, type: "permission_error", code: "worker_name_taken",
-                                  message: "The name '\(name)' is listed in the cluster file or in use")
+                throw OpenAIError(.workerNameTaken, message: "The name '\(name)' is listed in the cluster file or in use")
             }
             logger.notice("worker joined with a join token", metadata: ["worker": "\(name)"])
             return try jsonResponse(JoinResponse(credential: keys.credential(for: name).value))
@@ -76,9 +74,8 @@ struct ControlPlane {
     private func authenticate(_ request: Request) async throws -> CaravanClaims {
         do {
             return try await keys.verify(bearerToken(request.headers[.authorization]))
-        } catch where error == TokenError.unknownWorker {
-            throw OpenAIError(.forbidden, type: "permission_error", code: "unknown_worker_name",
-                              message: "Only workers listed in the cluster file may register")
+        } catch let error as TokenError where error.kind == .unknownWorker {
+            throw OpenAIError(.unknownWorkerName, message: "Only workers listed in the cluster file may register")
         } catch {
             throw OpenAIError.unauthorized("worker credential rejected: \(error.reason)")
         }
@@ -94,26 +91,24 @@ struct ControlPlane {
         // worker's next report); `auto` leaves the worker's own VRAM-based weight.
         if let weight = entry?.weight { report.weight = weight }
         if let host = entry?.requiredURLHost, URLComponents(string: report.url)?.host?.lowercased() != host {
-            throw OpenAIError(.forbidden, type: "permission_error", code: "worker_url_mismatch",
-                              message: "Worker '\(report.name)' must report a data-plane URL on \(host) (its advertise or listen address)")
+            throw OpenAIError(.workerUrlMismatch, message: "Worker '\(report.name)' must report a data-plane URL on \(host) (its advertise or listen address)")
         }
         if let problem = report.problem {
             logger.warning("worker report refused", metadata: ["worker": "\(report.name)", "problem": "\(problem)"])
-            throw OpenAIError.invalidRequest("Worker report out of bounds: \(problem)", code: "invalid_report")
+            throw OpenAIError(.invalidReport, message: "Worker report out of bounds: \(problem)")
         }
         return report
     }
 
     private func impersonation(_ name: String) -> OpenAIError {
-        OpenAIError(.forbidden, type: "permission_error", code: "worker_name_mismatch",
-                    message: "The worker credential does not belong to worker '\(name)'")
+        OpenAIError(.workerNameMismatch, message: "The worker credential does not belong to worker '\(name)'")
     }
 
     private func decode<T: Decodable>(_ type: T.Type, _ body: ByteBuffer) throws -> T {
         do {
             return try WireCoding.decoder().decode(type, from: Data(body.readableBytesView))
         } catch {
-            throw OpenAIError.invalidRequest("Malformed worker report", code: "invalid_report")
+            throw OpenAIError(.invalidReport, message: "Malformed worker report")
         }
     }
 }

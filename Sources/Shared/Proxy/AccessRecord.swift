@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Synchronization
+import Server
 import Wire
 
 /// A request context that carries the request's ``AccessRecord``.
@@ -30,7 +31,7 @@ public final class AccessRecord: Sendable {
         /// How the relayed answer ended.
         public var finish: UpstreamForwarder.Finish?
         /// The error envelope's code, when the answer was one of ours.
-        public var code: String?
+        public var code: ErrorCode?
         /// A request to the API (not the control plane or an admin call): counted in the metrics.
         public var isAPI = false
 
@@ -65,7 +66,7 @@ public final class AccessRecord: Sendable {
     func complete() -> Bool { !completed.exchange(true, ordering: .acquiringAndReleasing) }
 
     /// What became of a request, for the log and the `outcome` label.
-    public static func outcome(status: Int, code: String?, finish: UpstreamForwarder.Finish?) -> String {
+    public static func outcome(status: Int, code: ErrorCode?, finish: UpstreamForwarder.Finish?) -> String {
         switch finish {
         case .clientGone?: return "client_gone"
         case .upstreamFailed(let error, _)?:
@@ -75,8 +76,8 @@ public final class AccessRecord: Sendable {
         switch status {
         case 499: return "client_gone"
         case 401, 403: return "rejected_auth"
-        case 429 where code == "rate_limit_exceeded": return "rejected_limit"
-        case 429 where code == "queue_full", 503 where code == "queue_timeout": return "rejected_queue"
+        case _ where code?.rejection == .limit: return "rejected_limit"
+        case _ where code?.rejection == .queue: return "rejected_queue"
         case 408, 504: return "timeout"
         case ..<400: return "ok"
         case 400..<500 where status != 429: return "client_error"

@@ -36,7 +36,7 @@ public struct RoutingFields: Equatable, Sendable {
         -> (fields: RoutingFields, prompt: Range<Int>?)
     {
         guard body.readableBytes > 0 else {
-            throw .invalidRequest("The request body is empty; expected a JSON object", code: "invalid_json")
+            throw OpenAIError(.invalidJSON, message: "The request body is empty; expected a JSON object")
         }
         let fields = body.readableBytesView.withContiguousStorageIfAvailable { bytes in
             var scanner = JSONScanner(bytes)
@@ -52,19 +52,19 @@ public struct RoutingFields: Equatable, Sendable {
         }()
         switch fields {
         case .invalid:
-            throw .invalidRequest("The request body is not valid JSON (UTF-8)", code: "invalid_json")
+            throw OpenAIError(.invalidJSON, message: "The request body is not valid JSON (UTF-8)")
         case .notAnObject:
-            throw .invalidRequest("The request body must be a JSON object", code: "invalid_json")
+            throw OpenAIError(.invalidJSON, message: "The request body must be a JSON object")
         case .object(let model, let stream, let problem, let prompt):
             switch model {
             case .absent, .null:
-                throw .invalidRequest("The request is missing the 'model' field", code: "missing_model", param: "model")
+                throw OpenAIError(.missingModel, message: "The request is missing the 'model' field", param: "model")
             case .notAString:
-                throw .invalidRequest("'model' must be a string", code: "invalid_model", param: "model")
+                throw OpenAIError(.invalidModel, message: "'model' must be a string", param: "model")
             case .string(let name) where name.isEmpty:
-                throw .invalidRequest("'model' must not be empty", code: "invalid_model", param: "model")
+                throw OpenAIError(.invalidModel, message: "'model' must not be empty", param: "model")
             case .string(let name):
-                if let problem { throw .invalidRequest(problem.message, code: "invalid_request_body", param: problem.param) }
+                if let problem { throw OpenAIError(.invalidRequestBody, message: problem.message, param: problem.param) }
                 return (RoutingFields(model: name, stream: stream), prompt)
             }
         }

@@ -209,7 +209,7 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
             default:
                 exchange.logger.warning("upstream stream failed", metadata: ["error": "\(error)"])
                 exchange.onFinish(.upstreamFailed(error, timing))
-                writer.body(OpenAIError.upstream("The upstream failed while streaming: \(error)", code: "upstream_stream_error").sseEvent)
+                writer.body(OpenAIError(.upstreamStreamError, message: "The upstream failed while streaming: \(error)").sseEvent)
                 writer.end()
             }
         case .abandonStream(let timing):
@@ -230,10 +230,11 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
     /// gets says what happened.
     static func explained(_ head: HTTPResponseHead) -> (HTTPResponseHead, ByteBuffer) {
         let status = Int(head.status.code)
-        let error = OpenAIError(HTTPResponse.Status(code: status), type: status < 500 ? "invalid_request_error" : "server_error",
-                                code: "engine_error",
-                                message: "The engine answered HTTP \(status) without a message"
+        var error = OpenAIError(.engineError, message: "The engine answered HTTP \(status) without a message"
                                     + (status < 500 ? "; a malformed header (such as Accept) or body can cause this" : ""))
+        // The engine's own status, and whose mistake it names.
+        error.status = HTTPResponse.Status(code: status)
+        error.type = status < 500 ? .invalidRequest : .server
         var head = head
         head.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
         return (head, ByteBuffer(bytes: error.body))

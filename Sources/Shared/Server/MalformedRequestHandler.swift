@@ -96,12 +96,9 @@ public final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChann
     static func envelope(for error: HTTPParserError) -> (status: HTTPResponse.Status, body: [UInt8]) {
         let error: OpenAIError = switch error {
         case .headerOverflow:
-            OpenAIError(.init(code: 431, reasonPhrase: "Request Header Fields Too Large"), type: "invalid_request_error",
-                        code: "headers_too_large",
-                        message: "The request headers are larger than this server accepts (max_header_kb)")
+            OpenAIError(.headersTooLarge, message: "The request headers are larger than this server accepts (max_header_kb)")
         default:
-            OpenAIError(.badRequest, type: "invalid_request_error", code: "malformed_http",
-                        message: "The request is not valid HTTP/1.1 (\(HTTPParserError.phrase(error)))")
+            OpenAIError(.malformedHTTP, message: "The request is not valid HTTP/1.1 (\(HTTPParserError.phrase(error)))")
         }
         return (error.status, Array(error.body))
     }

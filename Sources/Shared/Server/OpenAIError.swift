@@ -10,17 +10,17 @@ import NIOCore
 public struct OpenAIError: HTTPResponseError, Equatable {
     public var status: HTTPResponse.Status
     public var message: String
-    public var type: String
-    public var code: String
+    public var type: ErrorType
+    public var code: ErrorCode
     public var param: String?
     /// Extra response headers, e.g. `Retry-After` or `WWW-Authenticate`.
     public var headers: HTTPFields
 
-    public init(_ status: HTTPResponse.Status, type: String, code: String, message: String,
-                param: String? = nil, headers: HTTPFields = [:]) {
-        self.status = status
+    /// An error with `code`'s status and type.
+    public init(_ code: ErrorCode, message: String, param: String? = nil, headers: HTTPFields = [:]) {
+        self.status = code.status
         self.message = message
-        self.type = type
+        self.type = code.type
         self.code = code
         self.param = param
         self.headers = headers
@@ -28,7 +28,7 @@ public struct OpenAIError: HTTPResponseError, Equatable {
 
     /// The JSON body of the envelope.
     public var body: Data {
-        var error: [String: String] = ["message": message, "type": type, "code": code]
+        var error: [String: String] = ["message": message, "type": type.rawValue, "code": code.rawValue]
         if let param { error["param"] = param }
         // Sorted keys keep the output stable for logs and tests.
         return (try? JSONSerialization.data(withJSONObject: ["error": error], options: [.sortedKeys])) ?? Data()
@@ -50,57 +50,42 @@ public struct OpenAIError: HTTPResponseError, Equatable {
 }
 
 extension OpenAIError {
-    public static func invalidRequest(_ message: String, code: String, param: String? = nil) -> OpenAIError {
-        OpenAIError(.badRequest, type: "invalid_request_error", code: code, message: message, param: param)
-    }
-
     public static func unauthorized(_ message: String) -> OpenAIError {
-        OpenAIError(.unauthorized, type: "authentication_error", code: "invalid_api_key", message: message,
-                    headers: [.wwwAuthenticate: "Bearer"])
+        OpenAIError(.invalidAPIKey, message: message, headers: [.wwwAuthenticate: "Bearer"])
     }
 
     public static func modelNotFound(_ model: String) -> OpenAIError {
-        OpenAIError(.notFound, type: "invalid_request_error", code: "model_not_found",
-                    message: "The model '\(model)' does not exist on this cluster", param: "model")
+        OpenAIError(.modelNotFound, message: "The model '\(model)' does not exist on this cluster", param: "model")
     }
 
     public static func noWorker(_ model: String) -> OpenAIError {
-        OpenAIError(.serviceUnavailable, type: "server_error", code: "no_worker_available",
-                    message: "No live worker serves the model '\(model)' right now", param: "model")
+        OpenAIError(.noWorkerAvailable, message: "No live worker serves the model '\(model)' right now", param: "model")
     }
 
     /// The process is shutting down and its grace is over (`shutdown_grace`).
-    public static let shuttingDown = OpenAIError(
-        .serviceUnavailable, type: "server_error", code: "server_shutting_down",
-        message: "The server is shutting down; retry the request", headers: [.retryAfter: "1"])
-
-    public static func upstream(_ message: String, code: String = "upstream_error") -> OpenAIError {
-        OpenAIError(.badGateway, type: "server_error", code: code, message: message)
-    }
+    public static let shuttingDown = OpenAIError(.serverShuttingDown, message: "The server is shutting down; retry the request",
+                                                 headers: [.retryAfter: "1"])
 
     /// Maps any error thrown inside a handler to an envelope (framework errors included).
     public static func from(_ error: any Error) -> OpenAIError {
         if let error = error as? OpenAIError { return error }
         if error is NIOTooManyBytesError {
-            return OpenAIError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
-                               message: "Request body is larger than the configured limit")
+            return OpenAIError(.requestTooLarge, message: "Request body is larger than the configured limit")
         }
         if let error = error as? HTTPError {
-            let code: String
-            let type: String
-            switch error.status {
-            case .notFound: (type, code) = ("invalid_request_error", "not_found")
-            case .methodNotAllowed: (type, code) = ("invalid_request_error", "method_not_allowed")
-            case .contentTooLarge: (type, code) = ("invalid_request_error", "request_too_large")
-            case .unauthorized: (type, code) = ("authentication_error", "invalid_api_key")
-            default:
-                (type, code) = error.status.code >= 500 ? ("server_error", "internal_error") : ("invalid_request_error", "bad_request")
+            let code: ErrorCode = switch error.status {
+            case .notFound: .notFound
+            case .methodNotAllowed: .methodNotAllowed
+            case .contentTooLarge: .requestTooLarge
+            case .unauthorized: .invalidAPIKey
+            default: error.status.code >= 500 ? .internalError : .badRequest
             }
             let message = error.body ?? (error.status == .contentTooLarge
                 ? "Request body is larger than the configured limit" : error.status.reasonPhrase)
-            return OpenAIError(error.status, type: type, code: code, message: message, headers: error.headers)
+            var envelope = OpenAIError(code, message: message, headers: error.headers)
+            envelope.status = error.status
+            return envelope
         }
-        return OpenAIError(.internalServerError, type: "server_error", code: "internal_error",
-                           message: "Internal error")
+        return OpenAIError(.internalError, message: "Internal error")
     }
 }

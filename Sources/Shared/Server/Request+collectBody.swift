@@ -20,8 +20,7 @@ extension Request {
             defer { group.cancelAll() }
             if let collected = try await group.next()! { return collected }
             departure?.stopReading()
-            throw OpenAIError(.requestTimeout, type: "invalid_request_error", code: "request_body_timeout",
-                              message: "The request body did not arrive within \(timeout)")
+            throw OpenAIError(.requestBodyTimeout, message: "The request body did not arrive within \(timeout)")
         }
     }
 }

@@ -25,14 +25,30 @@ struct Engine: Sendable {
 /// `publicReason` is what an API client may read. Engine output (paths, build details) never
 /// reaches clients: without a public reason they get a pointer to the worker's logs.
 struct EngineError: Error, CustomStringConvertible, Equatable {
+    /// What kind of failure, for what the client is told (never decided by the text).
+    enum Kind: Sendable, Equatable {
+        /// This worker does not serve the model (any more): 404.
+        case notServed
+        /// It could not be started: it exited, hung, or its port was taken.
+        case startFailed
+        /// It crashed too often; no start until a reset or a new command line.
+        case crashLoop
+        /// No room under `max_loaded` or the VRAM budget.
+        case noRoom
+        /// The operation is not available here (a reload without a cluster file).
+        case unsupported
+    }
+
     let description: String
     var publicReason: String?
+    var kind: Kind
 
-    init(description: String, publicReason: String? = nil) {
+    init(description: String, publicReason: String? = nil, kind: Kind = .startFailed) {
         self.description = description
         self.publicReason = publicReason
+        self.kind = kind
     }
 
     /// A reason that is safe to show anyone (it is all of the description).
-    static func plain(_ text: String) -> EngineError { EngineError(description: text, publicReason: text) }
+    static func plain(_ text: String, kind: Kind) -> EngineError { EngineError(description: text, publicReason: text, kind: kind) }
 }

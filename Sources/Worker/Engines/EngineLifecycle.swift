@@ -167,7 +167,7 @@ struct EngineLifecycle {
         case .stopped(let retryAt), .failed(let retryAt):
             if let retryAt, retryAt > now { .notBefore(retryAt) } else { .startable }
         case .crashLooped(let error): .unavailable(error)
-        case .removed: .unavailable(.plain("the model was removed from this worker"))
+        case .removed: .unavailable(.plain("the model was removed from this worker", kind: .notServed))
         }
     }
 
@@ -381,7 +381,8 @@ struct EngineLifecycle {
                 + "until the model's config changes or an admin resets it. Last: \(why)"
             reason = text
             phase = .crashLooped(EngineError(description: text,
-                                             publicReason: "it is in a crash loop; automatic restarts are stopped until an admin resets it"))
+                                             publicReason: "it is in a crash loop; automatic restarts are stopped until an admin resets it",
+                                             kind: .crashLoop))
             return [.crashed(verdict, reason: text)]
         case .backoff(_, let until):
             reason = why

@@ -10,7 +10,7 @@ extension EngineSupervisor {
     /// An admin's unload: new requests for the model start it again; this one drains
     /// (requests in flight finish, reported `draining`) and stops it.
     func unload(_ name: String) throws {
-        guard let runtime = models[name] else { throw EngineError.plain("model \(name) is not served by this worker") }
+        guard let runtime = models[name] else { throw EngineError.plain("model \(name) is not served by this worker", kind: .notServed) }
         guard runtime.lifecycle.serving != nil else { return }
         metrics?.engineUnloaded(name, reason: "admin")
         logger.info("stopping llama-server", metadata: ["model": "\(name)", "reason": "unloaded by an admin"])
@@ -19,13 +19,13 @@ extension EngineSupervisor {
 
     /// An admin's load: starts the model now, without a request (after any crash backoff).
     func load(_ name: String) throws {
-        guard models[name] != nil else { throw EngineError.plain("model \(name) is not served by this worker") }
+        guard models[name] != nil else { throw EngineError.plain("model \(name) is not served by this worker", kind: .notServed) }
         jobSink.yield(.keepUp(model: name, after: nil))
     }
 
     /// Clears a model's crash history (and a crash loop), so it starts again on demand.
     func reset(_ name: String) throws {
-        guard models[name] != nil else { throw EngineError.plain("model \(name) is not served by this worker") }
+        guard models[name] != nil else { throw EngineError.plain("model \(name) is not served by this worker", kind: .notServed) }
         logger.notice("model reset by an admin", metadata: ["model": "\(name)"])
         handle(name, .reset)
     }

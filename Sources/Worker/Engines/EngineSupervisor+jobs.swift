@@ -32,7 +32,7 @@ extension EngineSupervisor {
             case .admit:
                 return handle(name, .admitted)
             case .never(let reason):
-                return handle(name, .noRoom(.plain(reason)))
+                return handle(name, .noRoom(.plain(reason, kind: .noRoom)))
             case .evict(let victim, let reason):
                 // Withdrawn from requests in the same step as it is found idle: none can take it now.
                 guard leases.claimIdle(victim) else { continue }
@@ -41,7 +41,7 @@ extension EngineSupervisor {
                 handle(victim, .stop)
             case .awaitStop, .wait:
                 guard ContinuousClock.now < deadline else {
-                    return handle(name, .noRoom(.plain("no room to load \(name): \(residents.count) model(s) loaded, all busy or pinned")))
+                    return handle(name, .noRoom(.plain("no room to load \(name): \(residents.count) model(s) loaded, all busy or pinned", kind: .noRoom)))
                 }
                 await leases.changes.wait(since: seen, until: deadline)
             }

@@ -78,7 +78,7 @@ actor EngineSupervisor: Service {
     /// - Parameter onChange: called after every state change (sends a heartbeat now).
     init(config: WorkerConfig, launcher: any EngineLauncher, gpus: GPUMonitor, logger: Logger,
          metrics: WorkerMetrics? = nil, aheadPerSlot: Int = 1,
-         loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available") },
+         loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available", kind: .unsupported) },
          onChange: @escaping @Sendable () -> Void = {}) {
         self.config = config
         self.aheadPerSlot = aheadPerSlot
@@ -271,7 +271,7 @@ actor EngineSupervisor: Service {
     /// The caller holds a lease until it calls ``release(_:)``: the model is not evicted
     /// or unloaded meanwhile.
     func acquire(_ model: String) async throws -> Engine {
-        guard models[model] != nil else { throw EngineError.plain("model \(model) is not served by this worker") }
+        guard models[model] != nil else { throw EngineError.plain("model \(model) is not served by this worker", kind: .notServed) }
         leases.beginWait(model)
         let engine: Engine
         do {
@@ -297,7 +297,7 @@ actor EngineSupervisor: Service {
         var awaited: Int?  // the start this caller waits for
         while true {
             try Task.checkCancellation()
-            guard let runtime = models[name] else { throw EngineError.plain("model \(name) was removed from this worker") }
+            guard let runtime = models[name] else { throw EngineError.plain("model \(name) was removed from this worker", kind: .notServed) }
             if let awaited, let error = runtime.lifecycle.failure(of: awaited) { throw error }
             let seen = leases.changes.generation
             switch runtime.lifecycle.readiness(now: .now) {

@@ -35,8 +35,7 @@ struct WorkerAdminRoutes: Sendable {
             do {
                 return try jsonResponse(try await supervisor.reload())
             } catch {
-                throw OpenAIError(.badRequest, type: "invalid_request_error", code: "reload_failed",
-                                  message: "reload failed, nothing changed: \(error)")
+                throw OpenAIError(.reloadFailed, message: "reload failed, nothing changed: \(error)")
             }
         }
         for action in ["reset", "unload", "load"] {
@@ -72,13 +71,12 @@ struct WorkerAdminRoutes: Sendable {
 
     private func logs(_ request: Request) async throws -> Response {
         guard let model = request.uri.queryParameters.get("model"), !model.isEmpty else {
-            throw OpenAIError.invalidRequest("the model query parameter is required (GET /logs?model=NAME)",
-                                             code: "missing_model", param: "model")
+            throw OpenAIError(.missingModel, message: "the model query parameter is required (GET /logs?model=NAME)", param: "model")
         }
         guard let log = await supervisor.log(for: model) else { throw OpenAIError.modelNotFound(model) }
         let lines = request.uri.queryParameters.get("lines").map { Int($0) } ?? 200
         guard let lines, lines >= 0 else {
-            throw OpenAIError.invalidRequest("lines must be a non-negative integer", code: "invalid_lines", param: "lines")
+            throw OpenAIError(.invalidLines, message: "lines must be a non-negative integer", param: "lines")
         }
         let follow = ["true", "1", "yes"].contains(request.uri.queryParameters.get("follow")?.lowercased() ?? "")
         guard follow else {

@@ -89,11 +89,12 @@ struct WorkerDataPlane: DataPlane {
                 return try await supervisor.acquire(model)
             } catch let error as EngineSupervisor.AdmissionFull {
                 throw error
+            } catch let error as EngineError where error.kind == .notServed {
+                throw OpenAIError.modelNotFound(model)  // removed by a reload while it waited
             } catch {
                 // The reason, not the engine's output: that stays in the logs and the admin API.
                 let reason = (error as? EngineError)?.publicReason ?? "it failed to load (see the worker's logs for model \(model))"
-                throw OpenAIError(.serviceUnavailable, type: "server_error", code: "model_unavailable",
-                                  message: "Model '\(model)' could not be started: \(reason)")
+                throw OpenAIError(.modelUnavailable, message: "Model '\(model)' could not be started: \(reason)")
             }
         }.assumeIsolated().whenComplete { result in
             switch result {
@@ -113,16 +114,14 @@ struct WorkerDataPlane: DataPlane {
     /// counts nothing. However many hubs share this worker, the engine never holds more.
     private func full(_ exchange: ClientExchange, model: String, limit: Int) {
         metrics?.admissionFull(model)
-        exchange.respond(OpenAIError(.tooManyRequests, type: "server_error", code: "worker_full",
-                                     message: "This worker holds \(limit) requests for '\(model)' already (its admission bound)",
+        exchange.respond(OpenAIError(.workerFull, message: "This worker holds \(limit) requests for '\(model)' already (its admission bound)",
                                      headers: [admissionHeader: admissionFull, .retryAfter: "1"]))
     }
 
     /// The canonical model and whether the answer streams: from the hub's headers, else the body.
     private func requestedModel(_ exchange: ClientExchange) throws -> (model: String, stream: Bool) {
         guard !drain.isDraining else {
-            throw OpenAIError(.serviceUnavailable, type: "server_error", code: "worker_draining",
-                              message: "This worker is drained by an admin and takes no new requests",
+            throw OpenAIError(.workerDraining, message: "This worker is drained by an admin and takes no new requests",
                               headers: [.retryAfter: "1"])
         }
         let headerFields = exchange.request.headerFields
@@ -184,7 +183,7 @@ struct WorkerDataPlane: DataPlane {
                 exchange.respond(OpenAIError.shuttingDown)
             case .failed(_, let reason):
                 release()
-                exchange.respond(OpenAIError.upstream("the engine for '\(model)' failed: \(reason)", code: "engine_error"))
+                exchange.respond(OpenAIError(.engineError, message: "the engine for '\(model)' failed: \(reason)"))
             }
         }
     }

@@ -50,8 +50,7 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
     /// Held parts beyond which the connection stops reading.
     private static let maxHeld = 64
 
-    static let tooLarge = OpenAIError(.contentTooLarge, type: "invalid_request_error", code: "request_too_large",
-                                      message: "Request body is larger than the configured limit")
+    static let tooLarge = OpenAIError(.requestTooLarge, message: "Request body is larger than the configured limit")
 
     init(plane: any DataPlane, runner: DataPlaneRunner, accessLog: AccessLog) {
         self.plane = plane
@@ -99,8 +98,7 @@ final class DataPlaneDispatcher: ChannelDuplexHandler, RemovableChannelHandler {
             }
             let record = AccessRecord(id: RequestIDHeader.accept(head.headerFields[RequestIDHeader.field]))
             let timer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(plane.bodyTimeout)) { [self] in
-                reject(OpenAIError(.requestTimeout, type: "invalid_request_error", code: "request_body_timeout",
-                                   message: "The request body did not arrive within \(plane.bodyTimeout)"), close: true)
+                reject(OpenAIError(.requestBodyTimeout, message: "The request body did not arrive within \(plane.bodyTimeout)"), close: true)
             }
             // Sized for the announced body (within the limit): one allocation, no regrowth.
             let announced = head.headerFields[.contentLength].flatMap { Int($0) } ?? 0

@@ -166,8 +166,7 @@ final class TunnelNotServed: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(let head) = unwrapInboundIn(data) else { return }
-        let error = OpenAIError(.notFound, type: "invalid_request_error", code: "not_served_over_tunnel",
-                                message: "\(head.method.rawValue) \(head.path ?? "/") is not served over a tunnel")
+        let error = OpenAIError(.notServedOverTunnel, message: "\(head.method.rawValue) \(head.path ?? "/") is not served over a tunnel")
         let body = ByteBuffer(bytes: error.body)
         let response = HTTPResponse(status: .notFound, headerFields: [.contentType: "application/json",
                                                                      .contentLength: String(body.readableBytes)])
