@@ -16,11 +16,7 @@ import Wire
 struct HubDataPlane: DataPlane {
     /// Endpoints routed by the `model` field of their JSON body: OpenAI's, and llama.cpp's
     /// own (which llama-server serves for its one model; the hub picks the engine by `model`).
-    static let routedPaths: Set<Substring> = [
-        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/reranking",
-        "/completion", "/completions", "/infill", "/embedding", "/embeddings", "/rerank", "/reranking",
-        "/tokenize", "/detokenize", "/apply-template",
-    ]
+    static let routedPaths = EngineEndpoints.openAI.union(EngineEndpoints.llamaCpp)
 
     /// Endpoints whose `messages` are checked before an engine sees them (llama-server answers
     /// a message without a `role` with a 500, which looked like the worker failing).
@@ -34,8 +30,6 @@ struct HubDataPlane: DataPlane {
 
     /// `GET` endpoints routed by a `model` query parameter.
     static let routedQueryPaths: Set<Substring> = ["/props"]
-
-    static let passThroughMethods: Set<HTTPRequest.Method> = [.get, .post, .put, .delete]
 
     let state: HubState
     let forwarder: UpstreamForwarder
@@ -58,7 +52,7 @@ struct HubDataPlane: DataPlane {
         switch head.method {
         case .post where Self.routedPaths.contains(path): return true
         case .get where Self.routedQueryPaths.contains(path): return true
-        default: return path.hasPrefix("/upstream/") && Self.passThroughMethods.contains(head.method)
+        default: return EngineEndpoints.isPassThrough(path, head.method)
         }
     }
 

@@ -13,12 +13,6 @@ import Wire
 /// body's `model`), starting it on first use, and relays the answer. Only the hub may call
 /// it: a `role: hub` JWT for this worker.
 struct WorkerDataPlane: DataPlane {
-    /// llama.cpp's own endpoints, besides everything under `/v1/`.
-    static let enginePaths: Set<Substring> = [
-        "/completion", "/completions", "/infill", "/embedding", "/embeddings", "/rerank", "/reranking",
-        "/tokenize", "/detokenize", "/apply-template",
-    ]
-    static let passThroughMethods: Set<HTTPRequest.Method> = [.get, .post, .put, .delete]
 
     let supervisor: EngineSupervisor
     let forwarder: UpstreamForwarder
@@ -35,9 +29,9 @@ struct WorkerDataPlane: DataPlane {
     func claims(_ head: HTTPRequest) -> Bool {
         let path = ClientExchange.requestPath(head.path)
         switch head.method {
-        case .post where path.hasPrefix("/v1/") || Self.enginePaths.contains(path): return true
+        case .post where path.hasPrefix("/v1/") || EngineEndpoints.llamaCpp.contains(path): return true
         case .get where path == "/props": return true  // read-only engine facts, routed by the hub's model header
-        default: return path.hasPrefix("/upstream/") && Self.passThroughMethods.contains(head.method)
+        default: return EngineEndpoints.isPassThrough(path, head.method)
         }
     }
 

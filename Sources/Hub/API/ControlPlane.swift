@@ -74,7 +74,7 @@ struct ControlPlane {
     private func authenticate(_ request: Request) async throws -> CaravanClaims {
         do {
             return try await keys.verify(bearerToken(request.headers[.authorization]))
-        } catch let error as TokenError where error.kind == .unknownWorker {
+        } catch where error.kind == .unknownWorker {
             throw OpenAIError(.unknownWorkerName, message: "Only workers listed in the cluster file may register")
         } catch {
             throw OpenAIError.unauthorized("worker credential rejected: \(error.reason)")
