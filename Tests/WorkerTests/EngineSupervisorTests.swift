@@ -12,34 +12,15 @@ import Wire
 struct EngineSupervisorTests {
     /// A worker entry with `models` (YAML list items) and `extra` worker settings.
     static func config(_ models: String, extra: String = "") throws -> WorkerConfig {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-supervisor-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try String(repeating: "c", count: 40).write(to: directory.appendingPathComponent("client.secret"), atomically: true, encoding: .utf8)
-        try String(repeating: "w", count: 40).write(to: directory.appendingPathComponent("a.credential"), atomically: true, encoding: .utf8)
-        let path = directory.appendingPathComponent("cluster.yaml").path
-        try """
-            hub:
-              listen: "127.0.0.1:0"
-              auth:
-                client_secret_file: client.secret
-            workers:
-              - name: a
-                hubs: ["http://127.0.0.1:1"]
-                listen: "127.0.0.1:0"
-                state_dir: \(directory.path)
-                credential_file: a.credential
-                gpus: []
-            \(extra.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
-                models:
-            \(models.split(separator: "\n").map { "      " + $0 }.joined(separator: "\n"))
-            """.write(toFile: path, atomically: true, encoding: .utf8)
-        return try ClusterConfig.loadWorker(path: path, name: "a", environment: [:]).worker
+        let file = try WorkerFixture.clusterFile(credential: String(repeating: "w", count: 40), models: models, extra: "gpus: []\n" + extra)
+        return try ClusterConfig.loadWorker(path: file.path, name: "a", environment: [:]).worker
     }
 
     /// Runs a supervisor over `config` with scripted engines while `body` runs.
     static func running(_ config: WorkerConfig, _ body: (EngineSupervisor, ScriptedLauncher) async throws -> Void) async throws {
         var logger = Logger(label: "caravan.worker.test")
         logger.logLevel = .critical
+        defer { if let folder = config.stateDir { try? FileManager.default.removeItem(atPath: folder) } }
         let launcher = ScriptedLauncher()
         let supervisor = EngineSupervisor(config: config, launcher: launcher, gpus: GPUMonitor(declared: [], interval: .seconds(60), logger: logger),
                                           logger: logger)

@@ -23,29 +23,12 @@ struct WorkerTableTests {
     func dataPlane() async throws {
         try await ScriptedUpstream.answering { upstream in
             let port = upstream.port
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-worker-\(UUID().uuidString.prefix(8))")
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(at: directory) }
             let clientSecret = String(repeating: "c", count: 40)
             let clusterKey = Secret(String(repeating: "w", count: 40))
             let own = WorkerKey.derive(clusterKey: clusterKey, worker: "a")
-            try own.value.write(to: directory.appendingPathComponent("a.credential"), atomically: true, encoding: .utf8)
-            try clientSecret.write(to: directory.appendingPathComponent("client.secret"), atomically: true, encoding: .utf8)
-            let path = directory.appendingPathComponent("cluster.yaml").path
-            try """
-                hub:
-                  listen: "127.0.0.1:0"
-                  auth:
-                    client_secret_file: client.secret
-                workers:
-                  - name: a
-                    hubs: ["http://127.0.0.1:1"]
-                    listen: "127.0.0.1:0"
-                    state_dir: \(directory.path)
-                    credential_file: a.credential
-                    models:
-                      - {name: remote, upstream: "http://127.0.0.1:\(port)/v1", slots: 4}
-                """.write(toFile: path, atomically: true, encoding: .utf8)
+            let (directory, path) = try WorkerFixture.clusterFile(
+                credential: own.value, models: "- {name: remote, upstream: \"http://127.0.0.1:\(port)/v1\", slots: 4}")
+            defer { try? FileManager.default.removeItem(at: directory) }
             let (cluster, worker) = try ClusterConfig.loadWorker(path: path, name: "a", environment: [:])
             var logger = Logger(label: "caravan.worker.test")
             logger.logLevel = .warning

@@ -4,7 +4,8 @@
 Usage: sse-fanout.py URL TOKEN COUNT MODEL
 Prints one line: "ok p50_ms p99_ms max_ms failed wall_s" where ok counts streams that ended
 with [DONE], TTFT is measured from sending the request to the first `data: {` chunk, and
-wall_s runs from the first request to the last stream's end.
+wall_s runs from the first request to the last stream's end. Each failed stream is described
+on stderr (how it ended and its last bytes), so a loss can be traced.
 For scripts/bench.sh (not a test).
 """
 import asyncio
@@ -14,11 +15,22 @@ import urllib.parse
 
 import streamed_chat
 
+reported = 0
+
+
+def report(line):
+    """Describes a failed stream on stderr (the first 10: a reader of stdout only must not block)."""
+    global reported
+    reported += 1
+    if reported <= 10:
+        print(f"sse-fanout: {line}", file=sys.stderr)
+
 
 async def one(host, port, request):
     try:
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-    except OSError:
+    except OSError as error:
+        report(f"connect failed: {error}")
         return None, False
     start = time.perf_counter()
     writer.write(request)
@@ -35,10 +47,12 @@ async def one(host, port, request):
                 first = (time.perf_counter() - start) * 1000
             if b"[DONE]" in seen:
                 break
-    except (OSError, asyncio.IncompleteReadError):
-        pass
+    except (OSError, asyncio.IncompleteReadError) as error:
+        report(f"read failed after {len(seen)} bytes: {error!r}")
     finally:
         writer.close()
+    if b"[DONE]" not in seen:
+        report(f"stream ended without [DONE]; last bytes: {seen[-300:]!r}")
     return first, b"[DONE]" in seen
 
 
