@@ -60,7 +60,6 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "Wire", "Config",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -71,10 +70,27 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/Shared/Server",
+            swiftSettings: swiftSettings
+        ),
+        // What the control plane needs beside the server and the data plane does not: the
+        // AsyncHTTPClient for heartbeats, probes and admin calls, Prometheus exposition and its
+        // listener, process metrics, reload on SIGHUP.
+        .target(
+            name: "Operations",
+            dependencies: [
+                "Server", "Config",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
-            path: "Sources/Shared/Server",
+            path: "Sources/Shared/Operations",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -107,7 +123,7 @@ let package = Package(
         .executableTarget(
             name: "Hub",
             dependencies: [
-                "Wire", "Config", "Auth", "Server", "Proxy", "Routing",
+                "Wire", "Config", "Auth", "Server", "Operations", "Proxy", "Routing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -129,7 +145,7 @@ let package = Package(
         .executableTarget(
             name: "Worker",
             dependencies: [
-                "Wire", "Config", "Auth", "Server", "Proxy",
+                "Wire", "Config", "Auth", "Server", "Operations", "Proxy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -183,11 +199,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Wire"], swiftSettings: swiftSettings),
+        // Report and pick helpers shared by the routing core's tests and the hub's.
+        .target(name: "RoutingFixtures", dependencies: ["Routing", "Wire"], path: "Tests/RoutingFixtures", swiftSettings: swiftSettings),
+        // The routing core alone: registry, policies, drain; no sockets, no hub.
+        .testTarget(name: "RoutingTests", dependencies: ["Routing", "RoutingFixtures", "Config", "Wire"], swiftSettings: swiftSettings),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "Config"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "Proxy", "Wire",
+                "Server", "Operations", "Proxy", "Wire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -211,7 +231,7 @@ let package = Package(
         .testTarget(
             name: "HubTests",
             dependencies: [
-                "Hub", "Routing", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
+                "Hub", "Routing", "RoutingFixtures", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

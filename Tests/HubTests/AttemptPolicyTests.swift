@@ -5,6 +5,7 @@ import NIOCore
 @testable import Proxy
 import Routing
 import Testing
+import RoutingFixtures
 import Wire
 
 @testable import Hub

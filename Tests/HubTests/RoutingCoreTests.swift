@@ -4,6 +4,7 @@ import Synchronization
 import NIOCore
 import NIOEmbedded
 import Testing
+import RoutingFixtures
 
 @testable import Hub
 @testable import Routing
@@ -12,53 +13,6 @@ import Testing
 @testable import Proxy
 @testable import Server
 @testable import Wire
-
-@Suite("Smooth weighted round-robin")
-struct SmoothWeightedRoundRobinTests {
-    func sequence(_ weights: [Int64], count: Int, balancer: inout SmoothWeightedRoundRobin) -> String {
-        let names = ["a", "b", "c", "d"]
-        return (0..<count).map { _ in names[balancer.pick(weights.enumerated().map { ($0.offset, $0.element) })!] }
-            .joined()
-    }
-
-    @Test("the nginx example: 5:1:1 interleaves as a a b a c a a")
-    func nginxExample() {
-        var balancer = SmoothWeightedRoundRobin()
-        #expect(sequence([5, 1, 1], count: 7, balancer: &balancer) == "aabacaa")
-        #expect(sequence([5, 1, 1], count: 7, balancer: &balancer) == "aabacaa")
-    }
-
-    @Test("exact orders for given weights", arguments: [
-        ([1, 1], "abababab"), ([2, 1], "abaabaab"), ([1, 2, 4], "cbcacbcc"), ([3, 0, 1], "aacaaaca"),
-    ] as [([Int64], String)])
-    func orders(weights: [Int64], expected: String) {
-        var balancer = SmoothWeightedRoundRobin()
-        #expect(sequence(weights, count: expected.count, balancer: &balancer) == expected)
-    }
-
-    @Test("1,000 picks over weights 1:2:4 split exactly 143:286:571")
-    func distribution() {
-        var balancer = SmoothWeightedRoundRobin()
-        var counts = [0, 0, 0]
-        for _ in 0..<1000 { counts[balancer.pick([(0, 1), (1, 2), (2, 4)])!] += 1 }
-        #expect(counts == [143, 286, 571])
-    }
-
-    @Test("a weight change mid-sequence takes effect at once without a burst")
-    func weightChange() {
-        var balancer = SmoothWeightedRoundRobin()
-        #expect(sequence([1, 1], count: 4, balancer: &balancer) == "abab")
-        #expect(sequence([3, 1], count: 8, balancer: &balancer) == "aabaaaba")
-        #expect(sequence([0, 1], count: 3, balancer: &balancer) == "bbb")
-    }
-
-    @Test("all weights zero (everyone saturated) picks nobody")
-    func saturated() {
-        var balancer = SmoothWeightedRoundRobin()
-        #expect(balancer.pick([(0, 0), (1, 0)]) == nil)
-        #expect(balancer.pick([(0, 0), (1, 2)]) == 1)
-    }
-}
 
 @Suite("Circuit breaker")
 struct CircuitBreakerTests {
@@ -223,47 +177,6 @@ struct CircuitBreakerTests {
         #expect(breaker.admit(now: t0 + .seconds(5)).allowed)
         breaker.abandon()
         #expect(breaker.admit(now: t0 + .seconds(5)).allowed)
-    }
-}
-
-@Suite("Wait queue")
-struct WaitQueueTests {
-    let t0 = ContinuousClock.now
-
-    @Test("first in, first out; full is refused")
-    func fifo() {
-        var queue = WaitQueue<String>(capacity: 3)
-        let accepted = [queue.enqueue(id: 1, deadline: t0, "a"), queue.enqueue(id: 2, deadline: t0, "b"),
-                        queue.enqueue(id: 3, deadline: t0, "c"), queue.enqueue(id: 4, deadline: t0, "d")]
-        #expect(accepted == [true, true, true, false])
-        let popped = [queue.popFirst()?.waiter, queue.popFirst()?.waiter, queue.popFirst()?.waiter]
-        #expect(popped == ["a", "b", "c"])
-        let empty = queue.popFirst()
-        #expect(empty == nil)
-    }
-
-    @Test("a leaving client is removed at once; a dispatched one cannot be removed")
-    func cancellation() {
-        var queue = WaitQueue<String>(capacity: 3)
-        _ = queue.enqueue(id: 1, deadline: t0, "a")
-        _ = queue.enqueue(id: 2, deadline: t0, "b")
-        let removed = queue.remove(id: 1)?.waiter
-        let next = queue.popFirst()?.waiter
-        let again = queue.remove(id: 2)
-        #expect(removed == "a")
-        #expect(next == "b")
-        #expect(again == nil)
-    }
-
-    @Test("deadlines expire the overdue entries, oldest first")
-    func deadlines() {
-        var queue = WaitQueue<String>(capacity: 5)
-        _ = queue.enqueue(id: 1, deadline: t0 + .seconds(1), "a")
-        _ = queue.enqueue(id: 2, deadline: t0 + .seconds(3), "b")
-        _ = queue.enqueue(id: 3, deadline: t0 + .seconds(2), "c")
-        let expired = queue.removeExpired(now: t0 + .seconds(2)).map(\.waiter)
-        #expect(expired == ["a", "c"])
-        #expect(queue.entries.map(\.waiter) == ["b"])
     }
 }
 

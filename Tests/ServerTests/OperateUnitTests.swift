@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import Testing
 @testable import Proxy
+@testable import Operations
 @testable import Server
 @testable import Wire
 

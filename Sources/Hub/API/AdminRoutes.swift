@@ -7,6 +7,7 @@ import NIOCore
 import NIOHTTP1
 import ServiceLifecycle
 import Proxy
+import Operations
 import Server
 import Wire
 

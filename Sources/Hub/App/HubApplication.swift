@@ -10,6 +10,7 @@ import ServiceLifecycle
 import Auth
 import Config
 import Proxy
+import Operations
 import Server
 
 /// The hub: its API server, control plane, admin routes and background services.

@@ -1,6 +1,7 @@
 import Prometheus
 import Synchronization
 import Config
+import Operations
 import Server
 import Wire
 import Proxy

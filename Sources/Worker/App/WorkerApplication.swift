@@ -8,6 +8,7 @@ import ServiceLifecycle
 import Auth
 import Config
 import Proxy
+import Operations
 import Server
 import Wire
 

@@ -1,5 +1,6 @@
 import Prometheus
 import Config
+import Operations
 import Server
 import Wire
 

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import ServiceLifecycle
 import Config
+import Operations
 import Server
 
 /// The worker's operator endpoints, for the hub only (its `role: hub` token); operators

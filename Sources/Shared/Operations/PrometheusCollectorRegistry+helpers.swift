@@ -1,3 +1,4 @@
+import Server
 import Prometheus
 
 extension PrometheusCollectorRegistry {

@@ -1,3 +1,4 @@
+import Server
 import AsyncHTTPClient
 import NIOCore
 import NIOSSL

@@ -2,8 +2,8 @@ import Wire
 import Foundation
 import Testing
 
-@testable import Hub
 @testable import Routing
+import RoutingFixtures
 @testable import Config
 
 @Suite("Drain and reload (registry)")

@@ -1,3 +1,4 @@
+import Server
 import Hummingbird
 import Logging
 import ServiceLifecycle

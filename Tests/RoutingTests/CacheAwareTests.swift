@@ -1,8 +1,8 @@
 import Foundation
 import Testing
 
-@testable import Hub
 @testable import Routing
+import RoutingFixtures
 @testable import Config
 @testable import Wire
 

@@ -1,3 +1,4 @@
+import Server
 import Logging
 import ServiceLifecycle
 import UnixSignals

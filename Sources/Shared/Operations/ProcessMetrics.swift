@@ -1,3 +1,4 @@
+import Server
 import Foundation
 
 /// The standard `process_*` series every Prometheus client exports (CPU, memory, open
