@@ -373,9 +373,9 @@ struct OperateTests {
             #expect(try await cluster.request("POST", "/v1/chat/completions", body: chatBody(), token: .some(key + "x")).status == 401)
             #expect(try await cluster.request("GET", "/admin/workers", token: .some(cluster.clientToken)).status == 403)
             #expect(try await cluster.request("GET", "/metrics", token: .some(cluster.adminToken)).status == 200)
-            try await Task.sleep(for: .milliseconds(500))
-
             let worker = try #require(cluster.workers["a"])
+            // The access lines of the streamed request are written when its last byte went out.
+            for process in [cluster.hub, worker] { _ = try await process.waitForLine(containing: "stream-7", timeout: .seconds(10)) }
             var objects: [(source: String, object: [String: Any])] = []
             for (source, lines) in [("hub", cluster.hub.output), ("worker", worker.output)] {
                 for line in lines where !line.isEmpty && !line.hasPrefix("caravan-") {

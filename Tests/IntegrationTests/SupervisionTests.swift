@@ -182,7 +182,7 @@ struct SupervisionTests {
                     return (clock.now, nil, text, 0)
                 }
                 group.addTask {
-                    try await Task.sleep(for: .milliseconds(100))  // the stream is running
+                    try await cluster.waitUntil("the stream to run") { try await cluster.hubInFlight() == 1 }
                     let status = try await cluster.chat("m2").status
                     return (nil, clock.now, "", status)
                 }
