@@ -65,4 +65,6 @@ final class ScriptedLauncher: EngineLauncher {
     func ownsPort(_ engine: Engine) async -> Bool { true }
     func slots(_ engine: Engine) async -> (total: Int, busy: Int)? { (2, 0) }
     func metrics(_ engine: Engine) async -> String? { nil }
+    func slotPrompts(_ engine: Engine) async -> [Int: Int]? { nil }
+    func slotCache(_ engine: Engine, slot: Int, restore: Bool, filename: String, timeout: Duration) async -> Int? { nil }
 }

@@ -57,6 +57,12 @@ public struct WorkerConfig: Decodable, Sendable {
     public var engineLogLevel: String
     /// Where the worker records its engines' PIDs, to clean up after a crash of its own.
     public var stateDir: String?
+    /// Where llama-server engines save their prompt caches before a planned stop, to restore
+    /// them on the next start (nil: `kv-cache` in the state folder). Private to the worker's user:
+    /// the files are the model's activations and can reveal prompts.
+    public var kvCacheDir: String?
+    /// Most MiB of saved prompt caches kept, least recently used first out (0: none saved).
+    public var kvCacheMaxMiB: Int
     /// How often a ready engine's `/health` is checked.
     public var healthInterval: Duration
     /// Failed checks in a row after which an engine is restarted as unhealthy (0: no checks).
@@ -98,6 +104,7 @@ public struct WorkerConfig: Decodable, Sendable {
         case stopGrace = "stop_grace", restartBackoff = "restart_backoff", crashLimit = "crash_limit"
         case crashWindow = "crash_window", logLines = "log_lines", engineLogLevel = "engine_log_level"
         case stateDir = "state_dir", credentialFile = "credential_file"
+        case kvCacheDir = "kv_cache_dir", kvCacheMaxMiB = "kv_cache_max_mb"
         case healthInterval = "health_interval", healthFailures = "health_failures", metrics
         case connect, tunnelPort = "tunnel_port"
     }
@@ -180,6 +187,9 @@ public struct WorkerConfig: Decodable, Sendable {
             throw c.error(.engineLogLevel, "expected one of \(levels.joined(separator: ", "))")
         }
         stateDir = try c.optional(String.self, .stateDir)
+        kvCacheDir = try c.optional(String.self, .kvCacheDir)
+        kvCacheMaxMiB = try c.optional(Int.self, .kvCacheMaxMiB) ?? 4096
+        guard kvCacheMaxMiB >= 0 else { throw c.error(.kvCacheMaxMiB, "must be 0 (no saved caches) or more") }
         credentialFile = try c.optional(String.self, .credentialFile)
         healthInterval = try c.positiveDuration(.healthInterval) ?? .seconds(5)
         healthFailures = try c.optional(Int.self, .healthFailures) ?? 3

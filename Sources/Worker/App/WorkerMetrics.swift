@@ -36,6 +36,16 @@ final class WorkerMetrics: Sendable {
                          help: "Engines unloaded (idle ttl, or an admin)").increment()
     }
 
+    /// A prompt cache event (``PromptCacheStore``): `saved`, `restored` (with their tokens),
+    /// `save_failed`, `restore_failed`, `folder_failed`.
+    func promptCache(_ model: String, _ event: String, tokens: Int = 0) {
+        registry.counter("caravan_worker_prompt_cache_events_total", labels: [("model", model), ("event", event)],
+                         help: "Prompt caches saved before planned stops and restored on starts, and their failures").increment()
+        guard tokens > 0 else { return }
+        registry.counter("caravan_worker_prompt_cache_tokens_total", labels: [("model", model), ("event", event)],
+                         help: "Prompt tokens saved and restored").increment(by: Int64(tokens))
+    }
+
     func admissionFull(_ model: String) {
         registry.counter("caravan_worker_admission_full_total", labels: [("model", model)],
                          help: "Requests refused as full: the engine held slots x (1 + ahead_per_slot) already").increment()

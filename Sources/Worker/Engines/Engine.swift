@@ -16,6 +16,8 @@ struct Engine: Sendable {
     var fixedSlots: Int?
     /// llama-server (it has `/slots` and knows `--api-key`), or another engine.
     var isLlamaServer = true
+    /// Its `--slot-save-path` (``PromptCacheStore``), nil when it saves no prompt caches.
+    var cacheFolder: String?
     var baseURL: String { "http://127.0.0.1:\(port)" }
 }
 

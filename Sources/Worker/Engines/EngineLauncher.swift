@@ -31,6 +31,11 @@ protocol EngineLauncher: Sendable {
     func slots(_ engine: Engine) async -> (total: Int, busy: Int)?
     /// llama-server's own Prometheus text.
     func metrics(_ engine: Engine) async -> String?
+    /// The prompt tokens each slot holds (slot id -> tokens), nil when it does not answer.
+    func slotPrompts(_ engine: Engine) async -> [Int: Int]?
+    /// Saves (`restore`: restores) a slot's prompt cache to (from) `filename` in the engine's
+    /// `--slot-save-path`: the tokens saved or restored, nil when it failed or took over `timeout`.
+    func slotCache(_ engine: Engine, slot: Int, restore: Bool, filename: String, timeout: Duration) async -> Int?
 }
 
 /// Engines as child processes of this worker, probed over loopback.
@@ -48,4 +53,8 @@ struct LocalEngineLauncher: EngineLauncher {
     func ownsPort(_ engine: Engine) async -> Bool { await probe.ownsPort(engine) }
     func slots(_ engine: Engine) async -> (total: Int, busy: Int)? { await probe.slots(engine) }
     func metrics(_ engine: Engine) async -> String? { await probe.metrics(engine) }
+    func slotPrompts(_ engine: Engine) async -> [Int: Int]? { await probe.slotPrompts(engine) }
+    func slotCache(_ engine: Engine, slot: Int, restore: Bool, filename: String, timeout: Duration) async -> Int? {
+        await probe.slotAction(engine, slot: slot, action: restore ? "restore" : "save", filename: filename, timeout: timeout)
+    }
 }

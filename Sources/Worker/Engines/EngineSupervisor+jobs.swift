@@ -67,7 +67,9 @@ extension EngineSupervisor {
                                                           publicReason: "the worker has no free engine port")))
         }
         let apiKey = Self.randomKey()
-        let (executable, arguments) = spec.launchCommand(llamaServer: config.llamaServer, port: port, apiKey: apiKey)
+        var (executable, arguments) = spec.launchCommand(llamaServer: config.llamaServer, port: port, apiKey: apiKey)
+        let cacheFolder = cacheFolder(for: spec)
+        if let cacheFolder { arguments += ["--slot-save-path", cacheFolder + "/"] }
         var environment = spec.config.env
         environment["LLAMA_API_KEY"] = apiKey  // kept out of argv, which other users can read
         environment["ENGINE_API_KEY"] = apiKey  // the same, for a `cmd` engine
@@ -85,7 +87,7 @@ extension EngineSupervisor {
                 onExit: { [jobSink] pid, status in jobSink.yield(.exited(model: name, pid: pid, status: status)) })
             handle(name, .launched(Engine(model: name, port: port, apiKey: apiKey, process: process, healthPath: spec.config.healthPath,
                                           readyStatus: spec.config.readyStatus, fixedSlots: spec.config.slots,
-                                          isLlamaServer: spec.config.cmd == nil)))
+                                          isLlamaServer: spec.config.cmd == nil, cacheFolder: cacheFolder)))
         } catch {
             handle(name, .launchFailed(EngineError(description: "\(error)")))
         }
@@ -104,12 +106,17 @@ extension EngineSupervisor {
         if answer == .ready, engine.fixedSlots == nil, engine.isLlamaServer, let slots = await launcher.slots(engine) {
             models[name]?.lastSlots = slots
         }
+        // Requests wait for the start, so none sees a slot half restored.
+        if answer == .ready { await restoreCaches(name, engine, slots: models[name]?.lastSlots?.total ?? 1) }
         handle(name, .probed(pid: engine.process.pid, answer, now: .now))
     }
 
     /// SIGTERM to the engine's process group, SIGKILL after `stop_grace`.
     private func stop(_ name: String, _ engine: Engine) async {
         logger.debug("stopping engine process", metadata: ["model": "\(name)", "pid": "\(engine.process.pid)"])
+        // A planned stop keeps the prompt caches; an unhealthy engine's, a failed start's or a
+        // retired command line's would not be restored.
+        if case .stopping(_, .rest)? = models[name]?.lifecycle.phase { await saveCaches(name, engine) }
         let grace = config.stopGrace
         if await !engine.process.terminate(grace: grace) {
             logger.warning("llama-server ignored SIGTERM; killed after the grace period", metadata: ["model": "\(name)", "grace": "\(grace)"])
@@ -186,7 +193,11 @@ extension EngineSupervisor {
     /// Stops every engine (worker shutdown), all at once.
     func stopAll() async {
         let running = models.compactMap { name, runtime in runtime.lifecycle.engine.map { (name, $0) } }
+        let serving = models.compactMap { name, runtime in runtime.lifecycle.serving.map { (name, $0) } }
         let grace = config.stopGrace
+        await withDiscardingTaskGroup { group in
+            for (name, engine) in serving { group.addTask { await self.saveCaches(name, engine) } }
+        }
         await withDiscardingTaskGroup { group in
             for (_, engine) in running { group.addTask { await engine.process.terminate(grace: grace) } }
         }

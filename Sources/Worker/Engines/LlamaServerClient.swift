@@ -44,6 +44,47 @@ struct LlamaServerClient: Sendable {
         return (slots.count, slots.filter { $0.isProcessing == true }.count)
     }
 
+    /// The prompt tokens each slot holds (slot id -> tokens), from `/slots`.
+    func slotPrompts(_ engine: Engine) async -> [Int: Int]? {
+        struct Slot: Decodable {
+            var id: Int
+            var promptTokens: Int?
+            enum CodingKeys: String, CodingKey {
+                case id
+                case promptTokens = "n_prompt_tokens"
+            }
+        }
+        guard let response = try? await client.execute(authorized(engine, "/slots"), timeout: .seconds(2)), response.status == .ok,
+            let body = try? await response.body.collect(upTo: 64 * 1024 * 1024),
+            let slots = try? JSONDecoder().decode([Slot].self, from: Data(body.readableBytesView))
+        else { return nil }
+        return Dictionary(slots.map { ($0.id, $0.promptTokens ?? 0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// `POST /slots/{slot}?action=save|restore` with `filename` (in the engine's `--slot-save-path`):
+    /// the tokens saved or restored (`n_saved`, `n_restored`), nil when it failed or took over `timeout`.
+    func slotAction(_ engine: Engine, slot: Int, action: String, filename: String, timeout: Duration) async -> Int? {
+        struct Answer: Decodable {
+            var saved: Int?
+            var restored: Int?
+            enum CodingKeys: String, CodingKey {
+                case saved = "n_saved"
+                case restored = "n_restored"
+            }
+        }
+        var request = authorized(engine, "/slots/\(slot)?action=\(action)")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        guard let body = try? JSONEncoder().encode(["filename": filename]) else { return nil }
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let seconds = Int64(timeout.components.seconds) * 1000 + Int64(timeout.components.attoseconds / 1_000_000_000_000_000)
+        guard let response = try? await client.execute(request, timeout: .milliseconds(max(1, seconds))), response.status == .ok,
+            let answer = try? await response.body.collect(upTo: 1024 * 1024),
+            let decoded = try? JSONDecoder().decode(Answer.self, from: Data(answer.readableBytesView))
+        else { return nil }
+        return decoded.saved ?? decoded.restored
+    }
+
     /// llama-server's own Prometheus text (it runs with `--metrics`).
     func metrics(_ engine: Engine) async -> String? {
         guard let response = try? await client.execute(authorized(engine, "/metrics"), timeout: .seconds(2)), response.status == .ok,
