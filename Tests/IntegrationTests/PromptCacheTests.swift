@@ -50,6 +50,8 @@ struct PromptCacheTests {
             #expect(first.status == 200, "\(first.body)")
             try await unloaded(cluster)
             #expect(!cluster.workerLines("k", "prompt caches saved", "model=conv").isEmpty)
+            // The hub learns it from the next report (it keeps routing the conversation here).
+            try await cluster.waitForModel("k") { $0["prompt_caches"] as? Int == 1 }
             let files = Self.saved(cluster)
             #expect(files.count == 1 && files.values.first?.count == 1, "\(files)")
             let folder = cluster.directory.appendingPathComponent("kv-cache/model-conv/\(files.keys.first ?? "")").path

@@ -174,6 +174,29 @@ struct CacheAwareTests {
         #expect(turn4.worker == turn3.worker && turn4.reason == .prefix)
     }
 
+    @Test("a worker that saved its prompt caches at a planned stop keeps its conversations: its engine's next start restores them")
+    func savedCachesKeepConversations() {
+        var registry = registry()
+        let turn1 = registry.pick("m", prompt: Self.fingerprint(Self.conversation(6, turns: 1)), now: t0).decision.pick!
+        _ = registry.release(turn1, sample: .success, now: t0)
+        let home = turn1.worker
+        // A ttl unload: stopping, then not loaded with its caches saved, then restored and ready.
+        _ = registry.heartbeat(report(home, seq: 2, models: [ModelReport(name: "m", state: .stopping, slotsTotal: 2)]), now: t0)
+        var saved = ModelReport(name: "m", state: .notLoaded)
+        saved.promptCaches = 1
+        _ = registry.heartbeat(report(home, seq: 3, models: [saved]), now: t0)
+        _ = registry.heartbeat(report(home, seq: 4, models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        let turn2 = registry.pick("m", prompt: Self.fingerprint(Self.conversation(6, turns: 2)), now: t0).decision.pick!
+        #expect(turn2.worker == home && turn2.reason == .prefix)
+        _ = registry.release(turn2, sample: .success, now: t0)
+        // The same without saved caches: the conversation's cache is gone, and so is its match.
+        _ = registry.heartbeat(report(home, seq: 5, models: [ModelReport(name: "m", state: .stopping, slotsTotal: 2)]), now: t0)
+        _ = registry.heartbeat(report(home, seq: 6, models: [ModelReport(name: "m", state: .notLoaded)]), now: t0)
+        _ = registry.heartbeat(report(home, seq: 7, models: [ModelReport(name: "m", state: .ready, slotsTotal: 2)]), now: t0)
+        let turn3 = registry.pick("m", prompt: Self.fingerprint(Self.conversation(6, turns: 3)), now: t0).decision.pick!
+        #expect(turn3.reason == .noMatch)
+    }
+
     @Test("the load guard: 40 requests sharing one system prompt and in flight together spread over all four workers, none over 1.5x the mean")
     func sharedPrefixSpreads() {
         var registry = registry(slots: 4)

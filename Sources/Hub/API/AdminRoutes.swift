@@ -78,6 +78,8 @@ struct AdminRoutes {
         /// Share of the prompt tokens of this hub's answers that the engine reused from its
         /// cache (`cache_n`), when engines report it.
         var cacheReuse: Double?
+        /// Prompt caches the worker saved at a planned stop, restored at the model's next start.
+        var promptCaches: Int?
     }
 
     struct Snapshot: Encodable {
@@ -222,7 +224,8 @@ struct AdminRoutes {
                         ttftMs: pair.ttft > 0 ? (pair.ttft / 1e6 * 10).rounded() / 10 : nil, breaker: breaker.stateName,
                         idleSeconds: model.idleSeconds, pinned: model.pinned, recentCrashes: model.recentCrashes,
                         vramEstimateMiB: model.vramEstimateMiB,
-                        cacheReuse: pair.promptTokens > 0 ? (Double(pair.cachedTokens) / Double(pair.promptTokens) * 1000).rounded() / 1000 : nil)
+                        cacheReuse: pair.promptTokens > 0 ? (Double(pair.cachedTokens) / Double(pair.promptTokens) * 1000).rounded() / 1000 : nil,
+                        promptCaches: model.promptCaches)
                 })
         }
         return Snapshot(workers: workers, queued: state.queueLengths(), poisonThrottled: limiter?.poisonThrottled ?? 0)

@@ -42,8 +42,12 @@ extension Registry {
             seenModels.formUnion(model.aliases)
             let fit = budget.fit(needMiB: model.vramEstimateMiB, freeMiB: freeVRAM)
             if let id = reuse[model.name] {
-                // The engine stopped being ready (evicted, restarting, failed): its prompt cache is gone.
-                if pairs[id].state == .ready && model.state != .ready { pairs[id].cacheEpoch = newCacheEpoch() }
+                // The engine stopped being ready (evicted, restarting, failed): its prompt cache is
+                // gone, unless the worker saved it to restore at the next start (docs/worker.md).
+                let wasServing = [.ready, .draining, .stopping].contains(pairs[id].state)
+                if wasServing && [.notLoaded, .loading, .failed].contains(model.state) && (model.promptCaches ?? 0) == 0 {
+                    pairs[id].cacheEpoch = newCacheEpoch()
+                }
                 pairs[id].drained = worker.drainedHere || report.draining == true
                 pairs[id].model = index
                 pairs[id].lastSeen = nanos(now)

@@ -40,6 +40,9 @@ public struct ModelReport: Codable, Sendable, Equatable {
     /// engine's queue (`slotsBusy` counts only the first). Hubs subtract the other hubs'
     /// share from their capacity with it; absent from workers before it existed.
     public var requests: Int?
+    /// Prompt caches the worker saved for the model at a planned stop and restores at its
+    /// next start: while there are any, the hub keeps routing their conversations here.
+    public var promptCaches: Int?
 
     public init(name: String, aliases: [String] = [], state: ModelState, slotsTotal: Int = 0,
                 slotsBusy: Int = 0, reason: String? = nil, vramEstimateMiB: Int? = nil) {

@@ -80,6 +80,7 @@ extension WorkerReport {
                 model.reason.flatMap { outside($0.utf8.count, 0...16_384, "\(field).reason length") },
                 model.idleSeconds.flatMap { $0.isFinite ? outside($0, 0...1e12, "\(field).idle_seconds") : "\(field).idle_seconds must be finite" },
                 model.recentCrashes.flatMap { outside($0, 0...1_000_000, "\(field).recent_crashes") },
+                model.promptCaches.flatMap { outside($0, 0...65_536, "\(field).prompt_caches") },
             ]
             if let problem = checks.compactMap({ $0 }).first { return problem }
         }

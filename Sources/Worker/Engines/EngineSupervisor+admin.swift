@@ -118,6 +118,7 @@ extension EngineSupervisor {
             entry.reason = runtime.lifecycle.reason
             entry.recentCrashes = policy.recentCrashes(runtime.lifecycle.crashes, now: now)
             entry.idleSeconds = max(.zero, now - leases.lastUsed(name)).inSeconds
+            if let folder = runtime.cacheFolder { entry.promptCaches = caches.saved(in: folder).count }
             var engine: Engine?
             switch runtime.lifecycle.phase {
             case .stopped, .removed: break

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Config
+import Wire
 
 /// Prompt caches across planned stops (``PromptCacheStore``): every slot holding a prompt is
 /// saved before a planned stop (ttl, eviction, an admin's unload, the worker's shutdown) and
@@ -21,6 +22,7 @@ extension EngineSupervisor {
         let folder = store.folder(for: spec, llamaServer: config.llamaServer)
         do {
             try store.prepare(folder)
+            models[spec.name]?.cacheFolder = folder
             return folder
         } catch {
             logger.warning("prompt caches off for this start: cannot prepare their folder",
@@ -33,7 +35,8 @@ extension EngineSupervisor {
     /// Saves each slot of `engine` that holds a prompt.
     func saveCaches(_ name: String, _ engine: Engine) async {
         guard let folder = engine.cacheFolder, !engine.process.hasExited else { return }
-        let deadline = ContinuousClock.now + Self.saveDeadline
+        let started = ContinuousClock.now
+        let deadline = started + Self.saveDeadline
         guard let slots = await launcher.slotPrompts(engine) else {
             logger.warning("prompt caches not saved: the engine did not list its slots", metadata: ["model": "\(name)"])
             metrics?.promptCache(name, "save_failed")
@@ -60,7 +63,11 @@ extension EngineSupervisor {
         }
         let pruned = caches.prune()
         if saved > 0 {
-            logger.info("prompt caches saved", metadata: ["model": "\(name)", "tokens": "\(saved)", "pruned_files": "\(pruned)"])
+            let bytes = caches.saved(in: folder).map(\.bytes).reduce(0, +)
+            logger.info("prompt caches saved", metadata: [
+                "model": "\(name)", "tokens": "\(saved)", "bytes": "\(bytes)", "ms": .string(String(format: "%.1f", (ContinuousClock.now - started).milliseconds)),
+                "pruned_files": "\(pruned)",
+            ])
         }
     }
 
@@ -70,6 +77,7 @@ extension EngineSupervisor {
     /// planned stop saves it again).
     func restoreCaches(_ name: String, _ engine: Engine, slots: Int) async {
         guard let folder = engine.cacheFolder else { return }
+        let started = ContinuousClock.now
         var restored = 0
         for (slot, file) in caches.saved(in: folder).prefix(max(1, slots)).enumerated() {
             let count = await launcher.slotCache(engine, slot: slot, restore: true, filename: file.name, timeout: .seconds(10))
@@ -82,6 +90,10 @@ extension EngineSupervisor {
                 metrics?.promptCache(name, "restore_failed")
             }
         }
-        if restored > 0 { logger.info("prompt caches restored", metadata: ["model": "\(name)", "tokens": "\(restored)"]) }
+        if restored > 0 {
+            logger.info("prompt caches restored", metadata: [
+                "model": "\(name)", "tokens": "\(restored)", "ms": .string(String(format: "%.1f", (ContinuousClock.now - started).milliseconds)),
+            ])
+        }
     }
 }

@@ -22,6 +22,8 @@ actor EngineSupervisor: Service {
         var lifecycle = EngineLifecycle()
         /// The last slot counts `/slots` gave, kept when it is too slow to answer under load.
         var lastSlots: (total: Int, busy: Int)?
+        /// Where its llama-server saves prompt caches (known from its first start).
+        var cacheFolder: String?
         let log: EngineLog
     }
 

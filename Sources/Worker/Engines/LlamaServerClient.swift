@@ -2,6 +2,7 @@ import NIOHTTP1
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import Wire
 
 /// The worker's probes of its own engines over loopback: readiness, port ownership, slots
 /// and metrics. Each answers nil (or false) when the engine does not answer within 2 s, so
@@ -77,8 +78,8 @@ struct LlamaServerClient: Sendable {
         request.headers.add(name: "Content-Type", value: "application/json")
         guard let body = try? JSONEncoder().encode(["filename": filename]) else { return nil }
         request.body = .bytes(ByteBuffer(bytes: body))
-        let seconds = Int64(timeout.components.seconds) * 1000 + Int64(timeout.components.attoseconds / 1_000_000_000_000_000)
-        guard let response = try? await client.execute(request, timeout: .milliseconds(max(1, seconds))), response.status == .ok,
+        guard let response = try? await client.execute(request, timeout: .nanoseconds(max(1_000_000, timeout.nanoseconds))),
+            response.status == .ok,
             let answer = try? await response.body.collect(upTo: 1024 * 1024),
             let decoded = try? JSONDecoder().decode(Answer.self, from: Data(answer.readableBytesView))
         else { return nil }
