@@ -99,6 +99,16 @@ struct PromptCacheTests {
             let keys = Self.saved(cluster)
             #expect(keys.count == 1 && keys.keys.first != before.keys.first, "the old key's folder is deleted: \(keys)")
 
+            // Saved at the next unload, then wiped by an admin through the hub.
+            try await unloaded(cluster)
+            #expect(Self.saved(cluster).values.first?.count == 1)
+            let wiped = try await cluster.request("POST", "/admin/workers/k/models/conv/wipe-caches", token: .some(cluster.adminToken))
+            #expect(wiped.status == 200, "\(wiped.body)")
+            let left = Self.saved(cluster)
+            #expect(left.values.allSatisfy { $0.isEmpty }, "\(left)")
+            try await cluster.waitForModel("k") { $0["prompt_caches"] as? Int == 0 }
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: Self.body(turns: 3)).status == 200)
+
             // The folder becomes unusable while the engine runs (a file where it was): the save
             // fails, the unload goes ahead, the next request is served.
             let folder = cluster.directory.appendingPathComponent("kv-cache/model-conv/\(keys.keys.first ?? "")").path
@@ -106,7 +116,7 @@ struct PromptCacheTests {
             FileManager.default.createFile(atPath: folder, contents: Data("not a folder".utf8))
             try await unloaded(cluster)
             #expect(!cluster.workerLines("k", "prompt cache of a slot not saved", "model=conv").isEmpty)
-            #expect(try await cluster.request("POST", "/v1/chat/completions", body: Self.body(turns: 3)).status == 200)
+            #expect(try await cluster.request("POST", "/v1/chat/completions", body: Self.body(turns: 4)).status == 200)
         }
     }
 }

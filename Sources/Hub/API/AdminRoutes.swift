@@ -21,6 +21,7 @@ import Wire
 /// | `POST /admin/workers/{name}/models/{model}/reset` | `POST /admin/models/{model}/reset` |
 /// | `POST /admin/workers/{name}/models/{model}/unload` | `POST /admin/models/{model}/unload` |
 /// | `POST /admin/workers/{name}/models/{model}/load` | `POST /admin/models/{model}/load` |
+/// | `POST /admin/workers/{name}/models/{model}/wipe-caches` | `POST /admin/models/{model}/wipe-caches` (its saved prompt caches) |
 /// | `POST /admin/workers/{name}/drain`, `/undrain` | `POST /admin/drain`, `/admin/undrain` (and at once on this hub) |
 /// | `GET /admin/workers/{name}/metrics` | `GET /metrics` |
 ///
@@ -98,7 +99,7 @@ struct AdminRoutes {
         group.post("/admin/workers/{name}/reload") { request, context in
             try await relay(request, worker: context.parameters.get("name"), path: "/admin/reload", streaming: false)
         }
-        for action in ["reset", "unload", "load"] {
+        for action in ControlPath.modelActions {
             group.post(RouterPath("/admin/workers/{name}/models/{model}/\(action)")) { request, context in
                 let model = context.parameters.get("model") ?? ""
                 let escaped = model.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? model

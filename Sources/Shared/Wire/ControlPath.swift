@@ -7,4 +7,7 @@ public enum ControlPath {
     public static let deregister = "/internal/v1/workers/deregister"
     /// A worker the cluster file does not list exchanges a join token for its credential.
     public static let join = "/internal/v1/workers/join"
+    /// The admin's actions on one model of a worker (`POST /admin/models/{model}/{action}`),
+    /// relayed by the hub as `POST /admin/workers/{name}/models/{model}/{action}`.
+    public static let modelActions = ["reset", "unload", "load", "wipe-caches"]
 }

@@ -28,6 +28,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "text or json (one JSON object per line).")
     var logFormat: String = ProcessInfo.processInfo.environment["CARAVAN_LOG_FORMAT"] ?? "text"
 
+    @Flag(name: .long, help: "Delete every prompt cache this worker saved (kv_cache_dir), then exit.")
+    var wipeCaches = false
+
     func run() async throws {
         guard let format = LogFormat(rawValue: logFormat) else { throw ValidationError("--log-format: expected text or json") }
         bootstrapLogging(level: Logger.Level(text: logLevel), format: format)
@@ -38,6 +41,12 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             FileHandle.standardError.write(Data("\(error)\n".utf8))
             throw ExitCode(2)
+        }
+        if wipeCaches {
+            let store = PromptCacheStore(config: worker)
+            store.wipe()
+            print("caravan-worker: deleted the prompt caches in \(store.root)")
+            return
         }
         let (path, name) = (config, self.name)
         let logger = Logger(label: "caravan.worker.\(worker.name)")

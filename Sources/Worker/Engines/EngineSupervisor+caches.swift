@@ -71,6 +71,16 @@ extension EngineSupervisor {
         }
     }
 
+    /// An admin's wipe: deletes every prompt cache saved for `name` (the slots of a running
+    /// engine are not touched; its next planned stop saves them again).
+    func wipeCaches(_ name: String) {
+        caches.wipe(model: name)
+        models[name]?.cacheFolder.map { try? FileManager.default.createDirectory(atPath: $0, withIntermediateDirectories: true,
+                                                                                  attributes: [.posixPermissions: 0o700]) }
+        logger.notice("prompt caches wiped by an admin", metadata: ["model": "\(name)"])
+        changed()
+    }
+
     /// Restores the newest saved caches of `engine`'s model into its slots (at most one per
     /// slot), before it takes requests. A file the engine refuses (truncated, corrupt, from
     /// another build) is deleted; a restored one too (the slot holds it now, and the next

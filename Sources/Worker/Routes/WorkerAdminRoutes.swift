@@ -4,6 +4,7 @@ import ServiceLifecycle
 import Config
 import Operations
 import Server
+import Wire
 
 /// The worker's operator endpoints, for the hub only (its `role: hub` token); operators
 /// reach them through the hub's `/admin/workers/{name}/...` with an admin token.
@@ -39,13 +40,14 @@ struct WorkerAdminRoutes: Sendable {
                 throw OpenAIError(.reloadFailed, message: "reload failed, nothing changed: \(error)")
             }
         }
-        for action in ["reset", "unload", "load"] {
+        for action in ControlPath.modelActions {
             group.post(RouterPath("/admin/models/{model}/\(action)")) { _, context in
                 let model = context.parameters.get("model") ?? ""
                 guard let name = supervisor.canonicalName(model) else { throw OpenAIError.modelNotFound(model) }
                 switch action {
                 case "reset": try await supervisor.reset(name)
                 case "unload": try await supervisor.unload(name)
+                case "wipe-caches": await supervisor.wipeCaches(name)
                 default: try await supervisor.load(name)
                 }
                 return try jsonResponse([action: name])

@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+import Config
+
+@testable import Worker
+
+/// The prompt-cache folder's rules, on real files: validity keys, privacy, order, budget, wipe.
+@Suite("Prompt cache store")
+struct PromptCacheStoreTests {
+    /// A worker with two models on real (tiny) files, caches under its state folder.
+    static func store(args: String = #"["-c", "1024"]"#, budgetMiB: Int = 1) throws -> (PromptCacheStore, [ModelSpec], URL) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-kv-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for name in ["a", "b"] {
+            try Data(repeating: name.utf8.first!, count: 1000).write(to: directory.appendingPathComponent("\(name).gguf"))
+        }
+        let file = try WorkerFixture.clusterFile(
+            credential: String(repeating: "w", count: 40),
+            models: "- {name: a, path: \(directory.path)/a.gguf, args: \(args)}\n- {name: b, path: \(directory.path)/b.gguf}",
+            extra: "kv_cache_dir: \(directory.path)/kv-cache\nkv_cache_max_mb: \(budgetMiB)")
+        let worker = try ClusterConfig.loadWorker(path: file.path, name: "a", environment: [:]).worker
+        return (PromptCacheStore(config: worker), ModelCatalog.resolve(worker).specs, directory)
+    }
+
+    static func write(_ bytes: Int, _ name: String, in folder: String, age seconds: Double) throws {
+        let path = (folder as NSString).appendingPathComponent(name)
+        try Data(count: bytes).write(to: URL(fileURLWithPath: path))
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-seconds)], ofItemAtPath: path)
+    }
+
+    @Test("a changed command line or model file is another key; preparing a key deletes the model's other keys, not other models'")
+    func validityKeys() throws {
+        let (store, specs, directory) = try Self.store()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let old = store.folder(for: specs[0], llamaServer: "/bin/true")
+        #expect(old.hasPrefix(directory.path + "/kv-cache/model-a/"))
+        #expect(store.folder(for: specs[0], llamaServer: "/bin/true") == old, "stable")
+        let (_, otherArgs, otherDirectory) = try Self.store(args: #"["-c", "2048"]"#)
+        defer { try? FileManager.default.removeItem(at: otherDirectory) }
+        #expect((store.folder(for: otherArgs[0], llamaServer: "/bin/true") as NSString).lastPathComponent
+            != (old as NSString).lastPathComponent, "another ctx, another key")
+        try store.prepare(old)
+        let other = store.folder(for: specs[1], llamaServer: "/bin/true")
+        try store.prepare(other)
+        try Self.write(10, "1-slot0.bin", in: old, age: 0)
+        // The model file changes: a new key; preparing it deletes the old one.
+        try Data(repeating: 1, count: 2000).write(to: directory.appendingPathComponent("a.gguf"))
+        let new = store.folder(for: specs[0], llamaServer: "/bin/true")
+        #expect(new != old)
+        try store.prepare(new)
+        #expect(!FileManager.default.fileExists(atPath: old) && FileManager.default.fileExists(atPath: other))
+        for folder in [new, directory.path + "/kv-cache", directory.path + "/kv-cache/model-a"] {
+            #expect((try FileManager.default.attributesOfItem(atPath: folder)[.posixPermissions] as? Int) == 0o700, "\(folder)")
+        }
+    }
+
+    @Test("saved files list newest first; the budget deletes the oldest across models; a wipe empties one model or all")
+    func budgetAndWipe() throws {
+        let (store, specs, directory) = try Self.store(budgetMiB: 1)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let a = store.folder(for: specs[0], llamaServer: "/bin/true"), b = store.folder(for: specs[1], llamaServer: "/bin/true")
+        try store.prepare(a)
+        try store.prepare(b)
+        try Self.write(400_000, "old.bin", in: a, age: 300)
+        try Self.write(400_000, "mid.bin", in: b, age: 200)
+        try Self.write(400_000, "new.bin", in: a, age: 100)
+        #expect(store.saved(in: a).map(\.name) == ["new.bin", "old.bin"])
+        #expect(store.prune() == 1, "1.2 MB over a 1 MiB budget: the oldest goes")
+        #expect(store.saved(in: a).map(\.name) == ["new.bin"] && store.saved(in: b).map(\.name) == ["mid.bin"])
+        #expect(PromptCacheStore.fileName(slot: 1, at: Date(timeIntervalSince1970: 2)) > PromptCacheStore.fileName(slot: 0, at: Date(timeIntervalSince1970: 1)))
+        store.wipe(model: "a")
+        #expect(store.saved(in: a).isEmpty && store.saved(in: b).count == 1)
+        store.wipe()
+        #expect(store.saved(in: b).isEmpty)
+    }
+}
