@@ -18,10 +18,7 @@ install_prerequisites
 prepare_engine
 source "$ROOT/scripts/lib/bench-common.sh"
 MODEL="$STATE/models/bench-256x6.gguf"
-if [[ ! -s "$MODEL" || scripts/make-tiny-model.py -nt "$MODEL" ]]; then
-  say "generating the benchmark model (256 dims, 6 layers)"
-  python3 scripts/make-tiny-model.py "$MODEL" --dim 256 --layers 6 --ctx 8192
-fi
+bench_model 8192 "$MODEL"
 bench_setup cache caravan-hub caravan-worker
 WORKLOAD="python3 $ROOT/scripts/lib/cache-workload.py"
 ENGINE_ARGS=(-c 8192 --parallel 2 -t 1)

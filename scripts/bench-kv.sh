@@ -18,10 +18,7 @@ install_prerequisites
 prepare_engine
 source "$ROOT/scripts/lib/bench-common.sh"
 MODEL="$STATE/models/bench-256x6-16k.gguf"
-if [[ ! -s "$MODEL" || scripts/make-tiny-model.py -nt "$MODEL" ]]; then
-  say "generating the benchmark model (256 dims, 6 layers, 16,384 tokens of context)"
-  python3 scripts/make-tiny-model.py "$MODEL" --dim 256 --layers 6 --ctx 16384
-fi
+bench_model 16384 "$MODEL"
 bench_setup kv caravan-hub caravan-worker
 
 run() {  # $1 context tokens, $2 mode (restore | none)

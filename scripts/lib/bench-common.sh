@@ -39,6 +39,15 @@ hub:
 workers:
 YAML
 }
+# The prefill-bound benchmark model (256 dims, 6 layers, ~13-20 MB) with $1 tokens of trained
+# context, written to $2 unless it is there and newer than its generator.
+bench_model() {
+  local ctx="$1" path="$2"
+  if [[ ! -s "$path" || "$ROOT/scripts/make-tiny-model.py" -nt "$path" ]]; then
+    say "generating the benchmark model (256 dims, 6 layers, $ctx tokens of context)"
+    python3 "$ROOT/scripts/make-tiny-model.py" "$path" --dim 256 --layers 6 --ctx "$ctx"
+  fi
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout waiting for $1" >&2; return 1; }
 rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
