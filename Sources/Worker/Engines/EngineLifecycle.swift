@@ -185,6 +185,22 @@ struct EngineLifecycle {
         }
     }
 
+    /// What a report says of it (its state, reason, crashes and engine): a change of this is
+    /// worth a heartbeat; a probe that answered "not yet" or a passed health check is not.
+    var reported: String {
+        let kind = switch phase {
+        case .stopped: "stopped"
+        case .failed: "failed"
+        case .crashLooped: "crashLooped"
+        case .admitting, .launching, .loading: "loading"
+        case .ready: "ready"
+        case .draining: "draining"
+        case .stopping: "stopping"
+        case .removed: "removed"
+        }
+        return "\(kind) \(engine?.process.pid ?? 0) \(crashes.count) \(reason ?? "")"
+    }
+
     /// The engine requests may take: ready and not draining.
     var serving: Engine? {
         if case .ready(let engine, _) = phase { return engine }

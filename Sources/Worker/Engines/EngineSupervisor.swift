@@ -173,10 +173,12 @@ actor EngineSupervisor: Service {
         }
         let settings = EngineLifecycle.Settings(policy: policy, loadTimeout: config.loadTimeout, pinned: runtime.spec.config.pin,
                                                 preload: config.preload, crashWindow: config.crashWindow)
+        let before = runtime.lifecycle.reported
         let actions = runtime.lifecycle.handle(event, settings)
         models[name] = runtime
         for action in actions { perform(action, for: name) }
-        changed()
+        // The waiters look again at every transition; the hub hears only of what its report shows.
+        if models[name]?.lifecycle.reported != before { changed() } else { leases.changes.fire() }
     }
 
     private func perform(_ action: EngineLifecycle.Action, for name: String) {
