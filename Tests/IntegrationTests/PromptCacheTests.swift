@@ -67,7 +67,9 @@ struct PromptCacheTests {
 
             // Saved again at the next unload; then the file is truncated on disk.
             try await unloaded(cluster)
-            let name = try #require(Self.saved(cluster).values.first?.first)
+            let resaved = Self.saved(cluster).values.first ?? []
+            #expect(resaved.count == 1, "the new save of the conversation supersedes the restored file: \(resaved)")
+            let name = try #require(resaved.first)
             let handle = try #require(FileHandle(forWritingAtPath: folder + "/" + name))
             try handle.truncate(atOffset: 100)
             try handle.close()

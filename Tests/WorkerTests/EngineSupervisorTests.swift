@@ -116,4 +116,30 @@ struct EngineSupervisorTests {
             #expect(launcher.launched.count == 2)
         }
     }
+
+    @Test("a restore is judged by the engine's cache_n: kept when it reuses the prompt; a build that claims it but computes it again is distrusted, and never asked again")
+    func restoreJudged() async throws {
+        for (reused, trusted) in [(99, true), (3, false)] {
+            let config = try Self.config("- {name: m, path: /models/m.gguf}", extra: "restart_backoff: 10ms")
+            let store = PromptCacheStore(config: config)
+            let folder = store.folder(for: try #require(ModelCatalog.resolve(config).specs.first), llamaServer: config.llamaServer)
+            try store.prepare(folder)
+            try PromptCacheStoreTests.cacheFile(tokens: Array(1...100), server: true).write(to: URL(fileURLWithPath: folder + "/1-slot0.bin"))
+            try await Self.running(config) { supervisor, launcher in
+                launcher.setCaches(restored: 100, reused: reused)
+                _ = try await supervisor.acquire("m")
+                supervisor.release("m")
+                #expect(launcher.restores == 1)
+                #expect(store.restoresDistrusted(in: folder) == !trusted)
+                #expect(await supervisor.report().first?.promptCacheRestored == (trusted ? 1 : 0))
+                #expect(store.saved(in: folder).count == 1, "a restored file stays until its conversation is saved again")
+                // The next start: a trusted build restores again, a distrusted one is not asked.
+                launcher.launched[0].exit(9)
+                try await Self.waitFor(supervisor, "m", .notLoaded)
+                _ = try await supervisor.acquire("m")
+                supervisor.release("m")
+                #expect(launcher.restores == (trusted ? 2 : 1))
+            }
+        }
+    }
 }

@@ -73,4 +73,36 @@ struct PromptCacheStoreTests {
         store.wipe()
         #expect(store.saved(in: b).isEmpty)
     }
+
+    /// A saved cache as llama-server writes it: `ggsq`, version, the token block (its own
+    /// layout `-1, 1, n, tokens…, 0` when `server`), then state bytes.
+    static func cacheFile(tokens: [Int32], server: Bool) -> Data {
+        let block = server ? [-1, 1, Int32(tokens.count)] + tokens + [0] : tokens
+        var words: [UInt32] = [0x6767_7371, 4, UInt32(block.count)] + block.map { UInt32(bitPattern: $0) }
+        words += [7, 7, 7]
+        return words.withUnsafeBytes { Data($0) }
+    }
+
+    @Test("a file's tokens are read from its header; a new save of the same conversation supersedes the older ones, not other conversations sharing a system prompt")
+    func conversations() throws {
+        let (store, specs, directory) = try Self.store()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let folder = store.folder(for: specs[0], llamaServer: "/bin/true")
+        try store.prepare(folder)
+        let system = Array(Int32(1)...300)
+        let first = system + Array(1000...1050)  // conversation A, turn 1 (and its reply)
+        let other = system + Array(2000...2050)  // conversation B: the same system prompt
+        let second = system + Array(1000...1046) + Array(3000...3100)  // A, turn 2: the reply sent back differs at its end
+        for (name, tokens, age) in [("1-a.bin", first, 30.0), ("2-b.bin", other, 20)] {
+            try Self.cacheFile(tokens: tokens, server: true).write(to: URL(fileURLWithPath: folder + "/" + name))
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-age)], ofItemAtPath: folder + "/" + name)
+        }
+        try Self.cacheFile(tokens: second, server: false).write(to: URL(fileURLWithPath: folder + "/3-a.bin"))
+        #expect(PromptCacheStore.tokens(ofFile: folder + "/1-a.bin") == first)
+        #expect(PromptCacheStore.tokens(ofFile: folder + "/3-a.bin") == second, "a plain token block reads as is")
+        try Data("not a cache".utf8).write(to: URL(fileURLWithPath: folder + "/4-x.bin"))
+        #expect(PromptCacheStore.tokens(ofFile: folder + "/4-x.bin") == nil)
+        #expect(store.supersede(by: "3-a.bin", in: folder) == 1)
+        #expect(store.saved(in: folder).map(\.name).sorted() == ["2-b.bin", "3-a.bin", "4-x.bin"])
+    }
 }

@@ -42,9 +42,16 @@ final class ScriptedProcess: EngineProcess {
 }
 
 /// Engines a test scripts: each launch makes a ``ScriptedProcess``; readiness answers what
-/// `health` says (200 ready, 503 loading, nil hung).
+/// `health` says (200 ready, 503 loading, nil hung); a prompt-cache restore answers
+/// `restored` tokens, and the check after it `reused` (``setCaches(restored:reused:)``).
 final class ScriptedLauncher: EngineLauncher {
     private let state = Mutex<(processes: [ScriptedProcess], health: Int?, nextPID: Int32)>(([], 200, 1000))
+    private let cacheScript = Mutex<(restored: Int?, reused: Int?, restores: Int)>((nil, nil, 0))
+
+    func setCaches(restored: Int?, reused: Int?) { cacheScript.withLock { $0 = (restored, reused, $0.restores) } }
+
+    /// Restores asked for so far.
+    var restores: Int { cacheScript.withLock { $0.restores } }
 
     var launched: [ScriptedProcess] { state.withLock { $0.processes } }
 
@@ -65,6 +72,13 @@ final class ScriptedLauncher: EngineLauncher {
     func ownsPort(_ engine: Engine) async -> Bool { true }
     func slots(_ engine: Engine) async -> (total: Int, busy: Int)? { (2, 0) }
     func metrics(_ engine: Engine) async -> String? { nil }
-    func slotPrompts(_ engine: Engine) async -> [Int: Int]? { nil }
-    func slotCache(_ engine: Engine, slot: Int, restore: Bool, filename: String, timeout: Duration) async -> Int? { nil }
+    func slotContents(_ engine: Engine) async -> [Int: SlotContent]? { nil }
+    func cachedPrefix(_ engine: Engine, slot: Int, tokens: [Int32]) async -> Int? { cacheScript.withLock { $0.reused } }
+    func slotCache(_ engine: Engine, slot: Int, restore: Bool, filename: String, timeout: Duration) async -> Int? {
+        guard restore else { return nil }
+        return cacheScript.withLock { script in
+            script.restores += 1
+            return script.restored
+        }
+    }
 }

@@ -81,6 +81,8 @@ struct AdminRoutes {
         var cacheReuse: Double?
         /// Prompt caches the worker saved at a planned stop, restored at the model's next start.
         var promptCaches: Int?
+        var promptCacheBytes: Int?
+        var promptCacheRestored: Int?
     }
 
     struct Snapshot: Encodable {
@@ -119,6 +121,7 @@ struct AdminRoutes {
                 }
                 logger.notice(drained ? "worker drained by an admin" : "worker undrained by an admin", metadata: ["worker": "\(name)"])
                 let answer = try? await relay(request, worker: name, path: "/admin/\(action)", streaming: false)
+                if answer?.status == .ok { _ = state.setDrained(name, drained, onWorker: true) }
                 return try jsonResponse(DrainAnswer(worker: name, draining: drained, workerAcknowledged: answer?.status == .ok,
                                                     inFlight: state.liveWorkers().first { $0.name == name }?.report.inFlight ?? 0))
             }
@@ -226,7 +229,8 @@ struct AdminRoutes {
                         idleSeconds: model.idleSeconds, pinned: model.pinned, recentCrashes: model.recentCrashes,
                         vramEstimateMiB: model.vramEstimateMiB,
                         cacheReuse: pair.promptTokens > 0 ? (Double(pair.cachedTokens) / Double(pair.promptTokens) * 1000).rounded() / 1000 : nil,
-                        promptCaches: model.promptCaches)
+                        promptCaches: model.promptCaches, promptCacheBytes: model.promptCacheBytes,
+                        promptCacheRestored: model.promptCacheRestored)
                 })
         }
         return Snapshot(workers: workers, queued: state.queueLengths(), poisonThrottled: limiter?.poisonThrottled ?? 0)

@@ -64,12 +64,12 @@ final class HubState: Sendable {
         drainQueues()
     }
 
-    /// Drains or undrains a worker on this hub at once (its own report follows); false when
-    /// no such worker is registered.
-    func setDrained(_ name: String, _ drained: Bool) -> Bool {
+    /// Drains or undrains a worker on this hub at once (its own report follows; `onWorker`:
+    /// the worker acknowledged it); false when no such worker is registered.
+    func setDrained(_ name: String, _ drained: Bool, onWorker: Bool = false) -> Bool {
         let (found, before, after) = guarded.withLock { state in
             let before = state.registry.worker(named: name)?.isDraining
-            let found = state.registry.setDrained(name, drained)
+            let found = state.registry.setDrained(name, drained, onWorker: onWorker)
             return (found, before, state.registry.worker(named: name)?.isDraining)
         }
         announceDrain(name, from: before, to: after)

@@ -104,10 +104,13 @@ extension Registry {
     }
 
     /// Drains (or undrains) a worker from this hub: its pairs stop being candidates at once,
-    /// requests in flight finish. False when no such worker is registered.
-    package mutating func setDrained(_ name: String, _ drained: Bool) -> Bool {
+    /// requests in flight finish. `onWorker`: the worker acknowledged it too, so its last report
+    /// is read as saying so (an undrain then serves at once, not at its next heartbeat). False
+    /// when no such worker is registered.
+    package mutating func setDrained(_ name: String, _ drained: Bool, onWorker: Bool = false) -> Bool {
         guard let slot = slotByName[name], var worker = slots[slot] else { return false }
         worker.drainedHere = drained
+        if onWorker { worker.report.draining = drained }
         slots[slot] = worker
         for id in worker.pairs {
             pairs[id].drained = worker.isDraining

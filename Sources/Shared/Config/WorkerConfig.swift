@@ -63,6 +63,10 @@ public struct WorkerConfig: Decodable, Sendable {
     public var kvCacheDir: String?
     /// Most MiB of saved prompt caches kept, least recently used first out (0: none saved).
     public var kvCacheMaxMiB: Int
+    /// Saves the prompt caches of idle slots whose content changed this often (nil: only at
+    /// planned stops): a crash then loses at most this much, and a conversation that lost its
+    /// slot to another is still on disk.
+    public var kvCacheCheckpoint: Duration?
     /// How often a ready engine's `/health` is checked.
     public var healthInterval: Duration
     /// Failed checks in a row after which an engine is restarted as unhealthy (0: no checks).
@@ -104,7 +108,7 @@ public struct WorkerConfig: Decodable, Sendable {
         case stopGrace = "stop_grace", restartBackoff = "restart_backoff", crashLimit = "crash_limit"
         case crashWindow = "crash_window", logLines = "log_lines", engineLogLevel = "engine_log_level"
         case stateDir = "state_dir", credentialFile = "credential_file"
-        case kvCacheDir = "kv_cache_dir", kvCacheMaxMiB = "kv_cache_max_mb"
+        case kvCacheDir = "kv_cache_dir", kvCacheMaxMiB = "kv_cache_max_mb", kvCacheCheckpoint = "kv_cache_checkpoint"
         case healthInterval = "health_interval", healthFailures = "health_failures", metrics
         case connect, tunnelPort = "tunnel_port"
     }
@@ -190,6 +194,7 @@ public struct WorkerConfig: Decodable, Sendable {
         kvCacheDir = try c.optional(String.self, .kvCacheDir)
         kvCacheMaxMiB = try c.optional(Int.self, .kvCacheMaxMiB) ?? 4096
         guard kvCacheMaxMiB >= 0 else { throw c.error(.kvCacheMaxMiB, "must be 0 (no saved caches) or more") }
+        kvCacheCheckpoint = try c.positiveDuration(.kvCacheCheckpoint)
         credentialFile = try c.optional(String.self, .credentialFile)
         healthInterval = try c.positiveDuration(.healthInterval) ?? .seconds(5)
         healthFailures = try c.optional(Int.self, .healthFailures) ?? 3

@@ -43,6 +43,10 @@ public struct ModelReport: Codable, Sendable, Equatable {
     /// Prompt caches the worker saved for the model at a planned stop and restores at its
     /// next start: while there are any, the hub keeps routing their conversations here.
     public var promptCaches: Int?
+    /// Their size on disk, and the conversations restored into the running engine's slots at
+    /// its start (the operator's view of what the caches are worth).
+    public var promptCacheBytes: Int?
+    public var promptCacheRestored: Int?
 
     public init(name: String, aliases: [String] = [], state: ModelState, slotsTotal: Int = 0,
                 slotsBusy: Int = 0, reason: String? = nil, vramEstimateMiB: Int? = nil) {

@@ -81,6 +81,8 @@ extension WorkerReport {
                 model.idleSeconds.flatMap { $0.isFinite ? outside($0, 0...1e12, "\(field).idle_seconds") : "\(field).idle_seconds must be finite" },
                 model.recentCrashes.flatMap { outside($0, 0...1_000_000, "\(field).recent_crashes") },
                 model.promptCaches.flatMap { outside($0, 0...65_536, "\(field).prompt_caches") },
+                model.promptCacheBytes.flatMap { outside($0, 0...(1 << 50), "\(field).prompt_cache_bytes") },
+                model.promptCacheRestored.flatMap { outside($0, 0...65_536, "\(field).prompt_cache_restored") },
             ]
             if let problem = checks.compactMap({ $0 }).first { return problem }
         }

@@ -21,6 +21,14 @@ struct Engine: Sendable {
     var baseURL: String { "http://127.0.0.1:\(port)" }
 }
 
+/// What one llama-server slot holds (`/slots`): its tokens, the last task that used it (a
+/// new task means new content to save) and whether a request runs in it now.
+struct SlotContent: Sendable, Equatable {
+    var tokens: Int
+    var task: Int?
+    var busy = false
+}
+
 /// Why a model could not be served.
 ///
 /// `description` is the whole story (engine output included) for logs and the admin API;

@@ -31,8 +31,10 @@ protocol EngineLauncher: Sendable {
     func slots(_ engine: Engine) async -> (total: Int, busy: Int)?
     /// llama-server's own Prometheus text.
     func metrics(_ engine: Engine) async -> String?
-    /// The prompt tokens each slot holds (slot id -> tokens), nil when it does not answer.
-    func slotPrompts(_ engine: Engine) async -> [Int: Int]?
+    /// What each slot holds (slot id -> content), nil when it does not answer.
+    func slotContents(_ engine: Engine) async -> [Int: SlotContent]?
+    /// The prompt tokens the engine reuses from `slot` for `tokens` (a restore's check).
+    func cachedPrefix(_ engine: Engine, slot: Int, tokens: [Int32]) async -> Int?
     /// Saves (`restore`: restores) a slot's prompt cache to (from) `filename` in the engine's
     /// `--slot-save-path`: the tokens saved or restored, nil when it failed or took over `timeout`.
     func slotCache(_ engine: Engine, slot: Int, restore: Bool, filename: String, timeout: Duration) async -> Int?
@@ -53,7 +55,8 @@ struct LocalEngineLauncher: EngineLauncher {
     func ownsPort(_ engine: Engine) async -> Bool { await probe.ownsPort(engine) }
     func slots(_ engine: Engine) async -> (total: Int, busy: Int)? { await probe.slots(engine) }
     func metrics(_ engine: Engine) async -> String? { await probe.metrics(engine) }
-    func slotPrompts(_ engine: Engine) async -> [Int: Int]? { await probe.slotPrompts(engine) }
+    func slotContents(_ engine: Engine) async -> [Int: SlotContent]? { await probe.slotContents(engine) }
+    func cachedPrefix(_ engine: Engine, slot: Int, tokens: [Int32]) async -> Int? { await probe.cachedPrefix(engine, slot: slot, tokens: tokens) }
     func slotCache(_ engine: Engine, slot: Int, restore: Bool, filename: String, timeout: Duration) async -> Int? {
         await probe.slotAction(engine, slot: slot, action: restore ? "restore" : "save", filename: filename, timeout: timeout)
     }

@@ -118,7 +118,12 @@ extension EngineSupervisor {
             entry.reason = runtime.lifecycle.reason
             entry.recentCrashes = policy.recentCrashes(runtime.lifecycle.crashes, now: now)
             entry.idleSeconds = max(.zero, now - leases.lastUsed(name)).inSeconds
-            if let folder = runtime.cacheFolder { entry.promptCaches = caches.saved(in: folder).count }
+            if let folder = runtime.cacheFolder {
+                let saved = caches.saved(in: folder)
+                entry.promptCaches = saved.count
+                entry.promptCacheBytes = saved.map(\.bytes).reduce(0, +)
+                if runtime.lifecycle.serving != nil { entry.promptCacheRestored = runtime.restoredConversations }
+            }
             var engine: Engine?
             switch runtime.lifecycle.phase {
             case .stopped, .removed: break

@@ -69,6 +69,8 @@ extension EngineSupervisor {
         let apiKey = Self.randomKey()
         var (executable, arguments) = spec.launchCommand(llamaServer: config.llamaServer, port: port, apiKey: apiKey)
         let cacheFolder = cacheFolder(for: spec)
+        models[name]?.slotsOnDisk = [:]
+        models[name]?.restoredConversations = 0
         if let cacheFolder { arguments += ["--slot-save-path", cacheFolder + "/"] }
         var environment = spec.config.env
         environment["LLAMA_API_KEY"] = apiKey  // kept out of argv, which other users can read

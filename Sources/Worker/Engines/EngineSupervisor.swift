@@ -24,6 +24,12 @@ actor EngineSupervisor: Service {
         var lastSlots: (total: Int, busy: Int)?
         /// Where its llama-server saves prompt caches (known from its first start).
         var cacheFolder: String?
+        /// The current engine's prompt caches: the task each slot held at its last save or
+        /// restore (a slot whose task has not changed is on disk already), the conversations
+        /// restored at its start, and whether a save runs now (saves of one engine take turns).
+        var slotsOnDisk: [Int: Int] = [:]
+        var restoredConversations = 0
+        var savingCaches = false
         let log: EngineLog
     }
 
@@ -135,6 +141,7 @@ actor EngineSupervisor: Service {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.sweepIdle() }
                 group.addTask { await self.watchHealth() }
+                group.addTask { await self.checkpointCaches() }
                 for await job in self.jobs {
                     group.addTask { await self.perform(job) }
                 }

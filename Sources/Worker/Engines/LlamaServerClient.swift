@@ -45,21 +45,48 @@ struct LlamaServerClient: Sendable {
         return (slots.count, slots.filter { $0.isProcessing == true }.count)
     }
 
-    /// The prompt tokens each slot holds (slot id -> tokens), from `/slots`.
-    func slotPrompts(_ engine: Engine) async -> [Int: Int]? {
+    /// What each slot holds (slot id -> content), from `/slots`.
+    func slotContents(_ engine: Engine) async -> [Int: SlotContent]? {
         struct Slot: Decodable {
             var id: Int
             var promptTokens: Int?
+            var task: Int?
+            var isProcessing: Bool?
             enum CodingKeys: String, CodingKey {
                 case id
                 case promptTokens = "n_prompt_tokens"
+                case task = "id_task"
+                case isProcessing = "is_processing"
             }
         }
         guard let response = try? await client.execute(authorized(engine, "/slots"), timeout: .seconds(2)), response.status == .ok,
             let body = try? await response.body.collect(upTo: 64 * 1024 * 1024),
             let slots = try? JSONDecoder().decode([Slot].self, from: Data(body.readableBytesView))
         else { return nil }
-        return Dictionary(slots.map { ($0.id, $0.promptTokens ?? 0) }, uniquingKeysWith: { first, _ in first })
+        return Dictionary(slots.map { ($0.id, SlotContent(tokens: $0.promptTokens ?? 0, task: $0.task, busy: $0.isProcessing == true)) },
+                          uniquingKeysWith: { first, _ in first })
+    }
+
+    /// The prompt tokens llama-server reuses from `slot` for `tokens` (`timings.cache_n` of a
+    /// completion that generates nothing): how a restore is judged by the engine's own numbers.
+    func cachedPrefix(_ engine: Engine, slot: Int, tokens: [Int32]) async -> Int? {
+        struct Answer: Decodable {
+            struct Timings: Decodable {
+                var cached: Int?
+                enum CodingKeys: String, CodingKey { case cached = "cache_n" }
+            }
+            var timings: Timings?
+        }
+        var request = authorized(engine, "/completion")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        let body = #"{"prompt":[\#(tokens.map(String.init).joined(separator: ","))],"n_predict":0,"id_slot":\#(slot),"cache_prompt":true}"#
+        request.body = .bytes(ByteBuffer(string: body))
+        guard let response = try? await client.execute(request, timeout: .seconds(30)), response.status == .ok,
+            let answer = try? await response.body.collect(upTo: 16 * 1024 * 1024),
+            let decoded = try? JSONDecoder().decode(Answer.self, from: Data(answer.readableBytesView))
+        else { return nil }
+        return decoded.timings?.cached
     }
 
     /// `POST /slots/{slot}?action=save|restore` with `filename` (in the engine's `--slot-save-path`):

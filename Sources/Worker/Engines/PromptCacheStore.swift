@@ -61,6 +61,55 @@ struct PromptCacheStore: Sendable {
         }.sorted { ($0.written, $0.name) > ($1.written, $1.name) }
     }
 
+    /// The tokens a saved cache holds, read from its header (llama.cpp's `ggsq` sequence
+    /// state: magic, version, a count, then the tokens; llama-server's own layout wraps them
+    /// as `-1, 1, n, tokens…, 0`). Nil for a file it cannot read as one.
+    static func tokens(ofFile path: String) -> [Int32]? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        guard let head = try? handle.read(upToCount: 12), head.count == 12 else { return nil }
+        let words = head.withUnsafeBytes { raw in (0..<3).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian } }
+        guard words[0] == 0x6767_7371, words[2] <= 4_194_304,
+            let body = try? handle.read(upToCount: Int(words[2]) * 4), body.count == Int(words[2]) * 4
+        else { return nil }
+        let block = body.withUnsafeBytes { raw in (0..<Int(words[2])).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self).littleEndian } }
+        if block.count >= 4, block[0] == -1, Int(block[2]) == block.count - 4 { return Array(block[3..<(3 + Int(block[2]))]) }
+        return block
+    }
+
+    /// Deletes the older caches of `folder` that `newest` (just saved) makes redundant: those
+    /// of the same conversation, whose tokens it repeats but for their last eighth (the reply a
+    /// client sends back differs from the generated tokens at its edges). Caches of other
+    /// conversations that share only a system prompt stay. Returns the files deleted.
+    @discardableResult
+    func supersede(by newest: String, in folder: String) -> Int {
+        guard let tokens = Self.tokens(ofFile: (folder as NSString).appendingPathComponent(newest)) else { return 0 }
+        var removed = 0
+        for older in saved(in: folder) where older.name != newest {
+            guard let other = Self.tokens(ofFile: (folder as NSString).appendingPathComponent(older.name)), !other.isEmpty else { continue }
+            let shared = zip(tokens, other).prefix { $0 == $1 }.count
+            if shared >= other.count - other.count / 8 {
+                remove(older.name, in: folder)
+                removed += 1
+            }
+        }
+        return removed
+    }
+
+    /// Marks `folder`'s engine build as one whose restores claim success but leave the prompt
+    /// to be computed again (llama.cpp has had such builds): its caches are no longer saved
+    /// or restored. The folder's key includes the build, so a new build is tried afresh.
+    func distrustRestores(in folder: String) {
+        FileManager.default.createFile(atPath: (folder as NSString).appendingPathComponent(Self.distrustMarker), contents: Data())
+    }
+
+    /// Whether ``distrustRestores(in:)`` marked `folder`.
+    func restoresDistrusted(in folder: String) -> Bool {
+        FileManager.default.fileExists(atPath: (folder as NSString).appendingPathComponent(Self.distrustMarker))
+    }
+
+    private static let distrustMarker = "restores-unverified"
+
     /// A new file name for a slot's cache (newest sorts last by name too).
     static func fileName(slot: Int, at date: Date = Date()) -> String {
         String(format: "%016.0f-slot%d.bin", date.timeIntervalSince1970 * 1000, slot)

@@ -171,7 +171,9 @@ extension Dashboard {
                 el("td", {}, sparkline(h.rps, "req/s")),
                 el("td", {}, sparkline(h.ttft, "ms TTFT")),
                 el("td", {}, sparkline(h.tps, "tok/s")),
-                el("td", { class: "cache" }, model.cache_reuse == null ? "–" : Math.round(model.cache_reuse * 100) + " %"),
+                el("td", { class: "cache" }, model.cache_reuse == null ? "–" : Math.round(model.cache_reuse * 100) + " %",
+                  model.prompt_caches ? el("div", { class: "muted saved-caches" }, model.prompt_caches + " saved · " +
+                    (model.prompt_cache_bytes / 1048576).toFixed(1) + " MiB · " + (model.prompt_cache_restored || 0) + " restored") : null),
                 el("td", { class: "actions" },
                   actionButton("Load", "load", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/load"),
                   actionButton("Unload", "unload", worker.name, model.name, "/admin/workers/" + w + "/models/" + m + "/unload"),
