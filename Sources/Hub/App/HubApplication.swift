@@ -146,9 +146,8 @@ struct HubApplication {
         router.middlewares.add(CORSAllowList(allowed: { Set(settings.hub.corsOrigins) }))
         router.get("/health") { _, _ in try jsonResponse(["status": "ok"]) }
         router.get("/health/ready") { _, _ in
-            let live = state.liveWorkers().count
-            return try jsonResponse(ReadyStatus(status: live > 0 ? "ready" : "no_live_workers", liveWorkers: live),
-                                    status: live > 0 ? .ok : .serviceUnavailable)
+            let ready = ReadyStatus(state.liveWorkers())
+            return try jsonResponse(ready, status: ready.isReady ? .ok : .serviceUnavailable)
         }
         Dashboard.addRoutes(to: router)
         ControlPlane(state: state, keys: workerKeys, settings: settings,

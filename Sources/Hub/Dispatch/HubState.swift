@@ -290,6 +290,14 @@ final class HubState: Sendable {
         return guarded.withLock { $0.registry.liveWorkers(now: instant) }
     }
 
+    /// The live workers that serve `requested` (a name or alias) but are draining: why a
+    /// request for it finds no worker, in words.
+    func drainingWorkers(serving requested: String) -> [String] {
+        let models = canonicalModels(for: requested).union([requested])
+        return liveWorkers().filter { worker in worker.isDraining && worker.report.models.contains { models.contains($0.name) } }
+            .map(\.name).sorted()
+    }
+
     /// See ``Registry/canonicalModels(for:)``.
     func canonicalModels(for requested: String) -> Set<String> {
         guarded.withLock { $0.registry.canonicalModels(for: requested) }

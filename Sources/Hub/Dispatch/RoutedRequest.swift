@@ -171,7 +171,7 @@ final class RoutedRequest {
             // Also answered for any name while a `models_dir` worker is away: only a name
             // the cluster knows becomes a label.
             if !state.canonicalModels(for: fields.model).isEmpty { labelKnownModel() }
-            fail(OpenAIError.noWorker(fields.model))
+            fail(OpenAIError.noWorker(fields.model, draining: state.drainingWorkers(serving: fields.model)))
         case .doesNotFit(let reason):
             labelKnownModel()
             fail(OpenAIError(.modelDoesNotFit, message: "No live worker can load the model '\(fields.model)': it \(reason)", param: "model"))

@@ -58,8 +58,15 @@ extension OpenAIError {
         OpenAIError(.modelNotFound, message: "The model '\(model)' does not exist on this cluster", param: "model")
     }
 
-    public static func noWorker(_ model: String) -> OpenAIError {
-        OpenAIError(.noWorkerAvailable, message: "No live worker serves the model '\(model)' right now", param: "model")
+    /// No live worker can take a request for `model`; `draining` names the ones that serve it
+    /// but are draining (an admin's drain, or their own shutdown), so the answer says why.
+    public static func noWorker(_ model: String, draining: [String] = []) -> OpenAIError {
+        guard !draining.isEmpty else {
+            return OpenAIError(.noWorkerAvailable, message: "No live worker serves the model '\(model)' right now", param: "model")
+        }
+        let names = draining.prefix(8).joined(separator: ", ") + (draining.count > 8 ? " and \(draining.count - 8) more" : "")
+        return OpenAIError(.noWorkerAvailable, message: "Every live worker that serves the model '\(model)' is draining (\(names)); undrain one, or wait for another to join",
+                           param: "model", headers: [.retryAfter: "5"])
     }
 
     /// The process is shutting down and its grace is over (`shutdown_grace`).
