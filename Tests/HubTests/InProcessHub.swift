@@ -57,15 +57,11 @@ struct InProcessHub: Sendable {
         var logger = Logger(label: "caravan.hub.test")
         logger.logLevel = .warning
         let built = try await HubApplication(config: config, options: options, logger: logger).build()
-        defer { built.client.shutdown() }
-        do {
-            try await serve(built, upstreamURL: upstreamURL, test)
-        } catch {
-            try await built.controlClient.shutdown()
-            throw error
+        defer {
+            built.client.shutdown()
+            try? FileManager.default.removeItem(at: directory)
         }
-        try await built.controlClient.shutdown()
-        try? FileManager.default.removeItem(at: directory)
+        try await serve(built, upstreamURL: upstreamURL, test)
     }
 
     private func serve(_ built: HubApplication.Built, upstreamURL: String?,

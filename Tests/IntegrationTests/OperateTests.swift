@@ -139,10 +139,25 @@ struct OperateTests {
         }
     }
 
-    @Test("Drain: in-flight streams finish, new requests go elsewhere, state visible everywhere; unload, load and events")
-    func drainUnloadEvents() async throws {
+    /// Workers reached the way `connect` says: `inbound` (the hub dials them) or `outbound`
+    /// (behind NAT: they dial the hub's `tunnel_listen`, and every admin call rides their tunnel).
+    static func cluster(_ connect: String, _ specs: [TestCluster.WorkerSpec]) async throws -> TestCluster {
+        guard connect == "outbound" else { return try await TestCluster.start(specs: specs) }
+        let port = try freePort()
+        let outbound = specs.map { spec -> TestCluster.WorkerSpec in
+            var spec = spec
+            spec.extra += (spec.extra.isEmpty ? "" : "\n") + "connect: outbound"
+            return spec
+        }
+        return try await TestCluster.start(specs: outbound, hubSettings: "tunnel_listen: \"127.0.0.1:\(port)\"")
+    }
+
+    @Test("Drain: in-flight streams finish, new requests go elsewhere, state visible everywhere; metrics, a log follow, unload, load and events",
+          arguments: ["inbound", "outbound"])
+    func drainUnloadEvents(connect: String) async throws {
         let specs = ["a", "b"].map { TestCluster.WorkerSpec(name: $0, fake: true, env: ["FAKE_TOKEN_MS": "40"]) }
-        try await TestCluster.start(specs: specs).using { cluster in
+        try await Self.cluster(connect, specs).using { cluster in
+            if connect == "outbound" { #expect(try await cluster.admin().allSatisfy { ($0["url"] as? String)?.hasPrefix("tunnel://") == true }) }
             // The event stream, read in the background.
             let events = TextCollector()
             var request = HTTPClientRequest(url: cluster.hubURL + "/admin/events")
@@ -182,6 +197,18 @@ struct OperateTests {
             let entry = try #require((models.json?["data"] as? [[String: Any]])?.first)
             #expect((entry["caravan"] as? [String: Any])?["workers"] as? Int == 2)
             #expect(((entry["caravan"] as? [String: Any])?["states"] as? [String: Int])?["draining"] == 1)
+
+            // A log follow through the hub: the engine's lines so far, then it stays open.
+            var follow = HTTPClientRequest(url: cluster.hubURL + "/admin/workers/\(busy)/logs?model=tiny&follow=true")
+            follow.headers.add(name: "Authorization", value: "Bearer \(cluster.adminToken)")
+            let followed = try await cluster.client.execute(follow, timeout: .seconds(30))
+            #expect(followed.status == .ok && followed.headers.first(name: "content-type") == "text/event-stream")
+            var firstEvent = ""
+            for try await chunk in followed.body {
+                firstEvent += String(buffer: chunk)
+                if firstEvent.contains("data:") { break }
+            }
+            #expect(firstEvent.contains("data:"), "\(firstEvent)")
 
             #expect(try await cluster.request("POST", "/admin/workers/\(busy)/undrain", token: .some(cluster.adminToken)).status == 200)
             try await cluster.waitUntil("both workers to serve again") {
@@ -413,13 +440,14 @@ struct OperateTests {
         }
     }
 
-    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers, the log tail shows the engine's output")
-    func dashboard() async throws {
+    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers, the log tail shows the engine's output",
+          arguments: ["inbound", "outbound"])
+    func dashboard(connect: String) async throws {
         let specs = ["a", "b"].map {
             TestCluster.WorkerSpec(name: $0, fake: true, env: ["FAKE_TTFB_MS": "30", "FAKE_TOKEN_MS": "5", "FAKE_TOKENS": "20",
                                                                "FAKE_USAGE": "1"])
         }
-        try await TestCluster.start(specs: specs).using { cluster in
+        try await Self.cluster(connect, specs).using { cluster in
             // Traffic while the page is open, so its sparklines have something to draw.
             let traffic = Task {
                 while !Task.isCancelled {

@@ -1,5 +1,4 @@
 import Routing
-import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
@@ -29,8 +28,9 @@ import Wire
 /// `GET /metrics`.
 struct AdminRoutes {
     let state: HubState
-    /// The control plane's client, for calls relayed to workers.
-    let client: HTTPClient
+    /// The data plane's client, for calls relayed to workers: the same pool, and the same
+    /// tunnels to workers behind NAT, as inference.
+    let upstream: UpstreamClient
     let keys: WorkerKeys
     let logger: Logger
     var metrics: HubMetrics?
@@ -192,21 +192,26 @@ struct AdminRoutes {
         guard let name, let worker = state.liveWorkers().first(where: { $0.name == name }) else {
             throw OpenAIError(.workerNotFound, message: "No live worker named '\(name ?? "")'")
         }
-        var call = HTTPClientRequest(url: worker.report.url + path + (request.uri.query.map { "?\($0)" } ?? ""))
-        call.method = .init(rawValue: request.method.rawValue)
-        call.headers.add(name: "Authorization", value: try await keys.header(for: worker.name))
-        let answer: HTTPClientResponse
+        let body = try await request.body.collect(upTo: 1 << 20)
+        let call = UpstreamRequest(url: worker.report.url + path + (request.uri.query.map { "?\($0)" } ?? ""),
+                                   method: .init(rawValue: request.method.rawValue),
+                                   headers: [("Authorization", try await keys.header(for: worker.name))], body: body)
+        // A followed log stream lasts as long as the admin reads it; the worker sends a comment
+        // at least every 15 s, so a minute of silence means it is gone.
+        let options = UpstreamForwarder.Options(headTimeout: .seconds(30), idleTimeout: streaming ? .seconds(60) : .seconds(30),
+                                                maxBufferedBody: 64 << 20)
+        let answer: UpstreamAnswer
         do {
-            // A followed log stream lasts as long as the admin reads it.
-            answer = try await client.execute(call, timeout: streaming ? .hours(24) : .seconds(30))
-        } catch {
-            throw OpenAIError(.workerUnreachable, message: "worker \(name) did not answer: \(UpstreamError.transport(error))")
+            answer = try await upstream.call(call, options: options, logger: logger)
+        } catch let error as UpstreamError {
+            throw OpenAIError(.workerUnreachable, message: "worker \(name) did not answer: \(error.description)")
         }
-        let body = answer.body
-        return Response(status: .init(code: Int(answer.status.code), reasonPhrase: answer.status.reasonPhrase),
-                        headers: HTTPForwarding.responseHeaders(answer.headers.map { ($0.name, $0.value) }),
+        var headers = answer.headers
+        headers[.connection] = nil
+        headers[.transferEncoding] = nil
+        return Response(status: answer.status, headers: headers,
                         body: ResponseBody { writer in
-                            for try await chunk in body { try await writer.write(chunk) }
+                            for try await chunk in answer.body { try await writer.write(chunk) }
                             try await writer.finish(nil)
                         })
     }

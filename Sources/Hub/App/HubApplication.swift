@@ -64,9 +64,8 @@ struct HubApplication {
         let services: [any Service]
         let state: HubState
         let grace: ShutdownGrace
-        /// The data plane's client and the control plane's (admin calls to workers): closed when the hub stops.
+        /// The data plane's client (inference and admin calls to workers): closed when the hub stops.
         let client: UpstreamClient
-        let controlClient: HTTPClient
     }
 
     /// Serves the hub until SIGTERM or SIGINT: the server drains within `shutdown_grace`, then
@@ -77,13 +76,7 @@ struct HubApplication {
         let group = ServiceGroup(configuration: .init(services: built.services + [GracefulServer(built.app, grace: built.grace)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { built.client.shutdown() }
-        do {
-            try await group.run()
-        } catch {
-            try? await built.controlClient.shutdown()
-            throw error
-        }
-        try await built.controlClient.shutdown()
+        try await group.run()
     }
 
     /// Assembles the hub from its configuration; nothing listens yet.
@@ -119,7 +112,6 @@ struct HubApplication {
         let tunnels = Tunnels(keepalive: config.hub.heartbeatInterval, connectTimeout: hub.connectTimeout, logger: logger)
         let client = UpstreamClient(connectTimeout: hub.connectTimeout, maxIdle: min(hub.clientIdleTimeout / 2, .seconds(30)),
                                     warm: 2, tls: workerTLS, logger: logger, tunnels: tunnels)
-        let controlClient = ControlClient.make(connectTimeout: hub.connectTimeout, readTimeout: .seconds(30), tls: workerTLS)
         let limiter = RateLimiter(defaults: .init(rps: hub.limits.requestsPerSecond, burst: hub.limits.burst,
                                                   concurrent: hub.limits.concurrent),
                                   poisonPerMinute: hub.limits.poisonPerMinute)
@@ -159,7 +151,7 @@ struct HubApplication {
         let plane = HubDataPlane(state: state, forwarder: UpstreamForwarder(client: client), keys: workerKeys, settings: settings,
                                  limiter: limiter, local: local, logger: logger, shutdown: grace)
         let admin = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, roles: [.admin]))
-        let adminRoutes = AdminRoutes(state: state, client: controlClient, keys: workerKeys, logger: logger, metrics: metrics,
+        let adminRoutes = AdminRoutes(state: state, upstream: client, keys: workerKeys, logger: logger, metrics: metrics,
                                       reloader: reloader, limiter: limiter, writeTimeout: hub.clientWriteTimeout)
         adminRoutes.addRoutes(to: admin)
 
@@ -201,7 +193,7 @@ struct HubApplication {
                 adminRoutes.metricsResponse(metrics)
             })
         }
-        return Built(app: app, services: services, state: state, grace: grace, client: client, controlClient: controlClient)
+        return Built(app: app, services: services, state: state, grace: grace, client: client)
     }
 
     /// Paths whose access lines are debug-level: the control plane, health checks, scrapes, the dashboard.

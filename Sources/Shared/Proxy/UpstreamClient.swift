@@ -47,7 +47,7 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Sends `request` and relays its answer to `writer`, on the writer's event loop.
-    func relay(_ request: UpstreamRequest, to writer: ClientWriter, options: UpstreamForwarder.Options, logger: Logger,
+    func relay(_ request: UpstreamRequest, to writer: any RelayClient, options: UpstreamForwarder.Options, logger: Logger,
                onFirstByte: (@Sendable () -> Void)?, onFinish: @escaping @Sendable (UpstreamForwarder.Finish) -> Void)
         -> EventLoopFuture<RelayOutcome>
     {
@@ -79,7 +79,7 @@ public final class UpstreamClient: Sendable {
         let outcome = loop.makePromise(of: RelayOutcome.self)
 
         func begin(_ connection: PooledConnection, reused: Bool) {
-            guard case .awaitingHead = writer.state else { return outcome.succeed(.clientGone) }
+            guard writer.isWaiting else { return outcome.succeed(.clientGone) }
             let answer = loop.makePromise(of: RelayOutcome.self)
             connection.handler.value.begin(Exchange(
                 head: head, body: request.body, limits: limits, writer: writer, promise: answer,
@@ -102,11 +102,11 @@ public final class UpstreamClient: Sendable {
             let gate = pool.gate(key, on: loop)
             gate.enter {
                 // A connection freed while this request waited for a connect slot serves it at once.
-                if case .awaitingHead = writer.state, let parked = pool.take(key, maxIdle: self.maxIdle) {
+                if writer.isWaiting, let parked = pool.take(key, maxIdle: self.maxIdle) {
                     gate.leave()
                     return begin(parked, reused: true)
                 }
-                guard case .awaitingHead = writer.state else {
+                guard writer.isWaiting else {
                     gate.leave()
                     return outcome.succeed(.clientGone)
                 }

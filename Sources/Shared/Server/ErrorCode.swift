@@ -63,7 +63,6 @@ public struct ErrorCode: Hashable, Sendable, CustomStringConvertible {
     public static let requestFailedEverywhere = ErrorCode("request_failed_everywhere", .badRequest, .invalidRequest)
     public static let notFound = ErrorCode("not_found", .notFound, .invalidRequest)
     public static let modelNotFound = ErrorCode("model_not_found", .notFound, .invalidRequest)
-    public static let notServedOverTunnel = ErrorCode("not_served_over_tunnel", .notFound, .invalidRequest)
     public static let unknownWorker = ErrorCode("unknown_worker", .notFound, .invalidRequest)
     public static let workerNotFound = ErrorCode("worker_not_found", .notFound, .invalidRequest)
     public static let methodNotAllowed = ErrorCode("method_not_allowed", .methodNotAllowed, .invalidRequest)

@@ -155,11 +155,12 @@ struct WorkerApplication {
         )
         var services: [any Service] = [gpus, supervisor, ReloadOnHangup(logger: logger) { _ = try await supervisor.reload() }]
         if worker.connect == .outbound, let tunnel = cluster.hub.tunnelListen {
-            // Behind NAT: the hub reaches the data plane through this worker's own connection to it.
+            // Behind NAT: the hub reaches the data plane and the admin API through this worker's own connection to it.
             let name = worker.name
             services.append(TunnelDialer(
                 hubs: worker.hubs, port: worker.tunnelPort ?? tunnel.port, tls: ServerSettings.clientTLS(caFile: worker.hubCAFile, baseDirectory: base),
-                plane: plane, runner: runner, accessLog: accessLog, keepalive: cluster.hub.heartbeatInterval,
+                plane: plane, responder: RouterTunnelResponder(responder: router.buildResponder(), logger: logger), runner: runner,
+                accessLog: accessLog, keepalive: cluster.hub.heartbeatInterval,
                 token: {
                     let now = Date()
                     return try await verifier.sign(CaravanClaims(sub: name, expires: now.addingTimeInterval(300), issuedAt: now,

@@ -21,4 +21,16 @@ protocol ResponseSink: AnyObject {
     func closeConnection()
 }
 
-extension ClientWriter: ResponseSink {}
+/// The client a relay answers, on its own event loop: the data plane's ``ClientWriter``, or
+/// an in-process caller's ``CallSink`` (``UpstreamClient/call(_:options:logger:)``).
+protocol RelayClient: ResponseSink {
+    var eventLoop: any EventLoop { get }
+    /// Nothing was answered yet and the client still waits (it has not left).
+    var isWaiting: Bool { get }
+    /// The head of the answer is out.
+    var hasHead: Bool { get }
+}
+
+extension ClientWriter: RelayClient {
+    var isWaiting: Bool { state == .awaitingHead }
+}

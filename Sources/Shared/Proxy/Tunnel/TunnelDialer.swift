@@ -21,6 +21,7 @@ public final class TunnelDialer: Service, Sendable {
     let hubs: [(url: String, host: String, port: Int, tls: Bool)]
     let tls: TLSConfiguration
     let plane: any DataPlane
+    let responder: any TunnelResponder
     let runner: DataPlaneRunner
     let accessLog: AccessLog
     let keepalive: TimeAmount
@@ -31,8 +32,9 @@ public final class TunnelDialer: Service, Sendable {
     /// - Parameters:
     ///   - hubs: the hubs' URLs; each tunnel goes to the URL's host at `port` (the hubs' `tunnel_listen`), over TLS for https hubs.
     ///   - tls: trust settings for https hubs.
+    ///   - responder: answers what `plane` does not claim (the worker's admin API, for the hub's admin calls).
     ///   - token: signs this worker's credential for the first line.
-    public init(hubs: [String], port: Int, tls: TLSConfiguration, plane: any DataPlane, runner: DataPlaneRunner,
+    public init(hubs: [String], port: Int, tls: TLSConfiguration, plane: any DataPlane, responder: any TunnelResponder, runner: DataPlaneRunner,
                 accessLog: AccessLog, keepalive: Duration, token: @escaping @Sendable () async throws -> String, logger: Logger) {
         self.hubs = hubs.compactMap { url in
             guard let parts = URLComponents(string: url), let host = parts.host else { return nil }
@@ -40,6 +42,7 @@ public final class TunnelDialer: Service, Sendable {
         }
         self.tls = tls
         self.plane = plane
+        self.responder = responder
         self.runner = runner
         self.accessLog = accessLog
         self.keepalive = TimeAmount(keepalive)
@@ -88,7 +91,7 @@ public final class TunnelDialer: Service, Sendable {
     private func dial(_ hub: (url: String, host: String, port: Int, tls: Bool)) async throws -> any Channel {
         let context = hub.tls ? try NIOSSLContext(configuration: tls) : nil
         let token = try await token()
-        let (plane, runner, accessLog, keepalive, logger) = (self.plane, self.runner, self.accessLog, self.keepalive, self.logger)
+        let (plane, responder, runner, accessLog, keepalive, logger) = (self.plane, self.responder, self.runner, self.accessLog, self.keepalive, self.logger)
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let answer = loop.makePromise(of: Void.self)
         let channel: any Channel
@@ -108,7 +111,7 @@ public final class TunnelDialer: Service, Sendable {
                             return context.close(promise: nil)
                         }
                         do {
-                            try TunnelDialer.serve(context.channel, plane: plane, runner: runner, accessLog: accessLog,
+                            try TunnelDialer.serve(context.channel, plane: plane, responder: responder, runner: runner, accessLog: accessLog,
                                                    keepalive: keepalive, logger: logger)
                             let preamble = try context.pipeline.syncOperations.handler(type: TunnelPreamble.self)
                             preamble.handOver(context)
@@ -132,8 +135,8 @@ public final class TunnelDialer: Service, Sendable {
     }
 
     /// Turns the connection into this worker's HTTP/2 server: each stream the hub opens is one
-    /// request for the data plane (anything it does not claim gets 404).
-    static func serve(_ channel: any Channel, plane: any DataPlane, runner: DataPlaneRunner, accessLog: AccessLog,
+    /// request for the data plane, or (what it does not claim) for `responder`.
+    static func serve(_ channel: any Channel, plane: any DataPlane, responder: any TunnelResponder, runner: DataPlaneRunner, accessLog: AccessLog,
                       keepalive: TimeAmount, logger: Logger) throws {
         let sync = channel.pipeline.syncOperations
         _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: Tunnels.connection,
@@ -142,7 +145,7 @@ public final class TunnelDialer: Service, Sendable {
                 let streamSync = stream.pipeline.syncOperations
                 try streamSync.addHandler(HTTP2FramePayloadToHTTPServerCodec())
                 try streamSync.addHandler(DataPlaneDispatcher(plane: plane, runner: runner, accessLog: accessLog))
-                try streamSync.addHandler(TunnelNotServed())
+                try streamSync.addHandler(TunnelPassOn(responder: responder, runner: runner, maxBodyBytes: plane.maxBodyBytes))
             }
         }
         try TunnelKeepalive.add(to: sync, before: try sync.handler(type: NIOHTTP2Handler.self), interval: keepalive, logger: logger)
@@ -153,25 +156,4 @@ public final class TunnelDialer: Service, Sendable {
 struct TunnelRefused: Error, CustomStringConvertible {
     let line: String
     var description: String { "the hub refused the tunnel: \(line.prefix(200))" }
-}
-
-/// The last handler of a tunnel stream: a request the data plane did not claim (the control
-/// plane, admin calls) is not served over a tunnel.
-final class TunnelNotServed: ChannelInboundHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias OutboundOut = HTTPResponsePart
-
-    /// A stream reset by the hub (its client left) ends here; the stream is closed already.
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {}
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .head(let head) = unwrapInboundIn(data) else { return }
-        let error = OpenAIError(.notServedOverTunnel, message: "\(head.method.rawValue) \(head.path ?? "/") is not served over a tunnel")
-        let body = ByteBuffer(bytes: error.body)
-        let response = HTTPResponse(status: .notFound, headerFields: [.contentType: "application/json",
-                                                                     .contentLength: String(body.readableBytes)])
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
-        context.write(wrapOutboundOut(.body(body)), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-    }
 }

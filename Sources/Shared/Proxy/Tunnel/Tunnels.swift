@@ -134,7 +134,7 @@ public final class Tunnels: Sendable {
     /// Forwards one exchange over `worker`'s tunnel as a new HTTP/2 stream, relaying its
     /// answer to `writer` on the client's loop. Call on the writer's loop.
     func relay(to worker: String, head: HTTPRequestHead, body: ByteBuffer, limits: UpstreamConnectionStateMachine.Limits,
-               writer: ClientWriter, options: UpstreamForwarder.Options, logger: Logger,
+               writer: any RelayClient, options: UpstreamForwarder.Options, logger: Logger,
                onFirstByte: (@Sendable () -> Void)?, onFinish: @escaping @Sendable (UpstreamForwarder.Finish) -> Void)
         -> EventLoopFuture<RelayOutcome>
     {
@@ -142,7 +142,7 @@ public final class Tunnels: Sendable {
         guard let tunnel = tunnels.withLock({ $0[worker] }) else {
             return waitForTunnel(worker, on: clientLoop).flatMap { tunnel in
                 guard let tunnel else { return clientLoop.makeSucceededFuture(.failed(nil, .connectTimeout)) }
-                guard case .awaitingHead = writer.state else { return clientLoop.makeSucceededFuture(.clientGone) }
+                guard writer.isWaiting else { return clientLoop.makeSucceededFuture(.clientGone) }
                 return self.relay(over: tunnel, head: head, body: body, limits: limits, writer: writer, options: options,
                                   logger: logger, onFirstByte: onFirstByte, onFinish: onFinish)
             }
@@ -175,7 +175,7 @@ public final class Tunnels: Sendable {
     }
 
     private func relay(over tunnel: Tunnel, head: HTTPRequestHead, body: ByteBuffer, limits: UpstreamConnectionStateMachine.Limits,
-                       writer: ClientWriter, options: UpstreamForwarder.Options, logger: Logger,
+                       writer: any RelayClient, options: UpstreamForwarder.Options, logger: Logger,
                        onFirstByte: (@Sendable () -> Void)?, onFinish: @escaping @Sendable (UpstreamForwarder.Finish) -> Void)
         -> EventLoopFuture<RelayOutcome>
     {
@@ -207,7 +207,7 @@ public final class Tunnels: Sendable {
                     outcome.completeWith(answer.futureResult)
                 case .failure(let error):
                     // The tunnel closed, or the worker's concurrent-stream limit is reached.
-                    outcome.succeed(.failed(nil, .transport("tunnel: \(error)")))
+                    outcome.succeed(.failed(nil, .transport(error)))
                 }
             }
         }

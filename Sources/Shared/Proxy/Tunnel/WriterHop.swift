@@ -1,7 +1,7 @@
 import HTTPTypes
 import NIOCore
 
-/// The client's ``ClientWriter`` seen from another event loop: a relay on a tunnel's loop
+/// The client's ``RelayClient`` seen from another event loop: a relay on a tunnel's loop
 /// writes here, and every write goes on to the client's loop in order. What comes back
 /// (the client can take more, or left) comes back to the relay's loop in order too.
 ///
@@ -9,7 +9,7 @@ import NIOCore
 /// once the client's connection is seen not writable; that news takes one hop, so at most
 /// the chunks of one hop's time, within the stream's flow-control window, are in between.
 final class WriterHop: ResponseSink {
-    private let writer: NIOLoopBound<ClientWriter>
+    private let writer: NIOLoopBound<any RelayClient>
     private let clientLoop: any EventLoop
     private let relayLoop: any EventLoop
     private(set) var isWritable = true
@@ -19,7 +19,7 @@ final class WriterHop: ResponseSink {
     var onGone: (() -> Void)?
 
     /// Call on the client's loop; the hop is then used on `relayLoop` only.
-    init(_ writer: ClientWriter, relayLoop: any EventLoop) {
+    init(_ writer: any RelayClient, relayLoop: any EventLoop) {
         clientLoop = writer.eventLoop
         self.relayLoop = relayLoop
         self.writer = NIOLoopBound(writer, eventLoop: writer.eventLoop)
@@ -51,7 +51,7 @@ final class WriterHop: ResponseSink {
     func closeConnection() { onClient { $0.closeConnection() } }
 
     /// Runs `write` on the client's loop, then tells the relay when the client stopped taking more.
-    private func onClient(_ write: @escaping (ClientWriter) -> Void) {
+    private func onClient(_ write: @escaping (any RelayClient) -> Void) {
         let (writer, relayLoop) = (self.writer, self.relayLoop)
         let hop = Handed(self)
         clientLoop.execute {
