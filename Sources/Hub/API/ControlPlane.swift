@@ -84,8 +84,14 @@ struct ControlPlane {
     private func authenticatedReport(_ request: Request, context: some RequestContext) async throws -> WorkerReport {
         let claims = try await authenticate(request)
         let body = try await request.body.collect(upTo: 1024 * 1024)
-        var report = try decode(WorkerReport.self, body)
-        guard report.name == claims.subject else { throw impersonation(report.name) }
+        return try admit(try decode(WorkerReport.self, body), from: claims.subject)
+    }
+
+    /// A report of worker `subject` (its credential's, or its tunnel's), checked and with the
+    /// hub's own settings applied.
+    func admit(_ report: WorkerReport, from subject: String) throws -> WorkerReport {
+        var report = report
+        guard report.name == subject else { throw impersonation(report.name) }
         let entry = entries[report.name]
         // A number in the hub's file decides the routing weight (a reload changes it at the
         // worker's next report); `auto` leaves the worker's own VRAM-based weight.
@@ -104,7 +110,7 @@ struct ControlPlane {
         OpenAIError(.workerNameMismatch, message: "The worker credential does not belong to worker '\(name)'")
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ body: ByteBuffer) throws -> T {
+    func decode<T: Decodable>(_ type: T.Type, _ body: ByteBuffer) throws -> T {
         do {
             return try WireCoding.decoder().decode(type, from: Data(body.readableBytesView))
         } catch {

@@ -142,9 +142,9 @@ struct HubApplication {
             return try jsonResponse(ready, status: ready.isReady ? .ok : .serviceUnavailable)
         }
         Dashboard.addRoutes(to: router)
-        ControlPlane(state: state, keys: workerKeys, settings: settings,
-                     heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
-            .addRoutes(to: router)
+        let control = ControlPlane(state: state, keys: workerKeys, settings: settings,
+                                   heartbeatInterval: config.hub.heartbeatInterval, logger: logger)
+        control.addRoutes(to: router)
         let local = options.noAuth ? LocalOnlyAccess(corsOrigins: Set(hub.corsOrigins), admin: options.noAuthAdmin) : nil
         let api = router.group().add(middleware: ClientAuthMiddleware(settings: settings, local: local, limiter: limiter))
         OpenAIRoutes(state: state).addRoutes(to: api)
@@ -179,7 +179,7 @@ struct HubApplication {
         if let address = hub.tunnelListen {
             let tls = try hub.tls.map { try NIOSSLContext(configuration: try ServerSettings.serverTLS($0, baseDirectory: auth.baseDirectory)) }
             let scheme = tls == nil ? "h2c" : "h2"
-            services.append(TunnelListener(tunnels: tunnels) {
+            services.append(TunnelListener(tunnels: tunnels, follow: { await control.followReports(of: $0, upstream: client) }) {
                 try await tunnels.listen(host: address.host, port: address.port, tls: tls, runner: runner,
                                          authenticate: { try await workerKeys.verify($0).subject },
                                          announce: { bound in

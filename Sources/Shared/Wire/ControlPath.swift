@@ -10,4 +10,8 @@ public enum ControlPath {
     /// The admin's actions on one model of a worker (`POST /admin/models/{model}/{action}`),
     /// relayed by the hub as `POST /admin/workers/{name}/models/{model}/{action}`.
     public static let modelActions = ["reset", "unload", "load", "wipe-caches"]
+    /// A worker behind NAT reports over its tunnel instead of posting heartbeats: the hub
+    /// reads this SSE stream from it (`GET`, the hub's credential for the worker), one report
+    /// per `data:` event, and `event: leaving` when it shuts down.
+    public static let reports = "/internal/v1/reports"
 }

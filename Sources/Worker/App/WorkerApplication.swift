@@ -135,6 +135,7 @@ struct WorkerApplication {
             config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, gpus: gpus,
             inFlight: inFlight, drain: drain,
             advertised: advertised, credential: verifier, client: client, logger: logger)
+        guarded.get(RouterPath(ControlPath.reports)) { [heartbeat] _, _ in heartbeat.reportStream() }
         let listen = worker.listen
         let app = Application(
             router: router,

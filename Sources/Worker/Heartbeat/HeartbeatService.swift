@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Hummingbird
 import Foundation
 import Logging
 import NIOCore
@@ -14,6 +15,10 @@ import Wire
 /// A hub that answers 404 to a heartbeat does not know this worker (it restarted), so the
 /// worker registers again at once. On graceful shutdown it deregisters from each hub first,
 /// before the server drains, so no hub sends it another request.
+///
+/// A worker behind NAT (`connect: outbound`) posts nothing: each hub reads its reports over
+/// the worker's tunnel (``reportStream()``), so the tunnel is its only connection to a hub,
+/// and at shutdown those streams end with `event: leaving` while the tunnels are still up.
 final class HeartbeatService: Service, Sendable {
     let config: WorkerConfig
     let interval: Duration
@@ -27,6 +32,9 @@ final class HeartbeatService: Service, Sendable {
     let client: HTTPClient
     let logger: Logger
     private let sequence = Atomic<UInt64>(0)
+    /// Report streams open over tunnels, and whether they are to say `leaving` now.
+    private let streams = Mutex<(open: Int, leaving: Bool)>((0, false))
+    private let streamsChanged = ChangeSignal()
 
     init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor, gpus: GPUMonitor,
          inFlight: InFlightCounter, drain: DrainSwitch, advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient,
@@ -45,6 +53,7 @@ final class HeartbeatService: Service, Sendable {
     }
 
     func run() async throws {
+        if config.connect == .outbound { return await reportOverTunnels() }
         let url = await advertised.wait()
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -89,6 +98,45 @@ final class HeartbeatService: Service, Sendable {
             }
             await trigger.wait(interval, since: seen)
         }
+    }
+
+    /// Waits for graceful shutdown, then has every report stream say `leaving` (at most 3 s).
+    private func reportOverTunnels() async {
+        try? await gracefulShutdown()
+        streams.withLock { $0.leaving = true }
+        trigger.fire()
+        let deadline = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < deadline {
+            let seen = streamsChanged.generation
+            if streams.withLock({ $0.open }) == 0 { break }
+            _ = await streamsChanged.wait(since: seen, until: deadline)
+        }
+    }
+
+    /// `GET` ``ControlPath/reports``: this worker's reports to the hub reading them over its
+    /// tunnel, one `data:` event now, then on every change and every interval, and `event:
+    /// leaving` when the worker shuts down.
+    func reportStream() -> Response {
+        Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: ResponseBody { writer in
+            self.streams.withLock { $0.open += 1 }
+            defer {
+                self.streams.withLock { $0.open -= 1 }
+                self.streamsChanged.fire()
+            }
+            let url = await self.advertised.wait()
+            self.logger.info("reporting to a hub over its tunnel")
+            while !Task.isCancelled {
+                let seen = self.trigger.current
+                if self.streams.withLock({ $0.leaving }) {
+                    try await writer.write(ByteBuffer(string: ServerSentEvents.Event(name: "leaving", data: "{}").encoded))
+                    break
+                }
+                let report = try WireCoding.encoder().encode(await self.makeReport(url: url))
+                try await writer.write(ByteBuffer(string: ServerSentEvents.Event(data: String(decoding: report, as: UTF8.self)).encoded))
+                await self.trigger.wait(self.interval, since: seen)
+            }
+            try await writer.finish(nil)
+        })
     }
 
     private func makeReport(url: String) async -> WorkerReport {

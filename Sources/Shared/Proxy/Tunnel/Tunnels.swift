@@ -29,6 +29,10 @@ public final class Tunnels: Sendable {
     private let keepalive: TimeAmount
     private let connectTimeout: TimeAmount
     private let logger: Logger
+    private let opened: AsyncStream<String>.Continuation
+    /// The name of each worker whose tunnel opens (again): the hub then reads its reports
+    /// over it. Ends at ``closeAll()``.
+    public let openings: AsyncStream<String>
 
     /// - Parameters:
     ///   - keepalive: PING interval; a tunnel silent for three intervals is closed.
@@ -38,6 +42,7 @@ public final class Tunnels: Sendable {
         self.keepalive = TimeAmount(keepalive)
         self.connectTimeout = TimeAmount(connectTimeout)
         self.logger = logger
+        (openings, opened) = AsyncStream.makeStream(of: String.self)
     }
 
     /// Names of the workers with a tunnel open now.
@@ -45,6 +50,7 @@ public final class Tunnels: Sendable {
 
     /// Closes every tunnel (at shutdown, after the streams had their grace).
     public func closeAll() {
+        opened.finish()
         for tunnel in tunnels.withLock({ $0.values }) { tunnel.channel.close(promise: nil) }
     }
 
@@ -114,6 +120,7 @@ public final class Tunnels: Sendable {
             old?.channel.close(promise: nil)
             for waiter in waiting.withLock({ $0.removeValue(forKey: name) ?? [] }) { waiter.succeed(tunnel) }
             logger.info("tunnel open", metadata: ["worker": "\(name)", "peer": "\(channel.remoteAddress?.description ?? "?")"])
+            opened.yield(name)
             channel.closeFuture.whenComplete { [self] _ in
                 let removed = tunnels.withLock { tunnels -> Bool in
                     guard tunnels[name]?.channel === channel else { return false }
