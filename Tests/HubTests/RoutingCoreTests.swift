@@ -228,6 +228,23 @@ struct HubStateQueueTests {
         #expect(outcomes.all.count == 4, "a request that timed out is not served later")
     }
 
+    @Test("a request a worker refused as full waits again at its place by arrival, ahead of later arrivals, even in a full queue")
+    func fullKeepsItsPlace() throws {
+        let loop = EmbeddedEventLoop()
+        let (state, holder) = try saturated(capacity: 2)
+        let outcomes = Outcomes()
+        let early = state.arrival()  // it arrived first, was sent to a worker, and came back "full"
+        for index in 0..<2 { state.waitForCapacity("m", deadline: .now + .seconds(10), on: loop, outcomes.record(index)) }
+        state.waitForCapacity("m", deadline: .now + .seconds(10), on: loop, ticket: early, outcomes.record(9))
+        #expect(outcomes.code(9) == nil && state.queueLengths()["m"] == 3, "a queue full of later arrivals still takes it back")
+        state.release(holder, sample: .success)
+        #expect(outcomes.pick(9) != nil && outcomes.pick(0) == nil, "it goes first")
+        var queue = WaitQueue<Int>(capacity: 2)
+        let admitted = [5, 7, 8, 3, 6].map { id in queue.enqueue(id: UInt64(id), deadline: .now, id) }
+        #expect(admitted == [true, true, false, true, true], "a later arrival finds the queue full; earlier ones take their place")
+        #expect(queue.entries.map(\.waiter) == [3, 5, 6, 7] && queue.isFirst(2) && !queue.isFirst(4))
+    }
+
     @Test("a client that leaves gives its place to the next; a served request's departure watch is taken back")
     func departure() throws {
         let loop = EmbeddedEventLoop()

@@ -139,6 +139,26 @@ struct OperateTests {
         }
     }
 
+    /// What an event stream sent up to its first `data:` line, or after 10 s what it sent by then.
+    static func firstEvent(of body: HTTPClientResponse.Body) async throws -> String {
+        try await withThrowingTaskGroup(of: String.self) { group in
+            group.addTask {
+                var text = ""
+                for try await chunk in body {
+                    text += String(buffer: chunk)
+                    if text.contains("data:") { break }
+                }
+                return text
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(10))
+                return "(no event within 10 s)"
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? ""
+        }
+    }
+
     /// Workers reached the way `connect` says: `inbound` (the hub dials them) or `outbound`
     /// (behind NAT: they dial the hub's `tunnel_listen`, and every admin call rides their tunnel).
     static func cluster(_ connect: String, _ specs: [TestCluster.WorkerSpec]) async throws -> TestCluster {
@@ -203,11 +223,7 @@ struct OperateTests {
             follow.headers.add(name: "Authorization", value: "Bearer \(cluster.adminToken)")
             let followed = try await cluster.client.execute(follow, timeout: .seconds(30))
             #expect(followed.status == .ok && followed.headers.first(name: "content-type") == "text/event-stream")
-            var firstEvent = ""
-            for try await chunk in followed.body {
-                firstEvent += String(buffer: chunk)
-                if firstEvent.contains("data:") { break }
-            }
+            let firstEvent = try await Self.firstEvent(of: followed.body)
             #expect(firstEvent.contains("data:"), "\(firstEvent)")
 
             #expect(try await cluster.request("POST", "/admin/workers/\(busy)/undrain", token: .some(cluster.adminToken)).status == 200)

@@ -25,12 +25,13 @@ final class HubState: Sendable {
     private struct Guarded: Sendable {
         var registry: Registry
         var queues: [String: WaitQueue<Waiting>] = [:]
-        var nextWaiterID: UInt64 = 0
     }
 
     private let guarded: Mutex<Guarded>
     let now: Now
     private let capacity: Atomic<Int>
+    /// Arrival tickets handed out (``arrival()``).
+    private let tickets = Atomic<UInt64>(0)
     let logger: Logger
     /// Where state changes are announced (`GET /admin/events`).
     let events: ClusterEvents
@@ -96,7 +97,10 @@ final class HubState: Sendable {
         return decision
     }
 
-    /// Waits in the model's FIFO queue until a worker has capacity, the deadline passes
+    /// A new request's ticket: its place in line, kept if it has to wait again (``waitForCapacity``).
+    func arrival() -> UInt64 { tickets.wrappingAdd(1, ordering: .relaxed).newValue }
+
+    /// Waits in the model's queue (by arrival ticket) until a worker has capacity, the deadline passes
     /// (503), the queue is full (429), the client leaves (`clientDeparture`: its place goes
     /// to the next in line; `CancellationError`) or the shutdown grace is over (503
     /// `server_shutting_down`). `done` is called exactly once, from whichever thread settles
@@ -104,22 +108,22 @@ final class HubState: Sendable {
     /// request costs no Swift task.
     func waitForCapacity(_ model: String, prompt: PrefixFingerprint? = nil, deadline: ContinuousClock.Instant,
                          on loop: any EventLoop, clientDeparture: ClientDeparture? = nil, shutdown: ShutdownGrace? = nil,
-                         _ done: @escaping @Sendable (Result<Registry.Pick, any Error>) -> Void) {
+                         ticket: UInt64? = nil, _ done: @escaping @Sendable (Result<Registry.Pick, any Error>) -> Void) {
         enum Admission { case ready(Registry.Pick), full, queued }
         let instant = now()
         let queued = QueuedRequest(done)
-        let (id, admission) = guarded.withLock { state -> (UInt64, Admission) in
-            state.nextWaiterID += 1
-            let id = state.nextWaiterID
-            // Capacity may have freed since the caller's pick: take it rather than queue.
-            if state.queues[model]?.isEmpty ?? true,
+        let id = ticket ?? arrival()
+        let admission = guarded.withLock { state -> Admission in
+            // Capacity may have freed since the caller's pick: take it rather than queue,
+            // unless someone who arrived earlier waits for it.
+            if state.queues[model]?.isFirst(id) ?? true,
                case .picked(let pick) = state.registry.pick(model, prompt: prompt, now: instant).decision {
-                return (id, .ready(pick))
+                return .ready(pick)
             }
             var queue = state.queues[model] ?? WaitQueue(capacity: queueCapacity)
-            guard queue.enqueue(id: id, deadline: deadline, Waiting(settle: { queued.settle($0) }, prompt: prompt)) else { return (id, .full) }
+            guard queue.enqueue(id: id, deadline: deadline, Waiting(settle: { queued.settle($0) }, prompt: prompt)) else { return .full }
             state.queues[model] = queue
-            return (id, .queued)
+            return .queued
         }
         switch admission {
         case .ready(let pick):

@@ -15,7 +15,7 @@ import Wire
 ///
 /// Only a token seen for the first time and signing a new token for a worker run as tasks
 /// (``ClientExchange/run(_:)``); a wait in the model's queue is a callback with a timer on
-/// this loop (``HubState/waitForCapacity(_:deadline:on:clientDeparture:shutdown:_:)``). The
+/// this loop (``HubState/waitForCapacity(_:prompt:deadline:on:clientDeparture:shutdown:ticket:_:)``). The
 /// usual request (a known token, a free or queued-for worker) never leaves the loop.
 ///
 /// When every attempt fails the client gets the last worker's own error answer, or a 502
@@ -24,6 +24,8 @@ import Wire
 final class RoutedRequest {
     private let plane: HubDataPlane
     private let exchange: ClientExchange
+    /// Its place in the model's queue, kept when a worker answers "full" and it waits again.
+    private let ticket: UInt64
     private let config: HubConfig
     private var identity: Identity?
     /// Who is asking, for the poison count and blame: the credential's subject, else the address.
@@ -41,6 +43,7 @@ final class RoutedRequest {
     private var logger: Logger
 
     init(plane: HubDataPlane, exchange: ClientExchange) {
+        ticket = plane.state.arrival()
         self.plane = plane
         self.exchange = exchange
         config = plane.config
@@ -153,7 +156,7 @@ final class RoutedRequest {
             let loop = exchange.eventLoop
             let request = NIOLoopBound(self, eventLoop: loop)
             state.waitForCapacity(model, prompt: prompt, deadline: deadline, on: loop, clientDeparture: departure,
-                                  shutdown: shutdown) { result in
+                                  shutdown: shutdown, ticket: ticket) { result in
                 let waited = ContinuousClock.now - waitStart
                 access.update { $0.queueWait = ($0.queueWait ?? .zero) + waited }
                 if let model = access.current.model { state.metrics?.queueWait(model: model, waited) }

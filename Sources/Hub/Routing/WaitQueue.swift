@@ -1,9 +1,11 @@
-/// A bounded FIFO of requests waiting for capacity on one model.
+/// A bounded queue of requests waiting for capacity on one model, in arrival order.
 ///
 /// Pure bookkeeping: the hub parks a waiter here, pops entries in arrival order
 /// when capacity frees, and removes an entry the moment its client leaves or its deadline
 /// passes. Nothing is sent to a queued client, so every outcome can still be a real status
-/// (429 when full, 503 at the deadline).
+/// (429 when full, 503 at the deadline). An entry's id is its request's arrival ticket: a
+/// request that comes back (a worker it was sent to answered "full") takes its place in
+/// line again, ahead of those that arrived after it, even past the capacity.
 package struct WaitQueue<Waiter>: Sendable where Waiter: Sendable {
     package typealias Instant = ContinuousClock.Instant
 
@@ -21,10 +23,19 @@ package struct WaitQueue<Waiter>: Sendable where Waiter: Sendable {
     package var count: Int { entries.count }
     package var isEmpty: Bool { entries.isEmpty }
 
-    /// Appends a waiter; false when the queue is full.
+    /// Whether a request with arrival ticket `id` is first in line (nobody earlier waits).
+    package func isFirst(_ id: UInt64) -> Bool { entries.first.map { id < $0.id } ?? true }
+
+    /// Adds a waiter at its place by arrival; false when the queue is full and every waiter
+    /// arrived before it.
     package mutating func enqueue(id: UInt64, deadline: Instant, _ waiter: Waiter) -> Bool {
-        guard entries.count < capacity else { return false }
-        entries.append(Entry(id: id, deadline: deadline, waiter: waiter))
+        let entry = Entry(id: id, deadline: deadline, waiter: waiter)
+        guard let last = entries.last, id < last.id else {
+            guard entries.count < capacity else { return false }
+            entries.append(entry)
+            return true
+        }
+        entries.insert(entry, at: entries.firstIndex { $0.id > id } ?? entries.endIndex)
         return true
     }
 
