@@ -48,7 +48,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 ENGINE_ARGS=(-c 2048 --parallel 4 -t 1)
 DIRECT=$(free_port); NGINX=$(free_port); HUB=$(free_port); ENGINE=$(free_port)
 STATIC=$(free_port); NGINX_STATIC=$(free_port); FAN_DIRECT=$(free_port)
-ENGINE_STATIC=$(free_port); ENGINE_FAN=$(free_port); ENGINE_FAN_H2=$(free_port); TUNNEL=$(free_port)
+ENGINE_STATIC=$(free_port); ENGINE_STATIC_H2=$(free_port); ENGINE_FAN=$(free_port); ENGINE_FAN_H2=$(free_port); TUNNEL=$(free_port)
 FAKE_ENV=(FAKE_TOKEN_MS=50 FAKE_TOKENS=40 FAKE_SLOTS=20000)
 
 say "starting llama-server (direct) on $DIRECT"
@@ -121,6 +121,16 @@ say "starting caravan-hub on $HUB and one worker"
     engine_log_level: debug
     models:
       - {name: static, path: $TINY_MODEL}
+  - name: static-h2
+    hubs: ["http://127.0.0.1:$HUB"]
+    listen: "127.0.0.1:0"
+    connect: outbound
+    llama_server: $ROOT/scripts/lib/static-engine.sh
+    ports: "$ENGINE_STATIC_H2-$ENGINE_STATIC_H2"
+    preload: true
+    engine_log_level: debug
+    models:
+      - {name: static-h2, path: $TINY_MODEL}
   - name: fanout
     hubs: ["http://127.0.0.1:$HUB"]
     listen: "127.0.0.1:0"
@@ -142,12 +152,12 @@ YAML
 CARAVAN_LOG_LEVEL=warning "$BIN/caravan-hub" --config "$RUN/cluster.yaml" > "$RUN/hub.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$HUB/health"
-for worker in bench static fanout fanout-h2; do
+for worker in bench static static-h2 fanout fanout-h2; do
   CARAVAN_LOG_LEVEL=warning "$BIN/caravan-worker" --config "$RUN/cluster.yaml" --name "$worker" > "$RUN/worker-$worker.log" 2>&1 &
   PIDS+=($!)
 done
 TOKEN="$("$BIN/caravan-hub" token --config "$RUN/cluster.yaml" --sub bench --ttl 2h)"
-for model in tiny static fan fan-h2; do
+for model in tiny static static-h2 fan fan-h2; do
   for _ in $(seq 1 300); do
     curl -fs "http://127.0.0.1:$HUB/v1/chat/completions" -H "Authorization: Bearer $TOKEN" \
       -d '{"model":"'$model'","messages":[{"role":"user","content":"hi"}],"max_tokens":1}' >/dev/null 2>&1 && break
@@ -228,14 +238,16 @@ for target in "${TARGETS[@]}"; do
 done
 HUB_RSS=$(rss "$HUB_PID"); WORKER_RSS=$(rss "$WORKER_PID")
 
-# 3. Static upstream: the proxy alone.
+# 3. Static upstream: the proxy alone, with the hub reaching the worker over pooled HTTP/1.1
+#    (caravan) and through the worker's tunnel (caravan-h2: connect: outbound).
 declare -A STATIC_RESULT
-wrk_lua false 1 static
-for target in direct nginx caravan; do
+for target in direct nginx caravan caravan-h2; do
+  wrk_lua false 1 static
   case "$target" in
     direct) url="http://127.0.0.1:$STATIC/v1/chat/completions" ;;
     nginx) url="http://127.0.0.1:$NGINX_STATIC/v1/chat/completions" ;;
     caravan) url="http://127.0.0.1:$HUB/v1/chat/completions" ;;
+    caravan-h2) url="http://127.0.0.1:$HUB/v1/chat/completions"; wrk_lua false 1 static-h2 ;;
   esac
   say "static upstream, $target: ${CONNECTIONS} connections, ${DURATION}s"
   STATIC_RESULT[$target]=$(run_wrk "$url")
@@ -310,11 +322,12 @@ $TABLE
 Caravan RSS after these rows: hub $HUB_RSS MiB, worker $WORKER_RSS MiB.
 
 Static upstream (nginx \`return 200\` with a canned chat completion; for Caravan the worker
-runs it as its engine through \`scripts/lib/static-engine.sh\`), non-streamed, $CONNECTIONS connections:
+runs it as its engine through \`scripts/lib/static-engine.sh\`; caravan-h2: the hub reaches that
+worker through its tunnel, \`connect: outbound\`), non-streamed, $CONNECTIONS connections:
 
 | target | req/s | vs direct | vs nginx | p50 ms | p99 ms | non-2xx |
 |---|---:|---:|---:|---:|---:|---:|
-$(for target in direct nginx caravan; do
+$(for target in direct nginx caravan caravan-h2; do
   r=${STATIC_RESULT[$target]}
   echo "| $target | $(echo "$r" | awk '{print $1}') | $(ratio "$(echo "$r" | awk '{print $1}')" "$(echo "${STATIC_RESULT[direct]}" | awk '{print $1}')") | $(ratio "$(echo "$r" | awk '{print $1}')" "$(echo "${STATIC_RESULT[nginx]}" | awk '{print $1}')") | $(echo "$r" | awk '{print $2}') | $(echo "$r" | awk '{print $3}') | $(echo "$r" | awk '{print $4}') |"
 done)

@@ -42,7 +42,7 @@ struct SupervisionTests {
     @Test("lazy start via models_dir discovery; concurrent first requests start one engine; unlisted; logs via the hub")
     func lazyStartAndLogs() async throws {
         let spec = TestCluster.WorkerSpec(
-            name: "a", extra: "models_dir: $DIR/models",
+            name: "a", extra: "models_dir: $DIR/models\nengine_log_level: info",
             models: TestCluster.tinyModel("hidden", "unlisted: true"))
         try await TestCluster.start(specs: [spec], prepare: { directory in
             let (_, model) = try TestCluster.engine()
@@ -85,7 +85,7 @@ struct SupervisionTests {
             let tail = try await cluster.request("GET", "/admin/workers/a/logs?model=tiny&lines=500", token: .some(cluster.adminToken))
             #expect(tail.status == 200 && tail.contentType?.hasPrefix("text/plain") == true)
             #expect(tail.body.contains("llama") && tail.body.split(separator: "\n").count > 5, "\(tail.body.prefix(300))")
-            #expect(!cluster.workerLines("a", "[tiny]").isEmpty, "engine lines go to the worker's log with the model name")
+            #expect(!cluster.workerLines("a", "[tiny]").isEmpty, "engine_log_level: info forwards engine lines to the worker's log, with the model name")
             let noModel = try await cluster.request("GET", "/admin/workers/a/logs", token: .some(cluster.adminToken))
             #expect(noModel.status == 400 && noModel.errorCode == "missing_model")
             let unknown = try await cluster.request("GET", "/admin/workers/nobody/logs?model=tiny", token: .some(cluster.adminToken))
@@ -133,6 +133,7 @@ struct SupervisionTests {
                 try await cluster.state(of: "brief", on: "t") == "not-loaded" && cluster.engines(of: "t", model: "brief").isEmpty
             }
             #expect(!cluster.workerLines("t", "stopping llama-server", "model=brief", "ttl").isEmpty)
+            #expect(cluster.workerLines("t", "[brief]").isEmpty, "by default engine lines stay in the ring buffer")
             try await Task.sleep(for: .seconds(1))
             #expect(try await cluster.state(of: "kept", on: "t") == "ready", "a pinned model ignores the ttl")
             #expect(cluster.engines(of: "t", model: "kept").count == 1)

@@ -63,7 +63,14 @@ struct OperateUnitTests {
             let id = RequestIDHeader.accept(hostile)
             #expect(id.count == 16 && id.allSatisfy(\.isHexDigit) && id != hostile)
         }
-        #expect(RequestIDHeader.generate() != RequestIDHeader.generate())
+        let ids = (0..<100_000).map { _ in RequestIDHeader.generate() }
+        let distinct = Set(ids).count
+        #expect(distinct == ids.count, "generated ids never repeat")
+        #expect(ids.allSatisfy { $0.count == 16 && $0.allSatisfy(\.isHexDigit) })
+        // Consecutive ids differ in about half their bits (the counter is mixed, not shown).
+        let bits = zip(ids, ids.dropFirst()).prefix(1000).map { (UInt64($0, radix: 16)! ^ UInt64($1, radix: 16)!).nonzeroBitCount }
+        let mean = Double(bits.reduce(0, +)) / Double(bits.count)
+        #expect((24...40).contains(Int(mean)), "mean differing bits \(mean)")
     }
 
     @Test("outcomes from status, error code and how the relay ended")

@@ -54,6 +54,8 @@ public struct WorkerConfig: Decodable, Sendable {
     /// Engine output lines kept per model for `GET /logs`.
     public var logLines: Int
     /// Level at which engine output goes to the worker's own log (prefixed with the model name).
+    /// `debug` by default: it stays in the per-model ring buffer (the logs API, the dashboard),
+    /// and a request costs no log writes of llama-server's lines; `info` forwards them.
     public var engineLogLevel: String
     /// Where the worker records its engines' PIDs, to clean up after a crash of its own.
     public var stateDir: String?
@@ -185,7 +187,7 @@ public struct WorkerConfig: Decodable, Sendable {
         crashWindow = try c.positiveDuration(.crashWindow) ?? .seconds(300)
         logLines = try c.optional(Int.self, .logLines) ?? 1000
         guard logLines >= 1 else { throw c.error(.logLines, "must be at least 1") }
-        engineLogLevel = try c.optional(String.self, .engineLogLevel) ?? "info"
+        engineLogLevel = try c.optional(String.self, .engineLogLevel) ?? "debug"
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         guard levels.contains(engineLogLevel) else {
             throw c.error(.engineLogLevel, "expected one of \(levels.joined(separator: ", "))")
