@@ -36,8 +36,8 @@ while (($#)); do
 done
 
 install_prerequisites
-for tool in wrk nginx; do
-  command -v "$tool" >/dev/null 2>&1 || { say "installing $tool"; apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$([[ $tool == nginx ]] && echo nginx-light || echo wrk)" >/dev/null; }
+for tool in wrk nginx strace; do
+  command -v "$tool" >/dev/null 2>&1 || { say "installing $tool"; apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$([[ $tool == nginx ]] && echo nginx-light || echo "$tool")" >/dev/null; }
 done
 prepare_engine
 prepare_model
@@ -238,6 +238,24 @@ for target in "${TARGETS[@]}"; do
 done
 HUB_RSS=$(rss "$HUB_PID"); WORKER_RSS=$(rss "$WORKER_PID")
 
+# 2b. System calls per request and process (strace -c on every thread; it slows them, so
+#     only the counts are read): 2,000 non-streamed requests over 16 connections, through
+#     nginx and through Caravan, to a llama-server each.
+SYSCALL_ROWS=""
+if [[ $EUID -eq 0 ]]; then
+  NGINX_WORKER_PID=$(pgrep -f "nginx: worker process" | head -1)
+  DIRECT_PID=$(pgrep -f -- "--port $DIRECT" | head -1)
+  ENGINE_PID=$(pgrep -f -- "--port $ENGINE" | head -1)
+  for target in nginx caravan; do
+    say "system calls per request, $target"
+    if [[ $target == nginx ]]; then procs=("nginx=$NGINX_WORKER_PID" "llama-server=$DIRECT_PID")
+    else procs=("caravan-hub=$HUB_PID" "caravan-worker=$WORKER_PID" "llama-server=$ENGINE_PID"); fi
+    while read -r name per top; do
+      SYSCALL_ROWS+="| $target | $name | $per | ${top//:/ } |"$'\n'
+    done < <(python3 scripts/lib/syscalls.py "$(url_for "$target")" "$TOKEN" tiny 2000 16 "${procs[@]}")
+  done
+fi
+
 # 3. Static upstream: the proxy alone, with the hub reaching the worker over pooled HTTP/1.1
 #    (caravan) and through the worker's tunnel (caravan-h2: connect: outbound).
 declare -A STATIC_RESULT
@@ -321,6 +339,13 @@ $TABLE
 
 Caravan RSS after these rows: hub $HUB_RSS MiB, worker $WORKER_RSS MiB.
 
+System calls per request and process (\`scripts/lib/syscalls.py\`: \`strace -c -f\` on every
+thread while 2,000 non-streamed requests, max_tokens 1, go over 16 connections; the five
+largest per request):
+
+| path | process | syscalls per request | largest (per request) |
+|---|---|---:|---|
+$SYSCALL_ROWS
 Static upstream (nginx \`return 200\` with a canned chat completion; for Caravan the worker
 runs it as its engine through \`scripts/lib/static-engine.sh\`; caravan-h2: the hub reaches that
 worker through its tunnel, \`connect: outbound\`), non-streamed, $CONNECTIONS connections:

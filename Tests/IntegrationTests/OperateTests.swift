@@ -417,8 +417,13 @@ struct OperateTests {
             #expect(try await cluster.request("GET", "/admin/workers", token: .some(cluster.clientToken)).status == 403)
             #expect(try await cluster.request("GET", "/metrics", token: .some(cluster.adminToken)).status == 200)
             let worker = try #require(cluster.workers["a"])
-            // The access lines of the streamed request are written when its last byte went out.
-            for process in [cluster.hub, worker] { _ = try await process.waitForLine(containing: "stream-7", timeout: .seconds(10)) }
+            // The access lines of the streamed request are written when its last byte went out,
+            // in the next batch of access lines (within 50 ms).
+            for (process, id) in [(cluster.hub, "stream-7"), (cluster.hub, "bad-9"), (worker, "stream-7")] {
+                try await cluster.waitUntil("the access line of \(id)") {
+                    process.output.contains { $0.contains(#""logger":"caravan.access""#) && $0.contains(#""request_id":"\#(id)""#) }
+                }
+            }
             var objects: [(source: String, object: [String: Any])] = []
             for (source, lines) in [("hub", cluster.hub.output), ("worker", worker.output)] {
                 for line in lines where !line.isEmpty && !line.hasPrefix("caravan-") {

@@ -10,8 +10,10 @@ public enum LogFormat: String, Sendable, CaseIterable {
     case json
 }
 
-/// Sets up swift-log once per process: lines on stderr at the requested level.
-public func bootstrapLogging(level: Logger.Level, format: LogFormat = .text) {
+/// Sets up swift-log once per process: lines on stderr at the requested level; those of the
+/// labels in `batched` (the access log) through ``LogBuffer`` (flushed at exit).
+public func bootstrapLogging(level: Logger.Level, format: LogFormat = .text, batched: Set<String> = ["caravan.access"]) {
+    atexit { LogBuffer.standardError.flush() }
     // With TZ unset, glibc checks /etc/localtime on every local-time conversion, which each
     // text log line makes: ~35 µs of CPU per access line (scripts/bench-operate.sh). Naming
     // the same file once keeps the same zone without the per-line system calls.
@@ -19,11 +21,13 @@ public func bootstrapLogging(level: Logger.Level, format: LogFormat = .text) {
     LoggingSystem.bootstrap { label in
         switch format {
         case .text:
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = batched.contains(label)
+                ? StreamLogHandler(label: label, stream: BufferedStream(buffer: .standardError))
+                : StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         case .json:
-            var handler = JSONLogHandler(label: label)
+            var handler = JSONLogHandler(label: label, buffer: batched.contains(label) ? .standardError : nil)
             handler.logLevel = level
             return handler
         }
@@ -40,7 +44,13 @@ public struct JSONLogHandler: LogHandler {
     /// One write per line, so lines from concurrent tasks never interleave.
     private static let lock = Mutex(())
 
-    public init(label: String) { self.label = label }
+    /// Where the lines are batched, nil to write each at once.
+    let buffer: LogBuffer?
+
+    public init(label: String, buffer: LogBuffer? = nil) {
+        self.label = label
+        self.buffer = buffer
+    }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -55,6 +65,7 @@ public struct JSONLogHandler: LogHandler {
             + ",\"logger\":" + Self.quote(label) + ",\"message\":" + Self.quote(event.message.description)
         if !merged.isEmpty { text += ",\"metadata\":" + Self.render(.dictionary(merged)) }
         text += "}\n"
+        if let buffer { return buffer.append(text) }
         let data = Data(text.utf8)
         Self.lock.withLock { _ in FileHandle.standardError.write(data) }
     }
