@@ -364,6 +364,11 @@ struct OperateTests {
             #expect(!longAnswer.text.contains("t399"))
             try await cluster.waitUntil("the hub to exit", timeout: .seconds(10)) { !cluster.hub.isRunning }
             #expect(ContinuousClock.now - signalled < .seconds(10))
+            // Access lines are written in batches: none is lost, the three streams' lines are all
+            // there, the last one ended by the shutdown included.
+            try await cluster.waitUntil("every access line", timeout: .seconds(3)) {
+                cluster.hub.output.filter { $0.contains("caravan.access") && $0.contains("POST /v1/chat/completions") }.count == 3
+            }
         }
     }
 
