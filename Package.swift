@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.20.0"),
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.36.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
     ],
     targets: [
         // Sources/Shared: the layers both executables build on, each with only what it needs.
@@ -120,10 +121,24 @@ let package = Package(
             path: "Sources/Hub/Routing",
             swiftSettings: swiftSettings
         ),
+        // The hub's durable state (managed keys, the usage ledger): a schema, migrations and
+        // the queries, behind one protocol (embedded SQLite today).
+        .target(
+            name: "Store",
+            dependencies: [
+                "Config",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Hub/Store",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "Hub",
             dependencies: [
-                "Wire", "Config", "Auth", "Server", "Operations", "Proxy", "Routing",
+                "Wire", "Config", "Auth", "Server", "Operations", "Proxy", "Routing", "Store",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -139,7 +154,7 @@ let package = Package(
                 .product(name: "JWTKit", package: "jwt-kit"),
             ],
             path: "Sources/Hub",
-            exclude: ["Routing"],
+            exclude: ["Routing", "Store"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -203,6 +218,7 @@ let package = Package(
         .target(name: "RoutingFixtures", dependencies: ["Routing", "Wire"], path: "Tests/RoutingFixtures", swiftSettings: swiftSettings),
         // The routing core alone: registry, policies, drain; no sockets, no hub.
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "RoutingFixtures", "Config", "Wire"], swiftSettings: swiftSettings),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "Config"], swiftSettings: swiftSettings),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "Config"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ServerTests",
@@ -231,7 +247,7 @@ let package = Package(
         .testTarget(
             name: "HubTests",
             dependencies: [
-                "Hub", "Routing", "RoutingFixtures", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
+                "Hub", "Routing", "RoutingFixtures", "Store", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -39,6 +39,8 @@ if [[ ! -x "$BASE_DIR/bin/caravan-hub" ]]; then
   git worktree add -f --detach "$BASE_DIR/src" "$BASE" >&2
   # Start from this checkout's build folder: the dependencies are the same, already built.
   [[ -d "$ROOT/.build-bench-base" ]] || cp -a "$ROOT/.build" "$ROOT/.build-bench-base"
+  # Clang's module caches record the folder they were built in: the copy's are rebuilt.
+  find "$ROOT/.build-bench-base" -type d -name ModuleCache -prune -exec rm -rf {} +
   (cd "$BASE_DIR/src" && swift build -c release --static-swift-stdlib --scratch-path "$ROOT/.build-bench-base" \
      --product caravan-hub >&2 && swift build -c release --static-swift-stdlib --scratch-path "$ROOT/.build-bench-base" \
      --product caravan-worker >&2)

@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Auth
 import Config
 import Foundation
+import Store
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
@@ -46,8 +47,9 @@ struct InProcessHub: Sendable {
             """
         let path = directory.appendingPathComponent("cluster.yaml").path
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        return InProcessHub(directory: directory, config: try ClusterConfig.load(path: path), clientSecret: clientSecret,
-                            clusterKey: clusterKey)
+        var config = try ClusterConfig.load(path: path)
+        config.hub.stateDir = config.hub.stateDir ?? directory.appendingPathComponent("state").path  // its own store
+        return InProcessHub(directory: directory, config: config, clientSecret: clientSecret, clusterKey: clusterKey)
     }
 
     /// Builds the hub and runs `test` against its router; worker `a` is registered first
@@ -61,7 +63,13 @@ struct InProcessHub: Sendable {
             built.client.shutdown()
             try? FileManager.default.removeItem(at: directory)
         }
-        try await serve(built, upstreamURL: upstreamURL, test)
+        do {
+            try await serve(built, upstreamURL: upstreamURL, test)
+        } catch {
+            try? await built.store.close()
+            throw error
+        }
+        try? await built.store.close()
     }
 
     private func serve(_ built: HubApplication.Built, upstreamURL: String?,

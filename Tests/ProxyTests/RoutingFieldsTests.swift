@@ -88,13 +88,16 @@ struct RoutingFieldsTests {
     /// The reference: Foundation's parsers with the previous implementation's field rules.
     static func foundationFields(_ bytes: [UInt8]) -> RoutingFields? {
         struct Probe: Decodable {
-            enum Keys: String, CodingKey { case model, stream }
+            enum Keys: String, CodingKey { case model, stream, maxTokens = "max_tokens" }
             var model: String?
             var stream: Bool
+            var maxTokens: Int?
             init(from decoder: any Decoder) throws {
                 let c = try decoder.container(keyedBy: Keys.self)
                 model = try? c.decodeIfPresent(String.self, forKey: .model)
                 stream = (try? c.decodeIfPresent(Bool.self, forKey: .stream)) ?? false
+                // A cap of -1 (no limit) reserves nothing; a fraction is truncated, as llama-server does.
+                maxTokens = (try? c.decodeIfPresent(Double.self, forKey: .maxTokens)).flatMap { $0.flatMap { $0 >= 0 ? Int($0) : nil } }
             }
         }
         // JSONDecoder skips strings it does not need without checking their escapes;
@@ -102,7 +105,7 @@ struct RoutingFieldsTests {
         guard (try? JSONSerialization.jsonObject(with: Data(bytes))) is [String: Any],
             let probe = try? JSONDecoder().decode(Probe.self, from: Data(bytes)), let model = probe.model, !model.isEmpty
         else { return nil }
-        return RoutingFields(model: model, stream: probe.stream)
+        return RoutingFields(model: model, stream: probe.stream, maxTokens: probe.maxTokens)
     }
 
     @Test("nesting: 511 levels are read, deeper is a 400 (no stack exhaustion on 100,000 levels)")

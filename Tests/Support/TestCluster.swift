@@ -242,9 +242,14 @@ package final class TestCluster: Sendable {
     {
         var hubs: [(process: ManagedProcess, url: String)] = []
         for index in 0..<count {
+            // The cluster's own state folder (its hubs share the store), unless the test names one.
+            var hubEnvironment = environment
+            if hubEnvironment["XDG_STATE_HOME"] == nil && hubEnvironment["STATE_DIRECTORY"] == nil {
+                hubEnvironment["XDG_STATE_HOME"] = directory.appendingPathComponent("state").path
+            }
             let hub = try ManagedProcess(name: index == 0 ? "hub" : "hub\(index + 1)",
                                          executable: binDirectory.appendingPathComponent("caravan-hub"),
-                                         arguments: ["--config", configPath] + hubArguments, environment: environment)
+                                         arguments: ["--config", configPath] + hubArguments, environment: hubEnvironment)
             hubs.append((hub, ""))
             do {
                 let line = try await hub.waitForLine(containing: "caravan-hub listening on ")
@@ -326,6 +331,24 @@ package final class TestCluster: Sendable {
         await hub.stop()
         for other in otherHubs { await other.process.stop() }
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// The state folder this cluster's hubs keep their store in (``launch``'s `XDG_STATE_HOME`).
+    package var stateHome: String { directory.appendingPathComponent("state").path }
+
+    /// Runs `caravan-hub ARGUMENTS` against this cluster's store; its standard output.
+    package func hubCommand(_ arguments: [String]) throws -> String {
+        try runProcess(["XDG_STATE_HOME=\(stateHome)", Self.binDirectory.appendingPathComponent("caravan-hub").path] + arguments,
+                       input: "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Starts another hub process on this cluster's file and store (a restart, after ``hub``
+    /// stopped); its URL. The caller stops it.
+    package func startHub(name: String) async throws -> (process: ManagedProcess, url: String) {
+        let process = try ManagedProcess(name: name, executable: Self.binDirectory.appendingPathComponent("caravan-hub"),
+                                         arguments: ["--config", configPath], environment: ["XDG_STATE_HOME": stateHome])
+        let line = try await process.waitForLine(containing: "caravan-hub listening on ")
+        return (process, String(line.split(separator: " ").last!))
     }
 
     /// Polls `/health/ready` until it reports `count` live workers.

@@ -3,12 +3,17 @@
 #   bench_setup NAME PRODUCT...   builds PRODUCTs in release mode; sets BIN, RUN, PIDS
 # CARAVAN_BENCH_BIN=DIR takes caravan-hub and caravan-worker from DIR instead (another
 # build, to compare two builds on the same machine); the other products still come from here.
+# CARAVAN_BENCH_NO_BUILD=1 measures the release binaries already built, without building.
 # Release builds link the Swift runtime statically, as the container image does: that is
 # what runs in production, and it starts smaller (~5 MiB less RSS) and runs faster.
 bench_setup() {
   local name="$1"; shift
-  say "building release binaries"
-  for product in "$@"; do swift build -c release --static-swift-stdlib --product "$product" >&2; done
+  if [[ -n "${CARAVAN_BENCH_NO_BUILD:-}" ]]; then
+    say "using the release binaries as built (CARAVAN_BENCH_NO_BUILD)"
+  else
+    say "building release binaries"
+    for product in "$@"; do swift build -c release --static-swift-stdlib --product "$product" >&2; done
+  fi
   BIN="$(swift build -c release --show-bin-path)"
   RUN="$(mktemp -d "/tmp/caravan-$name.XXXXXX")"
   if [[ -n "${CARAVAN_BENCH_BIN:-}" ]]; then

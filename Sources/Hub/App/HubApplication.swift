@@ -12,6 +12,7 @@ import Config
 import Proxy
 import Operations
 import Server
+import Store
 
 /// The hub: its API server, control plane, admin routes and background services.
 ///
@@ -66,6 +67,8 @@ struct HubApplication {
         let grace: ShutdownGrace
         /// The data plane's client (inference and admin calls to workers): closed when the hub stops.
         let client: UpstreamClient
+        /// Keys and the ledger: closed after the services (the ledger's last write) stop.
+        let store: any HubStore
     }
 
     /// Serves the hub until SIGTERM or SIGINT: the server drains within `shutdown_grace`, then
@@ -76,7 +79,13 @@ struct HubApplication {
         let group = ServiceGroup(configuration: .init(services: built.services + [GracefulServer(built.app, grace: built.grace)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         defer { built.client.shutdown() }
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            try? await built.store.close()
+            throw error
+        }
+        try? await built.store.close()
     }
 
     /// Assembles the hub from its configuration; nothing listens yet.
@@ -88,7 +97,10 @@ struct HubApplication {
             listen.host = "127.0.0.1"
         }
         let auth = config.hub.auth
-        let authenticator: ClientAuthenticator? = options.noAuth ? nil : try await ClientAuthenticator(auth: auth)
+        let store = try await SQLiteStore.open(path: config.hub.storePath(relativeTo: auth.baseDirectory),
+                                               logger: Logger(label: "caravan.store"))
+        let managed = ManagedKeys()
+        let authenticator: ClientAuthenticator? = options.noAuth ? nil : try await ClientAuthenticator(auth: auth, managed: managed)
         let settings = HubSettings(.init(cluster: config, authenticator: authenticator))
         let joinVerifier: TokenVerifier? = config.hub.join
             ? await TokenVerifier(secret: WorkerKey.joinKey(clusterKey: auth.workerSecret!), leeway: auth.leeway) : nil
@@ -118,18 +130,25 @@ struct HubApplication {
         let grace = ShutdownGrace(grace: hub.shutdownGrace)
         let reloader = options.configPath.map {
             HubReloader(path: $0, options: options, settings: settings, state: state, keys: workerKeys, limiter: limiter,
-                        logger: logger)
+                        managed: managed, logger: logger)
         }
+        let keySync = KeySync(store: store, keys: managed, limiter: limiter, logger: logger) {
+            settings.hub.auth.apiKeys.compactMap { key in key.budget.map { ("key:\(key.name)", $0, key.tpm) } }
+        }
+        try await keySync.load()  // the keys before the first request
+        let ledger = hub.ledger.enabled ? LedgerWriter(store: store, config: hub.ledger, metrics: metrics, logger: logger) : nil
 
         let runner = DataPlaneRunner()
         let router = Router(context: HubRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware())
         let accessLog = AccessLog(
             logger: Logger(label: "caravan.access"), quiet: Self.isQuiet,
-            onComplete: { _, fields, status, outcome, duration in
+            onComplete: { record, fields, status, outcome, duration in
                 // Only the API's requests: the control plane, health checks and admin calls are not traffic.
                 guard fields.isAPI else { return }
                 metrics.requestFinished(fields, outcome: outcome, status: status, duration: duration)
+                metrics.keyUsage(fields)
+                ledger?.record(LedgerRow(record: record, fields: fields, status: status, outcome: outcome, duration: duration))
                 if let worker = fields.worker, let model = fields.model {
                     stats.record(worker: worker, model: model, ttft: fields.ttft, tokens: fields.usage?.completion ?? 0)
                 }
@@ -154,6 +173,7 @@ struct HubApplication {
         let adminRoutes = AdminRoutes(state: state, upstream: client, keys: workerKeys, logger: logger, metrics: metrics,
                                       reloader: reloader, limiter: limiter, writeTimeout: hub.clientWriteTimeout)
         adminRoutes.addRoutes(to: admin)
+        AccountRoutes(book: KeyBook(store: store), sync: keySync, limiter: limiter, ledger: ledger, logger: logger).addRoutes(to: admin)
 
         let bound = listen
         let scheme = hub.tls == nil ? "http" : "https"
@@ -175,7 +195,9 @@ struct HubApplication {
         var services: [any Service] = [
             ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger),
             EventTicker(events: events, stats: stats, snapshot: { adminRoutes.snapshot() }),
+            keySync,
         ]
+        if let ledger { services.append(ledger) }
         if let address = hub.tunnelListen {
             let tls = try hub.tls.map { try NIOSSLContext(configuration: try ServerSettings.serverTLS($0, baseDirectory: auth.baseDirectory)) }
             let scheme = tls == nil ? "h2c" : "h2"
@@ -193,7 +215,7 @@ struct HubApplication {
                 adminRoutes.metricsResponse(metrics)
             })
         }
-        return Built(app: app, services: services, state: state, grace: grace, client: client)
+        return Built(app: app, services: services, state: state, grace: grace, client: client, store: store)
     }
 
     /// Paths whose access lines are debug-level: the control plane, health checks, scrapes, the dashboard.

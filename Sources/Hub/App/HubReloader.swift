@@ -20,13 +20,15 @@ struct HubReloader: Sendable {
     let state: HubState
     let keys: WorkerKeys
     let limiter: RateLimiter
+    /// The store's keys, which a new authenticator keeps using.
+    let managed: ManagedKeys
     let logger: Logger
 
     /// Applies the file; throws the one-line config error and changes nothing when it is invalid.
     func reload() async throws -> Summary {
         let next = try ClusterConfig.load(path: path)
         try HubApplication.checkSecrets(next, options: options)
-        let authenticator = options.noAuth ? nil : try await ClientAuthenticator(auth: next.hub.auth)
+        let authenticator = options.noAuth ? nil : try await ClientAuthenticator(auth: next.hub.auth, managed: managed)
         let previous = settings.current
         var summary = Summary()
         let before = Set(previous.cluster.workers.map(\.name))
@@ -40,6 +42,8 @@ struct HubReloader: Sendable {
             ("hub.auth.worker_secret_file", old.auth.workerSecret?.value != new.auth.workerSecret?.value),
             ("hub.heartbeat_interval", old.heartbeatInterval != new.heartbeatInterval),
             ("hub.expire_after", old.expireAfter != new.expireAfter),
+            ("hub.store", old.storePath(relativeTo: old.auth.baseDirectory) != new.storePath(relativeTo: new.auth.baseDirectory)),
+            ("hub.ledger", old.ledger != new.ledger),
         ] where changed {
             summary.restartNeeded.append(key)
         }

@@ -32,7 +32,10 @@ struct ClientAuthMiddleware: RouterMiddleware {
         let identity = try await Self.identify(request.headers[.authorization], with: authenticator, roles: roles)
         context.identity = identity
         context.access?.update { $0.subject = identity.subject }
-        guard let limiter, let permit = try Self.admit(identity, limiter: limiter) else { return try await next(request, context) }
+        guard let limiter else { return try await next(request, context) }
+        let admission = try Self.admit(identity, limiter: limiter)
+        let rateHeaders = RateLimitHeaders.fields(requests: admission.requests, tokens: nil)
+        guard let permit = admission.permit else { return try await next(request, context) }
         // The slot comes back when the connection ends, too: a write blocked on a client
         // that stopped reading fails only once its connection is closed.
         let departure = context.clientDeparture
@@ -45,6 +48,7 @@ struct ClientAuthMiddleware: RouterMiddleware {
             permit.release()
             throw error
         }
+        response.headers.append(contentsOf: rateHeaders)
         // The concurrency slot lasts until the last byte of a stream, not just its head.
         let body = response.body
         response.body = ResponseBody { writer in
@@ -75,14 +79,14 @@ struct ClientAuthMiddleware: RouterMiddleware {
     }
 
     /// Admits a request of `identity` under its rate and concurrency limits: the permit to
-    /// give back at its last byte (nil without a concurrency limit), or 429.
-    static func admit(_ identity: Identity, limiter: RateLimiter) throws(OpenAIError) -> RateLimiter.Permit? {
+    /// give back at its last byte (nil without limits) and what is left of its rate, or 429.
+    static func admit(_ identity: Identity, limiter: RateLimiter) throws(OpenAIError) -> RateLimiter.Admission {
         switch limiter.acquire(identity) {
         case .failure(let retry):
             throw OpenAIError(.rateLimitExceeded, message: "Rate limit for this credential: \(retry.reason)",
-                              headers: [.retryAfter: String(retry.seconds)])
-        case .success(let permit):
-            return permit
+                              headers: RateLimitHeaders.refusal(retryAfter: retry.seconds, requests: retry.window))
+        case .success(let admission):
+            return admission
         }
     }
 }

@@ -1,3 +1,4 @@
+import Store
 import Crypto
 import Foundation
 import Synchronization
@@ -7,14 +8,17 @@ import Server
 import Wire
 
 /// Checks client credentials: JWTs against the configured keys (HS secret, PEM public
-/// keys, a JWKS file re-read when it changes) or static API keys stored as SHA-256.
+/// keys, a JWKS file re-read when it changes), static API keys stored as SHA-256, and the
+/// managed keys of the hub's store.
 final class ClientAuthenticator: Sendable {
     private let auth: AuthConfig
     private let apiKeys: [(digest: [UInt8], config: APIKeyConfig)]
+    private let managed: ManagedKeys
     private let state: Mutex<(verifier: TokenVerifier, jwksStamp: Date?, checkedAt: ContinuousClock.Instant)>
 
-    init(auth: AuthConfig) async throws {
+    init(auth: AuthConfig, managed: ManagedKeys = ManagedKeys()) async throws {
         self.auth = auth
+        self.managed = managed
         self.apiKeys = auth.apiKeys.map { (Array(hexBytes($0.sha256)), $0) }
         let stamp = auth.jwksFile.flatMap { Self.modified(auth.path($0)) }
         let verifier = try await Self.makeVerifier(auth)
@@ -107,23 +111,45 @@ final class ClientAuthenticator: Sendable {
     func cachedIdentity(_ header: String?, roles: Set<TokenRole>) throws(TokenError) -> Identity? {
         let credential = try bearerToken(header)
         // (Byte search: `String.contains(String)` is Foundation's NSString search, 1 % of the hub's CPU.)
-        if !credential.utf8.contains(UInt8(ascii: ".")), !apiKeys.isEmpty {
-            let digest = Array(SHA256.hash(data: Data(credential.utf8)))
-            // Compare against every key in constant time: no early exit, no timing signal.
-            var match: APIKeyConfig?
-            for (candidate, config) in apiKeys where constantTimeEqual(candidate, digest) { match = config }
-            guard let match else { throw TokenError("invalid API key") }
-            guard roles.contains(match.role) else { throw TokenError.roleRejected }
-            return Identity(subject: "key:\(match.name)", role: match.role, models: match.models, upstream: match.role == .admin)
+        if !credential.utf8.contains(UInt8(ascii: ".")), !apiKeys.isEmpty || !managed.isEmpty {
+            return try apiKeyIdentity(credential, roles: roles)
         }
         guard let verifier = currentVerifier(), let claims = try verifier.cachedClaims(credential, roles: roles) else { return nil }
         return Self.identity(claims)
     }
 
+    /// The caller of an API key: a configured one (compared with every key in constant time:
+    /// no early exit, no timing signal), else a managed one (looked up by its digest).
+    private func apiKeyIdentity(_ credential: String, roles: Set<TokenRole>) throws(TokenError) -> Identity {
+        let digest = Array(SHA256.hash(data: Data(credential.utf8)))
+        var match: APIKeyConfig?
+        for (candidate, config) in apiKeys where constantTimeEqual(candidate, digest) { match = config }
+        if let match {
+            guard roles.contains(match.role) else { throw TokenError.roleRejected }
+            var identity = Identity(subject: "key:\(match.name)", role: match.role, models: match.models,
+                                    concurrency: match.parallel, tpm: match.tpm, budget: match.budget, upstream: match.role == .admin)
+            identity.limit(rpm: match.rpm)
+            return identity
+        }
+        guard let key = managed.key(digest: ManagedKeys.hex(digest)) else {
+            throw TokenError("invalid API key")
+        }
+        if key.revokedAt != nil { throw TokenError("this API key was revoked") }
+        guard key.isActive(at: Date()) else { throw TokenError("this API key expired") }
+        guard roles.contains(.client) else { throw TokenError.roleRejected }
+        var identity = Identity(subject: key.subject, role: .client, models: key.models, concurrency: key.parallel,
+                                tpm: key.tpm, budget: key.budget)
+        identity.limit(rpm: key.rpm)
+        return identity
+    }
+
     private static func identity(_ claims: CaravanClaims) -> Identity {
-        Identity(subject: claims.subject, role: claims.role ?? .client, models: claims.models,
-                 rps: claims.rps, burst: claims.burst, concurrency: claims.concurrency,
-                 upstream: claims.upstream == true || claims.role == .admin)
+        var identity = Identity(subject: claims.subject, role: claims.role ?? .client, models: claims.models,
+                                rps: claims.rps, burst: claims.burst, concurrency: claims.concurrency, tpm: claims.tpm,
+                                budget: claims.budget.flatMap { TokenBudget(parsing: $0) },
+                                upstream: claims.upstream == true || claims.role == .admin)
+        identity.limit(rpm: claims.rpm)
+        return identity
     }
 
     /// The verifier in force when the JWKS file (if any) is known unchanged; nil when it is

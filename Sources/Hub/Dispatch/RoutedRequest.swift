@@ -32,6 +32,8 @@ final class RoutedRequest {
     private var client: String { identity?.subject ?? exchange.peer ?? "unknown" }
     /// The caller's concurrency slot: back at the answer's last byte, or when no answer is relayed.
     private var permit: RateLimiter.Permit?
+    /// Tokens reserved under the caller's token limits: settled with the engine's usage.
+    private var reservation: RateLimiter.TokenReservation?
     private var fields = RoutingFields(model: "", stream: false)
     /// The prompt's chained block hashes, when the cache-aware policy routes (nil otherwise).
     private var prompt: PrefixFingerprint?
@@ -88,7 +90,11 @@ final class RoutedRequest {
         self.identity = identity
         exchange.access.update { $0.subject = identity.subject }
         do {
-            permit = try ClientAuthMiddleware.admit(identity, limiter: plane.limiter)
+            let admission = try ClientAuthMiddleware.admit(identity, limiter: plane.limiter)
+            permit = admission.permit
+            for field in RateLimitHeaders.fields(requests: admission.requests, tokens: nil) {
+                exchange.addResponseHeader(field.name, field.value)
+            }
         } catch {
             return fail(error)
         }
@@ -126,12 +132,42 @@ final class RoutedRequest {
                     throw HubDataPlane.notAllowed(fields.model)
                 }
             }
+            if let identity { try reserveTokens(identity, prompt: promptRange) }
         } catch {
             return fail(error)
         }
         headers = HTTPForwarding.requestHeaders(exchange.request.headerFields)
         headers.append((RequestIDHeader.header, exchange.access.id))
         attempt()
+    }
+
+    /// Reserves the request's estimated tokens under its caller's token limits (429 when over):
+    /// a quarter of the prompt's bytes (about a token each for English) plus `max_tokens`.
+    private func reserveTokens(_ identity: Identity, prompt: Range<Int>?) throws(OpenAIError) {
+        let estimate = (prompt?.count ?? exchange.body.readableBytes) / 4 + (fields.maxTokens ?? 0)
+        switch plane.limiter.reserveTokens(identity, estimate: estimate) {
+        case .success(nil): return
+        case .success(let (window, reservation)?):
+            self.reservation = reservation
+            for field in RateLimitHeaders.fields(requests: nil, tokens: window) { exchange.addResponseHeader(field.name, field.value) }
+        case .failure(let refusal):
+            plane.state.metrics?.quotaRefused(refusal.kind == .budget ? "budget" : "tokens_per_minute")
+            throw OpenAIError(refusal.kind == .budget ? .budgetExceeded : .tokensPerMinuteExceeded,
+                              message: "Token limit for this credential: \(refusal.reason)",
+                              headers: RateLimitHeaders.refusal(retryAfter: refusal.retryAfter, tokens: refusal.window,
+                                                                retry: refusal.kind != .budget))
+        }
+    }
+
+    /// Settles the token reservation with what the request used: the engine's usage; nothing
+    /// without an answer; the estimate for an answer whose usage never came (a stream cut short).
+    private func settleTokens(_ usage: TokenUsage?, answered: Bool) {
+        guard let reservation, let identity else { return }
+        let used = usage.map { $0.prompt + $0.completion } ?? (answered ? reservation.estimate : 0)
+        guard reservation.settle(used: used), let budget = identity.budget else { return }
+        plane.state.metrics?.softBudgetSpent()
+        logger.warning("soft token budget spent", metadata: ["subject": "\(identity.subject)", "budget": "\(budget)"])
+        plane.state.events.publish(.init(type: "budget_spent", reason: "\(identity.subject): the soft budget of \(budget) is spent"))
     }
 
     /// The metrics label of a request that ends before a pick: the name as asked, once the
@@ -229,6 +265,7 @@ final class RoutedRequest {
             idleTimeout: config.idleTimeout, interceptRetryable: true,
             clientWriteTimeout: config.clientWriteTimeout, readUsage: true, shutdown: plane.shutdown)
         let (access, permit, breaker) = (exchange.access, permit, config.breaker)
+        let settle = reservation == nil ? nil : NIOLoopBound(self, eventLoop: exchange.eventLoop)
         plane.forwarder.forward(
             url: pick.url + target, method: exchange.request.method,
             headers: headers + [("Authorization", authorization), (modelHeaderName, pick.model),
@@ -242,6 +279,10 @@ final class RoutedRequest {
                                                    firstByteJudged: lease.firstByteJudged),
                               ttft: finish.timing?.firstByte)
                 permit?.release()
+                if let settle {
+                    let usage = finish.timing?.usage
+                    settle.eventLoop.execute { settle.value.settleTokens(usage, answered: true) }
+                }
             }
         ).assumeIsolated().whenSuccess { result in self.finished(result, pick: pick, lease: lease) }
     }
@@ -311,6 +352,7 @@ final class RoutedRequest {
         judge()
         if attempts.poisoned { exchange.addResponseHeader(blameHeader, "request") }
         permit?.release()
+        settleTokens(nil, answered: false)
         switch exhausted {
         case .success(let reply): exchange.respond(status: reply.status, headers: reply.headers, body: reply.body)
         case .failure(let error): exchange.respond(error)
@@ -321,6 +363,7 @@ final class RoutedRequest {
     private func fail(_ error: any Error) {
         judge()
         permit?.release()
+        settleTokens(nil, answered: false)
         exchange.fail(error)
     }
 }

@@ -2,9 +2,11 @@ import Config
 import Foundation
 import Synchronization
 
-/// The shared limiter: one lock around the buckets.
+/// The shared limiter: requests (rate and concurrency), tokens (per minute and budgets) and
+/// poison counts, each table behind its own lock.
 final class RateLimiter: Sendable {
     private let buckets = Mutex(RateBuckets())
+    private let tokens = Mutex(TokenQuotas())
     private let configured: Mutex<RateBuckets.Limits>
     private let poison = Mutex(PoisonCounts())
     private let poisonLimit: Mutex<Int>
@@ -42,21 +44,55 @@ final class RateLimiter: Sendable {
         return poison.withLock { $0.throttled(limit: limit, now: now) }
     }
 
-    /// Limits for a caller: its token's claims override the configured defaults.
+    /// Limits for a caller: its credential's own override the configured defaults.
     func limits(for identity: Identity) -> RateBuckets.Limits {
         RateBuckets.Limits(rps: identity.rps ?? defaults.rps, burst: identity.burst ?? identity.rps ?? defaults.burst,
                            concurrent: identity.concurrency ?? defaults.concurrent)
     }
 
-    func acquire(_ identity: Identity) -> Result<Permit?, RateBuckets.RetryAfter> {
+    /// An admitted request: its concurrency slot (nil without limits) and what is left of its
+    /// request rate (nil without one).
+    struct Admission {
+        var permit: Permit?
+        var requests: QuotaWindow?
+    }
+
+    func acquire(_ identity: Identity) -> Result<Admission, RateBuckets.RetryAfter> {
         let limits = limits(for: identity)
-        if limits.isUnlimited { return .success(nil) }
+        if limits.isUnlimited { return .success(Admission()) }
         let now = ContinuousClock.now
         return buckets.withLock { $0.acquire(identity.subject, limits: limits, now: now) }
-            .map { Permit(subject: identity.subject, limiter: self) }
+            .map { Admission(permit: Permit(subject: identity.subject, limiter: self), requests: $0) }
     }
 
     fileprivate func release(_ subject: String) { buckets.withLock { $0.release(subject) } }
+
+    /// Reserves about `estimate` tokens for a request of `identity` (nil when it has no token
+    /// limits): what is left of its tokens per minute, and the reservation to settle.
+    func reserveTokens(_ identity: Identity, estimate: Int, now: Date = Date())
+        -> Result<(window: QuotaWindow?, reservation: TokenReservation)?, TokenQuotas.Refusal>
+    {
+        let limits = TokenQuotas.Limits(tpm: identity.tpm, budget: identity.budget)
+        guard !limits.isUnlimited else { return .success(nil) }
+        return tokens.withLock { $0.reserve(identity.subject, estimate: estimate, limits: limits, now: now) }
+            .map { ($0, TokenReservation(subject: identity.subject, limits: limits, estimate: estimate, limiter: self)) }
+    }
+
+    /// Settles a reservation: true when the request spent a soft budget.
+    fileprivate func settle(_ reservation: TokenReservation, used: Int) -> Bool {
+        let now = Date()
+        return tokens.withLock {
+            $0.settle(reservation.subject, reserved: reservation.estimate, used: used, limits: reservation.limits, now: now)
+        }
+    }
+
+    /// Tokens a subject used in its current budget period, as the store counted them at start.
+    func seedBudget(_ subject: String, spent: Int, budget: TokenBudget, tpm: Int?) {
+        let now = Date()
+        tokens.withLock { $0.seed(subject, spent: spent, limits: .init(tpm: tpm, budget: budget), now: now) }
+    }
+
+    func budgetSpent(_ subject: String) -> Int { tokens.withLock { $0.spent(subject) } }
 
     /// One admitted request; gives its concurrency slot back exactly once.
     final class Permit: Sendable {
@@ -74,5 +110,31 @@ final class RateLimiter: Sendable {
         }
 
         deinit { release() }
+    }
+
+    /// Tokens reserved for one request; settled exactly once, with the engine's usage (a
+    /// request dropped without an answer settles with nothing used).
+    final class TokenReservation: Sendable {
+        let subject: String
+        let limits: TokenQuotas.Limits
+        let estimate: Int
+        private let limiter: RateLimiter
+        private let settled = Atomic<Bool>(false)
+
+        init(subject: String, limits: TokenQuotas.Limits, estimate: Int, limiter: RateLimiter) {
+            self.subject = subject
+            self.limits = limits
+            self.estimate = estimate
+            self.limiter = limiter
+        }
+
+        /// Returns true when this request spent a soft budget (once per period).
+        @discardableResult
+        func settle(used: Int) -> Bool {
+            guard !settled.exchange(true, ordering: .acquiringAndReleasing) else { return false }
+            return limiter.settle(self, used: used)
+        }
+
+        deinit { settle(used: 0) }
     }
 }

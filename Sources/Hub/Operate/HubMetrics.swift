@@ -109,7 +109,7 @@ final class HubMetrics: Sendable {
     }
 
     /// The counter `name` with `labels`, from the registry the first time, from a table after.
-    private func counter(_ name: String, _ labels: [(String, String)], help: String) -> Counter {
+    func counter(_ name: String, _ labels: [(String, String)], help: String) -> Counter {
         let key = SeriesKey(name: name, values: labels.map(\.1))
         return labelledCounters.withLock { counters in
             if let counter = counters[key] { return counter }

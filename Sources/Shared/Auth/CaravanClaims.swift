@@ -18,6 +18,10 @@ public struct CaravanClaims: JWTPayload, Equatable {
     public var rps: Double?
     public var burst: Double?
     public var concurrency: Int?
+    /// Requests and tokens per minute, and a token budget (`5M/month`), as managed keys have.
+    public var rpm: Int?
+    public var tpm: Int?
+    public var budget: String?
     /// May use `/upstream/{model}/...`, the raw pass-through to a model's engine (admins may anyway).
     public var upstream: Bool?
 

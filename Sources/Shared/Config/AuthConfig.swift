@@ -106,8 +106,13 @@ public struct APIKeyConfig: Decodable, Sendable, Equatable {
     public var role: TokenRole
     /// Models this key may use; absent means all.
     public var models: [String]?
+    /// Requests and tokens per minute, requests at once, and a token budget (as managed keys have).
+    public var rpm: Int?
+    public var tpm: Int?
+    public var parallel: Int?
+    public var budget: TokenBudget?
 
-    enum CodingKeys: String, CodingKey { case name, sha256, role, models }
+    enum CodingKeys: String, CodingKey { case name, sha256, role, models, rpm, tpm, parallel, budget, budgetMode = "budget_mode" }
 
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
@@ -123,6 +128,20 @@ public struct APIKeyConfig: Decodable, Sendable, Equatable {
         }
         self.role = role
         models = try c.optional([String].self, .models)
+        for key in [CodingKeys.rpm, .tpm, .parallel] {
+            if let value = try c.optional(Int.self, key), value < 1 { throw c.error(key, "must be at least 1") }
+        }
+        rpm = try c.optional(Int.self, .rpm)
+        tpm = try c.optional(Int.self, .tpm)
+        parallel = try c.optional(Int.self, .parallel)
+        let mode = try c.optional(String.self, .budgetMode) ?? "hard"
+        guard mode == "hard" || mode == "soft" else { throw c.error(.budgetMode, "expected hard or soft") }
+        if let text = try c.optional(String.self, .budget) {
+            guard let budget = TokenBudget(parsing: text, hard: mode == "hard") else {
+                throw c.error(.budget, "expected tokens per day or month, like 5M/month or 200k/day")
+            }
+            self.budget = budget
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 import Foundation
 
-/// A duration written as `500ms`, `2s`, `1m`, `1h` or a bare number of seconds.
+/// A duration written as `500ms`, `2s`, `1m`, `1h`, `30d` or a bare number of seconds.
 public struct ConfigDuration: Decodable, Equatable, Sendable, CustomStringConvertible {
     public let duration: Duration
 
@@ -19,15 +19,15 @@ public struct ConfigDuration: Decodable, Equatable, Sendable, CustomStringConver
         guard let parsed = ConfigDuration.parse(text) else {
             throw ConfigError(
                 key: renderKeyPath(decoder.codingPath),
-                "expected a duration like 500ms, 2s, 1m or 1h, got \"\(text)\""
+                "expected a duration like 500ms, 2s, 1m, 1h or 30d, got \"\(text)\""
             )
         }
         self.duration = parsed
     }
 
-    /// Parses `500ms`, `2s`, `1.5s`, `1m`, `1h`; nil for anything else.
+    /// Parses `500ms`, `2s`, `1.5s`, `1m`, `1h`, `30d`; nil for anything else.
     public static func parse(_ text: String) -> Duration? {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {
             let number = text.dropLast(suffix.count)
             // "ms" also ends in "s": only accept when the remainder is a number.

@@ -54,6 +54,13 @@ public struct HubConfig: Decodable, Sendable {
     /// On SIGTERM: how long in-flight requests and streams may run on before they are ended
     /// (a stream with a final SSE error event). Workers use the same grace.
     public var shutdownGrace: Duration = .seconds(30)
+    /// The hub's own folder (0700): the store's file. Default: systemd's `$STATE_DIRECTORY`,
+    /// else `$XDG_STATE_HOME/caravan`, else `~/.local/state/caravan`.
+    public var stateDir: String?
+    /// Where managed keys and the usage ledger live: a SQLite file (default `hub.db` in
+    /// `state_dir`; relative paths from the config's folder). Hubs on one machine may share it.
+    public var store: String?
+    public var ledger = LedgerConfig()
 
     enum CodingKeys: String, CodingKey {
         case metrics, shutdownGrace = "shutdown_grace"
@@ -63,7 +70,7 @@ public struct HubConfig: Decodable, Sendable {
         case retries, queue, breaker, routing, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
         case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
         case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file", join
-        case tunnelListen = "tunnel_listen"
+        case tunnelListen = "tunnel_listen", stateDir = "state_dir", store, ledger
     }
 
     public init() {}
@@ -112,6 +119,20 @@ public struct HubConfig: Decodable, Sendable {
         tls = try c.optional(TLSConfig.self, .tls)
         workerCAFile = try c.optional(String.self, .workerCAFile)
         auth = try c.optional(AuthConfig.self, .auth) ?? AuthConfig()
+        stateDir = try c.optional(String.self, .stateDir)
+        store = try c.optional(String.self, .store)
+        if let store, store.contains("://") {
+            throw c.error(.store, "expected the path of a SQLite file (a PostgreSQL URL is not supported by this version)")
+        }
+        ledger = try c.optional(LedgerConfig.self, .ledger) ?? LedgerConfig()
+    }
+
+    /// The store's file: `store` resolved against `base` (the config's folder), else
+    /// `hub.db` in the state folder.
+    public func storePath(relativeTo base: String) -> String {
+        if let store { return ConfigFile.path(store, relativeTo: base) }
+        let folder = stateDir.map { ConfigFile.path($0, relativeTo: base) } ?? ConfigFile.defaultStateDirectory()
+        return (folder as NSString).appendingPathComponent("hub.db")
     }
 
     /// How long after its last heartbeat a worker stops being routed to.
@@ -224,6 +245,36 @@ public struct BreakerConfig: Decodable, Sendable, Equatable {
         if let v = try c.optional(Int.self, .consecutiveFailures) {
             guard v >= 0 else { throw c.error(.consecutiveFailures, "must be 0 (off) or more") }
             consecutiveFailures = v
+        }
+    }
+}
+
+/// The usage ledger: a row per finished API request, and hourly sums per (key, model).
+public struct LedgerConfig: Decodable, Sendable, Equatable {
+    /// Record requests at all (limits and keys work without it; budgets then count from the hub's start).
+    public var enabled = true
+    /// How long request rows are kept.
+    public var retention: Duration = .seconds(30 * 86_400)
+    /// How long the hourly sums are kept (at least a month: monthly budgets read them).
+    public var usageRetention: Duration = .seconds(400 * 86_400)
+    /// Rows waiting to be written at most; beyond, requests are folded into hourly sums in
+    /// memory (counted in `caravan_ledger_rows_total{result="aggregated"}`), never dropped.
+    public var queueSize = 20_000
+
+    enum CodingKeys: String, CodingKey { case enabled, retention, usageRetention = "usage_retention", queueSize = "queue_size" }
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        try decoder.rejectUnknownKeys(CodingKeys.self)
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        enabled = try c.optional(Bool.self, .enabled) ?? true
+        retention = try c.positiveDuration(.retention) ?? retention
+        usageRetention = try c.positiveDuration(.usageRetention) ?? usageRetention
+        guard usageRetention >= .seconds(32 * 86_400) else { throw c.error(.usageRetention, "must be at least 32d (monthly budgets read it)") }
+        if let v = try c.optional(Int.self, .queueSize) {
+            guard v >= 1 else { throw c.error(.queueSize, "must be at least 1") }
+            queueSize = v
         }
     }
 }

@@ -9,24 +9,26 @@ extension JSONScanner {
         if problem == nil { problem = Problem(param: param, message: message) }
     }
 
-    /// `max_tokens` and its kin: null, or a number from -1 (no limit) to 2^31 - 1.
-    mutating func tokenCount(_ key: StaticString) throws(Invalid) {
+    /// `max_tokens` and its kin: null, or a number from -1 (no limit) to 2^31 - 1. Returns
+    /// the number (truncated), nil for null or a value noted as a problem.
+    mutating func tokenCount(_ key: StaticString) throws(Invalid) -> Int? {
         let start = index
         let name = key.description
         guard let byte = peek() else { throw Invalid() }
         switch byte {
         case UInt8(ascii: "n"):
             try literal("null")
-            return
+            return nil
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
             try number()
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             // A fraction is accepted (llama-server truncates it), as long as it is in range.
-            if let number = Double(text), number >= -1, number < Double(Int32.max) + 1 { return }
+            if let number = Double(text), number >= -1, number < Double(Int32.max) + 1 { return Int(number) }
         default:
             try value(depth: 1)
         }
         note(name, "'\(name)' must be a number from -1 (no limit) to \(Int32.max)")
+        return nil
     }
 
     /// `messages`: an array of message objects (llama-server takes an empty one). Each needs

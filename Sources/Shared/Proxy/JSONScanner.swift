@@ -13,7 +13,7 @@ struct JSONScanner {
         /// `problem`: the first member an engine would mis-answer (see ``Problem``).
         /// `prompt`: where the raw JSON value of `messages` (else `prompt`) lies, for the
         /// cache-aware fingerprint.
-        case object(model: ModelValue, stream: Bool, problem: Problem?, prompt: Range<Int>?)
+        case object(model: ModelValue, stream: Bool, problem: Problem?, prompt: Range<Int>?, maxTokens: Int?)
     }
 
     /// A member of valid JSON that llama-server would mis-answer: a 500 for a message without
@@ -52,6 +52,7 @@ struct JSONScanner {
             var stream = false
             var messages: Range<Int>?
             var prompt: Range<Int>?
+            var maxTokens: Int?
             try object { scanner, key throws(Invalid) in
                 let start = scanner.index
                 if scanner.matches(key, "model") {
@@ -67,13 +68,14 @@ struct JSONScanner {
                 } else if scanner.checkMessages, scanner.matches(key, "tools") {
                     try scanner.functions("tools", depth: 1)
                 } else if let name = Self.tokenCounts.first(where: { scanner.matches(key, $0) }) {
-                    try scanner.tokenCount(name)
+                    if let count = try scanner.tokenCount(name), count >= 0 { maxTokens = count }
                 } else {
                     try scanner.value(depth: 1)
                 }
             }
             skipWhitespace()
-            return index == bytes.count ? .object(model: model, stream: stream, problem: problem, prompt: messages ?? prompt) : .invalid
+            return index == bytes.count ? .object(model: model, stream: stream, problem: problem, prompt: messages ?? prompt, maxTokens: maxTokens)
+                : .invalid
         } catch {
             return .invalid
         }

@@ -11,10 +11,14 @@ import Server
 public struct RoutingFields: Equatable, Sendable {
     public var model: String
     public var stream: Bool
+    /// The completion's token cap (`max_tokens` or its kin) when the body sets one: what a
+    /// token limit reserves for the answer before it is known.
+    public var maxTokens: Int?
 
-    public init(model: String, stream: Bool) {
+    public init(model: String, stream: Bool, maxTokens: Int? = nil) {
         self.model = model
         self.stream = stream
+        self.maxTokens = maxTokens
     }
 
     /// Reads `model` and `stream` from a JSON body, or throws a 400 in the OpenAI envelope.
@@ -55,7 +59,7 @@ public struct RoutingFields: Equatable, Sendable {
             throw OpenAIError(.invalidJSON, message: "The request body is not valid JSON (UTF-8)")
         case .notAnObject:
             throw OpenAIError(.invalidJSON, message: "The request body must be a JSON object")
-        case .object(let model, let stream, let problem, let prompt):
+        case .object(let model, let stream, let problem, let prompt, let maxTokens):
             switch model {
             case .absent, .null:
                 throw OpenAIError(.missingModel, message: "The request is missing the 'model' field", param: "model")
@@ -65,7 +69,7 @@ public struct RoutingFields: Equatable, Sendable {
                 throw OpenAIError(.invalidModel, message: "'model' must not be empty", param: "model")
             case .string(let name):
                 if let problem { throw OpenAIError(.invalidRequestBody, message: problem.message, param: problem.param) }
-                return (RoutingFields(model: name, stream: stream), prompt)
+                return (RoutingFields(model: name, stream: stream, maxTokens: maxTokens), prompt)
             }
         }
     }

@@ -70,6 +70,8 @@ public struct ErrorCode: Hashable, Sendable, CustomStringConvertible {
     public static let requestTooLarge = ErrorCode("request_too_large", .contentTooLarge, .invalidRequest)
     public static let headersTooLarge = ErrorCode("headers_too_large", .requestHeaderFieldsTooLarge, .invalidRequest)
     public static let rateLimitExceeded = ErrorCode("rate_limit_exceeded", .tooManyRequests, .rateLimit, rejection: .limit)
+    public static let tokensPerMinuteExceeded = ErrorCode("tokens_per_minute_exceeded", .tooManyRequests, .rateLimit, rejection: .limit)
+    public static let budgetExceeded = ErrorCode("budget_exceeded", .tooManyRequests, .rateLimit, rejection: .limit)
     public static let poisonLimitExceeded = ErrorCode("poison_limit_exceeded", .tooManyRequests, .rateLimit, rejection: .limit)
     public static let queueFull = ErrorCode("queue_full", .tooManyRequests, .rateLimit, rejection: .queue)
     public static let workerFull = ErrorCode("worker_full", .tooManyRequests, .server)

@@ -1,3 +1,4 @@
+import Config
 import Foundation
 import Logging
 
@@ -32,12 +33,7 @@ struct EngineRecord: Sendable {
         path = (folder as NSString).appendingPathComponent("caravan-\(Self.fingerprint(cluster))-\(worker).engines.json")
     }
 
-    static func defaultDirectory() -> String {
-        let env = ProcessInfo.processInfo.environment
-        if let systemd = env["STATE_DIRECTORY"]?.split(separator: ":").first { return String(systemd) }
-        if let xdg = env["XDG_STATE_HOME"], xdg.hasPrefix("/") { return xdg + "/caravan" }
-        return NSHomeDirectory() + "/.local/state/caravan"
-    }
+    static func defaultDirectory() -> String { ConfigFile.defaultStateDirectory() }
 
     /// FNV-1a of `text`, 16 hex digits: stable across runs and builds (unlike `hashValue`).
     static func fingerprint(_ text: String) -> String {

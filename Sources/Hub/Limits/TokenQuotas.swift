@@ -1,0 +1,116 @@
+import Config
+import Foundation
+
+/// Tokens per minute and token budgets per subject. A request reserves an estimate of its
+/// tokens before it is routed and settles with the engine's usage after it, so a burst of
+/// requests cannot pass a limit by more than one request's underestimate. Pure bookkeeping
+/// over an injected `now` (wall time: budgets follow the calendar).
+struct TokenQuotas: Sendable {
+    struct Limits: Sendable, Equatable {
+        var tpm: Int?
+        var budget: TokenBudget?
+        var isUnlimited: Bool { tpm == nil && budget == nil }
+    }
+
+    /// Why a request was refused, with the seconds to wait.
+    struct Refusal: Error, Equatable {
+        enum Kind: Equatable { case tokensPerMinute, budget }
+        var kind: Kind
+        var retryAfter: Int
+        var reason: String
+        var window: QuotaWindow?
+    }
+
+    private struct Account: Sendable {
+        /// The per-minute bucket.
+        var tokens: Double
+        var updated: Date
+        /// Tokens spent in the budget's period so far (settled), and reserved by requests in flight.
+        var spent = 0
+        var reserved = 0
+        var periodStart: Date?
+        /// A soft budget was reported spent in this period.
+        var reportedSpent = false
+    }
+
+    private var accounts: [String: Account] = [:]
+
+    /// Reserves `estimate` tokens for a request of `subject`, or refuses it. The window says
+    /// what is left of its tokens per minute (the `x-ratelimit-*-tokens` headers).
+    mutating func reserve(_ subject: String, estimate: Int, limits: Limits, now: Date) -> Result<QuotaWindow?, Refusal> {
+        var account = refreshed(subject, limits: limits, now: now)
+        defer { accounts[subject] = account }
+        if let budget = limits.budget, budget.hard, account.spent + account.reserved + estimate > budget.tokens {
+            let end = budget.periodEnd(containing: now)
+            return .failure(Refusal(kind: .budget, retryAfter: max(1, Int(end.timeIntervalSince(now).rounded(.up))),
+                                    reason: "the token budget of \(budget) is spent (\(account.spent) used"
+                                        + (account.reserved > 0 ? ", \(account.reserved) reserved" : "") + "); it renews at "
+                                        + end.formatted(.iso8601)))
+        }
+        var window: QuotaWindow?
+        if let tpm = limits.tpm {
+            let rate = Double(tpm) / 60
+            guard Double(estimate) <= account.tokens else {
+                let wait = estimate > tpm ? 60 : (Double(estimate) - account.tokens) / rate
+                return .failure(Refusal(kind: .tokensPerMinute, retryAfter: max(1, Int(wait.rounded(.up))),
+                                        reason: estimate > tpm
+                                            ? "this request needs about \(estimate) tokens, more than the \(tpm) tokens per minute allowed"
+                                            : "over \(tpm) tokens per minute",
+                                        window: Self.window(account, tpm: tpm)))
+            }
+            account.tokens -= Double(estimate)
+            window = Self.window(account, tpm: tpm)
+        }
+        account.reserved += estimate
+        return .success(window)
+    }
+
+    /// Settles a reservation with the tokens the request used. True when this request spent a
+    /// soft budget (reported once per period).
+    mutating func settle(_ subject: String, reserved: Int, used: Int, limits: Limits, now: Date) -> Bool {
+        var account = refreshed(subject, limits: limits, now: now)
+        defer { accounts[subject] = account }
+        account.reserved = max(0, account.reserved - reserved)
+        account.tokens -= Double(used - reserved)  // an underestimate is paid for now
+        if let tpm = limits.tpm { account.tokens = min(Double(tpm), account.tokens) }
+        account.spent += used
+        guard let budget = limits.budget, !budget.hard, !account.reportedSpent, account.spent >= budget.tokens else { return false }
+        account.reportedSpent = true
+        return true
+    }
+
+    /// Tokens `subject` spent in its budget's current period (the store's count, at start).
+    mutating func seed(_ subject: String, spent: Int, limits: Limits, now: Date) {
+        var account = refreshed(subject, limits: limits, now: now)
+        account.spent = max(account.spent, spent)
+        accounts[subject] = account
+    }
+
+    /// Spent and reserved tokens of `subject`'s current budget period.
+    func spent(_ subject: String) -> Int { accounts[subject].map { $0.spent } ?? 0 }
+
+    /// The account brought to `now`: the bucket refilled, a new budget period started afresh.
+    private func refreshed(_ subject: String, limits: Limits, now: Date) -> Account {
+        var account = accounts[subject] ?? Account(tokens: Double(limits.tpm ?? 0), updated: now)
+        if let tpm = limits.tpm {
+            let elapsed = max(0, now.timeIntervalSince(account.updated))
+            account.tokens = min(Double(tpm), account.tokens + elapsed * Double(tpm) / 60)
+        }
+        account.updated = now
+        if let budget = limits.budget {
+            let start = budget.periodStart(containing: now)
+            if account.periodStart != start {
+                account.periodStart = start
+                account.spent = 0
+                account.reportedSpent = false
+            }
+        }
+        return account
+    }
+
+    private static func window(_ account: Account, tpm: Int) -> QuotaWindow {
+        let rate = Double(tpm) / 60
+        return QuotaWindow(limit: tpm, remaining: max(0, Int(account.tokens.rounded(.down))),
+                           reset: max(0, (Double(tpm) - account.tokens) / rate))
+    }
+}
