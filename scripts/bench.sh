@@ -2,7 +2,7 @@
 # Benchmarks Caravan against a direct llama-server and nginx, side by side in one run
 # (docs/benchmarks.md). Not a test: CI does not run it; `--smoke` runs each step for 2 s.
 #
-#   scripts/bench.sh [--duration SECONDS] [--connections N] [--fanout "100 1000"] [--smoke] [--write]
+#   scripts/bench.sh [--duration SECONDS] [--connections N] [--fanout "100 1000"] [--burst] [--smoke] [--write]
 #   CARAVAN_BENCH_BIN=DIR scripts/bench.sh ...   # caravan-hub and caravan-worker from another build
 #
 # Measures, on the same machine and the tiny model:
@@ -16,6 +16,8 @@
 #      100, 1,000 and 10,000 streams opened at once, directly and through Caravan; TTFT
 #      p50/p99, hub and worker RSS while the streams are open, their CPU seconds
 #   5. the routing-decision microbenchmark (the RoutingBench executable)
+#   6. with --burst: where a 1,000-stream burst's TTFT goes, per hop, over both transports
+#      (scripts/bench-burst.sh inbound and outbound, each on a cluster of its own)
 # for 1-2: llama-server directly, nginx (keepalive upstream) in front of it, and Caravan
 # (hub + worker, JWT auth on) in front of a llama-server the worker starts.
 # --write replaces docs/benchmarks.md with the table.
@@ -23,7 +25,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/prepare.sh"
 cd "$ROOT"
 
-DURATION=10; CONNECTIONS=16; WRITE=0; FANOUT="100 1000 10000"
+DURATION=10; CONNECTIONS=16; WRITE=0; FANOUT="100 1000 10000"; BURST=0
 while (($#)); do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
@@ -31,7 +33,8 @@ while (($#)); do
     --smoke) DURATION=2; CONNECTIONS=4; FANOUT="20"; shift ;;
     --fanout) FANOUT="$2"; shift 2 ;;
     --write) WRITE=1; shift ;;
-    *) echo "usage: $0 [--duration S] [--connections N] [--fanout \"100 1000\"] [--smoke] [--write]" >&2; exit 2 ;;
+    --burst) BURST=1; shift ;;
+    *) echo "usage: $0 [--duration S] [--connections N] [--fanout \"100 1000\"] [--burst] [--smoke] [--write]" >&2; exit 2 ;;
   esac
 done
 
@@ -392,4 +395,14 @@ head = open(path).read().split("<!-- results -->")[0] if __import__("os").path.e
 open(path, "w").write(head + "<!-- results -->\n\n" + report + "\n")
 PY
   say "wrote docs/benchmarks.md"
+fi
+
+# 6. The burst, per stage (after this run's cluster is gone: each transport on its own).
+if ((BURST)); then
+  bench_cleanup_now() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+  bench_cleanup_now
+  for mode in inbound outbound; do
+    say "1,000-stream burst, per stage, worker connect: $mode"
+    CARAVAN_BENCH_NO_BUILD=1 "$ROOT/scripts/bench-burst.sh" "$mode" 1000
+  done
 fi
