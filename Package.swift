@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.36.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Sources/Shared: the layers both executables build on, each with only what it needs.
@@ -128,6 +129,7 @@ let package = Package(
             dependencies: [
                 "Config",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -218,7 +220,7 @@ let package = Package(
         .target(name: "RoutingFixtures", dependencies: ["Routing", "Wire"], path: "Tests/RoutingFixtures", swiftSettings: swiftSettings),
         // The routing core alone: registry, policies, drain; no sockets, no hub.
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "RoutingFixtures", "Config", "Wire"], swiftSettings: swiftSettings),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "Config"], swiftSettings: swiftSettings),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "Config", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "AuthTests", dependencies: ["Auth", "Config"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ServerTests",

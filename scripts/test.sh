@@ -19,8 +19,9 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
-  say "installing ${missing[*]} (apt-get): the dashboard's browser test and the systemd unit check"
+  say "installing ${missing[*]} (apt-get): the dashboard's browser test, the systemd unit check, the PostgreSQL store's tests (each starts its own server)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The engine's download step runs even when llama-server is cached, so a registry change

@@ -97,8 +97,8 @@ struct HubApplication {
             listen.host = "127.0.0.1"
         }
         let auth = config.hub.auth
-        let store = try await SQLiteStore.open(path: config.hub.storePath(relativeTo: auth.baseDirectory),
-                                               logger: Logger(label: "caravan.store"))
+        let store = try await SQLStore.open(try config.hub.storeLocation(relativeTo: auth.baseDirectory),
+                                            logger: Logger(label: "caravan.store"))
         let managed = ManagedKeys()
         let authenticator: ClientAuthenticator? = options.noAuth ? nil : try await ClientAuthenticator(auth: auth, managed: managed)
         let settings = HubSettings(.init(cluster: config, authenticator: authenticator))

@@ -42,7 +42,8 @@ struct HubReloader: Sendable {
             ("hub.auth.worker_secret_file", old.auth.workerSecret?.value != new.auth.workerSecret?.value),
             ("hub.heartbeat_interval", old.heartbeatInterval != new.heartbeatInterval),
             ("hub.expire_after", old.expireAfter != new.expireAfter),
-            ("hub.store", old.storePath(relativeTo: old.auth.baseDirectory) != new.storePath(relativeTo: new.auth.baseDirectory)),
+            ("hub.store", old.storePath(relativeTo: old.auth.baseDirectory) != new.storePath(relativeTo: new.auth.baseDirectory)
+                || old.storePasswordFile != new.storePasswordFile),
             ("hub.ledger", old.ledger != new.ledger),
         ] where changed {
             summary.restartNeeded.append(key)

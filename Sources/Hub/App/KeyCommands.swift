@@ -16,9 +16,9 @@ struct KeysCommand: AsyncParsableCommand {
     /// The store of the cluster file at `path`.
     static func book(_ path: String) async throws -> KeyBook {
         let cluster = try loadConfigOrExit(path)
-        let file = cluster.hub.storePath(relativeTo: cluster.hub.auth.baseDirectory)
         do {
-            return KeyBook(store: try await SQLiteStore.open(path: file, logger: Logger(label: "caravan.store")))
+            let location = try cluster.hub.storeLocation(relativeTo: cluster.hub.auth.baseDirectory)
+            return KeyBook(store: try await SQLStore.open(location, logger: Logger(label: "caravan.store")))
         } catch let error as StoreError {
             throw ValidationError(error.description)
         }

@@ -29,5 +29,33 @@ enum StoreSchema {
         ],
     ]
 
+    /// The same schema in PostgreSQL's words (REAL is 4 bytes there; timestamps need 8).
+    static let postgres: [[String]] = [
+        [
+            """
+            CREATE TABLE keys (
+                id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, digest TEXT NOT NULL UNIQUE, models TEXT,
+                rpm BIGINT, tpm BIGINT, budget_tokens BIGINT, budget_period TEXT, budget_hard BIGINT,
+                parallel BIGINT, created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION, revoked_at DOUBLE PRECISION)
+            """,
+            """
+            CREATE TABLE ledger (
+                at DOUBLE PRECISION NOT NULL, request_id TEXT NOT NULL, subject TEXT NOT NULL, model TEXT, worker TEXT,
+                outcome TEXT NOT NULL, status BIGINT NOT NULL, code TEXT, prompt_tokens BIGINT NOT NULL,
+                completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL, ttft_ms DOUBLE PRECISION,
+                duration_ms DOUBLE PRECISION NOT NULL)
+            """,
+            "CREATE INDEX ledger_at ON ledger (at)",
+            """
+            CREATE TABLE usage_hourly (
+                hour BIGINT NOT NULL, subject TEXT NOT NULL, model TEXT NOT NULL, requests BIGINT NOT NULL,
+                errors BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
+                cached_tokens BIGINT NOT NULL, PRIMARY KEY (hour, subject, model))
+            """,
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            "INSERT INTO meta (name, value) VALUES ('keys_generation', 0)",
+        ],
+    ]
+
     static var latest: Int { migrations.count }
 }

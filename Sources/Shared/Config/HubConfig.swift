@@ -58,8 +58,11 @@ public struct HubConfig: Decodable, Sendable {
     /// else `$XDG_STATE_HOME/caravan`, else `~/.local/state/caravan`.
     public var stateDir: String?
     /// Where managed keys and the usage ledger live: a SQLite file (default `hub.db` in
-    /// `state_dir`; relative paths from the config's folder). Hubs on one machine may share it.
+    /// `state_dir`; relative paths from the config's folder; hubs on one machine may share it),
+    /// or `postgres://USER@HOST:PORT/DATABASE` for hubs on several machines.
     public var store: String?
+    /// The PostgreSQL store's password (`CARAVAN_STORE_PASSWORD` overrides); never in the URL.
+    public var storePasswordFile: String?
     public var ledger = LedgerConfig()
 
     enum CodingKeys: String, CodingKey {
@@ -70,7 +73,7 @@ public struct HubConfig: Decodable, Sendable {
         case retries, queue, breaker, routing, limits, corsOrigins = "cors_origins", clientIdleTimeout = "client_idle_timeout"
         case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
         case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file", join
-        case tunnelListen = "tunnel_listen", stateDir = "state_dir", store, ledger
+        case tunnelListen = "tunnel_listen", stateDir = "state_dir", store, ledger, storePasswordFile = "store_password_file"
     }
 
     public init() {}
@@ -121,16 +124,22 @@ public struct HubConfig: Decodable, Sendable {
         auth = try c.optional(AuthConfig.self, .auth) ?? AuthConfig()
         stateDir = try c.optional(String.self, .stateDir)
         store = try c.optional(String.self, .store)
-        if let store, store.contains("://") {
-            throw c.error(.store, "expected the path of a SQLite file (a PostgreSQL URL is not supported by this version)")
+        if let store, let scheme = store.range(of: "://").map({ store[..<$0.lowerBound] }) {
+            guard scheme == "postgres" || scheme == "postgresql" else {
+                throw c.error(.store, "expected a SQLite file's path or a postgres:// URL, got a \(scheme):// URL")
+            }
+            if let url = URLComponents(string: store), url.password != nil {
+                throw c.error(.store, "a password does not belong in the URL: use store_password_file or CARAVAN_STORE_PASSWORD")
+            }
         }
+        storePasswordFile = try c.optional(String.self, .storePasswordFile)
         ledger = try c.optional(LedgerConfig.self, .ledger) ?? LedgerConfig()
     }
 
     /// The store's file: `store` resolved against `base` (the config's folder), else
     /// `hub.db` in the state folder.
     public func storePath(relativeTo base: String) -> String {
-        if let store { return ConfigFile.path(store, relativeTo: base) }
+        if let store { return store.contains("://") ? store : ConfigFile.path(store, relativeTo: base) }
         let folder = stateDir.map { ConfigFile.path($0, relativeTo: base) } ?? ConfigFile.defaultStateDirectory()
         return (folder as NSString).appendingPathComponent("hub.db")
     }

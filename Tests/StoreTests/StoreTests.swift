@@ -2,19 +2,45 @@ import Config
 import Foundation
 import Logging
 import Testing
+import TestSupport
 @testable import Store
 
-/// The embedded store against real SQLite files in temporary folders.
-@Suite("SQLite store")
-struct SQLiteStoreTests {
+/// The store against real databases: SQLite files in temporary folders, and a PostgreSQL
+/// server each test starts (Debian's, as an unprivileged user, on a free loopback port).
+@Suite("Store", .serialized)
+struct StoreTests {
+    enum Backend: String, CaseIterable, CustomTestStringConvertible {
+        case sqlite, postgres
+        var testDescription: String { rawValue }
+    }
+
+    /// A fresh store of `backend`, a way to open it again, and what deletes it.
+    static func fresh(_ backend: Backend) async throws -> (store: SQLStore, reopen: () async throws -> SQLStore, cleanup: () -> Void) {
+        switch backend {
+        case .sqlite:
+            let dir = try folder()
+            let path = dir.appendingPathComponent("hub.db").path
+            return (try await open(path), { try await open(path) }, { try? FileManager.default.removeItem(at: dir) })
+        case .postgres:
+            let server = try PostgresServer.start()
+            let location = StoreLocation.postgres(try #require(try StoreLocation.postgres(url: server.url)))
+            let open = { try await SQLStore.open(location, logger: Logger(label: "test")) }
+            do {
+                return (try await open(), open, { server.stop() })
+            } catch {
+                server.stop()
+                throw error
+            }
+        }
+    }
     static func folder() throws -> URL {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         return url
     }
 
-    static func open(_ path: String) async throws -> SQLiteStore {
-        try await SQLiteStore.open(path: path, logger: Logger(label: "test"))
+    static func open(_ path: String) async throws -> SQLStore {
+        try await SQLStore.open(.sqlite(path: path), logger: Logger(label: "test"))
     }
 
     static func key(_ name: String, budget: TokenBudget? = nil) -> ManagedKey {
@@ -46,16 +72,18 @@ struct SQLiteStoreTests {
         try await again.close()
     }
 
-    @Test("a store written by a newer hub is refused with both versions named")
-    func newerSchemaRefused() async throws {
-        let dir = try Self.folder()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let path = dir.appendingPathComponent("hub.db").path
-        let store = try await Self.open(path)
-        try await store.setSchemaVersionForTests(StoreSchema.latest + 5)
+    @Test("a store written by a newer hub is refused with both versions named; reopening an up-to-date one keeps its keys", arguments: Backend.allCases)
+    func newerSchemaRefused(_ backend: Backend) async throws {
+        let (store, reopen, cleanup) = try await Self.fresh(backend)
+        defer { cleanup() }
+        try await store.insert(Self.key("team-a"))
         try await store.close()
-        await #expect(throws: StoreError.newerSchema(StoreSchema.latest + 5, known: StoreSchema.latest, path: path)) {
-            _ = try await Self.open(path)
+        let again = try await reopen()
+        #expect(try await again.keys() == [Self.key("team-a")])
+        try await again.setSchemaVersionForTests(StoreSchema.latest + 5)
+        try await again.close()
+        await #expect(throws: StoreError.newerSchema(StoreSchema.latest + 5, known: StoreSchema.latest, path: again.location)) {
+            _ = try await reopen()
         }
     }
 
@@ -76,17 +104,19 @@ struct SQLiteStoreTests {
         try await Self.open(path).close()
     }
 
-    @Test("keys: a taken name is refused, every change moves the generation, revocation is kept")
-    func keys() async throws {
-        let dir = try Self.folder()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try await Self.open(dir.appendingPathComponent("hub.db").path)
+    @Test("keys: a taken name is refused, every change moves the generation, revocation is kept", arguments: Backend.allCases)
+    func keys(_ backend: Backend) async throws {
+        let (store, _, cleanup) = try await Self.fresh(backend)
+        defer { cleanup() }
         let start = try await store.keysGeneration()
         try await store.insert(Self.key("team-a"))
         var duplicate = Self.key("team-a")
         duplicate.id = "key_other"
         duplicate.digest = String(repeating: "f", count: 64)
         await #expect(throws: StoreError("a key named 'team-a' exists already")) { try await store.insert(duplicate) }
+        var sameDigest = Self.key("team-b")
+        sameDigest.digest = Self.key("team-a").digest
+        await #expect(throws: (any Error).self) { try await store.insert(sameDigest) }  // the UNIQUE constraint
         var key = Self.key("team-a")
         key.revokedAt = Date(timeIntervalSince1970: 1_750_000_000)
         try await store.update(key)
@@ -98,11 +128,10 @@ struct SQLiteStoreTests {
         try await store.close()
     }
 
-    @Test("the ledger: rows and folded sums add up per hour, key and model; tokens since a time; pruning")
-    func ledger() async throws {
-        let dir = try Self.folder()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let store = try await Self.open(dir.appendingPathComponent("hub.db").path)
+    @Test("the ledger: rows and folded sums add up per hour, key and model; tokens since a time; pruning", arguments: Backend.allCases)
+    func ledger(_ backend: Backend) async throws {
+        let (store, _, cleanup) = try await Self.fresh(backend)
+        defer { cleanup() }
         let hour = Date(timeIntervalSince1970: 1_765_000_800)  // an hour's start
         let rows = (0..<600).map { Self.row($0 % 3 == 0 ? "key:b" : "key:a", at: hour.addingTimeInterval(Double($0))) }
             + [Self.row("key:a", model: "big", at: hour.addingTimeInterval(3600 + 5), outcome: "upstream_error")]
