@@ -4,24 +4,29 @@ import Logging
 import ServiceLifecycle
 import Store
 
-/// Keeps the hub's managed keys in step with the store: reads them at start and again
-/// whenever the store's key generation changes (checked every second), so a key made,
-/// revoked or rotated by any process takes effect on every hub sharing the store within a
-/// second. Budgets are seeded with what the store counted in their current period.
+/// Keeps the hub in step with the store, every 250 ms: its managed keys (read again whenever
+/// the store's key generation changes, so a key made, revoked or rotated by any process
+/// takes effect on every hub sharing the store within a second), and its token budgets
+/// (this hub's ledger written, then every hub's spending read back: several hubs share one
+/// budget, each about half a second behind the others).
 final class KeySync: Service, Sendable {
     private let store: any HubStore
     private let keys: ManagedKeys
     private let limiter: RateLimiter
+    /// This hub's ledger, written before budgets are read (nil: the ledger is off, and
+    /// budgets count this hub's requests only).
+    private let ledger: LedgerWriter?
     private let logger: Logger
     /// The budgets of credentials the config file declares (API keys), read at each load.
     private let configured: @Sendable () -> [(subject: String, budget: TokenBudget, tpm: Int?)]
-    static let interval: Duration = .seconds(1)
+    static let interval: Duration = .milliseconds(250)
 
-    init(store: any HubStore, keys: ManagedKeys, limiter: RateLimiter, logger: Logger,
+    init(store: any HubStore, keys: ManagedKeys, limiter: RateLimiter, ledger: LedgerWriter? = nil, logger: Logger,
          configured: @escaping @Sendable () -> [(subject: String, budget: TokenBudget, tpm: Int?)] = { [] }) {
         self.store = store
         self.keys = keys
         self.limiter = limiter
+        self.ledger = ledger
         self.logger = logger
         self.configured = configured
     }
@@ -41,15 +46,31 @@ final class KeySync: Service, Sendable {
         return generation
     }
 
+    /// Brings in what every hub sharing the store spent of each budget counted here.
+    func syncBudgets() async throws {
+        guard let ledger else { return }
+        let budgeted = limiter.budgeted
+        guard !budgeted.isEmpty else { return }
+        limiter.markBudgets()
+        await ledger.flush()
+        let now = Date()
+        for (subject, budget, tpm) in budgeted {
+            let stored = try await store.tokensUsed(subject: subject, since: budget.periodStart(containing: now))
+            limiter.syncBudget(subject, stored: stored, budget: budget, tpm: tpm)
+        }
+    }
+
     func run() async throws {
         var generation = try? await load()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await Task.sleep(for: Self.interval)
             do {
                 let current = try await store.keysGeneration()
-                guard current != generation else { continue }
-                generation = try await load()
-                logger.info("managed keys reloaded", metadata: ["keys": "\(keys.all.count)"])
+                if current != generation {
+                    generation = try await load()
+                    logger.info("managed keys reloaded", metadata: ["keys": "\(keys.all.count)"])
+                }
+                try await syncBudgets()
             } catch {
                 logger.warning("managed keys: the store could not be read; keeping the keys in force", metadata: ["reason": "\(error)"])
             }

@@ -132,11 +132,11 @@ struct HubApplication {
             HubReloader(path: $0, options: options, settings: settings, state: state, keys: workerKeys, limiter: limiter,
                         managed: managed, logger: logger)
         }
-        let keySync = KeySync(store: store, keys: managed, limiter: limiter, logger: logger) {
+        let ledger = hub.ledger.enabled ? LedgerWriter(store: store, config: hub.ledger, metrics: metrics, logger: logger) : nil
+        let keySync = KeySync(store: store, keys: managed, limiter: limiter, ledger: ledger, logger: logger) {
             settings.hub.auth.apiKeys.compactMap { key in key.budget.map { ("key:\(key.name)", $0, key.tpm) } }
         }
         try await keySync.load()  // the keys before the first request
-        let ledger = hub.ledger.enabled ? LedgerWriter(store: store, config: hub.ledger, metrics: metrics, logger: logger) : nil
 
         let runner = DataPlaneRunner()
         let router = Router(context: HubRequestContext.self)

@@ -94,6 +94,15 @@ final class RateLimiter: Sendable {
 
     func budgetSpent(_ subject: String) -> Int { tokens.withLock { $0.spent(subject) } }
 
+    /// Budgets counted here, and the mark and sync that bring in other hubs' spending
+    /// (``TokenQuotas/mark()``).
+    var budgeted: [(subject: String, budget: TokenBudget, tpm: Int?)] { tokens.withLock { $0.budgeted } }
+    func markBudgets() { tokens.withLock { $0.mark() } }
+    func syncBudget(_ subject: String, stored: Int, budget: TokenBudget, tpm: Int?) {
+        let now = Date()
+        tokens.withLock { $0.sync(subject, stored: stored, limits: .init(tpm: tpm, budget: budget), now: now) }
+    }
+
     /// One admitted request; gives its concurrency slot back exactly once.
     final class Permit: Sendable {
         let subject: String

@@ -31,6 +31,11 @@ struct TokenQuotas: Sendable {
         var periodStart: Date?
         /// A soft budget was reported spent in this period.
         var reportedSpent = false
+        /// The budget it was last counted under (what a sync with the store reads).
+        var budget: TokenBudget?
+        var tpm: Int?
+        /// Tokens settled since the last ``mark()``: not yet in what the store counted.
+        var sinceMark = 0
     }
 
     private var accounts: [String: Account] = [:]
@@ -74,6 +79,7 @@ struct TokenQuotas: Sendable {
         account.tokens -= Double(used - reserved)  // an underestimate is paid for now
         if let tpm = limits.tpm { account.tokens = min(Double(tpm), account.tokens) }
         account.spent += used
+        account.sinceMark += used
         guard let budget = limits.budget, !budget.hard, !account.reportedSpent, account.spent >= budget.tokens else { return false }
         account.reportedSpent = true
         return true
@@ -86,8 +92,27 @@ struct TokenQuotas: Sendable {
         accounts[subject] = account
     }
 
-    /// Spent and reserved tokens of `subject`'s current budget period.
+    /// Spent tokens of `subject`'s current budget period.
     func spent(_ subject: String) -> Int { accounts[subject].map { $0.spent } ?? 0 }
+
+    /// The subjects counted under a budget, with it: what a sync with a shared store reads.
+    var budgeted: [(subject: String, budget: TokenBudget, tpm: Int?)] {
+        accounts.compactMap { subject, account in account.budget.map { (subject, $0, account.tpm) } }
+    }
+
+    /// Starts counting what is settled from now on apart: the ledger is written next, then
+    /// the store read, and ``sync(_:stored:limits:now:)`` adds what settled meanwhile.
+    mutating func mark() {
+        for subject in accounts.keys { accounts[subject]?.sinceMark = 0 }
+    }
+
+    /// What every hub sharing the store counted for `subject`'s period, plus what this hub
+    /// settled since ``mark()`` (counted twice at worst, never missed).
+    mutating func sync(_ subject: String, stored: Int, limits: Limits, now: Date) {
+        var account = refreshed(subject, limits: limits, now: now)
+        account.spent = stored + account.sinceMark
+        accounts[subject] = account
+    }
 
     /// The account brought to `now`: the bucket refilled, a new budget period started afresh.
     private func refreshed(_ subject: String, limits: Limits, now: Date) -> Account {
@@ -97,6 +122,8 @@ struct TokenQuotas: Sendable {
             account.tokens = min(Double(tpm), account.tokens + elapsed * Double(tpm) / 60)
         }
         account.updated = now
+        account.budget = limits.budget
+        account.tpm = limits.tpm
         if let budget = limits.budget {
             let start = budget.periodStart(containing: now)
             if account.periodStart != start {
