@@ -148,6 +148,31 @@ struct KeysTests {
         }
     }
 
+    @Test("kill -9 of the hub under load loses at most its last second of ledger rows (the write interval is 250 ms); the store reopens intact and counts the rest")
+    func killedHubLosesLittle() async throws {
+        try await TestCluster.start(specs: [.init(name: "a", fake: true)]).using { cluster in
+            // Requests one after another, each finish time noted, then SIGKILL right after the last.
+            var finished: [ContinuousClock.Instant] = []
+            for _ in 0..<400 {
+                let reply = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(maxTokens: 1))
+                #expect(reply.status == 200)
+                finished.append(.now)
+            }
+            cluster.hub.kill9()
+            let killedAt = ContinuousClock.now
+            let again = try await cluster.startHub(name: "hub-after-kill")
+            let usage = try await Self.get(again.url + "/admin/usage?group_by=key", token: cluster.adminToken, client: cluster.client)
+            await again.process.stop()
+            let line = (try JSONSerialization.jsonObject(with: Data(usage.utf8)) as? [String: Any])?["usage"] as? [[String: Any]]
+            let counted = line?.first { $0["key"] as? String == "tests" }?["requests"] as? Int ?? 0
+            let lost = finished.count - counted
+            let lastSecond = finished.filter { killedAt - $0 <= .seconds(1) }.count
+            print("caravan-keys: kill -9 after \(finished.count) requests: \(counted) in the ledger, \(lost) lost "
+                  + "(\(lastSecond) finished in the last second before the kill)")
+            #expect(lost >= 0 && lost <= lastSecond, "lost \(lost) rows; \(lastSecond) requests finished in the last second")
+        }
+    }
+
     static func get(_ url: String, token: String, client: HTTPClient) async throws -> String {
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "Authorization", value: "Bearer \(token)")
