@@ -37,7 +37,6 @@ final class PostgresDriver: SQLDriver {
 
     /// Another hub may be migrating the same database: the lock makes it wait.
     var begin: String { "BEGIN" }
-    var migrations: [[String]] { StoreSchema.postgres }
 
     func execute(_ sql: String, _ values: [StoreValue]) async throws -> [StoreRow] {
         var bindings = PostgresBindings(capacity: values.count)
@@ -56,7 +55,7 @@ final class PostgresDriver: SQLDriver {
         } catch {
             // A broken connection is opened again by the next call.
             if let open = connection.withLock({ $0 }), open.isClosed { connection.withLock { $0 = nil } }
-            throw StoreError("the PostgreSQL store refused a statement: \(String(reflecting: error).prefix(300))")
+            throw StoreError("the PostgreSQL store failed a statement: \(Self.describe(error))")
         }
         return rows.map { row in
             var columns: [String: StoreValue] = [:]
@@ -70,6 +69,14 @@ final class PostgresDriver: SQLDriver {
             }
             return StoreRow(columns: columns)
         }
+    }
+
+    /// What went wrong, in words that carry neither the statement nor its values (a key's
+    /// digest, a subject): the server's own message, or the kind of failure.
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(type(of: error))" }
+        if let message = error.serverInfo?[.message] { return message }
+        return "\(error.code)"
     }
 
     /// `?` placeholders as PostgreSQL's `$1`, `$2`, … (the statements here quote no `?`).

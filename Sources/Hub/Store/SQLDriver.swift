@@ -53,8 +53,6 @@ protocol SQLDriver: Sendable {
     func execute(_ sql: String, _ values: [StoreValue]) async throws -> [StoreRow]
     /// Starts a transaction that holds the write lock from its start.
     var begin: String { get }
-    /// The schema's migrations in this database's words (``StoreSchema``).
-    var migrations: [[String]] { get }
     /// The version of the last migration run (0: none).
     func schemaVersion() async throws -> Int
     /// Records `version`, inside the migration's transaction; with a lock other hubs wait on.

@@ -37,7 +37,7 @@ public final class SQLStore: HubStore {
             try await self.transaction {
                 try await self.driver.lockForMigration()
                 let found = try await self.driver.schemaVersion()
-                let migrations = self.driver.migrations
+                let migrations = StoreSchema.migrations
                 guard found <= migrations.count else {
                     throw StoreError.newerSchema(found, known: migrations.count, path: self.location)
                 }

@@ -45,7 +45,6 @@ struct SQLiteDriver: SQLDriver {
     /// `BEGIN IMMEDIATE` takes the write lock first, so another process waits for it under
     /// `busy_timeout` instead of failing at commit.
     var begin: String { "BEGIN IMMEDIATE" }
-    var migrations: [[String]] { StoreSchema.migrations }
 
     func execute(_ sql: String, _ values: [StoreValue]) async throws -> [StoreRow] {
         let binds: [SQLiteData] = values.map { value in

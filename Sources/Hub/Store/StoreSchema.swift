@@ -1,36 +1,11 @@
 /// The store's schema, as numbered migrations: a store is at the version of the last one
-/// it ran (`PRAGMA user_version` in SQLite), and the hub runs the rest at start. A store
-/// at a version above ``latest`` was written by a newer hub and is refused.
+/// it ran (`PRAGMA user_version` in SQLite, a table in PostgreSQL), and the hub runs the
+/// rest at start. A store at a version above ``latest`` was written by a newer hub and is
+/// refused. One text for both databases: SQLite reads BIGINT as INTEGER and DOUBLE
+/// PRECISION as REAL (PostgreSQL's REAL would be 4 bytes, too few for a timestamp).
 enum StoreSchema {
     static let migrations: [[String]] = [
         // 1: managed keys, the ledger, hourly usage, and a change counter for keys.
-        [
-            """
-            CREATE TABLE keys (
-                id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, digest TEXT NOT NULL UNIQUE, models TEXT,
-                rpm INTEGER, tpm INTEGER, budget_tokens INTEGER, budget_period TEXT, budget_hard INTEGER,
-                parallel INTEGER, created_at REAL NOT NULL, expires_at REAL, revoked_at REAL)
-            """,
-            """
-            CREATE TABLE ledger (
-                at REAL NOT NULL, request_id TEXT NOT NULL, subject TEXT NOT NULL, model TEXT, worker TEXT,
-                outcome TEXT NOT NULL, status INTEGER NOT NULL, code TEXT, prompt_tokens INTEGER NOT NULL,
-                completion_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL, ttft_ms REAL, duration_ms REAL NOT NULL)
-            """,
-            "CREATE INDEX ledger_at ON ledger (at)",
-            """
-            CREATE TABLE usage_hourly (
-                hour INTEGER NOT NULL, subject TEXT NOT NULL, model TEXT NOT NULL, requests INTEGER NOT NULL,
-                errors INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-                cached_tokens INTEGER NOT NULL, PRIMARY KEY (hour, subject, model))
-            """,
-            "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-            "INSERT INTO meta (name, value) VALUES ('keys_generation', 0)",
-        ],
-    ]
-
-    /// The same schema in PostgreSQL's words (REAL is 4 bytes there; timestamps need 8).
-    static let postgres: [[String]] = [
         [
             """
             CREATE TABLE keys (
