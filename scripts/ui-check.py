@@ -5,8 +5,9 @@ usage: ui-check.py HUB_URL ADMIN_TOKEN WORKER_TO_DRAIN [SCREENSHOT.png]
 
 Signs in with the token, waits for the live worker list, clicks "Drain" on the given
 worker and waits until the page shows it draining, then opens that worker's engine log
-tail and waits for lines. Prints JSON:
-{"workers": [...], "drained_in_page": true, "log_lines": N}. Needs Debian's chromium and chromium-driver
+tail and waits for lines. With CARAVAN_UI_KEY=NAME, also reads that managed key's row in
+"Keys and usage" (requests, tokens, budget bar) and revokes it with its button. Prints JSON:
+{"workers": [...], "drained_in_page": true, "log_lines": N[, "key": {...}, "revoked_in_page": true]}. Needs Debian's chromium and chromium-driver
 and PyPI's selenium (no browser download: selenium-manager is kept offline)."""
 import json
 import os
@@ -56,6 +57,18 @@ try:
     wait.until(lambda d: d.find_element(By.ID, "logs-text").text.strip() != "")
     log_lines = len(driver.find_element(By.ID, "logs-text").text.strip().splitlines())
     driver.find_element(By.ID, "logs-close").click()
-    print(json.dumps({"workers": workers, "drained_in_page": True, "log_lines": log_lines}))
+    result = {"workers": workers, "drained_in_page": True, "log_lines": log_lines}
+    key = os.environ.get("CARAVAN_UI_KEY")
+    if key:
+        row = f'#keys tr[data-key="{key}"]'
+        wait.until(lambda d: d.execute_script(f"const r = document.querySelector('{row} td.requests'); return r && r.textContent !== '0'"))
+        result["key"] = driver.execute_script(
+            f"const r = document.querySelector('{row}'); const fill = r.querySelector('.budget .fill');"
+            "return {requests: Number(r.querySelector('td.requests').textContent), tokens: Number(r.querySelector('td.tokens').textContent),"
+            " status: r.dataset.status, budget_bar: fill ? fill.style.width : null}")
+        wait.until(lambda d: click(f'{row} button[data-action="revoke"]'))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'{row}[data-status="revoked"]'))
+        result["revoked_in_page"] = True
+    print(json.dumps(result))
 finally:
     driver.quit()

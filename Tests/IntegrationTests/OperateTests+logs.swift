@@ -82,7 +82,7 @@ extension OperateTests {
         }
     }
 
-    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers, the log tail shows the engine's output",
+    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers, the log tail shows the engine's output; a managed key's usage and budget show, and its Revoke button revokes it",
           arguments: ["inbound", "outbound"])
     func dashboard(connect: String) async throws {
         let specs = ["a", "b"].map {
@@ -98,8 +98,18 @@ extension OperateTests {
                 }
             }
             defer { traffic.cancel() }
-            var arguments = ["python3", repositoryRoot.appendingPathComponent("scripts/ui-check.py").path, cluster.hubURL,
-                             cluster.adminToken, "a"]
+            // A managed key with a budget and three requests of its own.
+            let made = try await cluster.request("POST", "/admin/keys", body: #"{"name":"ui-team","budget":"100k/month"}"#,
+                                                 token: .some(cluster.adminToken))
+            let key = try #require(made.json?["key"] as? String, "\(made.body)")
+            try await cluster.waitUntil("the hub accepts the new key", timeout: .seconds(5)) {
+                try await cluster.request("POST", "/v1/chat/completions", body: #"{"model":"tiny","messages":[]}"#, token: .some(key)).status == 200
+            }
+            for _ in 0..<2 {
+                #expect(try await cluster.request("POST", "/v1/chat/completions", body: #"{"model":"tiny","messages":[]}"#, token: .some(key)).status == 200)
+            }
+            var arguments = ["CARAVAN_UI_KEY=ui-team", "python3", repositoryRoot.appendingPathComponent("scripts/ui-check.py").path,
+                             cluster.hubURL, cluster.adminToken, "a"]
             if let shot = ProcessInfo.processInfo.environment["CARAVAN_UI_SCREENSHOT"] { arguments.append(shot) }
             let output = try runProcess(arguments, input: "")
             let result = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any], "ui-check: \(output)")
@@ -108,6 +118,13 @@ extension OperateTests {
             #expect((result["log_lines"] as? Int ?? 0) > 0, "the engine log tail shows the engine's output")
             #expect(try await cluster.admin().first { $0["name"] as? String == "a" }?["draining"] as? Bool == true)
             #expect(try await cluster.admin().first { $0["name"] as? String == "b" }?["draining"] as? Bool == false)
+            let row = try #require(result["key"] as? [String: Any], "ui-check: \(output)")
+            #expect(row["requests"] as? Int == 3)
+            #expect((row["tokens"] as? Int ?? 0) > 0)
+            #expect((row["budget_bar"] as? String)?.hasSuffix("%") == true)
+            #expect(result["revoked_in_page"] as? Bool == true)
+            let shown = try await cluster.request("GET", "/admin/keys/ui-team", token: .some(cluster.adminToken))
+            #expect(shown.json?["status"] as? String == "revoked", "\(shown.body)")
         }
     }
 }

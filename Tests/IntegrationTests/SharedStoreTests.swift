@@ -54,13 +54,14 @@ struct SharedStoreTests {
         return lines?.first { $0["key"] as? String == key }
     }
 
-    @Test("a key made on hub A serves on hub B and its revocation holds there; one budget holds across two hubs hammered at once (overshoot measured); PostgreSQL stopped and started under load: no request fails or hangs, and the ledger catches up with every one",
+    @Test("a key made on hub A serves on hub B and its revocation holds there; one budget holds across two hubs hammered at once (overshoot measured); PostgreSQL stopped and started under load: no request fails or hangs (a budgeted key is refused while it is away, with store_unavailable: refuse), and the ledger catches up with every one",
           .timeLimit(.minutes(4)))
     func twoHubsOneStore() async throws {
         let postgres = try PostgresServer.start()
         defer { postgres.stop() }
         let specs = [TestCluster.WorkerSpec(name: "a", fake: true, env: ["FAKE_TOKENS": "20", "FAKE_SLOTS": "32"])]
-        try await TestCluster.start(specs: specs, hubs: 2, hubSettings: "store: \(postgres.url)").using { cluster in
+        try await TestCluster.start(specs: specs, hubs: 2,
+                                   hubSettings: "store: \(postgres.url)\nstore_unavailable: refuse").using { cluster in
             let (a, b) = (cluster.hubURL, cluster.otherHubs[0].url)
             // Made on A; B reads it from the store.
             let made = try await Self.call(a + "/admin/keys", token: cluster.adminToken, body: #"{"name":"shared","budget":"20k/day"}"#)
@@ -90,9 +91,19 @@ struct SharedStoreTests {
             try await cluster.waitUntil("hub B refuses the key revoked on hub A", timeout: .seconds(5)) {
                 try await Self.call(b + "/v1/chat/completions", token: key, body: chatBody(maxTokens: 1)).status == 401
             }
+            // With store_unavailable: refuse, a budgeted key is refused while the store is away.
+            let fencedAnswer = try await Self.call(a + "/admin/keys", token: cluster.adminToken, body: #"{"name":"fenced","budget":"1M/day"}"#)
+            let fenced = try #require((try JSONSerialization.jsonObject(with: Data(fencedAnswer.body.utf8)) as? [String: Any])?["key"] as? String)
+            try await cluster.waitUntil("hub A serves the budgeted key", timeout: .seconds(5)) {
+                try await Self.call(a + "/v1/chat/completions", token: fenced, body: chatBody(maxTokens: 1)).status == 200
+            }
             let before = try await Self.usage(a, admin: cluster.adminToken, key: "tests")?["requests"] as? Int ?? 0
             var sent = 0, failed = 0
             try postgres.stopServer()
+            try await cluster.waitUntil("the budgeted key is refused while the store is away", timeout: .seconds(10)) {
+                let answer = try await Self.call(a + "/v1/chat/completions", token: fenced, body: chatBody(maxTokens: 1))
+                return answer.status == 503 && answer.body.contains("store_unavailable")
+            }
             for round in 0..<60 {
                 for hub in [a, b] {
                     let status = try await Self.call(hub + "/v1/chat/completions", token: cluster.clientToken, body: chatBody(maxTokens: 1)).status
@@ -103,6 +114,9 @@ struct SharedStoreTests {
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(failed == 0, "\(failed) of \(sent) requests failed while the store was away")
+            try await cluster.waitUntil("the budgeted key is served again", timeout: .seconds(10)) {
+                try await Self.call(a + "/v1/chat/completions", token: fenced, body: chatBody(maxTokens: 1)).status == 200
+            }
             try await cluster.waitUntil("the ledger catches up after the store's return", timeout: .seconds(20)) {
                 let now = try await Self.usage(a, admin: cluster.adminToken, key: "tests")?["requests"] as? Int
                 return now == before + sent

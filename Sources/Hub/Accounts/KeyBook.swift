@@ -81,6 +81,7 @@ struct KeyView: Encodable, Sendable {
     var tpm: Int?
     var parallel: Int?
     var budget: String?
+    var budgetTokens: Int?
     var budgetMode: String?
     /// Tokens used in the budget's current period, as this hub counts them.
     var budgetSpent: Int?
@@ -99,6 +100,7 @@ struct KeyView: Encodable, Sendable {
         tpm = key.tpm
         parallel = key.parallel
         budget = key.budget?.description
+        budgetTokens = key.budget?.tokens
         budgetMode = key.budget.map { $0.hard ? "hard" : "soft" }
         budgetSpent = key.budget == nil ? nil : spent
         createdAt = key.createdAt.formatted(.iso8601)

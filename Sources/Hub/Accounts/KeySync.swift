@@ -60,8 +60,12 @@ final class KeySync: Service, Sendable {
         }
     }
 
+    /// Failed reads in a row after which the store counts as unavailable (about a second).
+    static let unavailableAfter = 4
+
     func run() async throws {
         var generation = try? await load()
+        var failures = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await Task.sleep(for: Self.interval)
             do {
@@ -71,8 +75,18 @@ final class KeySync: Service, Sendable {
                     logger.info("managed keys reloaded", metadata: ["keys": "\(keys.all.count)"])
                 }
                 try await syncBudgets()
+                if failures >= Self.unavailableAfter { logger.notice("the store answers again") }
+                failures = 0
+                limiter.storeAvailable = true
             } catch {
-                logger.warning("managed keys: the store could not be read; keeping the keys in force", metadata: ["reason": "\(error)"])
+                failures += 1
+                if failures == Self.unavailableAfter {
+                    limiter.storeAvailable = false
+                    logger.error("the store cannot be read; keys stay as last read, budgets are counted by this hub alone",
+                                 metadata: ["reason": "\(error)"])
+                } else if failures < Self.unavailableAfter {
+                    logger.warning("the store could not be read", metadata: ["reason": "\(error)"])
+                }
             }
         }
     }

@@ -20,6 +20,8 @@ final class LedgerWriter: Service, Sendable {
     }
 
     private let pending = Mutex(Pending())
+    /// Batches the store refused in a row (logged at the first and every 40th: every 10 s).
+    private let failures = Mutex(0)
     private let store: any HubStore
     private let capacity: Int
     private let retention: (rows: Duration, buckets: Duration)
@@ -73,11 +75,22 @@ final class LedgerWriter: Service, Sendable {
         do {
             try await store.append(batch.rows, buckets: Array(batch.sums.values))
             metrics?.ledger("written", rows: batch.rows.count)
+            let failed = failures.withLock { failed in
+                defer { failed = 0 }
+                return failed
+            }
+            if failed > 0 { logger.notice("ledger: written again after \(failed) refused batches; nothing was lost") }
         } catch {
             metrics?.ledger("retried", rows: batch.rows.count)
-            logger.error("ledger: the store refused a batch; keeping it for the next write", metadata: [
-                "rows": "\(batch.rows.count)", "reason": "\(error)",
-            ])
+            let failed = failures.withLock { failed in
+                failed += 1
+                return failed
+            }
+            if failed % 40 == 1 {
+                logger.error("ledger: the store refused a batch; keeping it for the next write", metadata: [
+                    "rows": "\(batch.rows.count)", "reason": "\(error)", "refused_in_a_row": "\(failed)",
+                ])
+            }
             pending.withLock { pending in
                 var kept = batch.rows + pending.rows
                 var sums = batch.sums

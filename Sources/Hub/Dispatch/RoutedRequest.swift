@@ -144,6 +144,10 @@ final class RoutedRequest {
     /// Reserves the request's estimated tokens under its caller's token limits (429 when over):
     /// a quarter of the prompt's bytes (about a token each for English) plus `max_tokens`.
     private func reserveTokens(_ identity: Identity, prompt: Range<Int>?) throws(OpenAIError) {
+        if identity.budget != nil, config.storeUnavailable == .refuse, !plane.limiter.storeAvailable {
+            throw OpenAIError(.storeUnavailable, message: "This credential's token budget cannot be checked: the hub's store is unavailable "
+                                  + "(hub.store_unavailable: refuse); try again shortly", headers: [.retryAfter: "5"])
+        }
         let estimate = (prompt?.count ?? exchange.body.readableBytes) / 4 + (fields.maxTokens ?? 0)
         switch plane.limiter.reserveTokens(identity, estimate: estimate) {
         case .success(nil): return

@@ -10,6 +10,12 @@ final class RateLimiter: Sendable {
     private let configured: Mutex<RateBuckets.Limits>
     private let poison = Mutex(PoisonCounts())
     private let poisonLimit: Mutex<Int>
+    /// False while the store cannot be read (``KeySync``): budgets are then counted here alone.
+    private let storeReadable = Atomic<Bool>(true)
+    var storeAvailable: Bool {
+        get { storeReadable.load(ordering: .relaxed) }
+        set { storeReadable.store(newValue, ordering: .relaxed) }
+    }
     /// Poison requests a client may send per minute before it gets 429 (`limits.poison_per_minute`; 0: off).
     var poisonPerMinute: Int {
         get { poisonLimit.withLock { $0 } }

@@ -63,6 +63,12 @@ public struct HubConfig: Decodable, Sendable {
     public var store: String?
     /// The PostgreSQL store's password (`CARAVAN_STORE_PASSWORD` overrides); never in the URL.
     public var storePasswordFile: String?
+    /// While the store cannot be read: `serve` keeps admitting budgeted credentials on this
+    /// hub's own counts (budgets fail open), `refuse` answers them 503 `store_unavailable`
+    /// (fail closed). Credentials without a budget are served either way.
+    public var storeUnavailable = StoreUnavailable.serve
+
+    public enum StoreUnavailable: String, Sendable, Equatable { case serve, refuse }
     public var ledger = LedgerConfig()
 
     enum CodingKeys: String, CodingKey {
@@ -74,6 +80,7 @@ public struct HubConfig: Decodable, Sendable {
         case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
         case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file", join
         case tunnelListen = "tunnel_listen", stateDir = "state_dir", store, ledger, storePasswordFile = "store_password_file"
+        case storeUnavailable = "store_unavailable"
     }
 
     public init() {}
@@ -133,6 +140,10 @@ public struct HubConfig: Decodable, Sendable {
             }
         }
         storePasswordFile = try c.optional(String.self, .storePasswordFile)
+        if let text = try c.optional(String.self, .storeUnavailable) {
+            guard let mode = StoreUnavailable(rawValue: text) else { throw c.error(.storeUnavailable, "expected serve or refuse") }
+            storeUnavailable = mode
+        }
         ledger = try c.optional(LedgerConfig.self, .ledger) ?? LedgerConfig()
     }
 

@@ -83,6 +83,7 @@ public struct ErrorCode: Hashable, Sendable, CustomStringConvertible {
     public static let modelDoesNotFit = ErrorCode("model_does_not_fit", .serviceUnavailable, .server)
     public static let modelUnavailable = ErrorCode("model_unavailable", .serviceUnavailable, .server)
     public static let noHealthyWorker = ErrorCode("no_healthy_worker", .serviceUnavailable, .server)
+    public static let storeUnavailable = ErrorCode("store_unavailable", .serviceUnavailable, .server)
     public static let noWorkerAvailable = ErrorCode("no_worker_available", .serviceUnavailable, .server)
     public static let queueTimeout = ErrorCode("queue_timeout", .serviceUnavailable, .server, rejection: .queue)
     public static let serverShuttingDown = ErrorCode("server_shutting_down", .serviceUnavailable, .server)

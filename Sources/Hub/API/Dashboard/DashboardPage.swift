@@ -27,6 +27,10 @@ extension Dashboard {
           <section>
             <h2>Workers</h2>
             <div id="workers"></div>
+            <h2>Keys and usage <span id="usage-period" class="muted"></span></h2>
+            <table id="keys"><thead><tr><th>Key</th><th>Status</th><th>Models</th><th>Limits</th><th>Requests</th><th>Tokens</th><th>Budget</th><th></th></tr></thead><tbody></tbody></table>
+            <h2>Usage by model</h2>
+            <table id="model-usage"><thead><tr><th>Model</th><th>Requests</th><th>Errors</th><th>Prompt</th><th>Completion</th><th>Cached</th></tr></thead><tbody></tbody></table>
           </section>
           <section class="side">
             <h2>Queues</h2>

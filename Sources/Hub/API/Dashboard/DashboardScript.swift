@@ -45,12 +45,58 @@ extension Dashboard {
           $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
           $("login-error").textContent = "";
           connect();
+          refreshUsage();
+          if (!usageTimer) usageTimer = setInterval(refreshUsage, 5000);
+        }
+
+        // Keys and this month's usage (UTC), from the ledger; every 5 s while signed in.
+        let usageTimer = null;
+        async function refreshUsage() {
+          if (!token()) return;
+          const now = new Date();
+          const from = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
+          let keys, byKey, byModel;
+          try {
+            [keys, byKey, byModel] = await Promise.all([api("GET", "/admin/keys"),
+              api("GET", "/admin/usage?group_by=key&from=" + encodeURIComponent(from)),
+              api("GET", "/admin/usage?group_by=model&from=" + encodeURIComponent(from))]);
+          } catch (error) { return; }
+          $("usage-period").textContent = "since " + from.slice(0, 10);
+          const used = new Map(byKey.usage.map((line) => [line.key, line]));
+          const rows = keys.keys.map((key) => {
+            const line = used.get("key:" + key.name) || { requests: 0, total_tokens: 0 };
+            used.delete("key:" + key.name);
+            const limits = [key.rpm && key.rpm + " rpm", key.tpm && key.tpm + " tpm", key.parallel && key.parallel + " at once"].filter(Boolean).join(" · ");
+            let budget = "–";
+            if (key.budget_tokens) {
+              const share = Math.min(1, (key.budget_spent || 0) / key.budget_tokens);
+              const bar = el("div", { class: "bar" }, el("div", { class: "fill" + (share >= 1 ? " spent" : "") }));
+              bar.firstChild.style.width = (share * 100).toFixed(1) + "%";
+              budget = el("div", { class: "budget" }, bar, el("span", { class: "muted" }, (key.budget_spent || 0) + " / " + key.budget + " " + key.budget_mode));
+            }
+            return el("tr", { "data-key": key.name, "data-status": key.status },
+              el("td", {}, key.name, el("div", { class: "muted" }, key.id)), el("td", { class: "key-status " + key.status }, key.status),
+              el("td", {}, key.models ? key.models.join(", ") : "all"), el("td", {}, limits || "–"),
+              el("td", { class: "requests" }, line.requests), el("td", { class: "tokens" }, line.total_tokens), el("td", {}, budget),
+              el("td", {}, key.status === "active"
+                ? actionButton("Revoke", "revoke", key.name, null, "/admin/keys/" + encodeURIComponent(key.id) + "/revoke", refreshUsage) : null));
+          });
+          // Credentials the store does not manage (tokens, configured keys) still have usage.
+          for (const [subject, line] of used) {
+            rows.push(el("tr", { "data-key": subject }, el("td", {}, subject), el("td", { class: "muted" }, "not managed"), el("td", {}, "–"),
+              el("td", {}, "–"), el("td", { class: "requests" }, line.requests), el("td", { class: "tokens" }, line.total_tokens), el("td", {}, "–"), el("td", {})));
+          }
+          $("keys").tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted", colSpan: 8 }, "No keys or usage yet."))]));
+          $("model-usage").tBodies[0].replaceChildren(...byModel.usage.map((line) => el("tr", { "data-model": line.model },
+            el("td", {}, line.model || "(none)"), el("td", {}, line.requests), el("td", {}, line.errors), el("td", {}, line.prompt_tokens),
+            el("td", {}, line.completion_tokens), el("td", {}, line.cached_tokens))));
         }
 
         function signOut() {
           sessionStorage.removeItem(KEY);
           if (stream) stream.abort();
           if (logStream) logStream.abort();
+          if (usageTimer) { clearInterval(usageTimer); usageTimer = null; }
           $("main").hidden = true; $("logs").hidden = true; $("login").hidden = false; $("logout").hidden = true;
           setStatus("signed out", false);
         }
@@ -123,12 +169,15 @@ extension Dashboard {
           return el("span", { class: "metric", title: label }, svg, el("span", {}, last === null ? "–" : (Math.round(last * 10) / 10) + " " + label));
         }
 
-        function actionButton(label, action, worker, model, path) {
+        function actionButton(label, action, worker, model, path, after) {
           return el("button", {
             class: "action", "data-action": action, "data-worker": worker, "data-model": model || "",
             onclick: async (event) => {
               event.target.disabled = true;
-              try { await api("POST", path); addEvent({ type: "action", worker, model, to: action, time: new Date().toISOString() }); }
+              try {
+                await api("POST", path); addEvent({ type: "action", worker, model, to: action, time: new Date().toISOString() });
+                if (after) after();
+              }
               catch (error) { addEvent({ type: "action_failed", worker, model, reason: action + ": " + error.message, time: new Date().toISOString() }); }
               event.target.disabled = false;
             },

@@ -27,6 +27,8 @@ extension Dashboard {
         .spark { width: 60px; height: 16px; } .spark polyline { fill: none; stroke: var(--accent); stroke-width: 1; }
         .muted { color: var(--muted); } .reason { font-size: .8rem; max-width: 30rem; } .error { color: var(--bad); }
         .actions button { margin: 0 .2rem .2rem 0; }
+        .budget { display: grid; grid-template-columns: 6rem auto; gap: .4rem; align-items: center; } .fill.spent { background: var(--bad); }
+        .key-status.active { color: var(--ok); } .key-status.revoked, .key-status.expired { color: var(--bad); }
         ul { list-style: none; padding: 0; margin: 0; } #events li { padding: .3rem 0; border-top: 1px solid var(--line); }
         .event.breaker b, .event.engine_crash b, .event.action_failed b { color: var(--bad); }
         #logs { position: fixed; inset: auto 1rem 1rem 1rem; height: 40vh; background: #0b0f13; border: 1px solid var(--line); border-radius: 6px; display: flex; flex-direction: column; }
