@@ -8,7 +8,8 @@ import Store
 /// the store's key generation changes, so a key made, revoked or rotated by any process
 /// takes effect on every hub sharing the store within a second), and its token budgets
 /// (this hub's ledger written, then every hub's spending read back: several hubs share one
-/// budget, each about half a second behind the others).
+/// budget, each about half a second behind the others; every 25 ms while a hard budget is
+/// 90 % spent, when seeing the others late would let it overshoot).
 final class KeySync: Service, Sendable {
     private let store: any HubStore
     private let keys: ManagedKeys
@@ -20,6 +21,8 @@ final class KeySync: Service, Sendable {
     /// The budgets of credentials the config file declares (API keys), read at each load.
     private let configured: @Sendable () -> [(subject: String, budget: TokenBudget, tpm: Int?)]
     static let interval: Duration = .milliseconds(250)
+    /// The interval while a hard budget is nearly spent.
+    static let closeInterval: Duration = .milliseconds(25)
 
     init(store: any HubStore, keys: ManagedKeys, limiter: RateLimiter, ledger: LedgerWriter? = nil, logger: Logger,
          configured: @escaping @Sendable () -> [(subject: String, budget: TokenBudget, tpm: Int?)] = { [] }) {
@@ -60,14 +63,15 @@ final class KeySync: Service, Sendable {
         }
     }
 
-    /// Failed reads in a row after which the store counts as unavailable (about a second).
-    static let unavailableAfter = 4
+    /// How long reads may fail before the store counts as unavailable.
+    static let unavailableAfter: Duration = .seconds(1)
 
     func run() async throws {
         var generation = try? await load()
-        var failures = 0
+        var lastRead = ContinuousClock.now
+        var failing = false
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await Task.sleep(for: Self.interval)
+            try? await Task.sleep(for: limiter.budgetNearlySpent ? Self.closeInterval : Self.interval)
             do {
                 let current = try await store.keysGeneration()
                 if current != generation {
@@ -75,17 +79,17 @@ final class KeySync: Service, Sendable {
                     logger.info("managed keys reloaded", metadata: ["keys": "\(keys.all.count)"])
                 }
                 try await syncBudgets()
-                if failures >= Self.unavailableAfter { logger.notice("the store answers again") }
-                failures = 0
+                if !limiter.storeAvailable { logger.notice("the store answers again") }
+                lastRead = .now
+                failing = false
                 limiter.storeAvailable = true
             } catch {
-                failures += 1
-                if failures == Self.unavailableAfter {
+                if !failing { logger.warning("the store could not be read", metadata: ["reason": "\(error)"]) }
+                failing = true
+                if limiter.storeAvailable, ContinuousClock.now - lastRead >= Self.unavailableAfter {
                     limiter.storeAvailable = false
                     logger.error("the store cannot be read; keys stay as last read, budgets are counted by this hub alone",
                                  metadata: ["reason": "\(error)"])
-                } else if failures < Self.unavailableAfter {
-                    logger.warning("the store could not be read", metadata: ["reason": "\(error)"])
                 }
             }
         }

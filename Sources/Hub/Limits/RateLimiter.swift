@@ -104,6 +104,7 @@ final class RateLimiter: Sendable {
     /// (``TokenQuotas/mark()``).
     var budgeted: [(subject: String, budget: TokenBudget, tpm: Int?)] { tokens.withLock { $0.budgeted } }
     func markBudgets() { tokens.withLock { $0.mark() } }
+    var budgetNearlySpent: Bool { tokens.withLock { $0.nearlySpent } }
     func syncBudget(_ subject: String, stored: Int, budget: TokenBudget, tpm: Int?) {
         let now = Date()
         tokens.withLock { $0.sync(subject, stored: stored, limits: .init(tpm: tpm, budget: budget), now: now) }

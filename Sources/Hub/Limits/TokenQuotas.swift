@@ -36,6 +36,9 @@ struct TokenQuotas: Sendable {
         var tpm: Int?
         /// Tokens settled since the last ``mark()``: not yet in what the store counted.
         var sinceMark = 0
+        /// Every hub's spending rate as the syncs see it (tokens a second, smoothed).
+        var rate = 0.0
+        var lastSync: (spent: Int, at: Date)?
     }
 
     private var accounts: [String: Account] = [:]
@@ -100,6 +103,17 @@ struct TokenQuotas: Sendable {
         accounts.compactMap { subject, account in account.budget.map { (subject, $0, account.tpm) } }
     }
 
+    /// Whether a hard budget is close to spent: what is left would go within 2 s at the rate
+    /// every hub together spends it (or less than a tenth is left). Hubs sharing it then sync
+    /// far more often, since another hub's spending seen late is what overshoots it.
+    var nearlySpent: Bool {
+        accounts.values.contains { account in
+            guard let budget = account.budget, budget.hard else { return false }
+            let left = budget.tokens - account.spent - account.reserved
+            return left > 0 && (Double(left) <= account.rate * 2 || left * 10 <= budget.tokens)
+        }
+    }
+
     /// Starts counting what is settled from now on apart: the ledger is written next, then
     /// the store read, and ``sync(_:stored:limits:now:)`` adds what settled meanwhile.
     mutating func mark() {
@@ -111,6 +125,11 @@ struct TokenQuotas: Sendable {
     mutating func sync(_ subject: String, stored: Int, limits: Limits, now: Date) {
         var account = refreshed(subject, limits: limits, now: now)
         account.spent = stored + account.sinceMark
+        if let last = account.lastSync, now.timeIntervalSince(last.at) > 0.001 {
+            let observed = Double(max(0, account.spent - last.spent)) / now.timeIntervalSince(last.at)
+            account.rate = account.rate * 0.5 + observed * 0.5
+        }
+        account.lastSync = (account.spent, now)
         accounts[subject] = account
     }
 
