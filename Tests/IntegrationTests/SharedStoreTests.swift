@@ -73,6 +73,23 @@ struct SharedStoreTests {
             }
             print("caravan-shared-store: hub B served the key \(ContinuousClock.now - madeAt) after hub A made it")
 
+            // One rate limit, both hubs: each holds half of it (60 a minute, a burst of 60 in all).
+            let pacedAnswer = try await Self.call(a + "/admin/keys", token: cluster.adminToken, body: #"{"name":"paced","rpm":60}"#)
+            let paced = try #require((try JSONSerialization.jsonObject(with: Data(pacedAnswer.body.utf8)) as? [String: Any])?["key"] as? String)
+            try await cluster.waitUntil("hub B accepts the rate-limited key", timeout: .seconds(5)) {
+                try await Self.call(b + "/v1/models", token: paced).status == 200
+            }
+            var servedAtRate = 1
+            var refused: Set<String> = []
+            while refused.count < 2, servedAtRate < 200 {
+                for hub in [a, b] where !refused.contains(hub) {
+                    let status = try await Self.call(hub + "/v1/chat/completions", token: paced, body: chatBody(maxTokens: 1)).status
+                    if status == 200 { servedAtRate += 1 } else { refused.insert(hub) }
+                }
+            }
+            print("caravan-shared-store: rpm 60 through two hubs: \(servedAtRate) requests served before both refused")
+            #expect(servedAtRate >= 55 && servedAtRate <= 66, "\(servedAtRate) requests served under rpm 60 through two hubs")
+
             // One budget, both hubs at once.
             let statuses = try await Self.hammer([a, b], token: key)
             #expect(statuses.filter { $0 != 200 }.allSatisfy { $0 == 429 }, "\(Set(statuses))")

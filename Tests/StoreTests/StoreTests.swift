@@ -125,6 +125,13 @@ struct StoreTests {
         let stored = try await store.keys()
         #expect(stored == [key])
         #expect(stored.first?.status(at: Date()) == "revoked")
+        // The hubs sharing the store: each counted while seen recently, gone when it leaves.
+        let now = Date()
+        #expect(try await store.heartbeat(hub: "hub_a", now: now.addingTimeInterval(-10), since: now.addingTimeInterval(-20)) == 1)
+        #expect(try await store.heartbeat(hub: "hub_b", now: now, since: now.addingTimeInterval(-2)) == 1)  // hub_a is stale
+        #expect(try await store.heartbeat(hub: "hub_a", now: now, since: now.addingTimeInterval(-2)) == 2)
+        try await store.leave(hub: "hub_a")
+        #expect(try await store.heartbeat(hub: "hub_b", now: now, since: now.addingTimeInterval(-2)) == 1)
         try await store.close()
     }
 

@@ -21,6 +21,10 @@ final class KeySync: Service, Sendable {
     /// The budgets of credentials the config file declares (API keys), read at each load.
     private let configured: @Sendable () -> [(subject: String, budget: TokenBudget, tpm: Int?)]
     static let interval: Duration = .milliseconds(250)
+    /// This hub among those sharing the store (a new one each start).
+    let hubID = ManagedKeys.newID().replacingOccurrences(of: "key_", with: "hub_")
+    /// A hub not seen for this long no longer holds a share of the limits.
+    static let hubExpiry: TimeInterval = 2
     /// The interval while a hard budget is nearly spent.
     static let closeInterval: Duration = .milliseconds(25)
 
@@ -79,6 +83,8 @@ final class KeySync: Service, Sendable {
                     logger.info("managed keys reloaded", metadata: ["keys": "\(keys.all.count)"])
                 }
                 try await syncBudgets()
+                let now = Date()
+                limiter.hubs = try await store.heartbeat(hub: hubID, now: now, since: now.addingTimeInterval(-Self.hubExpiry))
                 if !limiter.storeAvailable { logger.notice("the store answers again") }
                 lastRead = .now
                 failing = false
@@ -87,11 +93,12 @@ final class KeySync: Service, Sendable {
                 if !failing { logger.warning("the store could not be read", metadata: ["reason": "\(error)"]) }
                 failing = true
                 if limiter.storeAvailable, ContinuousClock.now - lastRead >= Self.unavailableAfter {
-                    limiter.storeAvailable = false
+                    limiter.storeAvailable = false  // the limits' shares stay as last seen
                     logger.error("the store cannot be read; keys stay as last read, budgets are counted by this hub alone",
                                  metadata: ["reason": "\(error)"])
                 }
             }
         }
+        try? await store.leave(hub: hubID)
     }
 }

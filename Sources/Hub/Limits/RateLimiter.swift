@@ -10,6 +10,13 @@ final class RateLimiter: Sendable {
     private let configured: Mutex<RateBuckets.Limits>
     private let poison = Mutex(PoisonCounts())
     private let poisonLimit: Mutex<Int>
+    /// Hubs sharing the store and serving now (``KeySync``): each enforces this share of every
+    /// per-credential rate, so two hubs do not give twice a limit.
+    private let sharing = Atomic<Int>(1)
+    var hubs: Int {
+        get { sharing.load(ordering: .relaxed) }
+        set { sharing.store(max(1, newValue), ordering: .relaxed) }
+    }
     /// False while the store cannot be read (``KeySync``): budgets are then counted here alone.
     private let storeReadable = Atomic<Bool>(true)
     var storeAvailable: Bool {
@@ -50,10 +57,14 @@ final class RateLimiter: Sendable {
         return poison.withLock { $0.throttled(limit: limit, now: now) }
     }
 
-    /// Limits for a caller: its credential's own override the configured defaults.
+    /// Limits for a caller on this hub: its credential's own override the configured defaults,
+    /// and each of the hubs sharing the store holds its share of them.
     func limits(for identity: Identity) -> RateBuckets.Limits {
-        RateBuckets.Limits(rps: identity.rps ?? defaults.rps, burst: identity.burst ?? identity.rps ?? defaults.burst,
-                           concurrent: identity.concurrency ?? defaults.concurrent)
+        let share = Double(hubs)
+        let concurrent = identity.concurrency ?? defaults.concurrent
+        return RateBuckets.Limits(rps: (identity.rps ?? defaults.rps) / share,
+                                  burst: max(1, (identity.burst ?? identity.rps ?? defaults.burst) / share),
+                                  concurrent: concurrent > 0 ? max(1, Int((Double(concurrent) / share).rounded(.up))) : concurrent)
     }
 
     /// An admitted request: its concurrency slot (nil without limits) and what is left of its
@@ -66,9 +77,19 @@ final class RateLimiter: Sendable {
     func acquire(_ identity: Identity) -> Result<Admission, RateBuckets.RetryAfter> {
         let limits = limits(for: identity)
         if limits.isUnlimited { return .success(Admission()) }
-        let now = ContinuousClock.now
+        let (now, share) = (ContinuousClock.now, hubs)
+        // The headers speak of the credential's whole limit: this hub's share, scaled back.
+        let scaled = { (window: QuotaWindow?) in
+            window.map { QuotaWindow(limit: $0.limit * share, remaining: $0.remaining * share, reset: $0.reset) }
+        }
         return buckets.withLock { $0.acquire(identity.subject, limits: limits, now: now) }
-            .map { Admission(permit: Permit(subject: identity.subject, limiter: self), requests: $0) }
+            .map { Admission(permit: Permit(subject: identity.subject, limiter: self), requests: scaled($0)) }
+            .mapError { retry in
+                var retry = retry
+                retry.window = scaled(retry.window)
+                if share > 1, retry.window != nil { retry.reason += " on this hub (1 of \(share) hubs sharing the limit)" }
+                return retry
+            }
     }
 
     fileprivate func release(_ subject: String) { buckets.withLock { $0.release(subject) } }
@@ -78,7 +99,7 @@ final class RateLimiter: Sendable {
     func reserveTokens(_ identity: Identity, estimate: Int, now: Date = Date())
         -> Result<(window: QuotaWindow?, reservation: TokenReservation)?, TokenQuotas.Refusal>
     {
-        let limits = TokenQuotas.Limits(tpm: identity.tpm, budget: identity.budget)
+        let limits = TokenQuotas.Limits(tpm: identity.tpm, budget: identity.budget, hubs: hubs)
         guard !limits.isUnlimited else { return .success(nil) }
         return tokens.withLock { $0.reserve(identity.subject, estimate: estimate, limits: limits, now: now) }
             .map { ($0, TokenReservation(subject: identity.subject, limits: limits, estimate: estimate, limiter: self)) }

@@ -9,7 +9,11 @@ struct TokenQuotas: Sendable {
     struct Limits: Sendable, Equatable {
         var tpm: Int?
         var budget: TokenBudget?
+        /// Hubs sharing the credential's tokens per minute: each holds this share of them.
+        var hubs = 1
         var isUnlimited: Bool { tpm == nil && budget == nil }
+        /// This hub's bucket: its share of the tokens per minute.
+        var bucket: Double? { tpm.map { Double($0) / Double(max(1, hubs)) } }
     }
 
     /// Why a request was refused, with the seconds to wait.
@@ -56,18 +60,20 @@ struct TokenQuotas: Sendable {
                                         + end.formatted(.iso8601)))
         }
         var window: QuotaWindow?
-        if let tpm = limits.tpm {
-            let rate = Double(tpm) / 60
-            guard Double(estimate) <= account.tokens else {
-                let wait = estimate > tpm ? 60 : (Double(estimate) - account.tokens) / rate
+        if let tpm = limits.tpm, let bucket = limits.bucket {
+            let rate = bucket / 60
+            // A request larger than this hub's share goes when the bucket is full (the debt is
+            // paid before the next); one larger than the whole limit never does.
+            guard estimate <= tpm, Double(estimate) <= account.tokens || account.tokens >= bucket else {
+                let wait = estimate > tpm ? 60 : (min(Double(estimate), bucket) - account.tokens) / rate
                 return .failure(Refusal(kind: .tokensPerMinute, retryAfter: max(1, Int(wait.rounded(.up))),
                                         reason: estimate > tpm
                                             ? "this request needs about \(estimate) tokens, more than the \(tpm) tokens per minute allowed"
                                             : "over \(tpm) tokens per minute",
-                                        window: Self.window(account, tpm: tpm)))
+                                        window: Self.window(account, limits: limits)))
             }
             account.tokens -= Double(estimate)
-            window = Self.window(account, tpm: tpm)
+            window = Self.window(account, limits: limits)
         }
         account.reserved += estimate
         return .success(window)
@@ -80,7 +86,7 @@ struct TokenQuotas: Sendable {
         defer { accounts[subject] = account }
         account.reserved = max(0, account.reserved - reserved)
         account.tokens -= Double(used - reserved)  // an underestimate is paid for now
-        if let tpm = limits.tpm { account.tokens = min(Double(tpm), account.tokens) }
+        if let bucket = limits.bucket { account.tokens = min(bucket, account.tokens) }
         account.spent += used
         account.sinceMark += used
         guard let budget = limits.budget, !budget.hard, !account.reportedSpent, account.spent >= budget.tokens else { return false }
@@ -135,10 +141,10 @@ struct TokenQuotas: Sendable {
 
     /// The account brought to `now`: the bucket refilled, a new budget period started afresh.
     private func refreshed(_ subject: String, limits: Limits, now: Date) -> Account {
-        var account = accounts[subject] ?? Account(tokens: Double(limits.tpm ?? 0), updated: now)
-        if let tpm = limits.tpm {
+        var account = accounts[subject] ?? Account(tokens: limits.bucket ?? 0, updated: now)
+        if let bucket = limits.bucket {
             let elapsed = max(0, now.timeIntervalSince(account.updated))
-            account.tokens = min(Double(tpm), account.tokens + elapsed * Double(tpm) / 60)
+            account.tokens = min(bucket, account.tokens + elapsed * bucket / 60)
         }
         account.updated = now
         account.budget = limits.budget
@@ -154,9 +160,12 @@ struct TokenQuotas: Sendable {
         return account
     }
 
-    private static func window(_ account: Account, tpm: Int) -> QuotaWindow {
-        let rate = Double(tpm) / 60
-        return QuotaWindow(limit: tpm, remaining: max(0, Int(account.tokens.rounded(.down))),
-                           reset: max(0, (Double(tpm) - account.tokens) / rate))
+    /// What is left of the tokens per minute, as the client knows the limit: this hub's
+    /// bucket scaled by the hubs sharing it.
+    private static func window(_ account: Account, limits: Limits) -> QuotaWindow {
+        let bucket = limits.bucket ?? 0
+        let hubs = Double(max(1, limits.hubs))
+        return QuotaWindow(limit: limits.tpm ?? 0, remaining: max(0, Int((account.tokens * hubs).rounded(.down))),
+                           reset: max(0, (bucket - account.tokens) / (bucket / 60)))
     }
 }

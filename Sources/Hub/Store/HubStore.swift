@@ -20,6 +20,11 @@ public protocol HubStore: Sendable {
     func tokensUsed(subject: String, since start: Date) async throws -> Int
     /// Deletes ledger rows older than `rows` and hourly buckets older than `buckets`.
     func prune(rowsBefore rows: Date, bucketsBefore buckets: Date) async throws
+    /// Records that hub `id` is serving at `now`; how many hubs were seen since `since`
+    /// (this one included).
+    func heartbeat(hub id: String, now: Date, since: Date) async throws -> Int
+    /// Forgets hub `id` (it stops): the others take its share of the limits at once.
+    func leave(hub id: String) async throws
     /// Ledger rows, newest first (tests and exports).
     func rows(limit: Int) async throws -> [LedgerRow]
     func close() async throws

@@ -216,6 +216,23 @@ public final class SQLStore: HubStore {
         }
     }
 
+    public func heartbeat(hub id: String, now: Date, since: Date) async throws -> Int {
+        try await gate.run {
+            _ = try await self.driver.execute(
+                "INSERT INTO hubs (id, seen_at) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                [.text(id), .double(now.timeIntervalSince1970)])
+            return try await self.driver.execute("SELECT CAST(COUNT(*) AS BIGINT) AS hubs FROM hubs WHERE seen_at >= ?",
+                                                 [.double(since.timeIntervalSince1970)]).first?.int("hubs") ?? 1
+        }
+    }
+
+    public func leave(hub id: String) async throws {
+        try await gate.run {
+            _ = try await self.driver.execute("DELETE FROM hubs WHERE id = ? OR seen_at < ?",
+                                              [.text(id), .double(Date().timeIntervalSince1970 - 86_400)])
+        }
+    }
+
     public func rows(limit: Int) async throws -> [LedgerRow] {
         try await gate.run {
             try await self.driver.execute("SELECT * FROM ledger ORDER BY at DESC LIMIT ?", [.integer(limit)]).map { row in

@@ -30,6 +30,10 @@ enum StoreSchema {
             "CREATE TABLE meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
             "INSERT INTO meta (name, value) VALUES ('keys_generation', 0)",
         ],
+        // 2: the hubs sharing the store, each seen at its last sync (they split rate limits).
+        [
+            "CREATE TABLE hubs (id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL)",
+        ],
     ]
 
     static var latest: Int { migrations.count }
