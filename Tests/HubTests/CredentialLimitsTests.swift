@@ -1,0 +1,56 @@
+import Auth
+import Crypto
+import Foundation
+import HTTPTypes
+import Testing
+import TestSupport
+@testable import Hub
+
+/// The limits a managed key has, carried by a config-file API key and by token claims,
+/// through the hub's own data plane (in process, a scripted upstream answering 200).
+@Suite("Credential limits")
+struct CredentialLimitsTests {
+    static let rpm = HTTPField.Name("x-ratelimit-limit-requests")!
+    static let tpm = HTTPField.Name("x-ratelimit-limit-tokens")!
+
+    @Test("a config API key's rpm, tpm and budget, and a token's rpm and tpm claims: OpenAI's headers, the too-large refusal, the spent budget not to be retried")
+    func configKeysAndClaims() async throws {
+        try await ScriptedUpstream.answering { upstream in
+            let port = upstream.port
+            let apiKey = "cvn_test_" + String(repeating: "q", count: 24)
+            let digest = SHA256.hash(data: Data(apiKey.utf8)).map { String(format: "%02x", $0) }.joined()
+            let hub = try InProcessHub.make(authSettings: """
+                api_keys:
+                  - {name: team-c, sha256: \(digest), rpm: 120, tpm: 5000, budget: 100/day}
+                """, upstreamPort: port)
+            let token = try await hub.clientToken {
+                $0.rpm = 30
+                $0.tpm = 1000
+            }
+            try await hub.run(upstreamURL: "http://127.0.0.1:\(port)") { http in
+                let keyed = try await http.send(.post, "/v1/chat/completions", body: chatBody(), token: apiKey)
+                #expect(keyed.status == 200, "\(keyed.body)")
+                #expect(keyed.headers[Self.rpm] == "120" && keyed.headers[Self.tpm] == "5000")
+                let claimed = try await http.send(.post, "/v1/chat/completions", body: chatBody(), token: token)
+                #expect(claimed.status == 200, "\(claimed.body)")
+                #expect(claimed.headers[Self.rpm] == "30" && claimed.headers[Self.tpm] == "1000")
+                // More than a whole minute's tokens: refused, and it says why.
+                let large = try await http.send(.post, "/v1/chat/completions", body: chatBody(maxTokens: 2000), token: token)
+                #expect(large.status == 429 && large.body.contains("tokens_per_minute_exceeded"), "\(large.body)")
+                #expect(large.body.contains("more than the 1000 tokens per minute"), "\(large.body)")
+                // The key's budget (100 tokens a day; each answer without usage is charged its estimate).
+                var statuses: [Int] = []
+                var last = keyed
+                while statuses.count < 20 {
+                    last = try await http.send(.post, "/v1/chat/completions", body: chatBody(), token: apiKey)
+                    statuses.append(last.status)
+                    if last.status != 200 { break }
+                }
+                #expect(last.status == 429 && last.body.contains("budget_exceeded"), "\(last.body)")
+                #expect(last.headers[RateLimitHeaders.shouldRetry] == "false")
+                #expect(Int(last.headers[.retryAfter] ?? "") ?? 0 > 0)
+                #expect((2...6).contains(statuses.count), "\(statuses)")
+            }
+        }
+    }
+}
