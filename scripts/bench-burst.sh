@@ -31,11 +31,7 @@ wait_http "http://127.0.0.1:$HUB/health"
 CARAVAN_LOG_FORMAT=json CARAVAN_LOG_LEVEL=debug "$BIN/caravan-worker" --config "$RUN/cluster.yaml" --name fan > "$RUN/worker.log" 2>&1 &
 PIDS+=($!)
 TOKEN="$("$BIN/caravan-hub" token --config "$RUN/cluster.yaml" --sub bench --ttl 1h)"
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$HUB/v1/chat/completions" -H "Authorization: Bearer $TOKEN" \
-    -d '{"model":"fan","messages":[],"max_tokens":1}' >/dev/null 2>&1 && break
-  sleep 0.2
-done
+wait_chat "http://127.0.0.1:$HUB" "$TOKEN" fan
 sleep 1
 HUB_START=$(wc -l < "$RUN/hub.log"); WORKER_START=$(wc -l < "$RUN/worker.log")
 say "$STREAMS streams at once, worker connect: $MODE"

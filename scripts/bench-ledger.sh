@@ -50,11 +50,7 @@ YAML
   local key admin
   key="$("$BIN/caravan-hub" keys create --config "$dir/cluster.yaml" --name bench 2>/dev/null)"
   admin="$("$BIN/caravan-hub" token --config "$dir/cluster.yaml" --sub ops --role admin --ttl 1h)"
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$hub/v1/chat/completions" -H "Authorization: Bearer $key" \
-      -d '{"model":"fake","messages":[],"max_tokens":1}' >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+  wait_chat "http://127.0.0.1:$hub" "$key" fake
   local before; before=$(cpu_ticks "$hub_pid")
   hey -z "${DURATION}s" -c 16 -q $((RATE / 16)) -m POST -H "Authorization: Bearer $key" -T application/json \
     -d '{"model":"fake","messages":[{"role":"user","content":"hi"}],"max_tokens":8}' \

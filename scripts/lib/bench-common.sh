@@ -54,6 +54,15 @@ bench_model() {
   fi
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# Waits until the hub at $1 serves a chat for model $3 with credential $2 (the model loaded).
+wait_chat() {
+  for _ in $(seq 1 100); do
+    curl -fs "$1/v1/chat/completions" -H "Authorization: Bearer $2" \
+      -d "{\"model\":\"$3\",\"messages\":[],\"max_tokens\":1}" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "timeout waiting for $1 to serve $3" >&2; return 1
+}
 wait_http() { for _ in $(seq 1 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout waiting for $1" >&2; return 1; }
 rss() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
