@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Testing
 import TestSupport
+import Wire
 @testable import Hub
 
 /// The limits a managed key has, carried by a config-file API key and by token claims,
@@ -50,6 +51,40 @@ struct CredentialLimitsTests {
                 #expect(last.headers[RateLimitHeaders.shouldRetry] == "false")
                 #expect(Int(last.headers[.retryAfter] ?? "") ?? 0 > 0)
                 #expect((2...6).contains(statuses.count), "\(statuses)")
+            }
+        }
+    }
+
+    @Test("the admin keys and usage API answers bad input with envelopes: invalid JSON, a bad budget, name or duration, a taken name, an unknown key (404), a bad group_by, from or format")
+    func adminBadInput() async throws {
+        try await ScriptedUpstream.answering { upstream in
+            let port = upstream.port
+            let hub = try InProcessHub.make(upstreamPort: port)
+            let admin = try await hub.clientToken { $0.role = .admin }
+            try await hub.run(upstreamURL: "http://127.0.0.1:\(port)") { http in
+                #expect(try await http.send(.post, "/admin/keys", body: #"{"name":"ok"}"#, token: admin).status == 201)
+                let cases: [(String, HTTPRequest.Method, String, String?, Int, String)] = [
+                    ("invalid JSON", .post, "/admin/keys", "{oops", 400, "invalid_json"),
+                    ("no name", .post, "/admin/keys", #"{"rpm":5}"#, 400, "invalid_json"),
+                    ("bad budget", .post, "/admin/keys", #"{"name":"b","budget":"lots"}"#, 400, "invalid_request_body"),
+                    ("bad duration", .post, "/admin/keys", #"{"name":"b","expires":"soon"}"#, 400, "invalid_request_body"),
+                    ("bad name", .post, "/admin/keys", #"{"name":"a b/c"}"#, 400, "invalid_request_body"),
+                    ("zero rpm", .post, "/admin/keys", #"{"name":"z","rpm":0}"#, 400, "invalid_request_body"),
+                    ("taken name", .post, "/admin/keys", #"{"name":"ok"}"#, 400, "invalid_request_body"),
+                    ("unknown key", .get, "/admin/keys/nope", nil, 404, "not_found"),
+                    ("revoke unknown", .post, "/admin/keys/nope/revoke", "", 404, "not_found"),
+                    ("bad group_by", .get, "/admin/usage?group_by=worker", nil, 400, "invalid_request_body"),
+                    ("bad from", .get, "/admin/usage?from=yesterday", nil, 400, "invalid_request_body"),
+                    ("bad format", .get, "/admin/usage?format=xml", nil, 400, "invalid_request_body"),
+                ]
+                for (label, method, path, body, status, code) in cases {
+                    let reply = try await http.send(method, path, body: body, token: admin)
+                    #expect(reply.status == status, "\(label): \(reply.body)")
+                    #expect(reply.body.contains("\"code\":\"\(code)\""), "\(label): \(reply.body)")
+                }
+                // A client token is not enough.
+                let client = try await hub.clientToken()
+                #expect(try await http.send(.get, "/admin/keys", token: client).status == 403)
             }
         }
     }

@@ -83,10 +83,12 @@ struct AccountRoutes {
         }
     }
 
-    /// A store's refusal (an unknown key, a taken name) as a 400 envelope.
+    /// An unknown key as a 404 envelope, a store's refusal (a taken name, a bad name) as a 400.
     private func storeCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
+        } catch let error as KeyBook.NotFound {
+            throw OpenAIError(.notFound, message: error.description)
         } catch let error as StoreError {
             throw OpenAIError(.invalidRequestBody, message: error.description)
         }

@@ -32,11 +32,17 @@ struct KeyBook: Sendable {
         return (key, secret)
     }
 
+    /// No managed key has this id or name (a 404 on the admin API).
+    struct NotFound: Error, CustomStringConvertible {
+        let reference: String
+        var description: String { "no key has the id or name '\(reference)'" }
+    }
+
     /// The key with this id or name.
     func find(_ reference: String) async throws -> ManagedKey {
         let keys = try await store.keys()
         guard let key = keys.first(where: { $0.id == reference }) ?? keys.first(where: { $0.name == reference }) else {
-            throw StoreError("no key has the id or name '\(reference)'")
+            throw NotFound(reference: reference)
         }
         return key
     }

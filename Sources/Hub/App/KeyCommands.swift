@@ -33,6 +33,9 @@ struct KeysCommand: AsyncParsableCommand {
         } catch let error as StoreError {
             try? await book.store.close()
             throw ValidationError(error.description)
+        } catch let error as KeyBook.NotFound {
+            try? await book.store.close()
+            throw ValidationError(error.description)
         } catch {
             try? await book.store.close()
             throw error
