@@ -69,6 +69,8 @@ struct HubApplication {
         let client: UpstreamClient
         /// Keys and the ledger: closed after the services (the ledger's last write) stop.
         let store: any HubStore
+        /// Reads hub-managed models' sources (their headers).
+        let sourceClient: HTTPClient
     }
 
     /// Serves the hub until SIGTERM or SIGINT: the server drains within `shutdown_grace`, then
@@ -83,9 +85,11 @@ struct HubApplication {
             try await group.run()
         } catch {
             try? await built.store.close()
+            try? await built.sourceClient.shutdown()
             throw error
         }
         try? await built.store.close()
+        try? await built.sourceClient.shutdown()
     }
 
     /// Assembles the hub from its configuration; nothing listens yet.
@@ -174,6 +178,12 @@ struct HubApplication {
                                       reloader: reloader, limiter: limiter, writeTimeout: hub.clientWriteTimeout)
         adminRoutes.addRoutes(to: admin)
         AccountRoutes(book: KeyBook(store: store), sync: keySync, limiter: limiter, ledger: ledger, logger: logger).addRoutes(to: admin)
+        let sourceClient = ControlClient.make(connectTimeout: .seconds(10), readTimeout: hub.modelSources.timeout)
+        let modelBook = ModelBook(store: store)
+        let placer = ModelPlacer(book: modelBook, state: state, upstream: client, keys: workerKeys,
+                                 grace: hub.modelSources.replaceAfter, logger: logger)
+        let desk = ModelDesk(book: modelBook, reader: SourceReader(hub: hub, base: auth.baseDirectory, client: sourceClient), placer: placer)
+        ModelRoutes(desk: desk, state: state, logger: logger).addRoutes(to: admin)
 
         let bound = listen
         let scheme = hub.tls == nil ? "http" : "https"
@@ -196,6 +206,7 @@ struct HubApplication {
             ExpirySweeper(state: state, interval: config.hub.heartbeatInterval, logger: logger),
             EventTicker(events: events, stats: stats, snapshot: { adminRoutes.snapshot() }),
             keySync,
+            placer,
         ]
         if let ledger { services.append(ledger) }
         if let address = hub.tunnelListen {
@@ -215,7 +226,7 @@ struct HubApplication {
                 adminRoutes.metricsResponse(metrics)
             })
         }
-        return Built(app: app, services: services, state: state, grace: grace, client: client, store: store)
+        return Built(app: app, services: services, state: state, grace: grace, client: client, store: store, sourceClient: sourceClient)
     }
 
     /// Paths whose access lines are debug-level: the control plane, health checks, scrapes, the dashboard.

@@ -13,7 +13,7 @@ struct HubCommand: AsyncParsableCommand {
         commandName: "caravan-hub",
         abstract: "Caravan hub: one OpenAI-compatible URL in front of many llama.cpp workers.",
         version: caravanVersion,
-        subcommands: [Serve.self, Token.self, InitCommand.self, APIKeyCommand.self, KeysCommand.self, WorkerSecretCommand.self, JoinTokenCommand.self],
+        subcommands: [Serve.self, Token.self, InitCommand.self, APIKeyCommand.self, KeysCommand.self, ModelsCommand.self, WorkerSecretCommand.self, JoinTokenCommand.self],
         defaultSubcommand: Serve.self
     )
 }

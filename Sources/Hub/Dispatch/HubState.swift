@@ -139,9 +139,9 @@ final class HubState: Sendable {
             guard let entry = guarded.withLock({ $0.queues[model]?.remove(id: id) }) else { return }
             entry.waiter.settle(.failure(error))
         }
-        let timer = loop.scheduleTask(in: TimeAmount(max(deadline - now(), .zero))) {
-            leave(OpenAIError(.queueTimeout, message: "No worker for '\(model)' had capacity within the queue timeout",
-                              headers: [.retryAfter: "1"]))
+        let timer = loop.scheduleTask(in: TimeAmount(max(deadline - now(), .zero))) { [self] in
+            leave(downloading(model) ?? OpenAIError(.queueTimeout, message: "No worker for '\(model)' had capacity within the queue timeout",
+                                                    headers: [.retryAfter: "1"]))
         }
         let departed = clientDeparture?.onDeparture { leave(CancellationError()) }
         let expired = shutdown?.onExpiry { leave(OpenAIError.shuttingDown) }
@@ -310,6 +310,18 @@ final class HubState: Sendable {
     func servedModels() -> [String] {
         let instant = now()
         return guarded.withLock { $0.registry.servedModels(now: instant) }
+    }
+
+    /// The 503 for a request that waited for a model whose files are still coming to its
+    /// workers (hub-placed): the furthest download's progress, and `Retry-After` its time left.
+    func downloading(_ model: String) -> OpenAIError? {
+        let downloads = liveWorkers().flatMap { $0.report.models }.filter { $0.name == model && $0.state == .downloading }
+            .compactMap(\.download)
+        guard let best = downloads.max(by: { ($0.fraction ?? 0) < ($1.fraction ?? 0) }) else { return nil }
+        let seconds = Int((best.secondsLeft ?? 5).rounded(.up))
+        let message = best.error.map { "'\(model)' is not on its workers yet: its download failed (\($0)) and is retried; \(best.summary)" }
+            ?? "'\(model)' is still downloading to its workers: \(best.summary), about \(seconds) s left"
+        return OpenAIError(.modelDownloading, message: message, headers: [.retryAfter: String(max(1, min(seconds, 3600)))])
     }
 
     /// Per canonical model: how many live workers have it in each state.

@@ -39,6 +39,7 @@ extension Registry {
     /// - loaded with no free slot: `slots_total x aheadPerSlot` more may be sent ahead,
     ///   to wait in the engine's queue (``Tier/ahead``).
     /// - failed: one slot (a single retry at a time).
+    /// - downloading (a hub-placed model whose files are not there yet): nothing; requests wait.
     package static func capacity(_ pair: Pair, aheadPerSlot: Int = 0) -> (tier: Tier, free: Int) {
         if pair.full { return (.loaded, 0) }
         switch pair.state {
@@ -60,6 +61,8 @@ extension Registry {
             return (.draining, max(1, pair.slotsTotal) - pair.inFlight)
         case .failed:
             return (.failed, 1 - pair.inFlight)
+        case .downloading:
+            return (.loadable, 0)  // nothing to send until its files are there: requests wait
         }
     }
 

@@ -25,6 +25,15 @@ public protocol HubStore: Sendable {
     func heartbeat(hub id: String, now: Date, since: Date) async throws -> Int
     /// Forgets hub `id` (it stops): the others take its share of the limits at once.
     func leave(hub id: String) async throws
+    /// Every hub-managed model, by name.
+    func models() async throws -> [StoredModel]
+    /// A number that changes whenever a model is added, changed or removed (by any process).
+    func modelsGeneration() async throws -> Int64
+    /// Writes `model` when its stored revision is still `expected` (nil: it must be new);
+    /// false when another writer came first. The stored revision becomes `expected + 1`.
+    func put(_ model: StoredModel, expected: Int64?) async throws -> Bool
+    /// Removes a model; false when there was none.
+    func removeModel(named name: String) async throws -> Bool
     /// Ledger rows, newest first (tests and exports).
     func rows(limit: Int) async throws -> [LedgerRow]
     func close() async throws

@@ -8,8 +8,8 @@ import Logging
 public final class SQLStore: HubStore {
     /// Where it is (never a password).
     public let location: String
-    private let driver: any SQLDriver
-    private let gate = SerialGate()
+    let driver: any SQLDriver
+    let gate = SerialGate()
 
     init(driver: any SQLDriver, location: String) {
         self.driver = driver
@@ -50,7 +50,7 @@ public final class SQLStore: HubStore {
     }
 
     /// Runs `body` in one write transaction.
-    private func transaction(_ body: () async throws -> Void) async throws {
+    func transaction(_ body: () async throws -> Void) async throws {
         _ = try await driver.execute(driver.begin, [])
         do {
             try await body()

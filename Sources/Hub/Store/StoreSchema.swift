@@ -34,6 +34,12 @@ enum StoreSchema {
         [
             "CREATE TABLE hubs (id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL)",
         ],
+        // 3: hub-managed models (their desired state and placement, a JSON document each, with
+        // a revision for compare-and-set between hubs), and a change counter for them.
+        [
+            "CREATE TABLE models (name TEXT PRIMARY KEY, document TEXT NOT NULL, revision BIGINT NOT NULL)",
+            "INSERT INTO meta (name, value) VALUES ('models_generation', 0)",
+        ],
     ]
 
     static var latest: Int { migrations.count }

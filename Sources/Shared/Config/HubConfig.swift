@@ -70,6 +70,8 @@ public struct HubConfig: Decodable, Sendable {
 
     public enum StoreUnavailable: String, Sendable, Equatable { case serve, refuse }
     public var ledger = LedgerConfig()
+    /// Hub-managed models: where their files come from (`caravan-hub models add`).
+    public var modelSources = ModelSourcesConfig()
 
     enum CodingKeys: String, CodingKey {
         case metrics, shutdownGrace = "shutdown_grace"
@@ -80,7 +82,7 @@ public struct HubConfig: Decodable, Sendable {
         case clientWriteTimeout = "client_write_timeout", clientBodyTimeout = "client_body_timeout"
         case maxHeaderKB = "max_header_kb", tls, workerCAFile = "worker_ca_file", join
         case tunnelListen = "tunnel_listen", stateDir = "state_dir", store, ledger, storePasswordFile = "store_password_file"
-        case storeUnavailable = "store_unavailable"
+        case storeUnavailable = "store_unavailable", modelSources = "model_sources"
     }
 
     public init() {}
@@ -145,6 +147,7 @@ public struct HubConfig: Decodable, Sendable {
             storeUnavailable = mode
         }
         ledger = try c.optional(LedgerConfig.self, .ledger) ?? LedgerConfig()
+        modelSources = try c.optional(ModelSourcesConfig.self, .modelSources) ?? ModelSourcesConfig()
     }
 
     /// The store's file: `store` resolved against `base` (the config's folder), else

@@ -66,6 +66,9 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         self.vramMiB = vramMiB
     }
 
+    /// llama-server arguments the worker sets itself, refused in `args`.
+    public static let reservedArguments = ["--host", "--port", "--alias", "--api-key", "-m", "--model"]
+
     public init(from decoder: any Decoder) throws {
         try decoder.rejectUnknownKeys(CodingKeys.self)
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -77,8 +80,7 @@ public struct ModelConfig: Decodable, Sendable, Equatable {
         guard !path.isEmpty || upstream != nil else { throw c.error(.path, "must not be empty") }
         apiKeyFile = try c.optional(String.self, .apiKeyFile)
         args = try c.optional([String].self, .args) ?? []
-        let reserved = ["--host", "--port", "--alias", "--api-key", "-m", "--model"]
-        if let clash = args.first(where: { reserved.contains($0) }) {
+        if let clash = args.first(where: { Self.reservedArguments.contains($0) }) {
             throw c.error(.args, "\(clash) is set by the worker and must not appear in args")
         }
         aliases = try c.optional([String].self, .aliases) ?? []

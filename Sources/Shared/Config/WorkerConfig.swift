@@ -71,6 +71,15 @@ public struct WorkerConfig: Decodable, Sendable {
     public var kvCacheCheckpoint: Duration?
     /// How often a ready engine's `/health` is checked.
     public var healthInterval: Duration
+    /// Where hub-placed models are downloaded (content-addressed: `blobs/sha256-…`, and a
+    /// folder of links per model). Nil: `.caravan-models` in the first `models_dir`, else
+    /// `models` in the state folder.
+    public var modelCacheDir: String?
+    /// Most MiB the download cache may hold; files no placement needs go first, least
+    /// recently used first (nil: no limit but the disk).
+    public var modelCacheMaxMiB: Int?
+    /// A Hugging Face token for private `hf://` models (`HF_TOKEN` overrides it).
+    public var hfTokenFile: String?
     /// Failed checks in a row after which an engine is restarted as unhealthy (0: no checks).
     public var healthFailures: Int
     /// File holding this worker's own credential (``WorkerKey``; `CARAVAN_WORKER_CREDENTIAL` overrides).
@@ -113,6 +122,7 @@ public struct WorkerConfig: Decodable, Sendable {
         case kvCacheDir = "kv_cache_dir", kvCacheMaxMiB = "kv_cache_max_mb", kvCacheCheckpoint = "kv_cache_checkpoint"
         case healthInterval = "health_interval", healthFailures = "health_failures", metrics
         case connect, tunnelPort = "tunnel_port"
+        case modelCacheDir = "model_cache_dir", modelCacheMaxMiB = "model_cache_max_mb", hfTokenFile = "hf_token_file"
     }
 
     /// How the hub reaches a worker's data plane.
@@ -172,8 +182,12 @@ public struct WorkerConfig: Decodable, Sendable {
         } else {
             modelsDirs = try c.optional([String].self, .modelsDir) ?? []
         }
-        guard !models.isEmpty || !modelsDirs.isEmpty else {
-            throw c.error(.models, "a worker needs at least one model (or a models_dir)")
+        modelCacheDir = try c.optional(String.self, .modelCacheDir)
+        modelCacheMaxMiB = try c.optional(Int.self, .modelCacheMaxMiB)
+        if let modelCacheMaxMiB, modelCacheMaxMiB < 1 { throw c.error(.modelCacheMaxMiB, "must be at least 1") }
+        hfTokenFile = try c.optional(String.self, .hfTokenFile)
+        guard !models.isEmpty || !modelsDirs.isEmpty || modelCacheDir != nil else {
+            throw c.error(.models, "a worker needs at least one model (or a models_dir, or a model_cache_dir for models the hub places)")
         }
         maxLoaded = try c.optional(Int.self, .maxLoaded)
         if let maxLoaded, maxLoaded < 1 { throw c.error(.maxLoaded, "must be at least 1") }

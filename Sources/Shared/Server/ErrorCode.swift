@@ -85,6 +85,14 @@ public struct ErrorCode: Hashable, Sendable, CustomStringConvertible {
     public static let noHealthyWorker = ErrorCode("no_healthy_worker", .serviceUnavailable, .server)
     public static let storeUnavailable = ErrorCode("store_unavailable", .serviceUnavailable, .server)
     public static let noWorkerAvailable = ErrorCode("no_worker_available", .serviceUnavailable, .server)
+    /// The model's files are still coming to its workers (hub-placed models): the message has
+    /// the progress, `Retry-After` the expected time left.
+    public static let modelDownloading = ErrorCode("model_downloading", .serviceUnavailable, .server, rejection: .queue)
+    /// Admin API: a hub-managed model that fits no worker's VRAM, or has no worker to go to.
+    public static let modelDoesNotPlace = ErrorCode("model_does_not_place", .conflict, .invalidRequest)
+    public static let modelExists = ErrorCode("model_exists", .conflict, .invalidRequest)
+    /// Admin API: the model's source cannot be read (404, 401, timeout, not a GGUF, not allowed).
+    public static let invalidSource = ErrorCode("invalid_source", .badRequest, .invalidRequest)
     public static let queueTimeout = ErrorCode("queue_timeout", .serviceUnavailable, .server, rejection: .queue)
     public static let serverShuttingDown = ErrorCode("server_shutting_down", .serviceUnavailable, .server)
     public static let workerDraining = ErrorCode("worker_draining", .serviceUnavailable, .server)

@@ -14,4 +14,6 @@ public enum ControlPath {
     /// reads this SSE stream from it (`GET`, the hub's credential for the worker), one report
     /// per `data:` event, and `event: leaving` when it shuts down.
     public static let reports = "/internal/v1/reports"
+    /// The hub sends a worker its hub-managed models (`PUT`, a ``PlacementSet``, the hub's credential).
+    public static let placements = "/internal/v1/placements"
 }

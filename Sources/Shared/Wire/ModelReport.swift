@@ -11,6 +11,44 @@ public enum ModelState: String, Codable, Sendable, Equatable {
     /// Being stopped (ttl, eviction, reload); it can be started again afterwards.
     case stopping
     case failed
+    /// Placed on this worker by the hub, its files still coming (or their download failed:
+    /// ``ModelReport/download`` says why). Requests wait for it like for a loading model.
+    case downloading
+}
+
+/// How far a model's files have come to a worker (hub-placed models).
+public struct DownloadProgress: Codable, Sendable, Equatable {
+    public var bytes: Int
+    /// All files' size; nil until the source said.
+    public var total: Int?
+    /// Recent rate in bytes per second.
+    public var bytesPerSecond: Double
+    /// Why the download stopped (checksum mismatch, a full disk, the source's 404...); it is
+    /// tried again later.
+    public var error: String?
+
+    public init(bytes: Int, total: Int?, bytesPerSecond: Double, error: String? = nil) {
+        self.bytes = bytes
+        self.total = total
+        self.bytesPerSecond = bytesPerSecond
+        self.error = error
+    }
+
+    /// Share done, 0...1 (nil: the total is unknown).
+    public var fraction: Double? { total.map { $0 > 0 ? min(1, Double(bytes) / Double($0)) : 0 } }
+
+    /// "45 % (120.0 of 260.0 MiB) at 12.0 MiB/s", for messages and logs.
+    public var summary: String {
+        let mib = { (bytes: Double) in String(format: "%.1f", bytes / 1_048_576) }
+        let done = fraction.map { "\(Int($0 * 100)) % (\(mib(Double(bytes))) of \(mib(Double(total ?? 0))) MiB)" } ?? "\(mib(Double(bytes))) MiB"
+        return "\(done) at \(mib(bytesPerSecond)) MiB/s"
+    }
+
+    /// Seconds until done at the current rate (nil: unknown).
+    public var secondsLeft: Double? {
+        guard let total, bytesPerSecond > 0 else { return nil }
+        return Double(max(0, total - bytes)) / bytesPerSecond
+    }
 }
 
 /// One model a worker serves and how it is doing.
@@ -47,6 +85,8 @@ public struct ModelReport: Codable, Sendable, Equatable {
     /// its start (the operator's view of what the caches are worth).
     public var promptCacheBytes: Int?
     public var promptCacheRestored: Int?
+    /// A hub-placed model's download, while its state is ``ModelState/downloading``.
+    public var download: DownloadProgress?
 
     public init(name: String, aliases: [String] = [], state: ModelState, slotsTotal: Int = 0,
                 slotsBusy: Int = 0, reason: String? = nil, vramEstimateMiB: Int? = nil) {

@@ -24,6 +24,14 @@ public struct WorkerReport: Codable, Sendable, Equatable {
     public var vramBudgetMiB: Int?
     /// An admin drained the worker: it takes no new requests and finishes those in flight.
     public var draining: Bool?
+    /// The digest of the hub-placed models the worker holds (``PlacementSet/digest``); a hub
+    /// whose desired set differs sends its own. Absent: none were ever sent.
+    public var placementDigest: String?
+    /// sha256 of every model file in the worker's download cache: placement prefers workers
+    /// that have a model's files already.
+    public var cachedFiles: [String]?
+    /// Free space for downloads, in MiB (the cache's budget left, or the disk's free space).
+    public var diskFreeMiB: Int?
 
     /// The worker's budget as the worker itself computes it.
     public var budget: VRAMBudget { VRAMBudget(totalMiB: vramBudgetMiB ?? VRAMBudget(gpus: gpus).totalMiB) }
@@ -66,6 +74,10 @@ extension WorkerReport {
             outside(models.count, 0...4096, "models count"),
             outside(gpus.count, 0...256, "gpus count"),
             vramBudgetMiB.flatMap { outside($0, 0...Self.maxMiB, "vram_budget_mib") },
+            placementDigest.flatMap { outside($0.utf8.count, 0...128, "placement_digest length") },
+            cachedFiles.flatMap { outside($0.count, 0...4096, "cached_files count") },
+            cachedFiles.flatMap { $0.contains { $0.utf8.count > 128 } ? "cached_files: each at most 128 bytes" : nil },
+            diskFreeMiB.flatMap { outside($0, 0...(1 << 40), "disk_free_mib") },
         ]
         if let problem = checks.compactMap({ $0 }).first { return problem }
         for (index, model) in models.enumerated() {
@@ -83,6 +95,10 @@ extension WorkerReport {
                 model.promptCaches.flatMap { outside($0, 0...65_536, "\(field).prompt_caches") },
                 model.promptCacheBytes.flatMap { outside($0, 0...(1 << 50), "\(field).prompt_cache_bytes") },
                 model.promptCacheRestored.flatMap { outside($0, 0...65_536, "\(field).prompt_cache_restored") },
+                model.download.flatMap { outside($0.bytes, 0...(1 << 50), "\(field).download.bytes") },
+                model.download?.total.flatMap { outside($0, 0...(1 << 50), "\(field).download.total") },
+                model.download.flatMap { $0.bytesPerSecond.isFinite && $0.bytesPerSecond >= 0 ? nil : "\(field).download.bytes_per_second must be finite" },
+                model.download?.error.flatMap { outside($0.utf8.count, 0...4096, "\(field).download.error length") },
             ]
             if let problem = checks.compactMap({ $0 }).first { return problem }
         }
