@@ -38,6 +38,8 @@ struct WorkerApplication {
         /// The engines' data-plane client and the control plane's client, closed at the end.
         let engineClient: UpstreamClient
         let client: HTTPClient
+        /// Downloads of hub-placed models.
+        let downloads: HTTPClient
     }
 
     /// Serves the worker until SIGTERM or SIGINT. Shuts down in reverse: heartbeats
@@ -53,10 +55,12 @@ struct WorkerApplication {
         } catch {
             built.engineClient.shutdown()
             try? await built.client.shutdown()
+            try? await built.downloads.shutdown()
             throw error
         }
         built.engineClient.shutdown()
         try await built.client.shutdown()
+        try await built.downloads.shutdown()
     }
 
     /// Assembles the worker from its configuration (joining the cluster first when it holds
@@ -101,8 +105,16 @@ struct WorkerApplication {
         let trigger = ReportTrigger()
         let gpus = GPUMonitor(declared: worker.gpus, interval: cluster.hub.heartbeatInterval, logger: logger)
         let metrics = WorkerMetrics()
+        let ready = Placements.ReadyModels()
         let supervisor = EngineSupervisor(config: worker, launcher: LocalEngineLauncher(probe: LlamaServerClient(client: client)), gpus: gpus, logger: logger, metrics: metrics,
-                                          aheadPerSlot: hub.queue.aheadPerSlot, loadConfig: loadConfig, onChange: { trigger.fire() })
+                                          aheadPerSlot: hub.queue.aheadPerSlot, loadConfig: loadConfig, placed: { ready.value },
+                                          onChange: { trigger.fire() })
+        // Hub-placed models: downloaded into the cache, then added to the supervisor's models.
+        let downloads = ControlClient.make(connectTimeout: .seconds(10), readTimeout: .seconds(60))
+        let placements = Placements(
+            cache: ModelCache(worker: worker), ready: ready, client: downloads,
+            token: huggingFaceToken(file: worker.hfTokenFile, base: base, environment: ProcessInfo.processInfo.environment)?.value,
+            logger: logger, changed: { trigger.fire() }, reload: { await supervisor.refreshPlaced() })
         let inFlight = InFlightCounter()
         let advertised = AdvertisedURL()
         let drain = DrainSwitch()
@@ -132,10 +144,19 @@ struct WorkerApplication {
         admin.addRoutes(to: guarded)
 
         let heartbeat = HeartbeatService(
-            config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, gpus: gpus,
-            inFlight: inFlight, drain: drain,
+            config: worker, interval: cluster.hub.heartbeatInterval, trigger: trigger, supervisor: supervisor, placements: placements,
+            gpus: gpus, inFlight: inFlight, drain: drain,
             advertised: advertised, credential: verifier, client: client, logger: logger)
         guarded.get(RouterPath(ControlPath.reports)) { [heartbeat] _, _ in heartbeat.reportStream() }
+        guarded.put(RouterPath(ControlPath.placements)) { request, _ in
+            let body = try await request.body.collect(upTo: 8 << 20)
+            guard let set = try? WireCoding.decoder().decode(PlacementSet.self, from: Data(body.readableBytesView)) else {
+                throw OpenAIError(.invalidJSON, message: "expected a placement set: {\"digest\": ..., \"models\": [...]}")
+            }
+            await placements.apply(set)
+            trigger.fire()
+            return try jsonResponse(["digest": set.digest])
+        }
         let listen = worker.listen
         let app = Application(
             router: router,
@@ -154,7 +175,7 @@ struct WorkerApplication {
             },
             logger: logger
         )
-        var services: [any Service] = [gpus, supervisor, ReloadOnHangup(logger: logger) { _ = try await supervisor.reload() }]
+        var services: [any Service] = [gpus, supervisor, placements, ReloadOnHangup(logger: logger) { _ = try await supervisor.reload() }]
         if worker.connect == .outbound, let tunnel = cluster.hub.tunnelListen {
             // Behind NAT: the hub reaches the data plane and the admin API through this worker's own connection to it.
             let name = worker.name
@@ -174,6 +195,6 @@ struct WorkerApplication {
             })
         }
         return Built(app: app, services: services, heartbeat: heartbeat, grace: grace, supervisor: supervisor, drain: drain,
-                     engineClient: engineClient, client: client)
+                     engineClient: engineClient, client: client, downloads: downloads)
     }
 }

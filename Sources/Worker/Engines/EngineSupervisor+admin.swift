@@ -53,12 +53,19 @@ extension EngineSupervisor {
         apply(try loadConfig())
     }
 
+    /// Applies the hub-placed models as they are now (a download finished, a model was removed),
+    /// with the configuration unchanged.
+    @discardableResult
+    func refreshPlaced() -> ReloadSummary {
+        apply(config)
+    }
+
     private func apply(_ next: WorkerConfig) -> ReloadSummary {
         let previous = config
         config = next
         if next.ports != previous.ports { ports = PortAllocator(range: next.ports.ports) }
         if next.vramBudgetMiB != previous.vramBudgetMiB { resolveBudget() }
-        let (specs, skipped) = ModelCatalog.resolve(next)
+        let (specs, skipped) = ModelCatalog.resolve(next, placed: placed())
         let plan = EnginePolicy.reloadPlan(
             before: order.compactMap { name in models[name].map { (name, $0.spec.commandLine(executable: previous.llamaServer)) } },
             after: specs.map { ($0.name, $0.commandLine(executable: next.llamaServer)) })

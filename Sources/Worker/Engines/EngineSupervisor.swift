@@ -55,6 +55,8 @@ actor EngineSupervisor: Service {
     let metrics: WorkerMetrics?
     private let onChange: @Sendable () -> Void
     let loadConfig: @Sendable () throws -> WorkerConfig
+    /// The hub-placed models whose files are here (``Placements/readyModels``).
+    let placed: @Sendable () -> [ModelConfig]
     var models: [String: Runtime] = [:]
     /// Model names in report order.
     var order: [String] = []
@@ -87,7 +89,9 @@ actor EngineSupervisor: Service {
     init(config: WorkerConfig, launcher: any EngineLauncher, gpus: GPUMonitor, logger: Logger,
          metrics: WorkerMetrics? = nil, aheadPerSlot: Int = 1,
          loadConfig: @escaping @Sendable () throws -> WorkerConfig = { throw EngineError(description: "reload is not available", kind: .unsupported) },
+         placed: @escaping @Sendable () -> [ModelConfig] = { [] },
          onChange: @escaping @Sendable () -> Void = {}) {
+        self.placed = placed
         self.config = config
         self.aheadPerSlot = aheadPerSlot
         self.launcher = launcher
@@ -99,7 +103,7 @@ actor EngineSupervisor: Service {
         self.ports = PortAllocator(range: config.ports.ports)
         self.record = EngineRecord(directory: config.stateDir, worker: config.name, cluster: config.hubs.joined(separator: ","))
         (jobs, jobSink) = AsyncStream.makeStream(of: Job.self)
-        let (specs, skipped) = ModelCatalog.resolve(config)
+        let (specs, skipped) = ModelCatalog.resolve(config, placed: placed())
         for line in skipped { logger.warning("model skipped", metadata: ["reason": "\(line)"]) }
         for spec in specs {
             models[spec.name] = Runtime(spec: spec, log: EngineLog(capacity: config.logLines))

@@ -24,6 +24,7 @@ final class HeartbeatService: Service, Sendable {
     let interval: Duration
     let trigger: ReportTrigger
     let supervisor: EngineSupervisor
+    let placements: Placements
     let gpus: GPUMonitor
     let inFlight: InFlightCounter
     let drain: DrainSwitch
@@ -36,7 +37,7 @@ final class HeartbeatService: Service, Sendable {
     private let streams = Mutex<(open: Int, leaving: Bool)>((0, false))
     private let streamsChanged = ChangeSignal()
 
-    init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor, gpus: GPUMonitor,
+    init(config: WorkerConfig, interval: Duration, trigger: ReportTrigger, supervisor: EngineSupervisor, placements: Placements, gpus: GPUMonitor,
          inFlight: InFlightCounter, drain: DrainSwitch, advertised: AdvertisedURL, credential: TokenVerifier, client: HTTPClient,
          logger: Logger) {
         self.drain = drain
@@ -44,6 +45,7 @@ final class HeartbeatService: Service, Sendable {
         self.interval = interval
         self.trigger = trigger
         self.supervisor = supervisor
+        self.placements = placements
         self.gpus = gpus
         self.inFlight = inFlight
         self.advertised = advertised
@@ -144,10 +146,13 @@ final class HeartbeatService: Service, Sendable {
         var report = WorkerReport(
             name: config.name, url: url, version: caravanVersion,
             sequence: sequence.add(1, ordering: .relaxed).newValue,
-            models: await supervisor.report(), gpus: gpus.current,
+            models: await supervisor.report() + placements.pendingReports(), gpus: gpus.current,
             inFlight: inFlight.value, weight: config.weight ?? budget.autoWeight)
         report.vramBudgetMiB = budget.totalMiB
         report.draining = drain.isDraining ? true : nil
+        report.placementDigest = await placements.digest
+        report.cachedFiles = placements.cache.digests()
+        report.diskFreeMiB = placements.cache.freeMiB()
         return report
     }
 

@@ -2,9 +2,10 @@ import Foundation
 import Config
 
 /// Resolves a worker's models: declared entries, then `models_dir` discoveries that no
-/// declared entry overrides (same name, same alias, or same file).
+/// declared entry overrides (same name, same alias, or same file), then the hub-placed
+/// models whose files are here (the configuration wins a name both use).
 enum ModelCatalog {
-    static func resolve(_ worker: WorkerConfig) -> (specs: [ModelSpec], skipped: [String]) {
+    static func resolve(_ worker: WorkerConfig, placed: [ModelConfig] = []) -> (specs: [ModelSpec], skipped: [String]) {
         let discovery = ModelDiscovery.discover(in: worker.modelsDirs)
         let declaredLabels = Set(worker.models.flatMap { [$0.name] + $0.aliases })
         let declaredPaths = Set(worker.models.map { URL(fileURLWithPath: $0.path).standardizedFileURL.path })
@@ -14,6 +15,15 @@ enum ModelCatalog {
             if declaredLabels.contains(model.name) || declaredPaths.contains(URL(fileURLWithPath: model.path).standardizedFileURL.path) {
                 continue  // a declared entry overrides it
             }
+            configs.append(model)
+        }
+        var taken = Set(configs.flatMap { [$0.name] + $0.aliases })
+        for model in placed {
+            if let clash = ([model.name] + model.aliases).first(where: taken.contains) {
+                skipped.append("hub-placed model \(model.name): \"\(clash)\" is taken by this worker's configuration")
+                continue
+            }
+            taken.formUnion([model.name] + model.aliases)
             configs.append(model)
         }
         if configs.count > worker.ports.ports.count {

@@ -95,6 +95,8 @@ enum ModelDiscovery {
         else { return nil }
         var files: [String] = []
         while let relative = enumerator.nextObject() as? String {
+            // Dot folders are not the operator's models: the download cache of hub-placed ones lives in one.
+            if relative.split(separator: "/").contains(where: { $0.hasPrefix(".") }) { continue }
             if relative.lowercased().hasSuffix(".gguf") {
                 files.append((directory as NSString).appendingPathComponent(relative))
             }
