@@ -380,10 +380,10 @@ package final class TestCluster: Sendable {
         package var errorType: String? { (json?["error"] as? [String: Any])?["type"] as? String }
     }
 
-    /// Sends a request to the hub and reads the whole answer.
+    /// Sends a request to the hub (or the one at `hub`, one of ``otherHubs``) and reads the whole answer.
     package func request(_ method: String, _ path: String, body: String? = nil, token: String?? = .none,
-                 headers extra: [(String, String)] = [], rawBody: [UInt8]? = nil) async throws -> Reply {
-        var request = HTTPClientRequest(url: hubURL + path)
+                 headers extra: [(String, String)] = [], rawBody: [UInt8]? = nil, hub: String? = nil) async throws -> Reply {
+        var request = HTTPClientRequest(url: (hub ?? hubURL) + path)
         request.method = HTTPMethod(rawValue: method)
         for (name, value) in extra { request.headers.add(name: name, value: value) }
         if let rawBody { request.body = .bytes(ByteBuffer(bytes: rawBody)) }

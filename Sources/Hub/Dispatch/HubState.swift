@@ -65,6 +65,12 @@ final class HubState: Sendable {
         drainQueues()
     }
 
+    /// See ``Registry/forget(_:now:)``.
+    func forget(models names: Set<String>) {
+        let instant = now()
+        guarded.withLock { $0.registry.forget(names, now: instant) }
+    }
+
     /// Drains or undrains a worker on this hub at once (its own report follows; `onWorker`:
     /// the worker acknowledged it); false when no such worker is registered.
     func setDrained(_ name: String, _ drained: Bool, onWorker: Bool = false) -> Bool {

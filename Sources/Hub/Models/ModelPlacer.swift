@@ -27,6 +27,8 @@ actor ModelPlacer: Service {
     /// The digest last sent to each worker and when, so a worker slow to report it is not
     /// sent the same set on every pass.
     private var sent: [String: (digest: String?, at: ContinuousClock.Instant)] = [:]
+    /// Names of models removed in the last minute: forgotten by routing once no worker reports them.
+    private var removed: [String: ContinuousClock.Instant] = [:]
     static let interval: Duration = .milliseconds(500)
 
     init(book: ModelBook, state: HubState, upstream: UpstreamClient, keys: WorkerKeys, grace: Duration, logger: Logger) {
@@ -56,8 +58,14 @@ actor ModelPlacer: Service {
     func pass(reload: Bool = false) async throws {
         let now = try await book.store.modelsGeneration()
         if reload || now != generation {
+            let before = Set(models.flatMap { [$0.model.name] + $0.model.aliases })
             models = try await book.list()
             generation = now
+            for name in before.subtracting(models.flatMap { [$0.model.name] + $0.model.aliases }) { removed[name] = .now }
+        }
+        if !removed.isEmpty {
+            removed = removed.filter { ContinuousClock.now - $0.value < .seconds(60) }
+            state.forget(models: Set(removed.keys))
         }
         await place()
         await send()

@@ -28,6 +28,13 @@ extension Registry {
         return .accepted
     }
 
+    /// Forgets models the cluster no longer has (a hub-managed model removed): requests for
+    /// them get 404 again instead of 503, once no live worker reports them.
+    package mutating func forget(_ names: Set<String>, now: Instant) {
+        let reported = Set(liveWorkers(now: now).flatMap { $0.report.models.flatMap { [$0.name] + $0.aliases } })
+        seenModels.subtract(names.subtracting(reported))
+    }
+
     mutating func update(slot: Int, with report: WorkerReport, now: Instant) {
         guard var worker = slots[slot] else { return }
         let oldNames = worker.report.models.map(\.name)

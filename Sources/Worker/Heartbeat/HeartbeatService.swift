@@ -152,7 +152,7 @@ final class HeartbeatService: Service, Sendable {
         report.draining = drain.isDraining ? true : nil
         report.placementDigest = await placements.digest
         report.cachedFiles = placements.cache.digests()
-        report.diskFreeMiB = placements.cache.freeMiB()
+        report.diskFreeMiB = placements.diskFreeMiB
         return report
     }
 

@@ -101,52 +101,56 @@ struct ModelCache: Sendable {
             .map { String($0.dropFirst(7)) }.sorted()
     }
 
-    /// Bytes held: blobs and partial downloads.
-    func usedBytes() -> Int {
+    /// Every file held (blobs and partial downloads): its key, path, size and last use.
+    private func entries() -> [(key: String, path: String, bytes: Int, used: Date)] {
         [blobs, partials].flatMap { folder in
-            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).map { (folder as NSString).appendingPathComponent($0) }
-        }.compactMap { Self.size($0) }.reduce(0, +)
-    }
-
-    /// Space for more downloads, in MiB: the disk's free space, within the budget's remainder.
-    func freeMiB() -> Int? {
-        var stats = statvfs()
-        let disk = statvfs(root, &stats) == 0 ? Int(stats.f_bavail) * Int(stats.f_frsize) : nil
-        let left = budgetBytes.map { max(0, $0 - usedBytes()) }
-        let free = [disk, left].compactMap { $0 }.min()
-        return free.map { $0 >> 20 }
-    }
-
-    /// Deletes files no placement needs (`needed`: keys), least recently used first, until
-    /// the cache is within its budget; partial downloads nobody needs go at once. Returns what went.
-    @discardableResult
-    func evict(needed: Set<String>) -> [String] {
-        var removed: [String] = []
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: partials)) ?? [] {
-            let key = name.hasSuffix(".part") ? String(name.dropLast(5)) : name
-            if !needed.contains(key) {
-                try? FileManager.default.removeItem(atPath: (partials as NSString).appendingPathComponent(name))
-                removed.append(name)
+            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).map { name in
+                let path = (folder as NSString).appendingPathComponent(name)
+                let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+                return (name.hasSuffix(".part") ? String(name.dropLast(5)) : name, path, attributes?[.size] as? Int ?? 0,
+                        attributes?[.modificationDate] as? Date ?? .distantPast)
             }
         }
-        guard let budgetBytes else { return removed }
-        var used = usedBytes()
-        let unneeded = ((try? FileManager.default.contentsOfDirectory(atPath: blobs)) ?? []).filter { !needed.contains($0) }
-            .map { (name: $0, path: (blobs as NSString).appendingPathComponent($0)) }
-            .sorted { Self.modified($0.path) < Self.modified($1.path) }
-        for blob in unneeded where used > budgetBytes {
-            used -= Self.size(blob.path) ?? 0
-            try? FileManager.default.removeItem(atPath: blob.path)
-            removed.append(blob.name)
+    }
+
+    /// Space for more downloads, in MiB: what the budget leaves beside the files placements
+    /// need (files nobody needs can be deleted to make room), within the disk's free space
+    /// plus those files.
+    func freeMiB(needed: Set<String>) -> Int? {
+        var stats = statvfs()
+        let all = entries()
+        let reclaimable = all.filter { !needed.contains($0.key) }.map(\.bytes).reduce(0, +)
+        let disk = statvfs(root, &stats) == 0 ? Int(stats.f_bavail) * Int(stats.f_frsize) + reclaimable : nil
+        let left = budgetBytes.map { max(0, $0 - all.filter { needed.contains($0.key) }.map(\.bytes).reduce(0, +)) }
+        return [disk, left].compactMap { $0 }.min().map { $0 >> 20 }
+    }
+
+    /// Makes room for `incoming` more bytes: deletes files no placement needs (`needed`: keys),
+    /// partial downloads first, then the least recently used, until the cache fits its budget
+    /// (and the disk). Returns what went.
+    @discardableResult
+    func evict(needed: Set<String>, incoming: Int = 0) -> [String] {
+        var stats = statvfs()
+        let diskFree = statvfs(root, &stats) == 0 ? Int(stats.f_bavail) * Int(stats.f_frsize) : Int.max
+        let all = entries()
+        var used = all.map(\.bytes).reduce(0, +)
+        var freed = 0
+        var removed: [String] = []
+        let unneeded = all.filter { !needed.contains($0.key) }
+            .sorted { ($0.path.hasSuffix(".part") ? 0 : 1, $0.used) < ($1.path.hasSuffix(".part") ? 0 : 1, $1.used) }
+        for entry in unneeded {
+            let overBudget = budgetBytes.map { used + incoming > $0 } ?? false
+            let overDisk = incoming > diskFree + freed
+            guard overBudget || overDisk || entry.path.hasSuffix(".part") else { break }
+            try? FileManager.default.removeItem(atPath: entry.path)
+            used -= entry.bytes
+            freed += entry.bytes
+            removed.append((entry.path as NSString).lastPathComponent)
         }
         return removed
     }
 
     static func size(_ path: String) -> Int? {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
-    }
-
-    private static func modified(_ path: String) -> Date {
-        ((try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? nil) ?? .distantPast
     }
 }

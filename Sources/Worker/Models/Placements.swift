@@ -69,6 +69,9 @@ actor Placements: Service {
 
     var digest: String? { placed?.digest }
 
+    /// Space for more downloads, in MiB (``ModelCache/freeMiB(needed:)``), for the reports.
+    nonisolated var diskFreeMiB: Int? { cache.freeMiB(needed: shared.withLock { $0.needed }) }
+
     func run() async throws {
         if let data = FileManager.default.contents(atPath: cache.placementsFile),
            let saved = try? WireCoding.decoder().decode(PlacementSet.self, from: data) {
@@ -97,8 +100,11 @@ actor Placements: Service {
             }
         }
         let files = models.flatMap(\.allFiles)
-        shared.withLock { $0.needed = Set(files.map(ModelCache.key)) }
-        let removed = cache.evict(needed: shared.withLock { $0.needed })
+        let needed = Set(files.map(ModelCache.key))
+        shared.withLock { $0.needed = needed }
+        let missing = Set(files.filter { !$0.isLocal && !cache.has($0) })
+        let incoming = missing.map { ($0.size ?? 0) - (ModelCache.size(cache.partial($0)) ?? 0) }.reduce(0, +)
+        let removed = cache.evict(needed: needed, incoming: incoming)
         if !removed.isEmpty { logger.notice("model cache: removed files no placement needs", metadata: ["files": "\(removed)"]) }
         for file in Set(files) where !cache.has(file) && !active.contains(ModelCache.key(file)) {
             failures[ModelCache.key(file)] = nil
@@ -140,7 +146,6 @@ actor Placements: Service {
             failures[key] = nil
             shared.withLock { $0.progress[key] = nil }
             logger.notice("model file downloaded and verified", metadata: ["file": "\(file.fileName)"])
-            _ = cache.evict(needed: shared.withLock { $0.needed })
         } catch is CancellationError {
             active.remove(key)
             shared.withLock { $0.progress[key] = nil }
