@@ -250,7 +250,7 @@ let package = Package(
         .testTarget(
             name: "HubTests",
             dependencies: [
-                "Hub", "Routing", "RoutingFixtures", "Store", "Wire", "Config", "Auth", "Server", "Proxy", "TestSupport",
+                "Hub", "Routing", "RoutingFixtures", "Store", "Wire", "Config", "Auth", "Server", "Proxy", "Operations", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -23,10 +23,10 @@ import TestSupport
 
     /// A generated model: 256 dims x 4 layers is about 5.5 MB, big enough to watch a throttled
     /// download; 192 x 2 is 1.6 MB and 160 x 2 is 1.2 MB.
-    static func generatedModel(dim: Int = 256, layers: Int = 4) throws -> String {
+    static func generatedModel(dim: Int = 256, layers: Int = 4, seed: Int = 7) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-gen-\(UUID().uuidString.prefix(6)).gguf").path
         _ = try runProcess(["python3", repositoryRoot.appendingPathComponent("scripts/make-tiny-model.py").path, path,
-                            "--dim", String(dim), "--layers", String(layers), "--seed", "7"], input: "")
+                            "--dim", String(dim), "--layers", String(layers), "--seed", String(seed)], input: "")
         return path
     }
 
@@ -108,9 +108,10 @@ import TestSupport
 
     @Test func aDownloadResumesAfterTheWorkerIsKilledAndACorruptFileIsNeverServed() async throws {
         let medium = try Self.generatedModel()
-        defer { try? FileManager.default.removeItem(atPath: medium) }
+        let other = try Self.generatedModel(dim: 160, layers: 2, seed: 8)
+        defer { for path in [medium, other] { try? FileManager.default.removeItem(atPath: path) } }
         let size = try #require(try FileManager.default.attributesOfItem(atPath: medium)[.size] as? Int)
-        let mirror = try await HFMirror.start(files: ["caravan/medium-GGUF/medium.gguf": medium])
+        let mirror = try await HFMirror.start(files: ["caravan/medium-GGUF/medium.gguf": medium, "caravan/other-GGUF/other.gguf": other])
         defer { Task { await mirror.stop() } }
         try await Self.cluster(["a"], mirror: mirror).using { cluster in
             try await mirror.control("rate=\(size / 6)")  // about 6 s for the whole file
@@ -149,8 +150,8 @@ import TestSupport
                 // A corrupt copy on the server: the download is discarded and reported, never served.
                 try await mirror.control("corrupt=1")
                 let corrupt = try await cluster.request("POST", "/admin/models", body: """
-                    {"name": "medium-2", "source": "hf://caravan/medium-GGUF/medium.gguf", "workers": ["a"],
-                     "sha256": "\(try Self.sha256(medium))", "args": ["-t", "1"]}
+                    {"name": "medium-2", "source": "hf://caravan/other-GGUF/other.gguf", "workers": ["a"],
+                     "sha256": "\(try Self.sha256(other))", "args": ["-t", "1"]}
                     """, token: .some(cluster.adminToken))
                 #expect(corrupt.status == 201, "\(corrupt.body)")
                 try await cluster.waitUntil("the checksum mismatch reported", timeout: .seconds(20)) {

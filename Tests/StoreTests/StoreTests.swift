@@ -135,6 +135,28 @@ struct StoreTests {
         try await store.close()
     }
 
+    @Test("hub-managed models: written by compare-and-set, so of two writers at one revision only one wins", arguments: Backend.allCases)
+    func models(_ backend: Backend) async throws {
+        let (store, _, cleanup) = try await Self.fresh(backend)
+        defer { cleanup() }
+        let start = try await store.modelsGeneration()
+        #expect(try await store.put(StoredModel(name: "m", document: #"{"v":1}"#), expected: nil))
+        #expect(try await store.put(StoredModel(name: "m", document: #"{"v":"again"}"#), expected: nil) == false)  // taken
+        let first = try #require(try await store.models().first)
+        #expect(first.revision == 1 && first.document == #"{"v":1}"#)
+        // Two hubs read revision 1; the first write wins, the second finds it moved.
+        #expect(try await store.put(StoredModel(name: "m", document: #"{"v":2}"#), expected: 1))
+        #expect(try await store.put(StoredModel(name: "m", document: #"{"v":"late"}"#), expected: 1) == false)
+        #expect(try await store.models() == [StoredModel(name: "m", document: #"{"v":2}"#, revision: 2)])
+        #expect(try await store.modelsGeneration() == start + 2)
+        #expect(try await store.removeModel(named: "m"))
+        #expect(try await store.removeModel(named: "m") == false)
+        let left = try await store.models()
+        let generation = try await store.modelsGeneration()
+        #expect(left.isEmpty && generation == start + 3)
+        try await store.close()
+    }
+
     @Test("the ledger: rows and folded sums add up per hour, key and model; tokens since a time; pruning", arguments: Backend.allCases)
     func ledger(_ backend: Backend) async throws {
         let (store, _, cleanup) = try await Self.fresh(backend)

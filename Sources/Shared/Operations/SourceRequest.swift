@@ -120,7 +120,7 @@ public struct SourceRequest: Sendable {
     }
 
     /// The first loopback, link-local or unspecified address `host` resolves to, if any.
-    static func localAddress(of host: String) throws -> String? {
+    public static func localAddress(of host: String) throws -> String? {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var list: UnsafeMutablePointer<addrinfo>?
