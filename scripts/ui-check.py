@@ -6,8 +6,11 @@ usage: ui-check.py HUB_URL ADMIN_TOKEN WORKER_TO_DRAIN [SCREENSHOT.png]
 Signs in with the token, waits for the live worker list, clicks "Drain" on the given
 worker and waits until the page shows it draining, then opens that worker's engine log
 tail and waits for lines. With CARAVAN_UI_KEY=NAME, also reads that managed key's row in
-"Keys and usage" (requests, tokens, budget bar) and revokes it with its button. Prints JSON:
-{"workers": [...], "drained_in_page": true, "log_lines": N[, "key": {...}, "revoked_in_page": true]}. Needs Debian's chromium and chromium-driver
+"Keys and usage" (requests, tokens, budget bar) and revokes it with its button. With
+CARAVAN_UI_MODEL="NAME SOURCE", adds that hub-managed model with the "Models from the hub"
+form, waits for its replica to be downloaded, reads its estimate, and removes it. Prints JSON:
+{"workers": [...], "drained_in_page": true, "log_lines": N[, "key": {...}, "revoked_in_page": true]
+[, "model": {...}, "model_removed_in_page": true]}. Needs Debian's chromium and chromium-driver
 and PyPI's selenium (no browser download: selenium-manager is kept offline)."""
 import json
 import os
@@ -69,6 +72,21 @@ try:
         wait.until(lambda d: click(f'{row} button[data-action="revoke"]'))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'{row}[data-status="revoked"]'))
         result["revoked_in_page"] = True
+    model = os.environ.get("CARAVAN_UI_MODEL")
+    if model:
+        name, source = model.split(" ", 1)
+        driver.find_element(By.ID, "model-name").send_keys(name)
+        driver.find_element(By.ID, "model-source").send_keys(source)
+        driver.find_element(By.ID, "model-add").click()
+        row = f'#models tr[data-model="{name}"]'
+        wait.until(lambda d: d.execute_script(
+            f"const s = document.querySelector('{row} .replica .state'); return s && ['not-loaded', 'ready'].includes(s.textContent)"))
+        result["model"] = driver.execute_script(
+            f"const r = document.querySelector('{row}'); return {{estimate: r.querySelector('td.estimate').textContent,"
+            " replicas: Array.from(r.querySelectorAll('.replica')).map(e => e.dataset.worker), error: document.getElementById('model-error').textContent}")
+        wait.until(lambda d: click(f'{row} button[data-action="remove-model"]'))
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
+        result["model_removed_in_page"] = True
     print(json.dumps(result))
 finally:
     driver.quit()

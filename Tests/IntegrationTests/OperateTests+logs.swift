@@ -82,14 +82,20 @@ extension OperateTests {
         }
     }
 
-    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers, the log tail shows the engine's output; a managed key's usage and budget show, and its Revoke button revokes it",
+    @Test("Dashboard in headless Chromium: signs in, lists both workers, a drain clicked in the page shows in /admin/workers, the log tail shows the engine's output; a managed key's usage and budget show, and its Revoke button revokes it; a model added with the form downloads to a worker and its Remove button removes it",
           arguments: ["inbound", "outbound"])
     func dashboard(connect: String) async throws {
+        // A hub-managed model to add and remove in the page (its file from a local mirror).
+        let (_, model) = try TestCluster.engine()
+        let mirror = try await HFMirror.start(files: ["caravan/tiny-GGUF/tiny-q8.gguf": model])
+        defer { Task { await mirror.stop() } }
+        let caches = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-ui-\(UUID().uuidString.prefix(6))").path
+        defer { try? FileManager.default.removeItem(atPath: caches) }
         let specs = ["a", "b"].map {
             TestCluster.WorkerSpec(name: $0, fake: true, env: ["FAKE_TTFB_MS": "30", "FAKE_TOKEN_MS": "5", "FAKE_TOKENS": "20",
-                                                               "FAKE_USAGE": "1"])
+                                                               "FAKE_USAGE": "1"], extra: "model_cache_dir: \(caches)/\($0)")
         }
-        try await Self.cluster(connect, specs).using { cluster in
+        try await Self.cluster(connect, specs, hubSettings: "model_sources: {hf_endpoint: \"\(mirror.url)\", allow_local: true}").using { cluster in
             // Traffic while the page is open, so its sparklines have something to draw.
             let traffic = Task {
                 while !Task.isCancelled {
@@ -108,7 +114,7 @@ extension OperateTests {
             for _ in 0..<2 {
                 #expect(try await cluster.request("POST", "/v1/chat/completions", body: #"{"model":"tiny","messages":[]}"#, token: .some(key)).status == 200)
             }
-            var arguments = ["CARAVAN_UI_KEY=ui-team", "python3", repositoryRoot.appendingPathComponent("scripts/ui-check.py").path,
+            var arguments = ["CARAVAN_UI_KEY=ui-team", "CARAVAN_UI_MODEL=tiny-hf hf://caravan/tiny-GGUF/tiny-q8.gguf", "python3", repositoryRoot.appendingPathComponent("scripts/ui-check.py").path,
                              cluster.hubURL, cluster.adminToken, "a"]
             if let shot = ProcessInfo.processInfo.environment["CARAVAN_UI_SCREENSHOT"] { arguments.append(shot) }
             let output = try runProcess(arguments, input: "")
@@ -125,6 +131,12 @@ extension OperateTests {
             #expect(result["revoked_in_page"] as? Bool == true)
             let shown = try await cluster.request("GET", "/admin/keys/ui-team", token: .some(cluster.adminToken))
             #expect(shown.json?["status"] as? String == "revoked", "\(shown.body)")
+            // The model added with the page's form was downloaded (over the tunnel's placement call too) and removed with its button.
+            let added = try #require(result["model"] as? [String: Any], "ui-check: \(output)")
+            #expect((added["estimate"] as? String)?.contains("MiB") == true && (added["replicas"] as? [String])?.count == 1, "\(added)")
+            #expect(result["model_removed_in_page"] as? Bool == true)
+            let left = try await cluster.request("GET", "/admin/models", token: .some(cluster.adminToken))
+            #expect((left.json?["models"] as? [Any])?.isEmpty == true, "\(left.body)")
         }
     }
 }

@@ -161,15 +161,15 @@ struct OperateTests {
 
     /// Workers reached the way `connect` says: `inbound` (the hub dials them) or `outbound`
     /// (behind NAT: they dial the hub's `tunnel_listen`, and every admin call rides their tunnel).
-    static func cluster(_ connect: String, _ specs: [TestCluster.WorkerSpec]) async throws -> TestCluster {
-        guard connect == "outbound" else { return try await TestCluster.start(specs: specs) }
+    static func cluster(_ connect: String, _ specs: [TestCluster.WorkerSpec], hubSettings: String = "") async throws -> TestCluster {
+        guard connect == "outbound" else { return try await TestCluster.start(specs: specs, hubSettings: hubSettings) }
         let port = try freePort()
         let outbound = specs.map { spec -> TestCluster.WorkerSpec in
             var spec = spec
             spec.extra += (spec.extra.isEmpty ? "" : "\n") + "connect: outbound"
             return spec
         }
-        return try await TestCluster.start(specs: outbound, hubSettings: "tunnel_listen: \"127.0.0.1:\(port)\"")
+        return try await TestCluster.start(specs: outbound, hubSettings: "tunnel_listen: \"127.0.0.1:\(port)\"\n" + hubSettings)
     }
 
     @Test("Drain: in-flight streams finish, new requests go elsewhere, state visible everywhere; metrics, a log follow, unload, load and events",

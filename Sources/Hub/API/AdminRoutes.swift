@@ -83,6 +83,8 @@ struct AdminRoutes {
         var promptCaches: Int?
         var promptCacheBytes: Int?
         var promptCacheRestored: Int?
+        /// A hub-placed model's download while its state is `downloading`.
+        var download: DownloadProgress?
     }
 
     struct Snapshot: Encodable {
@@ -235,7 +237,7 @@ struct AdminRoutes {
                         vramEstimateMiB: model.vramEstimateMiB,
                         cacheReuse: pair.promptTokens > 0 ? (Double(pair.cachedTokens) / Double(pair.promptTokens) * 1000).rounded() / 1000 : nil,
                         promptCaches: model.promptCaches, promptCacheBytes: model.promptCacheBytes,
-                        promptCacheRestored: model.promptCacheRestored)
+                        promptCacheRestored: model.promptCacheRestored, download: model.download)
                 })
         }
         return Snapshot(workers: workers, queued: state.queueLengths(), poisonThrottled: limiter?.poisonThrottled ?? 0)

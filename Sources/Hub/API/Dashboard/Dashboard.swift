@@ -18,6 +18,7 @@ enum Dashboard {
     static func addRoutes<Context: RequestContext>(to router: Router<Context>) {
         router.get("/ui") { _, _ in page(html, type: "text/html; charset=utf-8") }
         router.get("/ui/app.js") { _, _ in page(script, type: "text/javascript; charset=utf-8") }
+        router.get("/ui/models.js") { _, _ in page(modelsScript, type: "text/javascript; charset=utf-8") }
         router.get("/ui/app.css") { _, _ in page(style, type: "text/css; charset=utf-8") }
     }
 

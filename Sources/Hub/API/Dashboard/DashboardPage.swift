@@ -8,6 +8,7 @@ extension Dashboard {
         <title>Caravan</title>
         <link rel="stylesheet" href="/ui/app.css">
         <script src="/ui/app.js" defer></script>
+        <script src="/ui/models.js" defer></script>
         </head>
         <body>
         <header>
@@ -27,6 +28,17 @@ extension Dashboard {
           <section>
             <h2>Workers</h2>
             <div id="workers"></div>
+            <h2>Models from the hub</h2>
+            <table id="models"><thead><tr><th>Model</th><th>Source</th><th>Size</th><th>VRAM estimate</th><th>Replicas</th><th></th></tr></thead><tbody></tbody></table>
+            <form id="model-form" class="inline-form">
+              <input id="model-name" placeholder="name" required spellcheck="false">
+              <input id="model-source" placeholder="hf://ORG/REPO/FILE.gguf" required spellcheck="false" size="40">
+              <input id="model-replicas" type="number" min="1" max="64" value="1" title="replicas">
+              <input id="model-ctx" type="number" min="1" placeholder="ctx" title="context tokens per slot">
+              <input id="model-parallel" type="number" min="1" placeholder="parallel" title="slots">
+              <button id="model-add" type="submit">Add model</button>
+              <span id="model-error" class="error"></span>
+            </form>
             <h2>Keys and usage <span id="usage-period" class="muted"></span></h2>
             <table id="keys"><thead><tr><th>Key</th><th>Status</th><th>Models</th><th>Limits</th><th>Requests</th><th>Tokens</th><th>Budget</th><th></th></tr></thead><tbody></tbody></table>
             <h2>Usage by model</h2>

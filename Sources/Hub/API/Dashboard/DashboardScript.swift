@@ -25,12 +25,14 @@ extension Dashboard {
         function authHeaders() { return { "Authorization": "Bearer " + token() }; }
         function setStatus(text, ok) { const s = $("status"); s.textContent = text; s.className = "status " + (ok ? "ok" : "bad"); }
 
-        async function api(method, path) {
-          const response = await fetch(path, { method, headers: authHeaders() });
-          let body = null;
-          try { body = await response.json(); } catch (e) { /* not JSON */ }
-          if (!response.ok) throw new Error((body && body.error && body.error.message) || ("HTTP " + response.status));
-          return body;
+        async function api(method, path, body) {
+          const headers = authHeaders();
+          if (body !== undefined) headers["Content-Type"] = "application/json";
+          const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+          let answer = null;
+          try { answer = await response.json(); } catch (e) { /* not JSON */ }
+          if (!response.ok) throw new Error((answer && answer.error && answer.error.message) || ("HTTP " + response.status));
+          return answer;
         }
 
         async function signIn(value) {
@@ -46,7 +48,8 @@ extension Dashboard {
           $("login-error").textContent = "";
           connect();
           refreshUsage();
-          if (!usageTimer) usageTimer = setInterval(refreshUsage, 5000);
+          refreshModels();
+          if (!usageTimer) usageTimer = setInterval(() => { refreshUsage(); refreshModels(); }, 5000);
         }
 
         // Keys and this month's usage (UTC), from the ledger; every 5 s while signed in.
@@ -214,7 +217,8 @@ extension Dashboard {
               const h = remember(worker.name + "/" + model.name, snapshot.rates[worker.name + "/" + model.name]);
               rows.append(el("tr", { "data-model": model.name },
                 el("td", {}, model.name),
-                el("td", { class: "state " + model.state }, model.state, model.reason ? el("div", { class: "muted reason" }, model.reason) : null),
+                el("td", { class: "state " + model.state }, model.state + (model.download ? " " + downloaded(model.download) : ""),
+                model.reason ? el("div", { class: "muted reason" }, model.reason) : null),
                 el("td", {}, model.slots_busy + " / " + model.slots_total),
                 el("td", { class: "breaker " + model.breaker }, model.breaker),
                 el("td", {}, sparkline(h.rps, "req/s")),

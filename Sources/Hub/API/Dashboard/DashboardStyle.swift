@@ -22,7 +22,9 @@ extension Dashboard {
         table { width: 100%; border-collapse: collapse; } th, td { text-align: left; padding: .3rem .4rem; border-top: 1px solid var(--line); vertical-align: top; }
         th { color: var(--muted); font-weight: normal; }
         .state.ready, .breaker.closed { color: var(--ok); } .state.loading, .state.draining, .breaker.half-open { color: var(--warn); }
-        .state.failed, .breaker.open { color: var(--bad); }
+        .state.failed, .breaker.open { color: var(--bad); } .state.downloading { color: var(--warn); }
+        .inline-form { display: flex; flex-wrap: wrap; gap: .4rem; align-items: center; margin: .6rem 0 1rem; }
+        .inline-form input[type=number] { width: 6rem; } .replica { margin-top: .3rem; } .source { word-break: break-all; }
         .metric { display: inline-flex; align-items: center; gap: .3rem; white-space: nowrap; }
         .spark { width: 60px; height: 16px; } .spark polyline { fill: none; stroke: var(--accent); stroke-width: 1; }
         .muted { color: var(--muted); } .reason { font-size: .8rem; max-width: 30rem; } .error { color: var(--bad); }
