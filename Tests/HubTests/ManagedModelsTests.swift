@@ -1,6 +1,10 @@
+import AsyncHTTPClient
 import Config
 import Foundation
+import Logging
+import Store
 import Operations
+import Server
 import TestSupport
 import Testing
 import Wire
@@ -117,5 +121,25 @@ struct ManagedModelsTests {
         #expect(try SourceRequest.localAddress(of: "[::1]") == "::1")
         #expect(try SourceRequest.localAddress(of: "10.1.2.3") == nil)
         #expect(try SourceRequest.localAddress(of: "93.184.215.14") == nil)
+    }
+
+    @Test("an admin's source on a loopback or link-local address is refused unless the operator allows it; nothing is stored")
+    func localSourceRefused() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-src-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = try await SQLStore.open(.sqlite(path: folder.appendingPathComponent("hub.db").path), logger: Logger(label: "test"))
+        let client = ControlClient.make(connectTimeout: .seconds(2), readTimeout: .seconds(2))
+        let desk = ModelDesk(book: ModelBook(store: store), reader: SourceReader(hub: HubConfig(), base: folder.path, client: client,
+                                                                                 environment: [:]), placer: nil)
+        for source in ["http://127.0.0.1:9/m.gguf", "http://169.254.169.254/latest/m.gguf", "http://localhost:8080/m.gguf"] {
+            let refusal = await #expect(throws: ModelDesk.Refusal.self) {
+                _ = try await desk.add(ModelRequest(name: "m", source: source))
+            }
+            #expect(refusal?.code == .invalidSource && refusal?.description.contains("allow_local") == true, "\(String(describing: refusal))")
+        }
+        #expect(try await store.models().isEmpty)
+        try await client.shutdown()
+        try await store.close()
     }
 }

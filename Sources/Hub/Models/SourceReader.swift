@@ -79,8 +79,9 @@ struct SourceReader: Sendable {
                                         allowLocal: settings.allowLocal, timeout: settings.timeout)
             let answer = try await request.send(with: client)
             let bytes = try await Self.first(step, of: answer.response)
-            let file = PlacedFile(url: location, fileName: source.fileName, sha256: answer.sha256, size: answer.totalSize,
+            var file = PlacedFile(url: location, fileName: source.fileName, sha256: answer.sha256, size: answer.totalSize,
                                   huggingFace: isHF ? true : nil)
+            file.allowLocal = settings.allowLocal ? true : nil
             guard wantHeader else { return (file, nil) }
             do {
                 return (file, try GGUFHeader(parsing: bytes))

@@ -57,6 +57,9 @@ public struct PlacedFile: Codable, Sendable, Equatable, Hashable {
     public var size: Int?
     /// Send the worker's Hugging Face token with the request (a `hf://` source).
     public var huggingFace: Bool?
+    /// The operator allows sources on loopback and link-local addresses
+    /// (`hub.model_sources.allow_local`); the worker checks every hop of its download too.
+    public var allowLocal: Bool?
 
     public init(url: String, fileName: String, sha256: String?, size: Int?, huggingFace: Bool? = nil) {
         self.url = url

@@ -56,7 +56,7 @@ struct FileDownload: Sendable {
         progress(have)
         if file.size.map({ have < $0 }) ?? true {
             let answer = try await SourceRequest(url: file.url, from: have, token: file.huggingFace == true ? token : nil,
-                                                 allowLocal: true, timeout: .seconds(60)).send(with: client)
+                                                 allowLocal: file.allowLocal == true, timeout: .seconds(60)).send(with: client)
             if have > 0 && answer.response.status != .partialContent {
                 // The server ignored the Range: start over from its first byte.
                 try handle.truncate(atOffset: 0)
