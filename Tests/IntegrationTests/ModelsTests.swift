@@ -106,7 +106,7 @@ import TestSupport
         }
     }
 
-    @Test func aDownloadResumesAfterTheWorkerIsKilledAndACorruptFileIsNeverServed() async throws {
+    @Test func aDownloadResumesAfterTheWorkerIsKilledOrItsConnectionDropsAndACorruptFileIsNeverServed() async throws {
         let medium = try Self.generatedModel()
         let other = try Self.generatedModel(dim: 160, layers: 2, seed: 8)
         defer { for path in [medium, other] { try? FileManager.default.removeItem(atPath: path) } }
@@ -141,6 +141,8 @@ import TestSupport
                 let fetched = stats.bytes["caravan/medium-GGUF/medium.gguf"] ?? 0
                 // The header read (1 MiB) counts too: it is the hub's, but the same file.
                 let downloaded = fetched - (1 << 20)
+                print("caravan-models: a worker killed mid-download fetched \(downloaded) bytes in all for a \(size)-byte file "
+                      + "(\(String(format: "%.3f", Double(downloaded) / Double(size)))x); ranges \(stats.ranges)")
                 #expect(downloaded >= size && Double(downloaded) < 1.2 * Double(size),
                         "fetched \(downloaded) bytes by the worker for a \(size)-byte file")
                 #expect(stats.ranges.contains { ($0[1] as? Int ?? 0) > 0 }, "no resumed Range request: \(stats.ranges)")
@@ -163,6 +165,16 @@ import TestSupport
                         "\(refused.status) \(refused.body)")
                 let partials = (try? FileManager.default.contentsOfDirectory(atPath: cluster.directory.appendingPathComponent("cache-a/partial").path)) ?? []
                 #expect(partials.isEmpty, "the corrupt download was kept: \(partials)")
+                // The server mended, but its connections drop every 256 KiB: the next try resumes after each drop.
+                try await mirror.control("corrupt=0&drop_after=262144")
+                try await cluster.waitUntil("the model ready through dropped connections", timeout: .seconds(60)) {
+                    Self.replicas(try await Self.view(cluster, "medium-2")).first?["state"] as? String == "not-loaded"
+                }
+                let resumed = try await mirror.stats().ranges.filter { $0.first as? String == "caravan/other-GGUF/other.gguf" && ($0[1] as? Int ?? 0) > 0 }
+                #expect(resumed.count >= 3, "resumed ranges: \(resumed)")
+                try await mirror.control("drop_after=0")
+                let served = try await cluster.request("POST", "/v1/chat/completions", body: chatBody(model: "medium-2"))
+                #expect(served.status == 200, "\(served.body)")
             } catch {
                 await restarted.stop()
                 throw error
@@ -173,7 +185,8 @@ import TestSupport
 
     @Test func aModelThatFitsNowhereIsRefusedWithBothNumbers() async throws {
         let (_, model) = try TestCluster.engine()
-        let mirror = try await HFMirror.start(files: ["caravan/tiny-GGUF/tiny-q8.gguf": model])
+        let mirror = try await HFMirror.start(files: ["caravan/tiny-GGUF/tiny-q8.gguf": model, "caravan/private-GGUF/tiny.gguf": model],
+                                              arguments: ["--private", "caravan/private-GGUF", "--token", "hf_secret"])
         defer { Task { await mirror.stop() } }
         try await Self.cluster(["a"], mirror: mirror).using { cluster in
             // 10M tokens of KV cache: far beyond a 4 GiB worker.
@@ -186,6 +199,11 @@ import TestSupport
                 {"name": "missing", "source": "hf://caravan/tiny-GGUF/nope.gguf"}
                 """, token: .some(cluster.adminToken))
             #expect(missing.status == 400 && missing.errorCode == "invalid_source" && missing.body.contains("404"), "\(missing.body)")
+            let private_ = try await cluster.request("POST", "/admin/models", body: """
+                {"name": "private", "source": "hf://caravan/private-GGUF/tiny.gguf"}
+                """, token: .some(cluster.adminToken))
+            #expect(private_.status == 400 && private_.errorCode == "invalid_source" && private_.body.contains("401")
+                    && private_.body.contains("HF_TOKEN"), "\(private_.body)")
             let listed = try await cluster.request("GET", "/admin/models", token: .some(cluster.adminToken))
             #expect((listed.json?["models"] as? [Any])?.isEmpty == true, "a refused model was stored: \(listed.body)")
             // The CLI refuses the same way (the running hub's verdict), and keeps nothing.

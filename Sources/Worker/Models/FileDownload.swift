@@ -1,6 +1,10 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOHTTP1
 import Operations
@@ -54,6 +58,7 @@ struct FileDownload: Sendable {
             throw Failure(description: "the partial file was longer than the source's \(size) bytes; starting over", transient: true)
         }
         progress(have)
+        var digest: String?
         if file.size.map({ have < $0 }) ?? true {
             let answer = try await SourceRequest(url: file.url, from: have, token: file.huggingFace == true ? token : nil,
                                                  allowLocal: file.allowLocal == true, timeout: .seconds(60)).send(with: client)
@@ -63,36 +68,140 @@ struct FileDownload: Sendable {
                 hasher = SHA256()
                 have = 0
             }
-            do {
-                for try await chunk in answer.response.body {
-                    guard wanted() else { throw CancellationError() }
-                    let data = Data(chunk.readableBytesView)
-                    try handle.write(contentsOf: data)
-                    hasher.update(data: data)
-                    have += data.count
-                    progress(have)
-                }
-            } catch let error as NSError where error.domain == NSPOSIXErrorDomain && error.code == Int(ENOSPC) {
-                try? FileManager.default.removeItem(atPath: part)
-                throw Failure(description: "the disk is full (\(cache.root)); the partial file was removed", transient: false)
-            } catch is CancellationError {
-                throw CancellationError()
-            } catch let error as NSError where error.domain == NSCocoaErrorDomain && error.code == NSFileWriteOutOfSpaceError {
-                try? FileManager.default.removeItem(atPath: part)
-                throw Failure(description: "the disk is full (\(cache.root)); the partial file was removed", transient: false)
-            } catch {
-                throw Failure(description: "the download stopped at \(have) bytes: \(error)", transient: true)
-            }
+            (digest, have) = try await receive(answer.response.body, into: handle, part: part, from: have, hashing: hasher,
+                                               progress: progress, wanted: wanted)
         }
         if let size = file.size, have != size {
             throw Failure(description: "the download ended at \(have) of \(size) bytes", transient: true)
         }
-        let digest = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        if let expected = file.sha256, digest != expected {
+        let found = digest ?? Self.hex(hasher.finalize())
+        if let expected = file.sha256, found != expected {
             try? FileManager.default.removeItem(atPath: part)
-            throw Failure(description: "checksum mismatch: the file's sha256 is \(digest), not \(expected); discarded", transient: false)
+            throw Failure(description: "checksum mismatch: the file's sha256 is \(found), not \(expected); discarded", transient: false)
         }
+        // On disk before it is named by its content: a crash must not leave a blob that lies.
         try handle.synchronize()
         try FileManager.default.moveItem(atPath: part, toPath: blob)
+    }
+
+    /// Streams the body to the file in 1 MiB batches (a few hundred write calls for a large
+    /// file, not one per network read) while a child task hashes the batches already written:
+    /// the hash, the download's largest CPU cost, runs beside the transfer instead of in
+    /// turn with it, at most ``hashAhead`` batches behind. Returns the digest and the bytes on disk.
+    private func receive(_ body: HTTPClientResponse.Body, into handle: FileHandle, part: String, from start: Int, hashing prefix: SHA256,
+                         progress: @Sendable (Int) -> Void, wanted: @Sendable () -> Bool) async throws -> (String, Int) {
+        let (batches, feed) = AsyncStream<ByteBuffer>.makeStream()
+        let credits = HashCredits(Self.hashAhead)
+        let descriptor = handle.fileDescriptor
+        var have = start
+        do {
+            return try await withThrowingTaskGroup(of: String.self) { group in
+                group.addTask {
+                    var hasher = prefix
+                    for await batch in batches {
+                        batch.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                        credits.give()
+                    }
+                    return Self.hex(hasher.finalize())
+                }
+                defer { feed.finish() }
+                var batch = ByteBuffer()
+                batch.reserveCapacity(Self.batchBytes + 65_536)
+                do {
+                    for try await chunk in body {
+                        guard wanted() else { throw CancellationError() }
+                        var chunk = chunk
+                        have += chunk.readableBytes
+                        batch.writeBuffer(&chunk)
+                        guard batch.readableBytes >= Self.batchBytes else { continue }
+                        try Self.write(batch, to: descriptor)
+                        progress(have)
+                        await credits.take()
+                        feed.yield(batch)
+                        batch = ByteBuffer()
+                        batch.reserveCapacity(Self.batchBytes + 65_536)
+                    }
+                } catch let error as WriteError {
+                    throw error
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    // What arrived before the break is kept: the next try resumes after it.
+                    try? Self.write(batch, to: descriptor)
+                    throw Failure(description: "the download stopped at \(have) bytes: \(error)", transient: true)
+                }
+                try Self.write(batch, to: descriptor)
+                progress(have)
+                feed.yield(batch)
+                feed.finish()
+                return (try await group.next() ?? "", have)
+            }
+        } catch let error as WriteError where error.code == ENOSPC {
+            try? FileManager.default.removeItem(atPath: part)
+            throw Failure(description: "the disk is full (\(cache.root)); the partial file was removed", transient: false)
+        } catch let error as WriteError {
+            throw Failure(description: "cannot write \(part): \(String(cString: strerror(error.code)))", transient: false)
+        }
+    }
+
+    static let batchBytes = 1 << 20
+    /// Batches written but not yet hashed, at most.
+    static let hashAhead = 8
+
+    static func hex(_ digest: SHA256.Digest) -> String { digest.map { String(format: "%02x", $0) }.joined() }
+
+    struct WriteError: Error {
+        var code: Int32
+    }
+
+    /// Writes all of `buffer` to `descriptor`.
+    static func write(_ buffer: ByteBuffer, to descriptor: Int32) throws(WriteError) {
+        let result: Int32? = buffer.withUnsafeReadableBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                offset += written
+            }
+            return nil
+        }
+        if let result { throw WriteError(code: result) }
+    }
+}
+
+/// How many written batches may wait for the hash: the download waits for a credit before
+/// handing over another batch (bounded memory when the disk or network outruns the hash).
+final class HashCredits: Sendable {
+    private let state: Mutex<(available: Int, waiter: CheckedContinuation<Void, Never>?)>
+
+    init(_ count: Int) { state = Mutex((count, nil)) }
+
+    func take() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                guard state.available == 0 else {
+                    state.available -= 1
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    func give() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.available += 1
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
     }
 }

@@ -121,6 +121,7 @@ actor Placements: Service {
             return
         }
         logger.info("downloading a model file", metadata: ["file": "\(file.fileName)", "bytes": "\(file.size.map(String.init) ?? "?")"])
+        let started = ContinuousClock.now
         do {
             try await FileDownload(file: file, cache: cache, client: client, token: token).run(
                 progress: { [self] bytes in
@@ -145,7 +146,10 @@ actor Placements: Service {
             active.remove(key)
             failures[key] = nil
             shared.withLock { $0.progress[key] = nil }
-            logger.notice("model file downloaded and verified", metadata: ["file": "\(file.fileName)"])
+            let seconds = (ContinuousClock.now - started).inSeconds
+            logger.notice("model file downloaded and verified", metadata: [
+                "file": "\(file.fileName)", "seconds": "\(String(format: "%.2f", seconds))",
+                "mib_per_s": "\(file.size.map { String(format: "%.0f", Double($0) / 1_048_576 / max(seconds, 1e-6)) } ?? "?")"])
         } catch is CancellationError {
             active.remove(key)
             shared.withLock { $0.progress[key] = nil }
