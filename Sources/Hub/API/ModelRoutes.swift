@@ -19,16 +19,6 @@ struct ModelRoutes {
     let state: HubState
     let logger: Logger
 
-    /// `PATCH`'s body.
-    struct ChangeRequest: Decodable {
-        var replicas: Int?
-        var workers: [String]?
-        var ctx: Int?
-        var parallel: Int?
-        var args: [String]?
-        var aliases: [String]?
-    }
-
     func addRoutes(to group: RouterGroup<HubRequestContext>) {
         group.get("/admin/models") { _, _ in
             try jsonResponse(["models": try await desk.views(reports: reports())])
@@ -48,14 +38,12 @@ struct ModelRoutes {
         }
         group.patch("/admin/models/{name}") { request, context in
             let body = try await request.body.collect(upTo: 64 << 10)
-            let change: ChangeRequest
+            let changes: ModelBook.Changes
             do {
-                change = try WireCoding.decoder().decode(ChangeRequest.self, from: Data(body.readableBytesView))
+                changes = try WireCoding.decoder().decode(ModelBook.Changes.self, from: Data(body.readableBytesView))
             } catch {
                 throw OpenAIError(.invalidJSON, message: "expected {\"replicas\": ..., \"workers\": [...], \"ctx\": ..., \"parallel\": ..., \"args\": [...], \"aliases\": [...]}")
             }
-            let changes = ModelBook.Changes(replicas: change.replicas, workers: change.workers, ctx: change.ctx, parallel: change.parallel,
-                                            args: change.args, aliases: change.aliases)
             let model = try await call { try await desk.set(context.parameters.get("name") ?? "", changes) }
             logger.notice("hub-managed model changed", metadata: ["model": "\(model.name)"])
             return try jsonResponse(ModelView(model, reports: reports()[model.name] ?? [:]))

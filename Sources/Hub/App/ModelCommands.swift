@@ -64,9 +64,9 @@ struct ModelsCommand: AsyncParsableCommand {
         @Option(name: .long, help: "Seconds to wait for a running hub to place it (0: do not wait).") var wait: Int = 30
 
         func run() async throws {
-            let request = ModelRequest(name: name, source: source, projector: projector, sha256: sha256, replicas: replicas,
-                                       workers: ModelsCommand.list(workers), ctx: ctx, parallel: parallel,
-                                       args: args.map { $0.split(separator: " ").map(String.init) }, aliases: ModelsCommand.list(aliases))
+            let settings = ModelBook.Changes(replicas: replicas, workers: ModelsCommand.list(workers), ctx: ctx, parallel: parallel,
+                                             args: args.map { $0.split(separator: " ").map(String.init) }, aliases: ModelsCommand.list(aliases))
+            let request = ModelRequest(name: name, source: source, projector: projector, sha256: sha256, settings: settings)
             try await ModelsCommand.run(config) { desk in
                 let model = try await desk.add(request)
                 let estimate = model.estimate.map { "\($0.totalMiB) MiB of VRAM (weights \($0.weightsMiB), KV \($0.kvCacheMiB) for \($0.kvTokens) tokens, compute \($0.computeMiB))" } ?? "an unknown amount of VRAM"

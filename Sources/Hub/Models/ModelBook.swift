@@ -12,8 +12,9 @@ struct ModelBook: Sendable {
         var description: String { "no hub-managed model named '\(name)'" }
     }
 
-    /// What an admin may change after adding (`models set`); nil keeps the value.
-    struct Changes: Sendable {
+    /// The settings an admin gives when adding a model and may change after (`models set`,
+    /// `PATCH /admin/models/{name}`'s body); nil keeps the value.
+    struct Changes: Decodable, Sendable {
         var replicas: Int?
         var workers: [String]?
         var ctx: Int?

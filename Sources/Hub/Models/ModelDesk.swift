@@ -44,8 +44,7 @@ struct ModelDesk: Sendable {
     }
 
     func set(_ name: String, _ changes: ModelBook.Changes) async throws -> ManagedModel {
-        try ModelRequest.check(replicas: changes.replicas, workers: changes.workers, ctx: changes.ctx, parallel: changes.parallel,
-                               args: changes.args, aliases: changes.aliases)
+        try ModelRequest.check(changes)
         for attempt in 0..<5 {
             var (model, revision) = try await book.find(name)
             if let replicas = changes.replicas {

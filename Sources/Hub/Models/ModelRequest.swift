@@ -3,17 +3,32 @@ import Foundation
 
 /// An admin's request to add a hub-managed model (`POST /admin/models`, `caravan-hub models
 /// add`): checked here, once for both, before its source is read.
-struct ModelRequest: Codable, Sendable {
+struct ModelRequest: Decodable, Sendable {
     var name: String
     var source: String
     var projector: String?
     var sha256: String?
-    var replicas: Int?
-    var workers: [String]?
-    var ctx: Int?
-    var parallel: Int?
-    var args: [String]?
-    var aliases: [String]?
+    /// Replicas or workers, ctx, parallel, args, aliases: the same fields `models set` changes.
+    var settings = ModelBook.Changes()
+
+    enum CodingKeys: String, CodingKey { case name, source, projector, sha256 }
+
+    init(name: String, source: String, projector: String? = nil, sha256: String? = nil, settings: ModelBook.Changes = .init()) {
+        self.name = name
+        self.source = source
+        self.projector = projector
+        self.sha256 = sha256
+        self.settings = settings
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        source = try c.decode(String.self, forKey: .source)
+        projector = try c.decodeIfPresent(String.self, forKey: .projector)
+        sha256 = try c.decodeIfPresent(String.self, forKey: .sha256)
+        settings = try ModelBook.Changes(from: decoder)
+    }
 
     struct Invalid: Error, CustomStringConvertible {
         var description: String
@@ -32,11 +47,12 @@ struct ModelRequest: Codable, Sendable {
         if let sha256, sha256.count != 64 || !sha256.allSatisfy(\.isHexDigit) {
             throw Invalid(description: "sha256 must be 64 hex digits", param: "sha256")
         }
-        if replicas != nil && workers != nil { throw Invalid(description: "give replicas or workers, not both", param: "replicas") }
-        try Self.check(replicas: replicas, workers: workers, ctx: ctx, parallel: parallel, args: args, aliases: aliases)
+        let s = settings
+        if s.replicas != nil && s.workers != nil { throw Invalid(description: "give replicas or workers, not both", param: "replicas") }
+        try Self.check(s)
         return ManagedModel(
-            name: name, source: source, projector: projector, sha256: sha256?.lowercased(), replicas: replicas ?? workers?.count ?? 1,
-            workers: workers, ctx: ctx, parallel: parallel, args: args ?? [], aliases: aliases ?? [], createdAt: now, updatedAt: now,
+            name: name, source: source, projector: projector, sha256: sha256?.lowercased(), replicas: s.replicas ?? s.workers?.count ?? 1,
+            workers: s.workers, ctx: s.ctx, parallel: s.parallel, args: s.args ?? [], aliases: s.aliases ?? [], createdAt: now, updatedAt: now,
             files: [], projectorFile: nil, estimate: nil, placement: [], problem: nil)
     }
 
@@ -47,7 +63,9 @@ struct ModelRequest: Codable, Sendable {
     }
 
     /// The settings both adding and `models set` accept.
-    static func check(replicas: Int?, workers: [String]?, ctx: Int?, parallel: Int?, args: [String]?, aliases: [String]?) throws {
+    static func check(_ settings: ModelBook.Changes) throws {
+        let (replicas, workers, ctx, parallel, args, aliases) = (settings.replicas, settings.workers, settings.ctx, settings.parallel,
+                                                                settings.args, settings.aliases)
         if let replicas, !(1...64).contains(replicas) { throw Invalid(description: "replicas must be 1 to 64", param: "replicas") }
         if let workers {
             guard (1...64).contains(workers.count), Set(workers).count == workers.count else {
