@@ -129,9 +129,8 @@ struct ManagedModelsTests {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: folder) }
         let store = try await SQLStore.open(.sqlite(path: folder.appendingPathComponent("hub.db").path), logger: Logger(label: "test"))
-        let client = ControlClient.make(connectTimeout: .seconds(2), readTimeout: .seconds(2))
-        let desk = ModelDesk(book: ModelBook(store: store), reader: SourceReader(hub: HubConfig(), base: folder.path, client: client,
-                                                                                 environment: [:]), placer: nil)
+        let desk = ModelDesk(book: ModelBook(store: store), reader: SourceReader(hub: HubConfig(), base: folder.path, environment: [:]),
+                             placer: nil)
         for source in ["http://127.0.0.1:9/m.gguf", "http://169.254.169.254/latest/m.gguf", "http://localhost:8080/m.gguf"] {
             let refusal = await #expect(throws: ModelDesk.Refusal.self) {
                 _ = try await desk.add(ModelRequest(name: "m", source: source))
@@ -139,7 +138,6 @@ struct ManagedModelsTests {
             #expect(refusal?.code == .invalidSource && refusal?.description.contains("allow_local") == true, "\(String(describing: refusal))")
         }
         #expect(try await store.models().isEmpty)
-        try await client.shutdown()
         try await store.close()
     }
 }

@@ -69,8 +69,6 @@ struct HubApplication {
         let client: UpstreamClient
         /// Keys and the ledger: closed after the services (the ledger's last write) stop.
         let store: any HubStore
-        /// Reads hub-managed models' sources (their headers).
-        let sourceClient: HTTPClient
     }
 
     /// Serves the hub until SIGTERM or SIGINT: the server drains within `shutdown_grace`, then
@@ -85,11 +83,9 @@ struct HubApplication {
             try await group.run()
         } catch {
             try? await built.store.close()
-            try? await built.sourceClient.shutdown()
             throw error
         }
         try? await built.store.close()
-        try? await built.sourceClient.shutdown()
     }
 
     /// Assembles the hub from its configuration; nothing listens yet.
@@ -178,11 +174,10 @@ struct HubApplication {
                                       reloader: reloader, limiter: limiter, writeTimeout: hub.clientWriteTimeout)
         adminRoutes.addRoutes(to: admin)
         AccountRoutes(book: KeyBook(store: store), sync: keySync, limiter: limiter, ledger: ledger, logger: logger).addRoutes(to: admin)
-        let sourceClient = ControlClient.make(connectTimeout: .seconds(10), readTimeout: hub.modelSources.timeout)
         let modelBook = ModelBook(store: store)
         let placer = ModelPlacer(book: modelBook, state: state, upstream: client, keys: workerKeys,
                                  grace: hub.modelSources.replaceAfter, logger: logger)
-        let desk = ModelDesk(book: modelBook, reader: SourceReader(hub: hub, base: auth.baseDirectory, client: sourceClient), placer: placer)
+        let desk = ModelDesk(book: modelBook, reader: SourceReader(hub: hub, base: auth.baseDirectory), placer: placer)
         ModelRoutes(desk: desk, state: state, logger: logger).addRoutes(to: admin)
 
         let bound = listen
@@ -226,7 +221,7 @@ struct HubApplication {
                 adminRoutes.metricsResponse(metrics)
             })
         }
-        return Built(app: app, services: services, state: state, grace: grace, client: client, store: store, sourceClient: sourceClient)
+        return Built(app: app, services: services, state: state, grace: grace, client: client, store: store)
     }
 
     /// Paths whose access lines are debug-level: the control plane, health checks, scrapes, the dashboard.

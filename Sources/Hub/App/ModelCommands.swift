@@ -1,5 +1,4 @@
 import ArgumentParser
-import AsyncHTTPClient
 import Config
 import Foundation
 import Logging
@@ -25,16 +24,13 @@ struct ModelsCommand: AsyncParsableCommand {
         } catch let error as StoreError {
             throw ValidationError(error.description)
         }
-        let client = ControlClient.make(connectTimeout: .seconds(10), readTimeout: cluster.hub.modelSources.timeout)
-        let desk = ModelDesk(book: ModelBook(store: store),
-                             reader: SourceReader(hub: cluster.hub, base: cluster.hub.auth.baseDirectory, client: client), placer: nil)
+        let desk = ModelDesk(book: ModelBook(store: store), reader: SourceReader(hub: cluster.hub, base: cluster.hub.auth.baseDirectory),
+                             placer: nil)
         do {
             try await body(desk)
             try? await store.close()
-            try? await client.shutdown()
         } catch {
             try? await store.close()
-            try? await client.shutdown()
             switch error {
             case let error as ModelDesk.Refusal: throw ValidationError(error.description)
             case let error as ModelRequest.Invalid: throw ValidationError("\(error.param): \(error.description)")

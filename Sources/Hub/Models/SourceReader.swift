@@ -10,14 +10,12 @@ import Wire
 /// with Range requests (1 MiB, then more while the header goes on: a large vocabulary is
 /// several MiB), from which ``VRAMEstimate`` comes.
 struct SourceReader: Sendable {
-    let client: HTTPClient
     let settings: ModelSourcesConfig
     let endpoint: String
     let token: Secret?
 
     /// The reader the hub's `model_sources` settings describe (`HF_ENDPOINT` and `HF_TOKEN` from the environment win).
-    init(hub: HubConfig, base: String, client: HTTPClient, environment: [String: String] = ProcessInfo.processInfo.environment) {
-        self.client = client
+    init(hub: HubConfig, base: String, environment: [String: String] = ProcessInfo.processInfo.environment) {
         settings = hub.modelSources
         endpoint = hub.modelSources.endpoint(environment: environment)
         token = huggingFaceToken(file: hub.modelSources.hfTokenFile, base: base, environment: environment)
@@ -26,13 +24,25 @@ struct SourceReader: Sendable {
     /// Header reads, in bytes, until one holds the whole header.
     static let headerSteps = [1 << 20, 8 << 20, 64 << 20]
 
-    /// Fills in `model`'s files, projector and estimate from its sources.
+    /// Fills in `model`'s files, projector and estimate from its sources (with a client of its
+    /// own: an admin's rare call, and nothing left to shut down when it returns).
     func resolve(_ model: inout ManagedModel) async throws {
+        let client = ControlClient.make(connectTimeout: .seconds(10), readTimeout: settings.timeout)
+        do {
+            try await resolve(&model, with: client)
+            try? await client.shutdown()
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    private func resolve(_ model: inout ManagedModel, with client: HTTPClient) async throws {
         let source = try ModelSource(parsing: model.source)
         var files: [PlacedFile] = []
         var header: GGUFHeader?
         for (index, part) in source.parts.enumerated() {
-            let (file, parsed) = try await read(part, header: index == 0)
+            let (file, parsed) = try await read(part, header: index == 0, client: client)
             files.append(file)
             if index == 0 { header = parsed }
         }
@@ -45,14 +55,14 @@ struct SourceReader: Sendable {
         model.files = files
         model.projectorFile = nil
         if let projector = model.projector {
-            model.projectorFile = try await read(try ModelSource(parsing: projector), header: false).file
+            model.projectorFile = try await read(try ModelSource(parsing: projector), header: false, client: client).file
         }
         model.estimate = header.map {
             VRAMEstimate(header: $0, bytes: model.totalBytes, ctx: model.ctx, parallel: model.parallel, args: model.args)
         }
     }
 
-    private func read(_ source: ModelSource, header wantHeader: Bool) async throws -> (file: PlacedFile, header: GGUFHeader?) {
+    private func read(_ source: ModelSource, header wantHeader: Bool, client: HTTPClient) async throws -> (file: PlacedFile, header: GGUFHeader?) {
         let location = source.location(endpoint: endpoint)
         if case .path(let path) = source {
             // On the workers; read here only if this machine has it too (a shared mount).

@@ -72,8 +72,8 @@ public struct WorkerConfig: Decodable, Sendable {
     /// How often a ready engine's `/health` is checked.
     public var healthInterval: Duration
     /// Where hub-placed models are downloaded (content-addressed: `blobs/sha256-…`, and a
-    /// folder of links per model). Nil: `.caravan-models` in the first `models_dir`, else
-    /// `models` in the state folder.
+    /// folder of links per model). Nil: `models` in the state folder. Inside a `models_dir`,
+    /// name a dot folder (discovery skips those).
     public var modelCacheDir: String?
     /// Most MiB the download cache may hold; files no placement needs go first, least
     /// recently used first (nil: no limit but the disk).
@@ -187,7 +187,7 @@ public struct WorkerConfig: Decodable, Sendable {
         if let modelCacheMaxMiB, modelCacheMaxMiB < 1 { throw c.error(.modelCacheMaxMiB, "must be at least 1") }
         hfTokenFile = try c.optional(String.self, .hfTokenFile)
         guard !models.isEmpty || !modelsDirs.isEmpty || modelCacheDir != nil else {
-            throw c.error(.models, "a worker needs at least one model (or a models_dir, or a model_cache_dir for models the hub places)")
+            throw c.error(.models, "a worker needs at least one model (or a models_dir), or a model_cache_dir for models the hub places")
         }
         maxLoaded = try c.optional(Int.self, .maxLoaded)
         if let maxLoaded, maxLoaded < 1 { throw c.error(.maxLoaded, "must be at least 1") }

@@ -38,8 +38,6 @@ struct WorkerApplication {
         /// The engines' data-plane client and the control plane's client, closed at the end.
         let engineClient: UpstreamClient
         let client: HTTPClient
-        /// Downloads of hub-placed models.
-        let downloads: HTTPClient
     }
 
     /// Serves the worker until SIGTERM or SIGINT. Shuts down in reverse: heartbeats
@@ -55,12 +53,10 @@ struct WorkerApplication {
         } catch {
             built.engineClient.shutdown()
             try? await built.client.shutdown()
-            try? await built.downloads.shutdown()
             throw error
         }
         built.engineClient.shutdown()
         try await built.client.shutdown()
-        try await built.downloads.shutdown()
     }
 
     /// Assembles the worker from its configuration (joining the cluster first when it holds
@@ -110,9 +106,8 @@ struct WorkerApplication {
                                           aheadPerSlot: hub.queue.aheadPerSlot, loadConfig: loadConfig, placed: { ready.value },
                                           onChange: { trigger.fire() })
         // Hub-placed models: downloaded into the cache, then added to the supervisor's models.
-        let downloads = ControlClient.make(connectTimeout: .seconds(10), readTimeout: .seconds(60))
         let placements = Placements(
-            cache: ModelCache(worker: worker), ready: ready, client: downloads,
+            cache: ModelCache(worker: worker), ready: ready,
             token: huggingFaceToken(file: worker.hfTokenFile, base: base, environment: ProcessInfo.processInfo.environment)?.value,
             logger: logger, changed: { trigger.fire() }, reload: { await supervisor.refreshPlaced() })
         let inFlight = InFlightCounter()
@@ -195,6 +190,6 @@ struct WorkerApplication {
             })
         }
         return Built(app: app, services: services, heartbeat: heartbeat, grace: grace, supervisor: supervisor, drain: drain,
-                     engineClient: engineClient, client: client, downloads: downloads)
+                     engineClient: engineClient, client: client)
     }
 }

@@ -17,7 +17,6 @@ import Wire
 struct FileDownload: Sendable {
     let file: PlacedFile
     let cache: ModelCache
-    let client: HTTPClient
     /// The worker's Hugging Face token, sent to the source's first host for `hf://` files.
     let token: String?
 
@@ -28,8 +27,20 @@ struct FileDownload: Sendable {
     }
 
     /// Fetches the file unless it is there; `progress` gets the bytes on disk as they grow.
-    /// Stops (throwing `CancellationError`) when `wanted` turns false.
+    /// Stops (throwing `CancellationError`) when `wanted` turns false. A client of its own
+    /// (no redirects followed for it: ``SourceRequest`` follows them) lives as long as the transfer.
     func run(progress: @Sendable (Int) -> Void, wanted: @Sendable () -> Bool) async throws {
+        let client = ControlClient.make(connectTimeout: .seconds(10), readTimeout: .seconds(60))
+        do {
+            try await run(with: client, progress: progress, wanted: wanted)
+            try? await client.shutdown()
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    private func run(with client: HTTPClient, progress: @Sendable (Int) -> Void, wanted: @Sendable () -> Bool) async throws {
         guard !file.isLocal else {
             guard FileManager.default.fileExists(atPath: file.url) else {
                 throw Failure(description: "\(file.url) does not exist on this worker", transient: false)

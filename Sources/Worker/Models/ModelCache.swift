@@ -26,11 +26,10 @@ struct ModelCache: Sendable {
         budgetBytes = budgetMiB.map { $0 << 20 }
     }
 
-    /// The worker's cache folder: `model_cache_dir`, else `.caravan-models` in the first
-    /// `models_dir` (discovery skips dot folders), else `models` in the state folder.
+    /// The worker's cache folder: `model_cache_dir`, else `models` in the state folder (the one
+    /// folder a hardened unit or a container is sure to let the worker write).
     init(worker: WorkerConfig) {
         let root = worker.modelCacheDir
-            ?? worker.modelsDirs.first.map { ($0 as NSString).appendingPathComponent(".caravan-models") }
             ?? ((worker.stateDir ?? ConfigFile.defaultStateDirectory()) as NSString).appendingPathComponent("models")
         self.init(root: root, budgetMiB: worker.modelCacheMaxMiB)
     }

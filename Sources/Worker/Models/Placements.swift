@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -13,7 +12,6 @@ import Wire
 /// Loading stays lazy: a placed model starts on its first request like any other.
 actor Placements: Service {
     let cache: ModelCache
-    private let client: HTTPClient
     private let token: String?
     private let logger: Logger
     /// A report is due (progress, a model ready or failed).
@@ -56,11 +54,10 @@ actor Placements: Service {
         var sampleAt = ContinuousClock.now
     }
 
-    init(cache: ModelCache, ready: ReadyModels, client: HTTPClient, token: String?, logger: Logger,
+    init(cache: ModelCache, ready: ReadyModels, token: String?, logger: Logger,
          changed: @escaping @Sendable () -> Void, reload: @escaping @Sendable () async -> Void) {
         self.cache = cache
         self.ready = ready
-        self.client = client
         self.token = token
         self.logger = logger
         self.changed = changed
@@ -123,7 +120,7 @@ actor Placements: Service {
         logger.info("downloading a model file", metadata: ["file": "\(file.fileName)", "bytes": "\(file.size.map(String.init) ?? "?")"])
         let started = ContinuousClock.now
         do {
-            try await FileDownload(file: file, cache: cache, client: client, token: token).run(
+            try await FileDownload(file: file, cache: cache, token: token).run(
                 progress: { [self] bytes in
                     let report = self.shared.withLock { state -> Bool in
                         var progress = state.progress[key] ?? Progress()
