@@ -141,7 +141,15 @@ struct KeysTests {
             #expect(Int(result["budget_retry_after"] as? String ?? "") ?? 0 > 1)
             // The SDK did not retry the budget's 429 (x-should-retry: false): the ledger has one
             // refusal for the key, and no request beyond the script's calls and the first check.
-            let usage = try await cluster.request("GET", "/admin/usage?group_by=key", token: .some(cluster.adminToken))
+            // A request's row is recorded once its answer is written, so the client may see the
+            // refusal a moment before the ledger has it: wait for it (then nothing more may come).
+            var usage = try await cluster.request("GET", "/admin/usage?group_by=key", token: .some(cluster.adminToken))
+            let deadline = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < deadline,
+                  (usage.json?["usage"] as? [[String: Any]])?.first(where: { $0["key"] as? String == "key:small" })?["errors"] as? Int != 1 {
+                try await Task.sleep(for: .milliseconds(50))
+                usage = try await cluster.request("GET", "/admin/usage?group_by=key", token: .some(cluster.adminToken))
+            }
             let spent = try #require((usage.json?["usage"] as? [[String: Any]])?.first { $0["key"] as? String == "key:small" })
             #expect(spent["errors"] as? Int == 1, "\(usage.body)")
             #expect(spent["requests"] as? Int == 1 + (result["calls"] as? Int ?? 0), "\(usage.body)")

@@ -204,6 +204,22 @@ import TestSupport
                 """, token: .some(cluster.adminToken))
             #expect(private_.status == 400 && private_.errorCode == "invalid_source" && private_.body.contains("401")
                     && private_.body.contains("HF_TOKEN"), "\(private_.body)")
+            // Bad input: each refusal in its envelope with its status (and nothing stored).
+            let admin: String?? = .some(cluster.adminToken)
+            for (method, path, body, status, code) in [
+                ("POST", "/admin/models", "{not json", 400, "invalid_json"),
+                ("POST", "/admin/models", #"{"name": "a b", "source": "hf://o/r/m.gguf"}"#, 400, "invalid_request_body"),
+                ("POST", "/admin/models", #"{"name": "m", "source": "hf://o/r/m.gguf", "replicas": 0}"#, 400, "invalid_request_body"),
+                ("POST", "/admin/models", #"{"name": "m", "source": "hf://o/r/m.gguf", "args": ["--port", "1"]}"#, 400, "invalid_request_body"),
+                ("POST", "/admin/models", #"{"name": "m", "source": "ftp://x/m.gguf"}"#, 400, "invalid_request_body"),
+                ("PATCH", "/admin/models/nope", #"{"replicas": 2}"#, 404, "not_found"),
+                ("DELETE", "/admin/models/nope", nil, 404, "not_found"),
+            ] as [(String, String, String?, Int, String)] {
+                let reply = try await cluster.request(method, path, body: body, token: admin)
+                #expect(reply.status == status && reply.errorCode == code, "\(method) \(path) \(body ?? ""): \(reply.status) \(reply.body)")
+            }
+            let client = try await cluster.request("GET", "/admin/models")
+            #expect(client.status == 403, "a client token: \(client.status)")
             let listed = try await cluster.request("GET", "/admin/models", token: .some(cluster.adminToken))
             #expect((listed.json?["models"] as? [Any])?.isEmpty == true, "a refused model was stored: \(listed.body)")
             // The CLI refuses the same way (the running hub's verdict), and keeps nothing.
