@@ -87,6 +87,15 @@ import TestSupport
             let models = try await cluster.request("GET", "/v1/models")
             #expect(models.body.contains("\"small\""))
 
+            // A worker leaves for good: after replace_after (3 s here) its replica moves to the third worker, which serves it.
+            let third = try #require(Set(["a", "b", "c"]).subtracting(placedOn).first)
+            await cluster.workers[placedOn[1]]!.stop()
+            try await cluster.waitUntil("the replica re-placed on \(third)", timeout: .seconds(30)) {
+                let replicas = Self.replicas(try await Self.view(cluster, "small"))
+                return Set(replicas.compactMap { $0["worker"] as? String }) == [placedOn[0], third]
+                    && replicas.allSatisfy { ["not-loaded", "ready"].contains($0["state"] as? String ?? "") }
+            }
+
             // Removed: traffic stops.
             _ = try cluster.hubCommand(["models", "rm", "small", "--config", cluster.configPath])
             try await cluster.waitUntil("the model gone from every worker", timeout: .seconds(20)) {
