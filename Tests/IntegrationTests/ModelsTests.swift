@@ -270,3 +270,67 @@ import TestSupport
         }
     }
 }
+
+/// A full disk under a download, for real: the worker's cache on a small tmpfs.
+@Suite(.serialized) struct ModelsDiskTests {
+    /// Root, and a tmpfs can be mounted here (a container without CAP_SYS_ADMIN cannot).
+    static let canMount: Bool = {
+        guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/mount") else { return false }
+        let probe = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-mount-\(UUID().uuidString.prefix(6))").path
+        guard (try? FileManager.default.createDirectory(atPath: probe, withIntermediateDirectories: true)) != nil else { return false }
+        defer { try? FileManager.default.removeItem(atPath: probe) }
+        guard (try? runProcess(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe], input: "")) != nil else { return false }
+        _ = try? runProcess(["/usr/bin/umount", probe], input: "")
+        return true
+    }()
+
+    @Test("a disk that fills during a download: a clear error, the partial file removed, the rest served; room again and it completes",
+          .enabled(if: canMount, "needs root to mount a small tmpfs"))
+    func fullDisk() async throws {
+        let medium = try ModelsTests.generatedModel()
+        defer { try? FileManager.default.removeItem(atPath: medium) }
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: medium)[.size] as? Int)
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("caravan-disk-\(UUID().uuidString.prefix(6))").path
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        _ = try runProcess(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", cache], input: "")
+        defer {
+            _ = try? runProcess(["/usr/bin/umount", "-l", cache], input: "")
+            try? FileManager.default.removeItem(atPath: cache)
+        }
+        let mirror = try await HFMirror.start(files: ["caravan/medium-GGUF/medium.gguf": medium])
+        defer { Task { await mirror.stop() } }
+        let spec = TestCluster.WorkerSpec(name: "a", extra: "model_cache_dir: \(cache)\ngpus: [{name: test, vram_mb: 4096}]",
+                                          models: TestCluster.tinyModel("tiny"))
+        try await TestCluster.start(specs: [spec], hubSettings: """
+            model_sources: {hf_endpoint: "\(mirror.url)", allow_local: true}
+            queue: {timeout: 3s}
+            """).using { cluster in
+            try await mirror.control("rate=\(size / 4)")
+            let add = try await cluster.request("POST", "/admin/models", body: """
+                {"name": "medium", "source": "hf://caravan/medium-GGUF/medium.gguf", "workers": ["a"], "args": ["-t", "1"]}
+                """, token: .some(cluster.adminToken))
+            #expect(add.status == 201, "\(add.body)")
+            try await cluster.waitUntil("the download under way", timeout: .seconds(20)) {
+                let download = ModelsTests.replicas(try await ModelsTests.view(cluster, "medium")).first?["download"] as? [String: Any]
+                return (download?["bytes"] as? Int ?? 0) > 1 << 20
+            }
+            // Something else takes the disk.
+            _ = try? runProcess(["/bin/sh", "-c", "head -c 7340032 /dev/zero > \(cache)/filler"], input: "")
+            try await cluster.waitUntil("the full disk reported", timeout: .seconds(20)) {
+                let download = ModelsTests.replicas(try await ModelsTests.view(cluster, "medium")).first?["download"] as? [String: Any]
+                return (download?["error"] as? String ?? "").contains("the disk is full")
+            }
+            let partials = (try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? []
+            #expect(partials.isEmpty, "the partial file was kept: \(partials)")
+            // The worker serves its other model meanwhile.
+            let other = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
+            #expect(other.status == 200, "\(other.body)")
+            // Room again: the next try completes.
+            try FileManager.default.removeItem(atPath: cache + "/filler")
+            try await mirror.control("rate=0")
+            try await cluster.waitUntil("the model ready once there is room", timeout: .seconds(40)) {
+                ModelsTests.replicas(try await ModelsTests.view(cluster, "medium")).first?["state"] as? String == "not-loaded"
+            }
+        }
+    }
+}
