@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import NIOHTTP1
 import Testing
 import TestSupport
@@ -322,6 +324,16 @@ import TestSupport
             }
             let partials = (try? FileManager.default.contentsOfDirectory(atPath: cache + "/partial")) ?? []
             #expect(partials.isEmpty, "the partial file was kept: \(partials)")
+            // ... and an event on /admin/events (a new reader gets the recent ones first).
+            let events = TextCollector()
+            var request = HTTPClientRequest(url: cluster.hubURL + "/admin/events")
+            request.headers.add(name: "Authorization", value: "Bearer \(cluster.adminToken)")
+            let response = try await cluster.client.execute(request, timeout: .seconds(60))
+            let reader = Task { for try await chunk in response.body { events.append(String(buffer: chunk)) } }
+            defer { reader.cancel() }
+            try await cluster.waitUntil("the download_failed event", timeout: .seconds(10)) {
+                events.text.contains("event: download_failed") && events.text.contains("the disk is full")
+            }
             // The worker serves its other model meanwhile.
             let other = try await cluster.request("POST", "/v1/chat/completions", body: chatBody())
             #expect(other.status == 200, "\(other.body)")

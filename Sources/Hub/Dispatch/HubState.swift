@@ -256,7 +256,8 @@ final class HubState: Sendable {
         return result
     }
 
-    /// Publishes what changed between two reports of one worker: model states and engine crashes.
+    /// Publishes what changed between two reports of one worker: model states, engine crashes
+    /// and failed downloads.
     private func announceChanges(from previous: WorkerReport?, to report: WorkerReport) {
         let before = Dictionary((previous?.models ?? []).map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for model in report.models {
@@ -267,6 +268,10 @@ final class HubState: Sendable {
             }
             if (model.recentCrashes ?? 0) > (old?.recentCrashes ?? 0) {
                 events.publish(.init(type: "engine_crash", worker: report.name, model: model.name, reason: model.reason))
+            }
+            // A hub-placed model's download that failed (checksum, full disk, the source's 404...).
+            if let error = model.download?.error, error != old?.download?.error {
+                events.publish(.init(type: "download_failed", worker: report.name, model: model.name, reason: error))
             }
         }
     }

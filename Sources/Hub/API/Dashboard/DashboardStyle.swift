@@ -32,7 +32,7 @@ extension Dashboard {
         .budget { display: grid; grid-template-columns: 6rem auto; gap: .4rem; align-items: center; } .fill.spent { background: var(--bad); }
         .key-status.active { color: var(--ok); } .key-status.revoked, .key-status.expired { color: var(--bad); }
         ul { list-style: none; padding: 0; margin: 0; } #events li { padding: .3rem 0; border-top: 1px solid var(--line); }
-        .event.breaker b, .event.engine_crash b, .event.action_failed b { color: var(--bad); }
+        .event.breaker b, .event.engine_crash b, .event.action_failed b, .event.download_failed b { color: var(--bad); }
         #logs { position: fixed; inset: auto 1rem 1rem 1rem; height: 40vh; background: #0b0f13; border: 1px solid var(--line); border-radius: 6px; display: flex; flex-direction: column; }
         #logs[hidden] { display: none; }
         #logs header { display: flex; justify-content: space-between; align-items: center; padding: 0 .8rem; }
