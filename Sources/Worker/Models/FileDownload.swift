@@ -51,7 +51,7 @@ struct FileDownload: Sendable {
         if FileManager.default.fileExists(atPath: blob) { return }
         let part = cache.partial(file)
         if !FileManager.default.fileExists(atPath: part) {
-            FileManager.default.createFile(atPath: part, contents: nil, attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: part, contents: nil, attributes: [.posixPermissions: 0o600])
         }
         guard let handle = FileHandle(forUpdatingAtPath: part) else {
             throw Failure(description: "cannot write \(part)", transient: false)
